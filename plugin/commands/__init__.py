@@ -1,0 +1,1 @@
+"""Subcommands of the tritonmix CLI, one module each (see tritonmix.cli)."""
