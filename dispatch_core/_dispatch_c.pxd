@@ -1,0 +1,33 @@
+# Declarations of the compiled dispatch core; the code is in _dispatch_c.pyx, the rule in its class docstring.
+from libc.stdint cimport int64_t, uint64_t
+
+
+cdef struct Endpoint:
+    double weight            # desired share from the controller (>= 0, finite)
+    double ewma_latency_s    # NaN until the first successful record
+    double error_rate        # EWMA of (0 if ok else 1)
+    int64_t in_flight        # picks not yet recorded; never negative
+    uint64_t picks
+    uint64_t successes
+    uint64_t failures
+    unsigned char available  # health mask
+    unsigned char excluded   # scratch for pick(exclude=...): set and cleared within one call, GIL held
+
+
+cdef class Dispatcher:
+    cdef Py_ssize_t _n
+    cdef Endpoint* _ep       # _n endpoints
+    cdef double* _cum        # _cum[i] = sum of effective weights of endpoints 0..i (left to right)
+    cdef double _total       # _cum[_n - 1], or 0.0
+    cdef Py_ssize_t _last    # last endpoint with effective weight > 0, or -1
+    cdef double _alpha
+    cdef uint64_t _state     # splitmix64 state
+
+    cdef int _set_size(self, Py_ssize_t n) except -1
+    cdef void _rebuild(self) noexcept
+    cdef Py_ssize_t _draw(self) noexcept
+    cdef Py_ssize_t _draw_excluding(self) noexcept
+    cdef object _pick_excluding(self, exclude)
+    cdef Py_ssize_t _choose(self, Py_ssize_t a, Py_ssize_t b) noexcept
+    cdef Py_ssize_t _check_index(self, Py_ssize_t i) except -1
+    cdef Endpoint* _snapshot(self) except NULL

@@ -1,0 +1,349 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+"""The compiled dispatch core: the same rule, PRNG and float arithmetic as the reference twin ``_dispatch_py.py``."""
+from libc.math cimport INFINITY, NAN
+from libc.stdint cimport int64_t, uint64_t
+from libc.stdlib cimport free, malloc, realloc
+from libc.string cimport memcpy
+from operator import index as _index
+
+from ._common import DispatchStats, NoEndpointAvailable, UnmatchedRecord, initial_state
+from ._common import EXCLUDE_RETRIES as _PY_EXCLUDE_RETRIES
+
+__all__ = ["Dispatcher", "noop"]
+
+cdef extern from *:
+    """
+    #include <stdint.h>
+    /* splitmix64 (Steele, Lea, Flood 2014), as a double in [0, 1): (x >> 11) * 2^-53. */
+    static inline double tm_splitmix64_double(uint64_t *state) {
+        uint64_t z = (*state += 0x9E3779B97F4A7C15ULL);
+        z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+        z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+        z = z ^ (z >> 31);
+        return (double)(z >> 11) * (1.0 / 9007199254740992.0);
+    }
+    /* First index i in [0, n] with a[i] > u (a sorted ascending, n >= 1): branch-free bisection, so the
+       cost at 1,024 endpoints is ~10 predictable steps instead of ~10 coin-flip branches. */
+    static inline Py_ssize_t tm_upper_bound(const double *a, Py_ssize_t n, double u) {
+        const double *base = a;
+        while (n > 1) {
+            Py_ssize_t half = n >> 1;
+            base = (base[half] <= u) ? base + half : base;
+            n -= half;
+        }
+        return (base - a) + (*base <= u);
+    }
+    """
+    double tm_splitmix64_double(uint64_t* state) noexcept nogil
+    Py_ssize_t tm_upper_bound(const double* a, Py_ssize_t n, double u) noexcept nogil
+
+cdef int EXCLUDE_RETRIES = _PY_EXCLUDE_RETRIES
+
+
+def noop():
+    """Does nothing: the floor for call-overhead benchmarks (one call into a compiled function)."""
+
+
+cdef inline bint _eligible(const Endpoint* e) noexcept nogil:
+    return e.available and e.weight > 0.0
+
+
+cdef class Dispatcher:
+    """Weighted, load-aware choice of an endpoint (compiled build; ``_dispatch_py.Dispatcher`` is the reference).
+
+    Pick rule (weighted two choices, load-normalised):
+        draw two candidates a, b independently with probability weight_i / sum(eligible weights), each by
+        bisection over the cumulative effective weights (effective weight = weight if available else 0);
+        keep b only when in_flight_b * weight_a < in_flight_a * weight_b (b carries less load per unit of
+        share), otherwise a. Idle endpoints tie, so the first draw wins and picks follow the weight shares
+        exactly; an endpoint with more requests in flight than its share loses the comparison.
+        Cost: O(log n) per pick, O(1) per record, O(n) per set_weights / set_available / resize (they
+        rebuild the cumulative array).
+    Exclusion: each candidate is redrawn up to EXCLUDE_RETRIES times while it is in ``exclude``; after that
+        it is drawn by one linear scan over the endpoints that are eligible and not excluded (O(n)).
+        Indexes in ``exclude`` outside [0, n_endpoints) are ignored (such an endpoint cannot be picked).
+    Record (EWMA with alpha = ewma_alpha):
+        error_rate     <- alpha * (0 if ok else 1) + (1 - alpha) * error_rate          (starts at 0.0)
+        ewma_latency_s <- alpha * latency_s + (1 - alpha) * ewma_latency_s              (successes only;
+                          the first success sets it; NaN before that: a fast failure must not look fast)
+    PRNG: splitmix64; a draw in [0, 1) is (x >> 11) * 2**-53. ``seed=None`` seeds from os.urandom.
+
+    Thread safety: no method releases the GIL, and between the first read and the last write of shared state
+    no method calls back into Python (no object allocation, no user code: arguments are converted to C values
+    before, result objects are built after, stats() copies the C arrays before it builds tuples). So each
+    method is atomic with respect to other Python threads, with no lock. This rests on the GIL: the module does
+    not declare free-threading support, so a free-threaded CPython re-enables the GIL when it imports it.
+    """
+
+    def __cinit__(self, *args, **kwargs):
+        self._n = 0
+        self._ep = NULL
+        self._cum = NULL
+        self._total = 0.0
+        self._last = -1
+
+    def __dealloc__(self):
+        free(self._ep)
+        free(self._cum)
+
+    def __init__(self, n_endpoints, *, seed=None, ewma_alpha=0.2):
+        cdef Py_ssize_t n = n_endpoints.__index__()
+        if n < 0:
+            raise ValueError(f"n_endpoints must be >= 0, got {n}")
+        cdef double alpha = float(ewma_alpha)
+        if not (0.0 < alpha <= 1.0):
+            raise ValueError(f"ewma_alpha must be in (0, 1], got {ewma_alpha!r}")
+        self._state = initial_state(seed)
+        self._alpha = alpha
+        self._set_size(n)
+        self._rebuild()
+
+    # ---- configuration -------------------------------------------------------------------------------------
+
+    @property
+    def n_endpoints(self):
+        return self._n
+
+    @property
+    def ewma_alpha(self):
+        return self._alpha
+
+    def set_weights(self, weights):
+        """Desired traffic shares (non-negative, finite; 0 = no traffic). ValueError names a bad index."""
+        values = [float(w) for w in weights]
+        cdef Py_ssize_t n = len(values), i
+        cdef double w
+        if n != self._n:
+            raise ValueError(f"weights has length {n}, expected {self._n}")
+        for i in range(n):
+            w = values[i]
+            if w != w or w == INFINITY or w == -INFINITY or w < 0.0:
+                raise ValueError(f"weights[{i}] = {values[i]!r}: must be finite and >= 0")
+        cdef double* tmp = <double*>malloc((n if n > 0 else 1) * sizeof(double))
+        if tmp == NULL:
+            raise MemoryError()
+        for i in range(n):
+            tmp[i] = values[i]
+        # from here to the end: no Python calls
+        for i in range(n):
+            self._ep[i].weight = tmp[i]
+        free(tmp)
+        self._rebuild()
+
+    def set_available(self, Py_ssize_t i, bint available):
+        """Health mask: an unavailable endpoint is never picked (its weight is kept)."""
+        self._check_index(i)
+        self._ep[i].available = available
+        self._rebuild()
+
+    def resize(self, n_endpoints):
+        """Keep endpoints [0, min(old, new)) with all their state; new ones get weight 0, available, zero counters.
+        Dropping an endpoint with requests in flight raises ValueError (drain it first: weight 0, then wait)."""
+        cdef Py_ssize_t n = n_endpoints.__index__(), i
+        if n < 0:
+            raise ValueError(f"n_endpoints must be >= 0, got {n}")
+        for i in range(n, self._n):
+            if self._ep[i].in_flight:
+                raise ValueError(f"endpoint {i} has {self._ep[i].in_flight} requests in flight; cannot drop it")
+        self._set_size(n)
+        self._rebuild()
+
+    # ---- hot path --------------------------------------------------------------------------------------------
+
+    def pick(self, exclude=None):
+        """Choose an endpoint (see the class docstring) and count it in flight. Raises NoEndpointAvailable."""
+        cdef Py_ssize_t a, b
+        if exclude is not None:
+            return self._pick_excluding(exclude)
+        if self._total <= 0.0:
+            raise NoEndpointAvailable("no available endpoint with weight > 0")
+        a = self._draw()
+        b = self._draw()
+        return self._choose(a, b)
+
+    cdef object _pick_excluding(self, exclude):
+        """pick() with ``exclude``: mark the excluded endpoints, draw, unmark, all without a Python call."""
+        items = (exclude,) if isinstance(exclude, int) else tuple(exclude)
+        cdef Py_ssize_t m = len(items), k, j, a, b = -1
+        cdef Py_ssize_t* idx = <Py_ssize_t*>malloc((m if m > 0 else 1) * sizeof(Py_ssize_t))
+        if idx == NULL:
+            raise MemoryError()
+        try:
+            for k in range(m):  # may run user __index__: before any shared state is touched
+                v = _index(items[k])
+                idx[k] = v if 0 <= v < self._n else -1
+        except BaseException:
+            free(idx)
+            raise
+        if self._total <= 0.0:
+            free(idx)
+            raise NoEndpointAvailable("no available endpoint with weight > 0")
+        # from here to free(idx): no Python calls
+        for k in range(m):
+            j = idx[k]
+            if 0 <= j < self._n:
+                self._ep[j].excluded = 1
+        a = self._draw_excluding()
+        if a >= 0:
+            b = self._draw_excluding()
+        for k in range(m):
+            j = idx[k]
+            if 0 <= j < self._n:
+                self._ep[j].excluded = 0
+        free(idx)
+        if a < 0:
+            raise NoEndpointAvailable("every available endpoint with weight > 0 is excluded")
+        return self._choose(a, b)
+
+    def record(self, Py_ssize_t i, double latency_s, bint ok):
+        """The one completion of a pick of ``i``: in_flight -= 1, counters and EWMAs updated (class docstring)."""
+        self._check_index(i)
+        if not (latency_s >= 0.0 and latency_s != INFINITY):
+            raise ValueError(f"latency_s = {latency_s!r} for endpoint {i}: must be finite and >= 0")
+        cdef Endpoint* e = &self._ep[i]
+        if e.in_flight <= 0:
+            raise UnmatchedRecord(f"record({i}) without a pick of endpoint {i} in flight")
+        e.in_flight -= 1
+        cdef double alpha = self._alpha
+        if ok:
+            if e.successes == 0:
+                e.ewma_latency_s = latency_s
+            else:
+                e.ewma_latency_s = alpha * latency_s + (1.0 - alpha) * e.ewma_latency_s
+            e.successes += 1
+            e.error_rate = (1.0 - alpha) * e.error_rate
+        else:
+            e.failures += 1
+            e.error_rate = alpha + (1.0 - alpha) * e.error_rate
+
+    # ---- reading -------------------------------------------------------------------------------------------
+
+    def stats(self):
+        """Per-endpoint counters, columnar (one tuple per field); O(n), from a consistent snapshot."""
+        cdef Py_ssize_t n = self._n, i
+        cdef Endpoint* s = self._snapshot()
+        try:
+            return DispatchStats(
+                tuple([s[i].in_flight for i in range(n)]),
+                tuple([s[i].picks for i in range(n)]),
+                tuple([s[i].successes for i in range(n)]),
+                tuple([s[i].failures for i in range(n)]),
+                tuple([s[i].ewma_latency_s for i in range(n)]),
+                tuple([s[i].error_rate for i in range(n)]),
+            )
+        finally:
+            free(s)
+
+    def weights(self):
+        cdef Py_ssize_t n = self._n, i
+        cdef Endpoint* s = self._snapshot()
+        try:
+            return tuple([s[i].weight for i in range(n)])
+        finally:
+            free(s)
+
+    def is_available(self, Py_ssize_t i):
+        self._check_index(i)
+        return bool(self._ep[i].available)
+
+    def in_flight(self, Py_ssize_t i):
+        self._check_index(i)
+        return self._ep[i].in_flight
+
+    def __repr__(self):
+        cdef Py_ssize_t i
+        cdef int64_t total = 0
+        for i in range(self._n):
+            total += self._ep[i].in_flight
+        return f"<Dispatcher (cython) n_endpoints={self._n} in_flight={total}>"
+
+    # ---- internals -----------------------------------------------------------------------------------------
+
+    cdef int _set_size(self, Py_ssize_t n) except -1:
+        """Reallocate to n endpoints; new ones: weight 0, available, zero counters, NaN latency."""
+        cdef Py_ssize_t cap = n if n > 0 else 1, i
+        cdef Endpoint* ep = <Endpoint*>realloc(self._ep, cap * sizeof(Endpoint))
+        if ep == NULL:
+            raise MemoryError()
+        self._ep = ep
+        cdef double* cum = <double*>realloc(self._cum, cap * sizeof(double))
+        if cum == NULL:
+            raise MemoryError()
+        self._cum = cum
+        for i in range(self._n, n):
+            ep[i].weight = 0.0
+            ep[i].ewma_latency_s = NAN
+            ep[i].error_rate = 0.0
+            ep[i].in_flight = 0
+            ep[i].picks = 0
+            ep[i].successes = 0
+            ep[i].failures = 0
+            ep[i].available = 1
+            ep[i].excluded = 0
+        self._n = n
+        return 0
+
+    cdef void _rebuild(self) noexcept:
+        """Cumulative effective weights, summed left to right (the twin sums in the same order)."""
+        cdef double acc = 0.0
+        cdef Py_ssize_t i, last = -1
+        for i in range(self._n):
+            if _eligible(&self._ep[i]):
+                acc += self._ep[i].weight
+                last = i
+            self._cum[i] = acc
+        self._total = acc
+        self._last = last
+
+    cdef Py_ssize_t _draw(self) noexcept:
+        """First index whose cumulative weight exceeds u * total (bisection, O(log n)); rounding past the end
+        takes the last eligible endpoint. Requires _total > 0."""
+        cdef double u = tm_splitmix64_double(&self._state) * self._total
+        cdef Py_ssize_t i = tm_upper_bound(self._cum, self._n, u)
+        return i if i < self._n else self._last
+
+    cdef Py_ssize_t _draw_excluding(self) noexcept:
+        """A draw by weight that is not marked excluded, or -1 when every eligible endpoint is excluded."""
+        cdef int t
+        cdef Py_ssize_t i, last = -1
+        cdef double rest = 0.0, acc = 0.0, u
+        for t in range(EXCLUDE_RETRIES):
+            i = self._draw()
+            if not self._ep[i].excluded:
+                return i
+        for i in range(self._n):
+            if not self._ep[i].excluded and _eligible(&self._ep[i]):
+                rest += self._ep[i].weight
+        if rest <= 0.0:
+            return -1
+        u = tm_splitmix64_double(&self._state) * rest
+        for i in range(self._n):
+            if not self._ep[i].excluded and _eligible(&self._ep[i]):
+                acc += self._ep[i].weight
+                last = i
+                if acc > u:
+                    return i
+        return last
+
+    cdef Py_ssize_t _choose(self, Py_ssize_t a, Py_ssize_t b) noexcept:
+        """Keep b only when it carries less load per unit of weight; count the pick."""
+        cdef Endpoint* ea = &self._ep[a]
+        cdef Endpoint* eb = &self._ep[b]
+        if <double>eb.in_flight * ea.weight < <double>ea.in_flight * eb.weight:
+            ea = eb
+            a = b
+        ea.in_flight += 1
+        ea.picks += 1
+        return a
+
+    cdef Py_ssize_t _check_index(self, Py_ssize_t i) except -1:
+        if i < 0 or i >= self._n:
+            raise IndexError(f"endpoint index {i} out of range for {self._n} endpoints")
+        return i
+
+    cdef Endpoint* _snapshot(self) except NULL:
+        cdef Endpoint* s = <Endpoint*>malloc((self._n if self._n > 0 else 1) * sizeof(Endpoint))
+        if s == NULL:
+            raise MemoryError()
+        memcpy(s, self._ep, self._n * sizeof(Endpoint))
+        return s

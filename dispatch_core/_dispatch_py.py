@@ -1,0 +1,281 @@
+"""The pure-Python reference twin of the compiled dispatcher (``_dispatch_c.pyx``).
+
+This file is the reference: the Cython build must give the same picks for the same seed and the same operation
+sequence (tests/test_dispatch_core.py checks it with hypothesis). Any change to the rule here is made there too.
+"""
+from __future__ import annotations
+
+import bisect
+import math
+import operator
+import threading
+from typing import Iterable, List, Optional, Sequence, Tuple, Union
+
+from ._common import (
+    EXCLUDE_RETRIES,
+    MASK64,
+    SPLITMIX_GAMMA,
+    DispatchStats,
+    NoEndpointAvailable,
+    UnmatchedRecord,
+    initial_state,
+)
+
+__all__ = ["Dispatcher", "noop"]
+
+_TWO_POW_MINUS_53 = 2.0**-53
+Exclude = Union[None, int, Iterable[int]]
+
+
+def noop() -> None:
+    """Does nothing: the floor for call-overhead benchmarks."""
+
+
+class Dispatcher:
+    """Weighted, load-aware choice of an endpoint; the twin of the compiled ``_dispatch_c.Dispatcher``.
+
+    Pick rule (weighted two choices, load-normalised):
+        draw two candidates a, b independently with probability weight_i / sum(eligible weights), each by
+        bisection over the cumulative effective weights (effective weight = weight if available else 0);
+        keep b only when in_flight_b * weight_a < in_flight_a * weight_b (b carries less load per unit of
+        share), otherwise a. Idle endpoints tie, so the first draw wins and picks follow the weight shares
+        exactly; an endpoint with more requests in flight than its share loses the comparison.
+        Cost: O(log n) per pick, O(1) per record, O(n) per set_weights / set_available / resize (they
+        rebuild the cumulative array).
+    Exclusion: each candidate is redrawn up to EXCLUDE_RETRIES times while it is in ``exclude``; after that
+        it is drawn by one linear scan over the endpoints that are eligible and not excluded (O(n)).
+        Indexes in ``exclude`` outside [0, n_endpoints) are ignored (such an endpoint cannot be picked).
+    Record (EWMA with alpha = ewma_alpha):
+        error_rate     <- alpha * (0 if ok else 1) + (1 - alpha) * error_rate          (starts at 0.0)
+        ewma_latency_s <- alpha * latency_s + (1 - alpha) * ewma_latency_s              (successes only;
+                          the first success sets it; NaN before that: a fast failure must not look fast)
+    PRNG: splitmix64 (state += 0x9E3779B97F4A7C15, then the usual xor-shift-multiply mix); a draw in [0, 1)
+        is (x >> 11) * 2**-53. ``seed=None`` seeds from os.urandom.
+    Thread safety: every public method holds one ``threading.Lock`` for its whole body.
+    """
+
+    def __init__(self, n_endpoints: int, *, seed: Optional[int] = None, ewma_alpha: float = 0.2) -> None:
+        n = operator.index(n_endpoints)
+        if n < 0:
+            raise ValueError(f"n_endpoints must be >= 0, got {n}")
+        alpha = float(ewma_alpha)
+        if not 0.0 < alpha <= 1.0:
+            raise ValueError(f"ewma_alpha must be in (0, 1], got {ewma_alpha!r}")
+        self._lock = threading.Lock()
+        self._state = initial_state(seed)
+        self._alpha = alpha
+        self._n = 0
+        self._w: List[float] = []
+        self._avail: List[bool] = []
+        self._in_flight: List[int] = []
+        self._picks: List[int] = []
+        self._successes: List[int] = []
+        self._failures: List[int] = []
+        self._ewma_latency_s: List[float] = []
+        self._error_rate: List[float] = []
+        self._cum: List[float] = []
+        self._total = 0.0
+        self._last = -1
+        self._grow(n)
+        self._rebuild()
+
+    # ---- configuration -------------------------------------------------------------------------------------
+
+    @property
+    def n_endpoints(self) -> int:
+        return self._n
+
+    @property
+    def ewma_alpha(self) -> float:
+        return self._alpha
+
+    def set_weights(self, weights: Sequence[float]) -> None:
+        """Desired traffic shares (non-negative, finite; 0 = no traffic). ValueError names a bad index."""
+        values = [float(w) for w in weights]
+        if len(values) != self._n:
+            raise ValueError(f"weights has length {len(values)}, expected {self._n}")
+        for i, w in enumerate(values):
+            if w != w or w in (math.inf, -math.inf) or w < 0.0:
+                raise ValueError(f"weights[{i}] = {w!r}: must be finite and >= 0")
+        with self._lock:
+            self._w = values
+            self._rebuild()
+
+    def set_available(self, i: int, available: bool) -> None:
+        """Health mask: an unavailable endpoint is never picked (its weight is kept)."""
+        with self._lock:
+            i = self._check_index(i)
+            self._avail[i] = bool(available)
+            self._rebuild()
+
+    def resize(self, n_endpoints: int) -> None:
+        """Keep endpoints [0, min(old, new)) with all their state; new ones get weight 0, available, zero counters.
+        Dropping an endpoint with requests in flight raises ValueError (drain it first: weight 0, then wait)."""
+        n = operator.index(n_endpoints)
+        if n < 0:
+            raise ValueError(f"n_endpoints must be >= 0, got {n}")
+        with self._lock:
+            for i in range(n, self._n):
+                if self._in_flight[i]:
+                    raise ValueError(f"endpoint {i} has {self._in_flight[i]} requests in flight; cannot drop it")
+            if n < self._n:
+                for col in self._columns():
+                    del col[n:]
+                self._n = n
+            else:
+                self._grow(n - self._n)
+            self._rebuild()
+
+    # ---- hot path --------------------------------------------------------------------------------------------
+
+    def pick(self, exclude: Exclude = None) -> int:
+        """Choose an endpoint (see the class docstring) and count it in flight. Raises NoEndpointAvailable."""
+        excluded = None if exclude is None else _exclude_set(exclude)
+        with self._lock:
+            if self._total <= 0.0:
+                raise NoEndpointAvailable("no available endpoint with weight > 0")
+            if excluded is None:
+                a = self._draw()
+                b = self._draw()
+            else:
+                a = self._draw_excluding(excluded)
+                if a < 0:
+                    raise NoEndpointAvailable("every available endpoint with weight > 0 is excluded")
+                b = self._draw_excluding(excluded)
+            w = self._w
+            fl = self._in_flight
+            if fl[b] * w[a] < fl[a] * w[b]:
+                a = b
+            fl[a] += 1
+            self._picks[a] += 1
+            return a
+
+    def record(self, i: int, latency_s: float, ok: bool) -> None:
+        """The one completion of a pick of ``i``: in_flight -= 1, counters and EWMAs updated (class docstring)."""
+        latency_s = float(latency_s)
+        with self._lock:
+            i = self._check_index(i)
+            if not (latency_s >= 0.0 and latency_s != math.inf):
+                raise ValueError(f"latency_s = {latency_s!r} for endpoint {i}: must be finite and >= 0")
+            if self._in_flight[i] <= 0:
+                raise UnmatchedRecord(f"record({i}) without a pick of endpoint {i} in flight")
+            self._in_flight[i] -= 1
+            alpha = self._alpha
+            if ok:
+                if self._successes[i] == 0:
+                    self._ewma_latency_s[i] = latency_s
+                else:
+                    self._ewma_latency_s[i] = alpha * latency_s + (1.0 - alpha) * self._ewma_latency_s[i]
+                self._successes[i] += 1
+                self._error_rate[i] = (1.0 - alpha) * self._error_rate[i]
+            else:
+                self._failures[i] += 1
+                self._error_rate[i] = alpha + (1.0 - alpha) * self._error_rate[i]
+
+    # ---- reading -------------------------------------------------------------------------------------------
+
+    def stats(self) -> DispatchStats:
+        """Per-endpoint counters, columnar (one tuple per field); O(n)."""
+        with self._lock:
+            return DispatchStats(
+                tuple(self._in_flight),
+                tuple(self._picks),
+                tuple(self._successes),
+                tuple(self._failures),
+                tuple(self._ewma_latency_s),
+                tuple(self._error_rate),
+            )
+
+    def weights(self) -> Tuple[float, ...]:
+        with self._lock:
+            return tuple(self._w)
+
+    def is_available(self, i: int) -> bool:
+        with self._lock:
+            return self._avail[self._check_index(i)]
+
+    def in_flight(self, i: int) -> int:
+        with self._lock:
+            return self._in_flight[self._check_index(i)]
+
+    def __repr__(self) -> str:
+        return f"<Dispatcher (python) n_endpoints={self._n} in_flight={sum(self._in_flight)}>"
+
+    # ---- internals (call with the lock held) ---------------------------------------------------------------
+
+    def _columns(self) -> Tuple[list, ...]:
+        return (self._w, self._avail, self._in_flight, self._picks, self._successes, self._failures,
+                self._ewma_latency_s, self._error_rate)
+
+    def _grow(self, k: int) -> None:
+        self._w.extend([0.0] * k)
+        self._avail.extend([True] * k)
+        for col in (self._in_flight, self._picks, self._successes, self._failures):
+            col.extend([0] * k)
+        self._ewma_latency_s.extend([math.nan] * k)
+        self._error_rate.extend([0.0] * k)
+        self._n += k
+
+    def _check_index(self, i: int) -> int:
+        i = operator.index(i)
+        if not 0 <= i < self._n:
+            raise IndexError(f"endpoint index {i} out of range for {self._n} endpoints")
+        return i
+
+    def _rebuild(self) -> None:
+        """Cumulative effective weights, summed left to right (the compiled build sums in the same order)."""
+        cum = []
+        acc = 0.0
+        last = -1
+        for i in range(self._n):
+            if self._avail[i] and self._w[i] > 0.0:
+                acc += self._w[i]
+                last = i
+            cum.append(acc)
+        self._cum = cum
+        self._total = acc
+        self._last = last
+
+    def _next_double(self) -> float:
+        """splitmix64 step, as a double in [0, 1)."""
+        s = (self._state + SPLITMIX_GAMMA) & MASK64
+        self._state = s
+        z = ((s ^ (s >> 30)) * 0xBF58476D1CE4E5B9) & MASK64
+        z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & MASK64
+        z ^= z >> 31
+        return (z >> 11) * _TWO_POW_MINUS_53
+
+    def _draw(self) -> int:
+        """First index whose cumulative weight exceeds u * total; rounding past the end takes the last eligible."""
+        i = bisect.bisect_right(self._cum, self._next_double() * self._total)
+        return i if i < self._n else self._last
+
+    def _draw_excluding(self, excluded: frozenset) -> int:
+        """A draw by weight that is not in ``excluded``, or -1 when every eligible endpoint is excluded."""
+        for _ in range(EXCLUDE_RETRIES):
+            i = self._draw()
+            if i not in excluded:
+                return i
+        rest = 0.0
+        for i in range(self._n):
+            if i not in excluded and self._avail[i] and self._w[i] > 0.0:
+                rest += self._w[i]
+        if rest <= 0.0:
+            return -1
+        u = self._next_double() * rest
+        acc = 0.0
+        last = -1
+        for i in range(self._n):
+            if i not in excluded and self._avail[i] and self._w[i] > 0.0:
+                acc += self._w[i]
+                last = i
+                if acc > u:
+                    return i
+        return last
+
+
+def _exclude_set(exclude: Exclude) -> frozenset:
+    """``exclude`` as a set of ints: one index, or any iterable of indexes."""
+    if isinstance(exclude, int):
+        return frozenset((operator.index(exclude),))
+    return frozenset(operator.index(x) for x in exclude)
