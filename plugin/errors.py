@@ -1,0 +1,65 @@
+"""The exceptions tritonmix raises of its own (the drop-in clients raise tritonclient's InferenceServerException).
+
+::
+
+    TritonMixError
+     ├── ConfigError           (also ValueError)   a fleet file, argument or spec that is wrong; names the field
+     ├── LaunchError           (also RuntimeError) a local Triton server could not be started
+     │    ├── TritonNotFound                        the tritonserver binary (nvidia-pytriton wheel) is missing
+     │    ├── PortInUse                             a requested port is already taken
+     │    ├── ModelRepositoryError                  the repository is missing or holds no model
+     │    ├── ModelLoadError                        Triton refused a model; quotes Triton's own reason
+     │    └── ServerExited                          the server died before it became ready
+     └── ExportError           (also RuntimeError) an export or its parity check failed
+
+``NoEndpointAvailable`` lives with the dispatcher (``tritonmix.dispatch_core``), which must not import this package.
+"""
+from __future__ import annotations
+
+__all__ = [
+    "TritonMixError",
+    "ConfigError",
+    "LaunchError",
+    "TritonNotFound",
+    "PortInUse",
+    "ModelRepositoryError",
+    "ModelLoadError",
+    "ServerExited",
+    "ExportError",
+]
+
+
+class TritonMixError(Exception):
+    """Base of every tritonmix-specific error."""
+
+
+class ConfigError(TritonMixError, ValueError):
+    """A configuration value is wrong; the message names the field (and the endpoint, where there is one)."""
+
+
+class LaunchError(TritonMixError, RuntimeError):
+    """A local Triton server could not be started."""
+
+
+class TritonNotFound(LaunchError):
+    """The tritonserver binary or its python backend is not installed."""
+
+
+class PortInUse(LaunchError):
+    """A port asked for is already bound by another process."""
+
+
+class ModelRepositoryError(LaunchError):
+    """The model repository does not exist, is not a folder, or holds no model."""
+
+
+class ModelLoadError(LaunchError):
+    """Triton could not load a model; the message quotes Triton's reason."""
+
+
+class ServerExited(LaunchError):
+    """The server process exited before it became ready."""
+
+
+class ExportError(TritonMixError, RuntimeError):
+    """An export failed (bad model, unknown target, parity outside tolerance)."""

@@ -1,0 +1,166 @@
+"""The launcher starts a real Triton server from the nvidia-pytriton wheel and says clearly why when it cannot."""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tritonclient.grpc as grpcclient
+import tritonclient.http as httpclient
+
+from tritonmix.errors import ModelLoadError, ModelRepositoryError, PortInUse, TritonNotFound
+from tritonmix.local import LocalTritonServer
+
+BROKEN_CONFIG = """name: "broken"
+backend: "python"
+max_batch_size: 0
+input [ { name: "X" data_type: TYPE_FP32 dims: [ 1 ] } ]
+output [ { name: "Y" data_type: TYPE_FP32 dims: [ 1 ] } ]
+"""
+
+
+def _inputs(module, a: np.ndarray, b: np.ndarray) -> list:
+    in0 = module.InferInput("INPUT0", list(a.shape), "FP32")
+    in0.set_data_from_numpy(a)
+    in1 = module.InferInput("INPUT1", list(b.shape), "FP32")
+    in1.set_data_from_numpy(b)
+    return [in0, in1]
+
+
+@pytest.fixture(scope="module")
+def server(example_repository: Path):
+    with LocalTritonServer(example_repository) as srv:
+        yield srv
+
+
+def test_urls_are_host_port_on_loopback(server: LocalTritonServer) -> None:
+    for url in (server.http_url, server.grpc_url, server.metrics_url):
+        host, port = url.split(":")
+        assert host == "127.0.0.1" and int(port) > 0
+    assert len({server.http_url, server.grpc_url, server.metrics_url}) == 3
+    assert server.pid and server.running
+
+
+def test_serves_example_over_http(server: LocalTritonServer) -> None:
+    client = httpclient.InferenceServerClient(server.http_url)
+    a = np.arange(6, dtype=np.float32).reshape(2, 3)
+    b = np.full((2, 3), 0.5, dtype=np.float32)
+    result = client.infer("add_sub", _inputs(httpclient, a, b))
+    np.testing.assert_array_equal(result.as_numpy("OUTPUT0"), a + b)
+    np.testing.assert_array_equal(result.as_numpy("OUTPUT1"), a - b)
+    client.close()
+
+
+def test_serves_example_over_grpc(server: LocalTritonServer) -> None:
+    client = grpcclient.InferenceServerClient(server.grpc_url)
+    assert client.is_model_ready("add_sub")
+    a = np.array([[1.0, -2.0]], dtype=np.float32)
+    result = client.infer("add_sub", _inputs(grpcclient, a, a))
+    np.testing.assert_array_equal(result.as_numpy("OUTPUT0"), 2 * a)
+    np.testing.assert_array_equal(result.as_numpy("OUTPUT1"), np.zeros_like(a))
+    client.close()
+
+
+def test_metrics_endpoint_counts_requests(server: LocalTritonServer) -> None:
+    import urllib.request
+
+    text = urllib.request.urlopen(f"http://{server.metrics_url}/metrics", timeout=5).read().decode()
+    assert 'nv_inference_request_success{model="add_sub"' in text
+
+
+def test_missing_repository_is_named(tmp_path: Path) -> None:
+    with pytest.raises(ModelRepositoryError, match="does not exist"):
+        LocalTritonServer(tmp_path / "nope")
+
+
+def test_empty_repository_is_named(tmp_path: Path) -> None:
+    with pytest.raises(ModelRepositoryError, match="holds no model"):
+        LocalTritonServer(tmp_path)
+
+
+def test_port_in_use_is_named(example_repository: Path) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        port = sock.getsockname()[1]
+        with pytest.raises(PortInUse, match=f"http port {port}"):
+            LocalTritonServer(example_repository, http_port=port).start()
+
+
+def test_model_load_failure_quotes_triton(tmp_path: Path) -> None:
+    (tmp_path / "broken" / "1").mkdir(parents=True)
+    (tmp_path / "broken" / "config.pbtxt").write_text(BROKEN_CONFIG)
+    (tmp_path / "broken" / "1" / "model.py").write_text('raise RuntimeError("boom from model.py")\n')
+    server = LocalTritonServer(tmp_path)
+    with pytest.raises(ModelLoadError, match="'broken' failed to load: .*boom from model.py") as info:
+        server.start()
+    assert "\n" not in str(info.value)
+    assert not server.running
+
+
+def test_missing_binary_is_named(example_repository: Path, tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("TRITONMIX_TRITONSERVER_ROOT", str(tmp_path))
+    with pytest.raises(TritonNotFound, match="tritonserver binary not found"):
+        LocalTritonServer(example_repository).start()
+
+
+def test_kill_removes_process_and_shared_memory(example_repository: Path) -> None:
+    server = LocalTritonServer(example_repository).start()
+    pid = server.pid
+    with open(f"/proc/{pid}/maps") as maps:
+        regions = {line.split()[-1] for line in maps if "/dev/shm/triton_python_backend" in line}
+    assert regions, "the python backend maps a shared memory region"
+    server.kill()
+    assert not server.running
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
+    assert not [path for path in regions if os.path.exists(path)]
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "tritonmix", *args], capture_output=True, text=True, timeout=120
+    )
+
+
+def test_cli_help_lists_serve() -> None:
+    result = _cli("--help")
+    assert result.returncode == 0 and "serve" in result.stdout
+
+
+def test_cli_serve_bad_repository_is_one_line(tmp_path: Path) -> None:
+    result = _cli("serve", "--model-repository", str(tmp_path / "missing"))
+    assert result.returncode == 2
+    assert result.stderr.strip().count("\n") == 0
+    assert "does not exist" in result.stderr
+
+
+def test_cli_serve_prints_urls_and_stops_on_sigterm(example_repository: Path) -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tritonmix", "serve", "--model-repository", str(example_repository),
+         "--http-port", "0", "--grpc-port", "0", "--metrics-port", "0"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        lines = [proc.stdout.readline() for _ in range(4)]
+        http_url = lines[1].split()[-1]
+        client = httpclient.InferenceServerClient(http_url)
+        assert client.is_server_ready()
+        client.close()
+        server_pid = int(lines[0].split("pid ")[1].split(")")[0])
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0
+    assert "stopped" in out
+    time.sleep(0.1)
+    with pytest.raises(ProcessLookupError):
+        os.kill(server_pid, 0)
