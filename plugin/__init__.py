@@ -10,6 +10,10 @@ Public entry points:
 """
 from __future__ import annotations
 
+from .errors import ConfigError, TritonMixError
+from .fleet import EndpointSpec, Fleet
+from .settings import ControllerSettings
+
 __version__ = "0.1.0"
 
-__all__ = ["__version__"]
+__all__ = ["__version__", "ConfigError", "ControllerSettings", "EndpointSpec", "Fleet", "TritonMixError"]

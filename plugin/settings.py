@@ -1,0 +1,92 @@
+"""Controller and routing settings: the ``controller:`` section of the fleet file, as a frozen dataclass.
+
+Unknown keys and values of the wrong type or range are ConfigErrors naming ``controller.<field>``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, Mapping, Optional, Tuple
+
+from .errors import ConfigError
+
+__all__ = ["ControllerSettings"]
+
+
+@dataclasses.dataclass(frozen=True)
+class ControllerSettings:
+    """How the control loop and the clients' routing behave. Times in seconds, shares in [0, 1]."""
+
+    #: the control loop's tick
+    interval_s: float = 0.5
+    #: COST mode fills an endpoint up to this share of its capacity mu_i before overflowing
+    target_utilisation: float = 0.8
+    #: AUTO stays in COST while lambda <= cost_margin x (capacity of the cheap set at target utilisation)
+    cost_margin: float = 0.9
+    #: AUTO returns to COST after the shortfall has been gone this long
+    dwell_s: float = 5.0
+    #: share of requests over the SLO (per interval) that counts as a shortfall
+    slo_miss_threshold: float = 0.05
+    #: consecutive failures that eject an endpoint
+    eject_consecutive_failures: int = 3
+    #: first ejection lasts this long; each further ejection doubles it, up to eject_max_s
+    eject_base_s: float = 2.0
+    eject_max_s: float = 60.0
+    #: never eject more than this share of the fleet
+    max_ejected_share: float = 0.5
+    #: below this share of healthy endpoints, spread over all of them (Envoy's panic mode)
+    panic_threshold: float = 0.3
+    #: a metrics scrape slower than this is abandoned for the tick
+    scrape_timeout_s: float = 0.25
+    #: retries per request after the first attempt, and the extra load retries may add (Envoy's retry budget)
+    max_retries: int = 2
+    retry_budget_share: float = 0.2
+    #: scorers and filters by registry name (empty: the defaults of the mode)
+    scorers: Tuple[str, ...] = ()
+    filters: Tuple[str, ...] = ()
+    #: serve the client's Prometheus metrics on 127.0.0.1:<port> (None: no exporter)
+    metrics_port: Optional[int] = None
+    #: start the control loop with the clients (False: static weights from the hints)
+    enabled: bool = True
+
+    @classmethod
+    def from_dict(cls, data: Any) -> "ControllerSettings":
+        if not isinstance(data, Mapping):
+            raise ConfigError(f"controller: must be a mapping, got {type(data).__name__}")
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = sorted(str(k) for k in data if k not in fields)
+        if unknown:
+            raise ConfigError(f"controller: unknown field(s) {', '.join(unknown)} (allowed: {', '.join(fields)})")
+        values = {name: _coerce(name, value, getattr(cls, name, None)) for name, value in data.items()}
+        return cls(**values)
+
+
+_SHARES = {"target_utilisation", "cost_margin", "slo_miss_threshold", "max_ejected_share", "panic_threshold",
+           "retry_budget_share"}
+
+
+def _coerce(name: str, value: Any, default: Any) -> Any:
+    where = f"controller.{name}"
+    if name in ("scorers", "filters"):
+        if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(f"{where}: must be a list of names")
+        return tuple(value)
+    if name == "enabled":
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: {value!r} must be true or false")
+        return value
+    if name == "metrics_port":
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 65536:
+            raise ConfigError(f"{where}: {value!r} must be a port number")
+        return value
+    if isinstance(default, int) and not isinstance(default, bool):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ConfigError(f"{where}: {value!r} must be an integer >= 0")
+        return value
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+        raise ConfigError(f"{where}: {value!r} must be a number > 0")
+    if name in _SHARES and value > 1:
+        raise ConfigError(f"{where}: {value!r} must be in (0, 1]")
+    return float(value)
