@@ -87,7 +87,7 @@ cdef class Dispatcher:
         free(self._cum)
 
     def __init__(self, n_endpoints, *, seed=None, ewma_alpha=0.2):
-        cdef Py_ssize_t n = n_endpoints.__index__()
+        cdef Py_ssize_t n = _index(n_endpoints)
         if n < 0:
             raise ValueError(f"n_endpoints must be >= 0, got {n}")
         cdef double alpha = float(ewma_alpha)
@@ -139,7 +139,7 @@ cdef class Dispatcher:
     def resize(self, n_endpoints):
         """Keep endpoints [0, min(old, new)) with all their state; new ones get weight 0, available, zero counters.
         Dropping an endpoint with requests in flight raises ValueError (drain it first: weight 0, then wait)."""
-        cdef Py_ssize_t n = n_endpoints.__index__(), i
+        cdef Py_ssize_t n = _index(n_endpoints), i
         if n < 0:
             raise ValueError(f"n_endpoints must be >= 0, got {n}")
         for i in range(n, self._n):
