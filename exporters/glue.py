@@ -2,8 +2,8 @@
 
 The ensemble ``stable_diffusion``: ``prompt`` (TYPE_STRING [1]), ``seed`` (INT64 [1]), ``steps`` (INT32 [1]),
 ``guidance_scale`` (FP32 [1]) -> ``image`` (UINT8 [B, H, W, 3]). ``seed``, ``steps`` and ``guidance_scale`` are
-optional in ``denoise`` (defaults 0, 50, 7.5); Triton 2.51 ensembles require every ensemble input, so the ensemble
-asks for all four. Every step output is consumed (an unconsumed one stops the ensemble from loading).
+optional, in the ensemble and in ``denoise``; left out they default to 0, 50 and 7.5 (diffusers' defaults; checked
+to load and serve on Triton 2.51). Every step output is consumed (an unconsumed one stops the ensemble from loading).
 """
 from __future__ import annotations
 
@@ -48,8 +48,8 @@ def _step(model: str, inputs: dict[str, str], outputs: dict[str, str]) -> dict[s
 def ensemble_config(parts: dict[str, Part], height: int, width: int) -> model_config_pb2.ModelConfig:
     """prompt -> tokenizer -> denoise (BLS: text_encoder, unet) -> vae_decoder -> postprocess -> image."""
     spec = ModelSpec(ENSEMBLE_NAME, (
-        TensorSpec("prompt", "object", (1,)), TensorSpec("seed", "int64", (1,)),
-        TensorSpec("steps", "int32", (1,)), TensorSpec("guidance_scale", "float32", (1,)),
+        TensorSpec("prompt", "object", (1,)), TensorSpec("seed", "int64", (1,), optional=True),
+        TensorSpec("steps", "int32", (1,), optional=True), TensorSpec("guidance_scale", "float32", (1,), optional=True),
     ), (TensorSpec("image", "uint8", (-1, height, width, 3)),))
     vae_in = parts["vae_decoder"].spec.inputs[0].name
     vae_out = parts["vae_decoder"].spec.outputs[0].name

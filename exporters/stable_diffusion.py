@@ -18,7 +18,7 @@ from .manifest import write_manifest
 from .parity import image_figure, ParityError
 from .reference import onnx_image, pipeline_image
 from .sd_parts import sd_parts
-from .staging import staged_output
+from .staging import check_output, staged_output
 from .targets import TargetOptions, glue_config, part_config, template
 from .writer import write_model
 
@@ -41,6 +41,7 @@ def export_stable_diffusion(
     names = parse_targets(targets)
     if height % 8 or width % 8:
         raise ValueError("height and width must be multiples of 8, got %dx%d" % (height, width))
+    check_output(Path(out).absolute(), force)  # fail before the (slow) load
     pipe = load_pipeline(model)
     parts = sd_parts(pipe, height, width)
     with staged_output(Path(out), force) as staging:
