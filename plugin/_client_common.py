@@ -1,0 +1,149 @@
+"""What the four drop-in clients share: the fleet from ``url=``/``fleet=``, the router, the controller hook and the
+background readiness refresher.
+
+Model readiness is an availability mask (``Router.set_model_ready``). It is probed, never on the hot path:
+once synchronously when a model's first dispatcher is created, then by one background thread every
+``readiness_interval_s`` for every model seen, and sooner (rate-limited to once per ``min_refresh_s``) after an
+endpoint answered "unknown model / not ready". A probe that cannot reach an endpoint leaves it as unknown (health
+is the ejection mask's business, not readiness's).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from typing import Any, Callable, Dict, List, Optional, Sequence
+
+from .controller import start_controller
+from .errors import ConfigError
+from .fleet import Fleet
+from .routing import Router
+
+__all__ = ["resolve_fleet", "ClientCore", "ReadinessRefresher"]
+
+logger = logging.getLogger(__name__)
+
+Probe = Callable[[int, str], Optional[bool]]
+
+
+def resolve_fleet(url: Optional[str], fleet: Optional[Fleet], protocol: str) -> Fleet:
+    """``fleet=`` as given, else ``url=``: a fleet file path, or one ``host:port`` or a comma-separated list."""
+    if fleet is None:
+        if not url:
+            raise ConfigError("give url= (host:port, a comma-separated list, or a fleet file) or fleet=")
+        is_file = url.endswith((".yaml", ".yml", ".json")) or os.path.isfile(url)
+        fleet = Fleet.from_file(url) if is_file else Fleet.from_urls(url, protocol=protocol)
+    missing = [e.name for e in fleet.endpoints if e.url is None]
+    if missing:
+        raise ConfigError(f"endpoints {', '.join(missing)} have no url (start them with tritonmix.local.LocalFleet)")
+    wrong = [e.name for e in fleet.endpoints if e.protocol != protocol]
+    if wrong:
+        raise ConfigError(f"endpoints {', '.join(wrong)} are not {protocol} endpoints; a {protocol} client needs "
+                          f"{protocol} URLs")
+    return fleet
+
+
+class ClientCore:
+    """The router, the controller it runs under, and the readiness refresher of one client."""
+
+    def __init__(self, fleet: Fleet, *, seed: Optional[int], clock: Callable[[], float],
+                 probe: Probe, readiness_interval_s: float,
+                 on_probe_thread_exit: Optional[Callable[[], None]] = None) -> None:
+        self.fleet = fleet
+        self.router = Router(fleet, seed=seed, clock=clock)
+        self.readiness = ReadinessRefresher(self.router, probe, interval_s=readiness_interval_s, clock=clock,
+                                            on_thread_exit=on_probe_thread_exit)
+        self.router.add_listener(self.readiness.on_new_dispatcher)
+        self.controller: Any = start_controller(fleet, self.router)
+
+    def decisions(self) -> List[Any]:
+        return list(self.controller.decisions()) if hasattr(self.controller, "decisions") else []
+
+    def stop(self) -> None:
+        controller, self.controller = self.controller, None
+        if controller is not None and hasattr(controller, "stop"):
+            controller.stop()
+        self.readiness.stop()
+
+
+class ReadinessRefresher:
+    """Probes model readiness: synchronously for a new model, then in one background thread (see module doc)."""
+
+    def __init__(self, router: Router, probe: Probe, *, interval_s: float = 5.0, min_refresh_s: float = 0.5,
+                 clock: Callable[[], float] = time.monotonic,
+                 on_thread_exit: Optional[Callable[[], None]] = None) -> None:
+        self.router = router
+        self.probe = probe
+        self.interval_s = interval_s
+        self.min_refresh_s = min_refresh_s
+        self.clock = clock
+        self.on_thread_exit = on_thread_exit
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._lock = threading.Lock()
+        self._last: Dict[str, float] = {}
+        self._thread: Optional[threading.Thread] = None
+
+    def on_new_dispatcher(self, key: Any) -> None:
+        model = key[0]
+        with self._lock:
+            if model in self._last:
+                return
+            self._last[model] = self.clock()
+        self.refresh(model)
+        self._ensure_thread()
+
+    def refresh(self, model: str) -> None:
+        ready = [self._probe_one(i, model) for i in range(len(self.router.fleet.endpoints))]
+        self.router.set_model_ready(model, ready)
+
+    def request_refresh(self, model: str) -> None:
+        """After an "unknown model" answer: refresh soon, in the background (rate-limited)."""
+        with self._lock:
+            last = self._last.get(model, 0.0)
+            if self.clock() - last < self.min_refresh_s:
+                return
+            self._last[model] = -1.0  # due now
+        self._wake.set()
+
+    def _probe_one(self, i: int, model: str) -> Optional[bool]:
+        try:
+            return self.probe(i, model)
+        except Exception as exc:  # noqa: BLE001 - unreachable: unknown
+            logger.debug("readiness probe of %s on endpoint %d failed: %s", model, i, exc)
+            return None
+
+    def _ensure_thread(self) -> None:
+        with self._lock:
+            if self._thread is not None or self._stop.is_set():
+                return
+            self._thread = threading.Thread(target=self._loop, name="tritonmix-readiness", daemon=True)
+            self._thread.start()
+
+    def _loop(self) -> None:
+        try:
+            while not self._stop.is_set():
+                self._wake.wait(self.interval_s / 4)
+                self._wake.clear()
+                if self._stop.is_set():
+                    break
+                for model in self._due(self.clock()):
+                    self.refresh(model)
+        finally:
+            if self.on_thread_exit is not None:
+                self.on_thread_exit()
+
+    def _due(self, now: float) -> Sequence[str]:
+        with self._lock:
+            due = [m for m, t in self._last.items() if t < 0 or now - t >= self.interval_s]
+            for m in due:
+                self._last[m] = now
+        return due
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        self._stop.set()
+        self._wake.set()
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout_s)

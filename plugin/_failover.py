@@ -1,0 +1,153 @@
+"""The failover loop every drop-in client runs for infer: pick, send, record, and on a failure maybe pick again.
+
+    arrive -> pick(exclude=tried) -> send(i, remaining_s)
+        ok          record(i, latency, True), return the result
+        REQUEST     record(i, latency, False), raise the server's error unchanged (never retried)
+        otherwise   record(i, latency, False); retry on another endpoint while the policy has retries left,
+                    the deadline has time left and the retry budget has a token; else one
+                    InferenceServerException naming every endpoint tried and why
+
+Every pick is matched by exactly one record, whatever ``send`` raised (cancellation included). The loop is written
+twice, once blocking (``run``) and once as a coroutine (``run_async``); both share ``_Attempts`` for the
+bookkeeping so they cannot drift.
+"""
+from __future__ import annotations
+
+import time
+from typing import Any, Awaitable, Callable, Optional
+
+from tritonclient.utils import InferenceServerException
+
+from .dispatch_core import NoEndpointAvailable
+from .retry import Attempt, Outcome, RetryPolicy
+from .routing import REQUEST_CLASSES, Router
+
+__all__ = ["Engine", "Classifier"]
+
+Classifier = Callable[[BaseException], Outcome]
+
+
+class Engine:
+    """Failover over ``router`` with ``classify`` (protocol-specific) and the fleet's retry settings."""
+
+    def __init__(self, router: Router, classify: Classifier, *, unavailable_status: str,
+                 clock: Callable[[], float] = time.monotonic,
+                 on_not_found: Optional[Callable[[str], None]] = None) -> None:
+        self.router = router
+        self.classify = classify
+        self.unavailable_status = unavailable_status
+        self.clock = clock
+        self.on_not_found = on_not_found
+        self.policy = RetryPolicy(max_retries=router.fleet.controller.max_retries)
+
+    def run(self, model: str, request_class: str, deadline_s: Optional[float],
+            send: Callable[[int, Optional[float]], Any]) -> Any:
+        """Send through the fleet with failover; ``send(i, remaining_s)`` does one attempt on endpoint i."""
+        att = _Attempts(self, model, request_class, deadline_s)
+        while True:
+            i = att.pick()
+            t0 = self.clock()
+            try:
+                result = send(i, att.remaining_s(t0))
+            except BaseException as exc:
+                att.failed(i, t0, exc)
+                continue
+            att.succeeded(i, t0)
+            return result
+
+    async def run_async(self, model: str, request_class: str, deadline_s: Optional[float],
+                        send: Callable[[int, Optional[float]], Awaitable[Any]]) -> Any:
+        """``run`` for coroutines; a cancellation records the attempt as failed and propagates."""
+        att = _Attempts(self, model, request_class, deadline_s)
+        while True:
+            i = att.pick()
+            t0 = self.clock()
+            try:
+                result = await send(i, att.remaining_s(t0))
+            except BaseException as exc:
+                att.failed(i, t0, exc)
+                continue
+            att.succeeded(i, t0)
+            return result
+
+    def exhausted(self, model: str, policy: RetryPolicy, why: str) -> InferenceServerException:
+        tried = policy.describe() or "no endpoint was tried"
+        return InferenceServerException(
+            msg=f"tritonmix: model '{model}' failed on every endpoint tried ({why}): {tried}",
+            status=self.unavailable_status,
+        )
+
+
+class _Attempts:
+    """The bookkeeping of one request: its dispatcher, deadline and retry policy (a new value per attempt)."""
+
+    __slots__ = ("e", "model", "rc", "d", "deadline_at", "policy")
+
+    def __init__(self, engine: Engine, model: str, request_class: str, deadline_s: Optional[float]) -> None:
+        if request_class not in REQUEST_CLASSES:
+            raise InferenceServerException(
+                msg=f"request_class must be one of {', '.join(REQUEST_CLASSES)}, got {request_class!r}")
+        self.e = engine
+        self.model = model
+        self.rc = request_class
+        now = engine.clock()
+        engine.router.arrive((model, request_class), now)
+        self.d = engine.router.dispatcher(model, request_class)
+        self.deadline_at = None if deadline_s is None else now + deadline_s
+        self.policy = engine.policy
+
+    def remaining_s(self, now: float) -> Optional[float]:
+        if self.deadline_at is None:
+            return None
+        left = self.deadline_at - now
+        if left <= 0.0:
+            raise self.e.exhausted(self.model, self.policy, "deadline passed")
+        return left
+
+    def pick(self) -> int:
+        tried = self.policy.tried()
+        try:
+            return self.d.pick(tried) if tried else self.d.pick()
+        except NoEndpointAvailable:
+            why = "no other endpoint available" if tried else "no endpoint available (all ejected or not ready)"
+            raise self.e.exhausted(self.model, self.policy, why) from None
+
+    def succeeded(self, i: int, t0: float) -> None:
+        latency_s = self.e.clock() - t0
+        self.d.record(i, latency_s, True)
+        self.e.router.succeeded(i, latency_s, self.rc)
+
+    def failed(self, i: int, t0: float, exc: BaseException) -> None:
+        """Record the failure, then return to retry or raise (the server's error, or the summary)."""
+        now = self.e.clock()
+        self.d.record(i, max(0.0, now - t0), False)
+        if not isinstance(exc, Exception):
+            raise exc  # cancellation, KeyboardInterrupt: recorded, propagated
+        outcome = self.e.classify(exc)
+        self.e.router.failed(i, outcome, now)
+        if outcome is Outcome.REQUEST:
+            if self.e.on_not_found is not None and _is_not_found(exc):
+                self.e.on_not_found(self.model)
+            raise exc
+        name = self.e.router.endpoint_names()[i]
+        self.policy = self.policy.after(Attempt(i, name, outcome, _reason(exc)))
+        if not self.policy.can_retry():
+            why = f"{len(self.policy.history)} attempt(s), no retries left"
+            raise self.e.exhausted(self.model, self.policy, why) from exc
+        if self.deadline_at is not None and now >= self.deadline_at:
+            raise self.e.exhausted(self.model, self.policy, "deadline passed") from exc
+        if not self.e.router.budget.try_acquire():
+            raise self.e.exhausted(self.model, self.policy, "retry budget spent") from exc
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, InferenceServerException):
+        status = exc.status()
+        return f"[{status}] {exc.message()}" if status else str(exc.message())
+    text = str(exc) or "no detail"
+    return f"{type(exc).__name__}: {text}"
+
+
+def _is_not_found(exc: BaseException) -> bool:
+    text = str(exc).lower()
+    return "unknown model" in text or "not found" in text or "not ready" in text

@@ -1,0 +1,228 @@
+"""``tritonmix.http``: a drop-in for ``tritonclient.http`` that spreads requests over a fleet of Triton servers.
+
+    import tritonmix.http as httpclient          # the only change to tritonclient code
+    client = httpclient.InferenceServerClient(url="h1:8000,h2:8000")   # or a fleet file, or fleet=Fleet(...)
+    result = client.infer("add_sub", inputs)    # picked by the dispatch core; fails over on connection errors
+
+Same names, signatures and return types as tritonclient 2.x's HTTP module; ``InferInput``,
+``InferRequestedOutput``, ``InferResult`` and ``InferenceServerException`` are tritonclient's own. Extra keywords:
+``fleet=``, ``seed=``, ``clock=``, ``readiness_interval_s=`` on the constructor; ``request_class=`` and
+``deadline_s=`` on ``infer`` / ``async_infer``. Failover, retry budget and readiness are described in
+``tritonmix._failover``, ``tritonmix.retry`` and ``tritonmix.routing``.
+"""
+from __future__ import annotations
+
+import inspect
+import threading
+import time
+from typing import Any, Callable, List, Optional
+
+import gevent
+import gevent.pool
+import tritonclient.http as _tc
+from tritonclient._client import InferenceServerClientBase
+from tritonclient.http import InferInput, InferRequestedOutput, InferResult
+from tritonclient.utils import InferenceServerException, raise_error
+
+from .._client_common import ClientCore, resolve_fleet
+from .._failover import Engine
+from .._server_calls import POLICIES, aggregate, make_method, stops_early, sum_statistics
+from ..fleet import Fleet
+from ._transport import UNAVAILABLE_STATUS, ThreadClients, classify_http, model_ready, probe_factory
+
+__all__ = [
+    "InferenceServerClient",
+    "InferInput",
+    "InferRequestedOutput",
+    "InferResult",
+    "InferAsyncRequest",
+    "InferenceServerException",
+]
+
+
+class InferAsyncRequest:
+    """Handle of an ongoing ``async_infer`` (tritonclient's ``InferAsyncRequest`` contract): ``get_result``."""
+
+    def __init__(self, greenlet: Any, verbose: bool = False) -> None:
+        self._greenlet = greenlet
+        self._verbose = verbose
+
+    def get_result(self, block: bool = True, timeout: Optional[float] = None) -> InferResult:
+        """The InferResult (after failover); InferenceServerException when it failed or did not come in time."""
+        try:
+            return self._greenlet.get(block=block, timeout=timeout)
+        except gevent.Timeout:
+            raise_error("failed to obtain inference response")
+
+
+class InferenceServerClient(InferenceServerClientBase):
+    """tritonclient's HTTP ``InferenceServerClient`` over a fleet; safe to share across threads (each thread gets
+    its own tritonclient client per endpoint). Every constructor argument applies to every endpoint."""
+
+    def __init__(self, url: Optional[str] = None, verbose: bool = False, concurrency: int = 1,
+                 connection_timeout: float = 60.0, network_timeout: float = 60.0,
+                 max_greenlets: Optional[int] = None, ssl: bool = False, ssl_options: Any = None,
+                 ssl_context_factory: Any = None, insecure: bool = False, *, fleet: Optional[Fleet] = None,
+                 seed: Optional[int] = None, clock: Callable[[], float] = time.monotonic,
+                 readiness_interval_s: float = 5.0) -> None:
+        super().__init__()
+        self._closed = True
+        if url is not None and (url.startswith("http://") or url.startswith("https://")):
+            raise_error("url should not include the scheme")
+        self._fleet = resolve_fleet(url, fleet, "http")
+        self._verbose = verbose
+        self._max_greenlets = max_greenlets
+        self._kwargs = dict(verbose=verbose, concurrency=concurrency, connection_timeout=connection_timeout,
+                            network_timeout=network_timeout, ssl=ssl, ssl_options=ssl_options,
+                            ssl_context_factory=ssl_context_factory, insecure=insecure)
+        urls = tuple(e.url for e in self._fleet.endpoints)
+        self._clients = ThreadClients(urls, self._make_endpoint_client)
+        self._probes = ThreadClients(urls, probe_factory(self._kwargs))
+        self._local = threading.local()
+        self._pools: List[gevent.pool.Pool] = []
+        self._core = ClientCore(self._fleet, seed=seed, clock=clock, probe=self._probe,
+                                readiness_interval_s=readiness_interval_s,
+                                on_probe_thread_exit=self._probes.release_thread)
+        self._router = self._core.router
+        self._controller = self._core.controller
+        self._engine = Engine(self._router, classify_http, unavailable_status=UNAVAILABLE_STATUS, clock=clock,
+                              on_not_found=self._core.readiness.request_refresh)
+        self._closed = False
+
+    # ---- life cycle --------------------------------------------------------------------------------------------
+
+    def __enter__(self) -> "InferenceServerClient":
+        return self
+
+    def __exit__(self, type: Any, value: Any, traceback: Any) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        if not getattr(self, "_closed", True):
+            self.close()
+
+    def close(self) -> None:
+        """Stop the controller and the readiness thread, wait for this thread's async requests, close every
+        endpoint connection (of every thread). Later calls raise InferenceServerException."""
+        if self._closed:
+            return
+        self._closed = True
+        pool = getattr(self._local, "pool", None)
+        if pool is not None:
+            pool.join()
+        self._core.stop()
+        self._controller = None
+        self._clients.close_all()
+        self._probes.close_all()
+
+    @property
+    def router(self) -> Any:
+        """The Router (dispatchers, masks, counters) of this client."""
+        return self._router
+
+    def decisions(self) -> List[Any]:
+        """The controller's decision log (empty while no controller runs)."""
+        return self._core.decisions()
+
+    def register_plugin(self, plugin: Any) -> None:
+        """tritonclient's plugin hook, applied to every endpoint's client (now and later)."""
+        super().register_plugin(plugin)
+        for client in list(self._clients._all):
+            client.register_plugin(plugin)
+
+    def unregister_plugin(self) -> None:
+        super().unregister_plugin()
+        for client in list(self._clients._all):
+            client.unregister_plugin()
+
+    def _make_endpoint_client(self, url: str) -> Any:
+        client = _tc.InferenceServerClient(url, **self._kwargs)
+        if self._plugin is not None:
+            client.register_plugin(self._plugin)
+        return client
+
+    def _probe(self, i: int, model: str) -> Optional[bool]:
+        return model_ready(self._probes.get(i), model)
+
+    # ---- inference ---------------------------------------------------------------------------------------------
+
+    def infer(self, model_name, inputs, model_version="", outputs=None, request_id="", sequence_id=0,
+              sequence_start=False, sequence_end=False, priority=0, timeout=None, headers=None,
+              query_params=None, request_compression_algorithm=None, response_compression_algorithm=None,
+              parameters=None, request_class="interactive", deadline_s=None):
+        clients = self._clients
+
+        def send(i: int, remaining_s: Optional[float]) -> InferResult:
+            client = clients.get(i)
+            if remaining_s is None:
+                return client.infer(model_name, inputs, model_version, outputs, request_id, sequence_id,
+                                    sequence_start, sequence_end, priority, timeout, headers, query_params,
+                                    request_compression_algorithm, response_compression_algorithm, parameters)
+            try:
+                with gevent.Timeout(remaining_s):
+                    return client.infer(model_name, inputs, model_version, outputs, request_id, sequence_id,
+                                        sequence_start, sequence_end, priority, timeout, headers, query_params,
+                                        request_compression_algorithm, response_compression_algorithm,
+                                        parameters)
+            except gevent.Timeout:
+                clients.discard(i)  # its connection is mid-request: do not reuse it
+                raise TimeoutError(f"no response within the deadline ({remaining_s:.3f} s left)") from None
+
+        if self._closed:
+            raise_error("tritonmix: the client is closed")
+        return self._engine.run(model_name, request_class, deadline_s, send)
+
+    def async_infer(self, model_name, inputs, model_version="", outputs=None, request_id="", sequence_id=0,
+                    sequence_start=False, sequence_end=False, priority=0, timeout=None, headers=None,
+                    query_params=None, request_compression_algorithm=None, response_compression_algorithm=None,
+                    parameters=None, request_class="interactive", deadline_s=None):
+        if self._closed:
+            raise_error("tritonmix: the client is closed")
+        pool = getattr(self._local, "pool", None)
+        if pool is None:
+            pool = self._local.pool = gevent.pool.Pool(self._max_greenlets)
+        g = pool.apply_async(self.infer, (model_name, inputs, model_version, outputs, request_id, sequence_id,
+                                          sequence_start, sequence_end, priority, timeout, headers, query_params,
+                                          request_compression_algorithm, response_compression_algorithm,
+                                          parameters, request_class, deadline_s))
+        g.start()
+        gevent.sleep(0.01)  # as tritonclient: let the greenlet send before returning
+        return InferAsyncRequest(g, self._verbose)
+
+    generate_request_body = staticmethod(_tc.InferenceServerClient.generate_request_body)
+    parse_response_body = staticmethod(_tc.InferenceServerClient.parse_response_body)
+
+    # ---- server-level calls (aggregations in tritonmix._server_calls) ------------------------------------------
+
+    def _fan_out(self, name: str, policy: str, args: tuple, kwargs: dict) -> Any:
+        if self._closed:
+            raise_error("tritonmix: the client is closed")
+        n = len(self._fleet.endpoints)
+        order = list(range(n))
+        if policy == "model_first":
+            model = args[0] if args else kwargs.get("model_name", "")
+            mask = self._router.ready_mask(model)
+            order.sort(key=lambda i: not mask[i])
+        results = []
+        for i in order:
+            try:
+                value = getattr(self._clients.get(i), name)(*args, **kwargs)
+            except Exception as exc:  # noqa: BLE001 - aggregated below
+                results.append((i, None, exc))
+                continue
+            results.append((i, value, None))
+            if stops_early(policy, value):
+                break
+        return aggregate(policy, order, self._router.endpoint_names(), results, name, sum_statistics)
+
+
+def _install_server_calls() -> None:
+    for name in POLICIES:
+        original = getattr(_tc.InferenceServerClient, name, None)
+        if original is not None and inspect.isfunction(original):
+            setattr(InferenceServerClient, name, make_method(name, original, InferenceServerClient._fan_out))
+
+
+_install_server_calls()
+InferenceServerClient.infer.__doc__ = _tc.InferenceServerClient.infer.__doc__
+InferenceServerClient.async_infer.__doc__ = _tc.InferenceServerClient.async_infer.__doc__

@@ -1,0 +1,115 @@
+"""HTTP transport of the drop-in client: per-thread tritonclient clients and the failure classification.
+
+tritonclient's HTTP client is not thread-safe (geventhttpclient sockets belong to one thread's gevent hub), so each
+thread gets its own tritonclient client per endpoint, created on first use; ``close_all`` closes every one of them,
+whichever thread made it.
+"""
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+from typing import Any, Callable, List, Optional, Tuple
+
+import tritonclient.http as _tc
+from geventhttpclient.response import HTTPParseError
+from tritonclient.utils import InferenceServerException
+
+from ..retry import Outcome
+
+__all__ = ["ThreadClients", "classify_http", "UNAVAILABLE_STATUS"]
+
+logger = logging.getLogger(__name__)
+
+UNAVAILABLE_STATUS = "503"
+
+
+def classify_http(exc: BaseException) -> Outcome:
+    """503 and raw socket failures fail over; any other answer of the server is the request's own error."""
+    if isinstance(exc, InferenceServerException):
+        return Outcome.UNAVAILABLE if exc.status() == UNAVAILABLE_STATUS else Outcome.REQUEST
+    if isinstance(exc, (ConnectionRefusedError, socket.gaierror)):
+        return Outcome.NOT_SENT
+    if isinstance(exc, (TimeoutError, ConnectionError, HTTPParseError)):
+        return Outcome.MAYBE_RAN
+    if isinstance(exc, OSError):
+        return Outcome.NOT_SENT if exc.errno in _NOT_SENT_ERRNOS else Outcome.MAYBE_RAN
+    return Outcome.REQUEST
+
+
+_NOT_SENT_ERRNOS = frozenset({101, 111, 113, 99})  # ENETUNREACH, ECONNREFUSED, EHOSTUNREACH, EADDRNOTAVAIL
+
+
+class ThreadClients:
+    """One tritonclient HTTP client per (thread, endpoint), made lazily by ``factory(url)``."""
+
+    def __init__(self, urls: Tuple[str, ...], factory: Callable[[str], Any]) -> None:
+        self._urls = urls
+        self._factory = factory
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._all: List[Any] = []
+        self._closed = False
+
+    def get(self, i: int) -> Any:
+        clients = getattr(self._local, "clients", None)
+        if clients is None:
+            clients = self._local.clients = [None] * len(self._urls)
+        client = clients[i]
+        return client if client is not None else self._make(clients, i)
+
+    def _make(self, clients: List[Any], i: int) -> Any:
+        with self._lock:
+            if self._closed:
+                raise InferenceServerException(msg="tritonmix: the client is closed")
+            client = self._factory(self._urls[i])
+            self._all.append(client)
+        clients[i] = client
+        return client
+
+    def discard(self, i: int) -> None:
+        """Close this thread's client of endpoint i (after a timeout left its connection in an unknown state)."""
+        clients = getattr(self._local, "clients", None)
+        if clients is None or clients[i] is None:
+            return
+        client, clients[i] = clients[i], None
+        self._close(client)
+
+    def release_thread(self) -> None:
+        """Close the calling thread's clients (a helper thread on its way out)."""
+        for i in range(len(self._urls)):
+            self.discard(i)
+
+    def _close(self, client: Any) -> None:
+        with self._lock:
+            if client in self._all:
+                self._all.remove(client)
+        _safe_close(client)
+
+    def close_all(self) -> None:
+        with self._lock:
+            self._closed = True
+            clients, self._all = self._all, []
+        for client in clients:
+            _safe_close(client)
+        self._local = threading.local()
+
+
+def _safe_close(client: Any) -> None:
+    try:
+        client.close()
+    except Exception as exc:  # noqa: BLE001 - closing must not fail the caller
+        logger.debug("closing %r: %s", client, exc)
+
+
+def probe_factory(kwargs: dict, timeout_s: float = 2.0) -> Callable[[str], Any]:
+    """A factory of short-timeout tritonclient clients for readiness probes."""
+    def make(url: str) -> Any:
+        args = dict(kwargs, connection_timeout=min(timeout_s, kwargs.get("connection_timeout", timeout_s)),
+                    network_timeout=min(timeout_s, kwargs.get("network_timeout", timeout_s)), verbose=False)
+        return _tc.InferenceServerClient(url, **args)
+    return make
+
+
+def model_ready(client: Any, model: str) -> Optional[bool]:
+    return bool(client.is_model_ready(model))

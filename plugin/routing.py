@@ -1,0 +1,262 @@
+"""The Router: one per client; owns one ``Dispatcher`` per (model, request class) and the masks they obey.
+
+Contract with the controller (``tritonmix.controller.start_controller(fleet, router)``)::
+
+    router.fleet                               endpoints in index order (index i = fleet.endpoints[i])
+    router.endpoint_names()                    tuple of names
+    router.dispatchers()                       {(model, request_class): Dispatcher}, a snapshot; created lazily
+    router.set_weights(model, rc, weights)     explicit weights of one dispatcher (kept across later changes)
+    router.set_default_weights(weights)        for dispatchers created later and those without explicit weights
+    router.set_endpoint_available(i, bool)     the controller's health / ejection mask, on every dispatcher
+    router.arrivals()                          {(model, rc): user requests so far} (retries not counted)
+    router.endpoint_counters()                 [(completed_ok, over_slo, failed_attempts)] per endpoint
+    router.add_listener(cb)                    cb((model, rc)) after a dispatcher is created
+
+Availability of endpoint i in the dispatcher of model m is the AND of three masks:
+    controller[i]      set_endpoint_available (default True)
+    not ejected[i]     the client's own passive ejection after connection failures (Envoy's outlier detection:
+                       eject on a failure that never reached the server, or after eject_consecutive_failures in a
+                       row; eject_base_s doubling per ejection up to eject_max_s; never more than
+                       max_ejected_share of the fleet at once; readmitted lazily when the time is up)
+    ready[m][i]        model readiness as last probed (unknown counts as ready; a model ready nowhere keeps every
+                       endpoint, so the servers' own "unknown model" error reaches the user)
+Thread safety: one lock guards the masks, the counters and the dispatcher table; the hot path reads the table
+without it (a dict lookup) and takes it once to count the arrival.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+import zlib
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+from .dispatch_core import Dispatcher
+from .fleet import Fleet
+from .retry import Outcome, RetryBudget
+
+__all__ = ["Router", "REQUEST_CLASSES", "hint_weights"]
+
+logger = logging.getLogger(__name__)
+
+REQUEST_CLASSES = ("interactive", "batch")
+Key = Tuple[str, str]
+
+
+def hint_weights(fleet: Fleet) -> List[float]:
+    """Static weights from the fleet's capacity hints: max_rps when every endpoint has it, else max_concurrency
+    when every endpoint has it, else equal."""
+    eps = fleet.endpoints
+    if all(e.max_rps for e in eps):
+        return [float(e.max_rps) for e in eps]
+    if all(e.max_concurrency for e in eps):
+        return [float(e.max_concurrency) for e in eps]
+    return [1.0] * len(eps)
+
+
+class Router:
+    """Thread-safe; one per client. See the module docstring for the contract and the availability masks."""
+
+    def __init__(self, fleet: Fleet, *, seed: Optional[int] = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.fleet = fleet
+        n = len(fleet.endpoints)
+        self._n = n
+        self._names = tuple(e.name for e in fleet.endpoints)
+        self._seed = seed
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._dispatchers: Dict[Key, Dispatcher] = {}
+        self._explicit: Dict[Key, Tuple[float, ...]] = {}
+        self._default = tuple(hint_weights(fleet))
+        self._controller_mask = [True] * n
+        self._ready: Dict[str, List[bool]] = {}
+        self._ejected_until = [0.0] * n
+        self._ejections = [0] * n
+        self._consecutive = [0] * n
+        self._next_readmit_at = math.inf
+        self._arrivals: Dict[Key, int] = {}
+        self._ok = [0] * n
+        self._over_slo = [0] * n
+        self._failed = [0] * n
+        self._listeners: List[Callable[[Key], None]] = []
+        s = fleet.controller
+        self.budget = RetryBudget(s.retry_budget_share, clock=clock)
+        self._slo_s = fleet.slo_s
+
+    # ---- the contract ----------------------------------------------------------------------------------------
+
+    def endpoint_names(self) -> Tuple[str, ...]:
+        return self._names
+
+    def dispatchers(self) -> Dict[Key, Dispatcher]:
+        with self._lock:
+            return dict(self._dispatchers)
+
+    def set_weights(self, model: str, request_class: str, weights: Sequence[float]) -> None:
+        values = tuple(float(w) for w in weights)
+        d = self.dispatcher(model, request_class)
+        with self._lock:
+            d.set_weights(values)
+            self._explicit[(model, request_class)] = values
+
+    def set_default_weights(self, weights: Sequence[float]) -> None:
+        values = tuple(float(w) for w in weights)
+        if len(values) != self._n:
+            raise ValueError(f"weights has length {len(values)}, expected {self._n}")
+        with self._lock:
+            self._default = values
+            for key, d in self._dispatchers.items():
+                if key not in self._explicit:
+                    d.set_weights(values)
+
+    def set_endpoint_available(self, index: int, available: bool) -> None:
+        with self._lock:
+            self._controller_mask[self._check(index)] = bool(available)
+            self._apply_all(index)
+
+    def arrivals(self) -> Dict[Key, int]:
+        with self._lock:
+            return dict(self._arrivals)
+
+    def endpoint_counters(self) -> List[Tuple[int, int, int]]:
+        with self._lock:
+            return list(zip(self._ok, self._over_slo, self._failed))
+
+    def add_listener(self, callback: Callable[[Key], None]) -> None:
+        with self._lock:
+            self._listeners.append(callback)
+
+    # ---- hot path ------------------------------------------------------------------------------------------
+
+    def dispatcher(self, model: str, request_class: str = "interactive") -> Dispatcher:
+        """The dispatcher of (model, request_class), created on first use (listeners are told then)."""
+        d = self._dispatchers.get((model, request_class))
+        return d if d is not None else self._create((model, request_class))
+
+    def arrive(self, key: Key, now: float) -> None:
+        """Count one user request of ``key``; readmit ejected endpoints whose time is up."""
+        with self._lock:
+            self._arrivals[key] = self._arrivals.get(key, 0) + 1
+        self.budget.record_request()
+        if now >= self._next_readmit_at:
+            self._readmit(now)
+
+    def succeeded(self, i: int, latency_s: float, request_class: str) -> None:
+        with self._lock:
+            self._ok[i] += 1
+            self._consecutive[i] = 0
+            if latency_s > self._slo_s and request_class == "interactive":
+                self._over_slo[i] += 1
+
+    def failed(self, i: int, outcome: Outcome, now: float) -> None:
+        """Count a failed attempt; eject the endpoint after a connection failure (see the module docstring)."""
+        with self._lock:
+            self._failed[i] += 1
+            if outcome is Outcome.REQUEST:
+                self._consecutive[i] = 0
+                return
+            self._consecutive[i] += 1
+            limit = max(1, self.fleet.controller.eject_consecutive_failures)
+            if outcome is Outcome.NOT_SENT or self._consecutive[i] >= limit:
+                self._eject(i, now)
+
+    # ---- readiness and ejection ------------------------------------------------------------------------------
+
+    def set_model_ready(self, model: str, ready: Sequence[Optional[bool]]) -> None:
+        """Readiness of ``model`` per endpoint (None: unknown, counts as ready). Ready nowhere: every endpoint."""
+        mask = [r is not False for r in ready]
+        if not any(mask):
+            mask = [True] * self._n
+        with self._lock:
+            if self._ready.get(model) == mask:
+                return
+            self._ready[model] = mask
+            for key in self._dispatchers:
+                if key[0] == model:
+                    self._apply_key(key)
+        logger.info("model %s ready on %s", model, [n for n, r in zip(self._names, mask) if r])
+
+    def models(self) -> Tuple[str, ...]:
+        with self._lock:
+            return tuple(sorted({k[0] for k in self._dispatchers}))
+
+    def ready_mask(self, model: str) -> List[bool]:
+        with self._lock:
+            return list(self._ready.get(model, [True] * self._n))
+
+    def ejected(self) -> List[bool]:
+        with self._lock:
+            return [t > 0.0 for t in self._ejected_until]
+
+    def is_available(self, model: str, i: int) -> bool:
+        """Whether endpoint ``i`` may take requests for ``model`` now (all three masks)."""
+        with self._lock:
+            return self._available(model, i)
+
+    def _eject(self, i: int, now: float) -> None:
+        if self._ejected_until[i] > 0.0:
+            return
+        cap = int(self.fleet.controller.max_ejected_share * self._n)
+        if sum(1 for t in self._ejected_until if t > 0.0) >= cap:
+            return
+        s = self.fleet.controller
+        duration_s = min(s.eject_max_s, s.eject_base_s * (2 ** self._ejections[i]))
+        self._ejections[i] += 1
+        self._ejected_until[i] = now + duration_s
+        self._next_readmit_at = min(self._next_readmit_at, now + duration_s)
+        self._apply_all(i)
+        logger.warning("endpoint %s ejected for %.1f s after a connection failure", self._names[i], duration_s)
+
+    def _readmit(self, now: float) -> None:
+        with self._lock:
+            upcoming = math.inf
+            for i, until in enumerate(self._ejected_until):
+                if 0.0 < until <= now:
+                    self._ejected_until[i] = 0.0
+                    self._consecutive[i] = 0
+                    self._apply_all(i)
+                    logger.info("endpoint %s readmitted", self._names[i])
+                elif until > now:
+                    upcoming = min(upcoming, until)
+            self._next_readmit_at = upcoming
+
+    # ---- internals (lock held) -----------------------------------------------------------------------------
+
+    def _create(self, key: Key) -> Dispatcher:
+        with self._lock:
+            d = self._dispatchers.get(key)
+            if d is not None:
+                return d
+            seed = None if self._seed is None else self._seed ^ zlib.crc32("\0".join(key).encode())
+            d = Dispatcher(self._n, seed=seed)
+            d.set_weights(self._explicit.get(key, self._default))
+            self._dispatchers[key] = d
+            self._apply_key(key)
+            listeners = list(self._listeners)
+        for callback in listeners:
+            try:
+                callback(key)
+            except Exception:  # noqa: BLE001 - a listener must not break a request
+                logger.exception("dispatcher listener failed for %s", key)
+        return d
+
+    def _available(self, model: str, i: int) -> bool:
+        ready = self._ready.get(model)
+        return (self._controller_mask[i] and self._ejected_until[i] == 0.0
+                and (ready is None or ready[i]))
+
+    def _apply_key(self, key: Key) -> None:
+        d = self._dispatchers[key]
+        for i in range(self._n):
+            d.set_available(i, self._available(key[0], i))
+
+    def _apply_all(self, i: int) -> None:
+        for key, d in self._dispatchers.items():
+            d.set_available(i, self._available(key[0], i))
+
+    def _check(self, index: int) -> int:
+        if not 0 <= index < self._n:
+            raise IndexError(f"endpoint index {index} out of range for {self._n} endpoints")
+        return index
