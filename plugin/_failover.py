@@ -8,7 +8,7 @@
                     InferenceServerException naming every endpoint tried and why
 
 Every pick is matched by exactly one record, whatever ``send`` raised (cancellation included). The loop is written
-twice, once blocking (``run``) and once as a coroutine (``run_async``); both share ``_Attempts`` for the
+twice, once blocking (``run``) and once as a coroutine (``run_async``); both share ``Attempts`` for the
 bookkeeping so they cannot drift.
 """
 from __future__ import annotations
@@ -22,7 +22,7 @@ from .dispatch_core import NoEndpointAvailable
 from .retry import Attempt, Outcome, RetryPolicy
 from .routing import REQUEST_CLASSES, Router
 
-__all__ = ["Engine", "Classifier"]
+__all__ = ["Engine", "Attempts", "Classifier"]
 
 Classifier = Callable[[BaseException], Outcome]
 
@@ -43,12 +43,13 @@ class Engine:
     def run(self, model: str, request_class: str, deadline_s: Optional[float],
             send: Callable[[int, Optional[float]], Any]) -> Any:
         """Send through the fleet with failover; ``send(i, remaining_s)`` does one attempt on endpoint i."""
-        att = _Attempts(self, model, request_class, deadline_s)
+        att = Attempts(self, model, request_class, deadline_s)
         while True:
+            remaining_s = att.remaining_s(self.clock())
             i = att.pick()
             t0 = self.clock()
             try:
-                result = send(i, att.remaining_s(t0))
+                result = send(i, remaining_s)
             except BaseException as exc:
                 att.failed(i, t0, exc)
                 continue
@@ -58,12 +59,13 @@ class Engine:
     async def run_async(self, model: str, request_class: str, deadline_s: Optional[float],
                         send: Callable[[int, Optional[float]], Awaitable[Any]]) -> Any:
         """``run`` for coroutines; a cancellation records the attempt as failed and propagates."""
-        att = _Attempts(self, model, request_class, deadline_s)
+        att = Attempts(self, model, request_class, deadline_s)
         while True:
+            remaining_s = att.remaining_s(self.clock())
             i = att.pick()
             t0 = self.clock()
             try:
-                result = await send(i, att.remaining_s(t0))
+                result = await send(i, remaining_s)
             except BaseException as exc:
                 att.failed(i, t0, exc)
                 continue
@@ -78,7 +80,7 @@ class Engine:
         )
 
 
-class _Attempts:
+class Attempts:
     """The bookkeeping of one request: its dispatcher, deadline and retry policy (a new value per attempt)."""
 
     __slots__ = ("e", "model", "rc", "d", "deadline_at", "policy")

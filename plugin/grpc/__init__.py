@@ -1,0 +1,210 @@
+"""``tritonmix.grpc``: a drop-in for ``tritonclient.grpc`` that spreads requests over a fleet of Triton servers.
+
+    import tritonmix.grpc as grpcclient
+    client = grpcclient.InferenceServerClient(url="h1:8001,h2:8001")
+    client.async_infer("add_sub", inputs, callback=lambda result, error: ...)   # fails over before the callback
+
+Same names, signatures and return types as tritonclient 2.x's gRPC module (``InferInput``, ``InferResult``,
+``KeepAliveOptions``, ... are tritonclient's own). Extra keywords: ``fleet=``, ``seed=``, ``clock=``,
+``readiness_interval_s=`` on the constructor; ``request_class=`` and ``deadline_s=`` on ``infer`` / ``async_infer``
+(``client_timeout`` still bounds each attempt). A stream (``start_stream``) is pinned to one endpoint: the first one
+not ejected, in fleet order.
+"""
+from __future__ import annotations
+
+import inspect
+import time
+from typing import Any, Callable, List, Optional
+
+import tritonclient.grpc as _tc
+from tritonclient._client import InferenceServerClientBase
+from tritonclient.grpc import (InferInput, InferRequestedOutput, InferResult, KeepAliveOptions,
+                               model_config_pb2, service_pb2, service_pb2_grpc)
+from tritonclient.utils import InferenceServerException, raise_error
+
+from .._client_common import ClientCore, resolve_fleet
+from .._failover import Engine
+from .._server_calls import POLICIES, aggregate, make_method, stops_early
+from ..fleet import Fleet
+from ._async import FailoverCall
+from ._transport import UNAVAILABLE_STATUS, classify_grpc, endpoint_kwargs, sum_grpc_statistics
+
+__all__ = [
+    "InferenceServerClient",
+    "InferInput",
+    "InferRequestedOutput",
+    "InferResult",
+    "KeepAliveOptions",
+    "InferenceServerException",
+    "model_config_pb2",
+    "service_pb2",
+    "service_pb2_grpc",
+]
+
+
+def _remaining(client_timeout: Optional[float], remaining_s: Optional[float]) -> Optional[float]:
+    if remaining_s is None:
+        return client_timeout
+    return remaining_s if client_timeout is None else min(client_timeout, remaining_s)
+
+
+class InferenceServerClient(InferenceServerClientBase):
+    """tritonclient's gRPC ``InferenceServerClient`` over a fleet; one shared tritonclient client per endpoint.
+    Every constructor argument applies to every endpoint."""
+
+    def __init__(self, url: Optional[str] = None, verbose: bool = False, ssl: bool = False,
+                 root_certificates: Any = None, private_key: Any = None, certificate_chain: Any = None,
+                 creds: Any = None, keepalive_options: Any = None, channel_args: Any = None, *,
+                 fleet: Optional[Fleet] = None, seed: Optional[int] = None,
+                 clock: Callable[[], float] = time.monotonic, readiness_interval_s: float = 5.0) -> None:
+        super().__init__()
+        self._closed = True
+        self._fleet = resolve_fleet(url, fleet, "grpc")
+        self._verbose = verbose
+        kwargs = endpoint_kwargs(verbose, ssl, root_certificates, private_key, certificate_chain, creds,
+                                 keepalive_options, channel_args)
+        self._clients = [_tc.InferenceServerClient(e.url, **kwargs) for e in self._fleet.endpoints]
+        self._stream_client: Optional[Any] = None
+        self._core = ClientCore(self._fleet, seed=seed, clock=clock, probe=self._probe,
+                                readiness_interval_s=readiness_interval_s)
+        self._router = self._core.router
+        self._controller = self._core.controller
+        self._engine = Engine(self._router, classify_grpc, unavailable_status=UNAVAILABLE_STATUS, clock=clock,
+                              on_not_found=self._core.readiness.request_refresh)
+        self._closed = False
+
+    # ---- life cycle --------------------------------------------------------------------------------------------
+
+    def __enter__(self) -> "InferenceServerClient":
+        return self
+
+    def __exit__(self, type: Any, value: Any, traceback: Any) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        if not getattr(self, "_closed", True):
+            self.close()
+
+    def close(self) -> None:
+        """Stop the controller, the readiness thread and any stream; close every endpoint's channel."""
+        if self._closed:
+            return
+        self._closed = True
+        self._core.stop()
+        self._controller = None
+        for client in self._clients:
+            try:
+                client.close()
+            except Exception:  # noqa: BLE001 - closing must not fail
+                pass
+
+    @property
+    def router(self) -> Any:
+        return self._router
+
+    def decisions(self) -> List[Any]:
+        """The controller's decision log (empty while no controller runs)."""
+        return self._core.decisions()
+
+    def register_plugin(self, plugin: Any) -> None:
+        super().register_plugin(plugin)
+        for client in self._clients:
+            client.register_plugin(plugin)
+
+    def unregister_plugin(self) -> None:
+        super().unregister_plugin()
+        for client in self._clients:
+            client.unregister_plugin()
+
+    def _probe(self, i: int, model: str) -> Optional[bool]:
+        return bool(self._clients[i].is_model_ready(model, client_timeout=2.0))
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise_error("tritonmix: the client is closed")
+
+    # ---- inference ---------------------------------------------------------------------------------------------
+
+    def infer(self, model_name, inputs, model_version="", outputs=None, request_id="", sequence_id=0,
+              sequence_start=False, sequence_end=False, priority=0, timeout=None, client_timeout=None,
+              headers=None, compression_algorithm=None, parameters=None, request_class="interactive",
+              deadline_s=None):
+        clients = self._clients
+
+        def send(i: int, remaining_s: Optional[float]) -> InferResult:
+            return clients[i].infer(model_name, inputs, model_version, outputs, request_id, sequence_id,
+                                    sequence_start, sequence_end, priority, timeout,
+                                    _remaining(client_timeout, remaining_s), headers, compression_algorithm,
+                                    parameters)
+
+        self._check_open()
+        return self._engine.run(model_name, request_class, deadline_s, send)
+
+    def async_infer(self, model_name, inputs, callback, model_version="", outputs=None, request_id="",
+                    sequence_id=0, sequence_start=False, sequence_end=False, priority=0, timeout=None,
+                    client_timeout=None, headers=None, compression_algorithm=None, parameters=None,
+                    request_class="interactive", deadline_s=None):
+        clients = self._clients
+
+        def start(i: int, remaining_s: Optional[float], done: Callable[..., None]) -> Any:
+            return clients[i].async_infer(model_name, inputs, done, model_version, outputs, request_id,
+                                          sequence_id, sequence_start, sequence_end, priority, timeout,
+                                          _remaining(client_timeout, remaining_s), headers,
+                                          compression_algorithm, parameters)
+
+        self._check_open()
+        return FailoverCall(self._engine, model_name, request_class, deadline_s, start, callback).begin()
+
+    # ---- streams: pinned to one endpoint -------------------------------------------------------------------
+
+    def start_stream(self, callback, stream_timeout=None, headers=None, compression_algorithm=None):
+        self._check_open()
+        if self._stream_client is not None:
+            raise_error("cannot start another stream with one already running. "
+                        "'InferenceServerClient' supports only a single active stream at a given time.")
+        ejected = self._router.ejected()
+        i = next((k for k, e in enumerate(ejected) if not e), 0)
+        self._clients[i].start_stream(callback, stream_timeout, headers, compression_algorithm)
+        self._stream_client = self._clients[i]
+
+    def stop_stream(self, cancel_requests=False):
+        client, self._stream_client = self._stream_client, None
+        if client is not None:
+            client.stop_stream(cancel_requests)
+
+    def async_stream_infer(self, *args, **kwargs):
+        if self._stream_client is None:
+            raise_error("stream not available, use start_stream() to make one available.")
+        return self._stream_client.async_stream_infer(*args, **kwargs)
+
+    # ---- server-level calls (aggregations in tritonmix._server_calls) ------------------------------------------
+
+    def _fan_out(self, name: str, policy: str, args: tuple, kwargs: dict) -> Any:
+        self._check_open()
+        order = list(range(len(self._clients)))
+        if policy == "model_first":
+            mask = self._router.ready_mask(args[0] if args else kwargs.get("model_name", ""))
+            order.sort(key=lambda i: not mask[i])
+        results = []
+        for i in order:
+            try:
+                value = getattr(self._clients[i], name)(*args, **kwargs)
+            except Exception as exc:  # noqa: BLE001 - aggregated below
+                results.append((i, None, exc))
+                continue
+            results.append((i, value, None))
+            if stops_early(policy, value):
+                break
+        return aggregate(policy, order, self._router.endpoint_names(), results, name, sum_grpc_statistics)
+
+
+def _install_server_calls() -> None:
+    for name in POLICIES:
+        original = getattr(_tc.InferenceServerClient, name, None)
+        if original is not None and inspect.isfunction(original):
+            setattr(InferenceServerClient, name, make_method(name, original, InferenceServerClient._fan_out))
+    for name in ("infer", "async_infer", "start_stream", "stop_stream", "async_stream_infer"):
+        getattr(InferenceServerClient, name).__doc__ = getattr(_tc.InferenceServerClient, name).__doc__
+
+
+_install_server_calls()
