@@ -1,0 +1,203 @@
+"""tritonmix.http and tritonmix.grpc (blocking and their async forms) against three real Triton servers."""
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from typing import Any, Iterator
+
+import numpy as np
+import pytest
+import tritonclient.grpc as tc_grpc
+import tritonclient.http as tc_http
+from tritonclient.utils import InferenceServerException
+
+import tritonmix.grpc
+import tritonmix.http
+from clients_support import (Trio, add_sub_inputs, assert_nothing_in_flight, hammer, picks, sample, trio_fixture,
+                             wait_until)
+
+pytestmark = pytest.mark.timeout(120)
+
+MODULES = {"http": tritonmix.http, "grpc": tritonmix.grpc}
+PLAIN = {"http": tc_http, "grpc": tc_grpc}
+NOT_FOUND = {"http": "404", "grpc": "StatusCode.NOT_FOUND"}
+BAD_SHAPE = {"http": "500", "grpc": "StatusCode.INTERNAL"}
+
+
+@pytest.fixture(scope="module")
+def trio() -> Iterator[Trio]:
+    yield from trio_fixture()
+
+
+@pytest.fixture(params=["http", "grpc"])
+def protocol(request: Any) -> str:
+    return request.param
+
+
+@pytest.fixture
+def client(trio: Trio, protocol: str) -> Iterator[Any]:
+    trio.heal()
+    c = MODULES[protocol].InferenceServerClient(fleet=trio.fleet(protocol), seed=11)
+    try:
+        yield c
+        assert_nothing_in_flight(c)
+    finally:
+        c.close()
+
+
+def _infer(client: Any, protocol: str, k: int = 0, **kwargs: Any) -> None:
+    a, b = sample(k)
+    result = client.infer("add_sub", add_sub_inputs(MODULES[protocol], a, b), **kwargs)
+    np.testing.assert_array_equal(result.as_numpy("OUTPUT0"), a + b)
+    np.testing.assert_array_equal(result.as_numpy("OUTPUT1"), a - b)
+
+
+def test_infer_is_correct_and_reaches_every_endpoint(client: Any, protocol: str) -> None:
+    for k in range(60):
+        _infer(client, protocol, k)
+    assert all(p > 0 for p in picks(client)), picks(client)
+    assert client.router.arrivals()[("add_sub", "interactive")] == 60
+    _infer(client, protocol, request_class="batch", deadline_s=5.0)
+    assert ("add_sub", "batch") in client.router.dispatchers()
+
+
+def test_shared_across_threads(client: Any, protocol: str) -> None:
+    errors = hammer(lambda k: _infer(client, protocol, k), threads=6, duration_s=1.0, during=lambda: None,
+                    after_s=0.0)
+    assert not errors, errors[:3]
+    assert sum(picks(client)) > 20
+
+
+def test_unknown_model_passes_the_servers_error_through(client: Any, protocol: str) -> None:
+    a, b = sample(0)
+    with pytest.raises(InferenceServerException) as info:
+        client.infer("no_such_model", add_sub_inputs(MODULES[protocol], a, b))
+    assert info.value.status() == NOT_FOUND[protocol]
+    assert "unknown model" in info.value.message() and "tritonmix" not in info.value.message()
+    assert sum(f for _, _, f in client.router.endpoint_counters()) == 1  # one attempt, no retry
+    assert client.router.budget.snapshot()[1] == 0
+
+
+def test_bad_shape_passes_the_servers_error_through(client: Any, protocol: str) -> None:
+    module = MODULES[protocol]
+    a, _ = sample(0)
+    with pytest.raises(InferenceServerException) as info:
+        client.infer("add_sub", add_sub_inputs(module, a, np.zeros((2, 2), np.float32)))
+    assert info.value.status() == BAD_SHAPE[protocol]
+    assert "shape" in info.value.message()
+    assert sum(picks(client)) == 1 and client.router.budget.snapshot()[1] == 0
+
+
+def test_killing_an_endpoint_mid_run_fails_no_request(client: Any, protocol: str, trio: Trio) -> None:
+    _infer(client, protocol)
+    errors = hammer(lambda k: _infer(client, protocol, k), threads=4, duration_s=1.5,
+                    during=lambda: trio.kill(1), after_s=0.4)
+    assert not errors, errors[:3]
+    assert client.router.ejected()[1]
+    before = picks(client)[1]
+    for k in range(20):
+        _infer(client, protocol, k)
+    assert picks(client)[1] <= before + 1  # ejected: at most a readmission probe
+
+
+def test_all_down_fails_fast_then_the_same_client_recovers(client: Any, protocol: str, trio: Trio) -> None:
+    _infer(client, protocol)
+    for k in range(3):
+        trio.kill(k)
+    for _ in range(5):
+        t0 = time.monotonic()
+        with pytest.raises(InferenceServerException) as info:
+            _infer(client, protocol, deadline_s=10.0)
+        assert time.monotonic() - t0 < 2.0
+        text = info.value.message()
+        assert "tritonmix" in text and ("refused" in text.lower() or "no endpoint" in text)
+    trio.restart(0, 1, 2)
+
+    def works() -> bool:
+        try:
+            _infer(client, protocol)
+            return True
+        except InferenceServerException:
+            return False
+
+    assert wait_until(works, timeout_s=15.0)
+    for k in range(30):
+        _infer(client, protocol, k)
+
+
+def test_deadline_bounds_the_call(client: Any, protocol: str) -> None:
+    with pytest.raises(InferenceServerException) as info:
+        _infer(client, protocol, deadline_s=1e-6)
+    assert "deadline" in info.value.message()
+
+
+def test_server_level_calls(client: Any, protocol: str, trio: Trio) -> None:
+    for k in range(9):
+        _infer(client, protocol, k)
+    assert client.is_server_live() and client.is_server_ready()
+    assert client.is_model_ready("add_sub") and not client.is_model_ready("no_such_model")
+    meta = client.get_model_metadata("add_sub")
+    assert (meta["name"] if protocol == "http" else meta.name) == "add_sub"
+    kwargs = {} if protocol == "http" else {"as_json": True}
+    total = client.get_inference_statistics("add_sub", **kwargs)["model_stats"][0]
+    each = []
+    for url in trio.urls(protocol):
+        plain = PLAIN[protocol].InferenceServerClient(url)
+        each.append(int(plain.get_inference_statistics("add_sub", **kwargs)["model_stats"][0]["inference_count"]))
+        plain.close()
+    assert int(total["inference_count"]) == sum(each)
+    if protocol == "grpc":
+        message = client.get_inference_statistics("add_sub")
+        assert message.model_stats[0].inference_count == sum(each)
+
+
+def test_close_leaves_no_thread(trio: Trio, protocol: str) -> None:
+    trio.heal()
+    before = set(threading.enumerate())
+    c = MODULES[protocol].InferenceServerClient(",".join(trio.urls(protocol)))
+    _infer(c, protocol)
+    threading.Thread(target=_infer, args=(c, protocol)).start()
+    time.sleep(0.3)
+    c.close()
+    assert wait_until(lambda: set(threading.enumerate()) <= before, timeout_s=5.0), threading.enumerate()
+    with pytest.raises(InferenceServerException):
+        _infer(c, protocol)
+
+
+# ---- async forms --------------------------------------------------------------------------------------------
+
+def test_http_async_infer(trio: Trio) -> None:
+    trio.heal()
+    with tritonmix.http.InferenceServerClient(fleet=trio.fleet("http"), concurrency=4) as client:
+        handles = []
+        for k in range(24):
+            a, b = sample(k)
+            handles.append((a, b, client.async_infer("add_sub", add_sub_inputs(tritonmix.http, a, b))))
+        for a, b, handle in handles:
+            assert isinstance(handle, tritonmix.http.InferAsyncRequest)
+            np.testing.assert_array_equal(handle.get_result().as_numpy("OUTPUT0"), a + b)
+        assert all(p > 0 for p in picks(client))
+        assert_nothing_in_flight(client)
+
+
+def test_grpc_callback_async_infer_with_failover(trio: Trio) -> None:
+    trio.heal()
+    results: "queue.Queue" = queue.Queue()
+    with tritonmix.grpc.InferenceServerClient(fleet=trio.fleet("grpc")) as client:
+        def submit(k: int) -> None:
+            a, b = sample(k)
+            client.async_infer("add_sub", add_sub_inputs(tritonmix.grpc, a, b),
+                               lambda result, error: results.put((a, b, result, error)))
+
+        for k in range(12):
+            submit(k)
+        trio.kill(2)
+        for k in range(12, 36):
+            submit(k)
+        for _ in range(36):
+            a, b, result, error = results.get(timeout=30)
+            assert error is None, error
+            np.testing.assert_array_equal(result.as_numpy("OUTPUT1"), a - b)
+        assert_nothing_in_flight(client)
+    trio.heal()
