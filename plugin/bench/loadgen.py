@@ -1,0 +1,69 @@
+"""Open-loop load: each arrival is sent at its time, whatever happened to the ones before (no coordinated omission).
+
+A scheduler thread sleeps until each arrival and hands it to a bounded pool of worker threads; a request's latency
+is measured from its *scheduled* arrival, so time spent waiting for a free worker counts against the policy.
+"""
+from __future__ import annotations
+
+import dataclasses
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Callable, List, Optional, Sequence
+
+__all__ = ["RequestRecord", "replay"]
+
+
+@dataclasses.dataclass(frozen=True)
+class RequestRecord:
+    """One request of the replay: when it was due, how long it took end to end, and how it ended."""
+
+    arrival_s: float
+    latency_s: float
+    ok: bool
+    error: str = ""
+
+
+Send = Callable[[], None]  # raises on failure
+
+
+def replay(
+    arrivals_s: Sequence[float],
+    send: Send,
+    *,
+    on_tick: Optional[Callable[[float], None]] = None,
+    max_workers: int = 96,
+    clock: Callable[[], float] = time.monotonic,
+) -> List[RequestRecord]:
+    """Send one request per arrival time (seconds from now); return one record per arrival, in arrival order.
+
+    ``on_tick(t)`` is called from the scheduler thread between arrivals (cheap work only: it delays sends).
+    """
+    records: List[Optional[RequestRecord]] = [None] * len(arrivals_s)
+    start = clock()
+
+    def run(index: int, due_s: float) -> None:
+        try:
+            send()
+        except Exception as exc:  # noqa: BLE001 - every failure is a record, never a lost request
+            records[index] = RequestRecord(due_s, clock() - start - due_s, False, _short(exc))
+            return
+        records[index] = RequestRecord(due_s, clock() - start - due_s, True)
+
+    with ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="loadgen") as pool:
+        for index, due_s in enumerate(arrivals_s):
+            delay = due_s - (clock() - start)
+            if delay > 0:
+                time.sleep(delay)
+            if on_tick is not None:
+                on_tick(clock() - start)
+            pool.submit(run, index, due_s)
+    missing = [i for i, r in enumerate(records) if r is None]
+    if missing:  # cannot happen unless a worker died: say so rather than drop requests silently
+        raise RuntimeError(f"{len(missing)} requests have no record (first: #{missing[0]})")
+    return [r for r in records if r is not None]
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return text[:200]

@@ -1,0 +1,127 @@
+"""Replays one trace against a live local fleet, once per policy, resetting the fleet between policies."""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import threading
+import time
+from typing import Any, Callable, Dict, List, Optional
+
+from .baselines import LeastOutstandingP2C, RoundRobin, StaticWeights, static_weights_for
+from .loadgen import RequestRecord, replay
+from .sampler import MetricsSampler, Sample
+from .scenario import ScenarioSpec
+from .senders import BaselineSender, TritonmixSender
+from .trace import ArrivalTrace, Event
+
+__all__ = ["PolicyRun", "run_policy", "apply_event", "reset_fleet"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass
+class PolicyRun:
+    """What one policy's replay produced."""
+
+    policy: str
+    records: List[RequestRecord]
+    samples: List[Sample]
+    decisions: List[Any]
+    wall_s: float
+
+
+def make_sender(policy: str, local_fleet: Any, spec: ScenarioSpec) -> Any:
+    fleet = local_fleet.fleet
+    names = list(fleet.names)
+    if policy.startswith("tritonmix-"):
+        return TritonmixSender(fleet, policy.split("-", 1)[1], spec.model, spec.request_timeout_s, spec.seed)
+    pickers: Dict[str, Callable[[], Any]] = {
+        "round-robin": lambda: RoundRobin(len(names)),
+        "least-outstanding-p2c": lambda: LeastOutstandingP2C(len(names), seed=spec.seed),
+        "paper-static-weights": lambda: StaticWeights(static_weights_for(names), seed=spec.seed),
+    }
+    if policy not in pickers:
+        raise ValueError(f"unknown policy {policy!r} (known: tritonmix-auto|cost|capacity, {', '.join(pickers)})")
+    return BaselineSender(fleet, pickers[policy](), spec.model, spec.request_timeout_s)
+
+
+def apply_event(local_fleet: Any, event: Event) -> None:
+    """Carry out one event on the live fleet."""
+    if event.kind == "set_capacity":
+        local_fleet.set_capacity(event.endpoint, int(event.value or 1))
+    elif event.kind == "slow_down":
+        local_fleet.slow_down(event.endpoint, float(event.value or 1.0))
+    elif event.kind == "kill":
+        local_fleet.kill(event.endpoint)
+    elif event.kind == "restart":
+        local_fleet.restart(event.endpoint)
+
+
+def _event_thread(local_fleet: Any, events: List[Event], start: float, stop: threading.Event) -> threading.Thread:
+    def run() -> None:
+        for event in events:
+            if stop.wait(max(0.0, event.at_s - (time.monotonic() - start))):
+                return
+            try:
+                apply_event(local_fleet, event)
+                logger.info("t=%.2f s event %s %s", time.monotonic() - start, event.kind, event.endpoint)
+            except Exception:  # noqa: BLE001 - an event that fails is logged, the replay goes on
+                logger.exception("event %s on %s failed", event.kind, event.endpoint)
+
+    thread = threading.Thread(target=run, name="scenario-events", daemon=True)
+    thread.start()
+    return thread
+
+
+def run_policy(policy: str, local_fleet: Any, spec: ScenarioSpec, trace: ArrivalTrace) -> PolicyRun:
+    """Replay ``trace`` through ``policy`` on ``local_fleet`` (which must be in its initial state)."""
+    sender = make_sender(policy, local_fleet, spec)
+    metrics_urls = {name: local_fleet.endpoints[name].metrics_url for name in local_fleet.fleet.names}
+    warm_up(sender)
+    sampler = MetricsSampler(metrics_urls, spec.model, period_s=0.25).start()
+    stop = threading.Event()
+    start = time.monotonic()
+    events = _event_thread(local_fleet, list(trace.events), start, stop)
+    try:
+        records = replay(trace.arrivals_s, sender)
+    finally:
+        stop.set()
+        events.join()
+        samples = sampler.stop()
+        decisions = sender.decisions() if hasattr(sender, "decisions") else []
+        sender.close()
+    return PolicyRun(policy, records, samples, decisions, time.monotonic() - start)
+
+
+def warm_up(sender: Any, requests: int = 3) -> None:
+    """A few requests before the clock starts (connections, readiness), not counted."""
+    for _ in range(requests):
+        try:
+            sender()
+        except Exception:  # noqa: BLE001 - warm-up failures are not the policy's
+            pass
+
+
+def reset_fleet(local_fleet: Any, spec: ScenarioSpec, original_concurrency: Dict[str, int]) -> None:
+    """Back to the initial state: every endpoint up, at full capacity, normal speed, with an empty queue."""
+    for name in local_fleet.fleet.names:
+        endpoint = local_fleet.endpoints[name]
+        if not _is_up(endpoint) or _pending(endpoint, spec.model) > 0:
+            local_fleet.restart(name)
+    for event in spec.events:
+        if event.kind == "set_capacity":
+            local_fleet.set_capacity(event.endpoint, original_concurrency[event.endpoint])
+        elif event.kind == "slow_down":
+            local_fleet.slow_down(event.endpoint, 1.0)
+
+
+def _is_up(endpoint: Any) -> bool:
+    pid: Optional[int] = getattr(endpoint, "pid", None)
+    running = getattr(endpoint, "running", None)
+    return bool(running) if running is not None else pid is not None
+
+
+def _pending(endpoint: Any, model: str) -> float:
+    from .sampler import scrape_pending
+
+    return scrape_pending(endpoint.metrics_url, model)

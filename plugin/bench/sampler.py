@@ -1,0 +1,124 @@
+"""Samples every endpoint's Triton metrics during a run: served requests and busy time per endpoint over time.
+
+Counters reset when a server restarts and vanish while it is dead; each sample is turned into a delta against the
+previous one, and a counter that went down is taken as a reset (the new value is the delta), as Prometheus' rate()
+does. So totals survive kills and restarts; only completions in the last sampling period before a SIGKILL are lost.
+"""
+from __future__ import annotations
+
+import dataclasses
+import threading
+import time
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from typing import Callable, Dict, List, Mapping, Optional, Tuple
+
+from prometheus_client.parser import text_string_to_metric_families
+
+__all__ = ["Sample", "MetricsSampler", "scrape_counters", "scrape_pending"]
+
+_WANTED = {
+    "nv_inference_request_success": "success",
+    "nv_inference_request_failure": "failure",
+    "nv_inference_compute_infer_duration_us": "busy_us",
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Sample:
+    """Deltas over one sampling period for one endpoint."""
+
+    t_s: float
+    endpoint: str
+    success: float
+    failure: float
+    busy_s: float
+
+
+def scrape_counters(metrics_url: str, model: str, timeout_s: float = 0.5) -> Optional[Dict[str, float]]:
+    """Cumulative counters of ``model`` on one server, or None when the server does not answer."""
+    try:
+        with urllib.request.urlopen(f"http://{metrics_url}/metrics", timeout=timeout_s) as response:
+            text = response.read().decode()
+    except OSError:
+        return None
+    values = {key: 0.0 for key in _WANTED.values()}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            key = _WANTED.get(sample.name) or _WANTED.get(sample.name.removesuffix("_total"))
+            if key and sample.labels.get("model") == model:
+                values[key] += sample.value
+    return values
+
+
+class MetricsSampler:
+    """Scrapes ``{endpoint: metrics_url}`` every ``period_s`` in a background thread; ``stop()`` returns samples."""
+
+    def __init__(
+        self,
+        metrics_urls: Mapping[str, str],
+        model: str,
+        period_s: float = 0.25,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._urls = dict(metrics_urls)
+        self._model = model
+        self._period_s = period_s
+        self._clock = clock
+        self._last: Dict[str, Dict[str, float]] = {}
+        self._samples: List[Sample] = []
+        self._stop = threading.Event()
+        self._pool = ThreadPoolExecutor(max_workers=max(1, len(self._urls)), thread_name_prefix="sampler")
+        self._thread = threading.Thread(target=self._loop, name="metrics-sampler", daemon=True)
+        self._start = 0.0
+
+    def start(self) -> "MetricsSampler":
+        self._start = self._clock()
+        self._sample_once()  # baseline: deltas start from here
+        self._samples.clear()
+        self._thread.start()
+        return self
+
+    def stop(self) -> List[Sample]:
+        self._stop.set()
+        self._thread.join()
+        self._sample_once()
+        self._pool.shutdown(wait=True)
+        return list(self._samples)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self._period_s):
+            self._sample_once()
+
+    def _sample_once(self) -> None:
+        now = self._clock() - self._start
+        names = list(self._urls)
+        results = self._pool.map(lambda n: scrape_counters(self._urls[n], self._model, self._period_s), names)
+        for name, counters in zip(names, results):
+            if counters is None:
+                continue
+            previous = self._last.get(name)
+            self._last[name] = counters
+            if previous is None:
+                continue
+            delta = {k: _delta(counters[k], previous[k]) for k in counters}
+            self._samples.append(Sample(now, name, delta["success"], delta["failure"], delta["busy_us"] / 1e6))
+
+
+def _delta(current: float, previous: float) -> float:
+    return current - previous if current >= previous else current
+
+
+def scrape_pending(metrics_url: str, model: str, timeout_s: float = 1.0) -> float:
+    """Requests queued or executing for ``model`` (Triton's pending request gauge); 0 when unreachable."""
+    try:
+        with urllib.request.urlopen(f"http://{metrics_url}/metrics", timeout=timeout_s) as response:
+            text = response.read().decode()
+    except OSError:
+        return 0.0
+    total = 0.0
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == "nv_inference_pending_request_count" and sample.labels.get("model") == model:
+                total += sample.value
+    return total

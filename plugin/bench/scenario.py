@@ -1,0 +1,121 @@
+"""The paper's scenario: five emulated accelerator pools plus a CPU pool, a cosine wave of load, three events.
+
+Every pool is one local Triton endpoint serving ``concurrency`` requests at once (an autoscaled pool of that many
+accelerators). Latencies are the paper's figures times ``time_scale``; prices are per accelerator-hour.
+
+Events (same for every policy): the cheapest pool (inf2) loses two thirds of its capacity and later recovers;
+one endpoint (g5-triton) is killed under load; one endpoint (trn1) slows down.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Dict, List, Tuple
+
+from ..emulation.profiles import BUILTIN_PROFILES
+from ..fleet import Fleet
+from .oracle import UnitState
+from .trace import ArrivalTrace, Event
+
+__all__ = ["ScenarioSpec", "QUICK", "FULL", "POLICIES"]
+
+#: endpoint name -> builtin profile; every pool serves CONCURRENCY requests at once
+UNITS: Tuple[Tuple[str, str], ...] = (
+    ("inf2", "inf2.xlarge"),
+    ("trn1", "trn1.2xlarge"),
+    ("g5-triton", "g5.xlarge-triton"),
+    ("g6-triton", "g6.xlarge-triton"),
+    ("g5-cuda", "g5.xlarge-cuda"),
+    ("cpu", "c7i.2xlarge-cpu"),
+)
+CONCURRENCY = 3
+
+#: policy name -> how it routes ("tritonmix:<mode>" or a baseline)
+POLICIES: Tuple[str, ...] = (
+    "tritonmix-auto",
+    "tritonmix-cost",
+    "tritonmix-capacity",
+    "round-robin",
+    "least-outstanding-p2c",
+    "paper-static-weights",
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class ScenarioSpec:
+    """One replay's settings; ``QUICK`` and ``FULL`` are the two presets."""
+
+    name: str
+    duration_s: float
+    base_rps: float
+    peak_rps: float
+    events: Tuple[Event, ...]
+    time_scale: float = 0.25
+    slo_ms: float = 600.0
+    interval_s: float = 0.25
+    request_timeout_s: float = 10.0
+    seed: int = 2024
+    model: str = "stable_diffusion"
+
+    def trace(self) -> ArrivalTrace:
+        return ArrivalTrace.build(self.duration_s, self.base_rps, self.peak_rps, self.duration_s, self.events,
+                                  self.seed)
+
+    def fleet_dict(self, mode: str = "auto") -> Dict[str, Any]:
+        endpoints: List[Dict[str, Any]] = []
+        for name, profile_name in UNITS:
+            profile = BUILTIN_PROFILES[profile_name]
+            endpoints.append({
+                "name": name,
+                "accelerator": profile.accelerator,
+                "instance_type": profile.instance_type,
+                "price_per_hour": profile.price_per_hour,
+                "profile": {"base": profile_name, "concurrency": CONCURRENCY},
+                "max_concurrency": CONCURRENCY,
+                "max_rps": round(CONCURRENCY / (profile.latency_s * self.time_scale), 3),
+            })
+        return {
+            "slo_ms": self.slo_ms,
+            "mode": mode,
+            "time_scale": self.time_scale,
+            "controller": {"interval_s": self.interval_s},
+            "endpoints": endpoints,
+        }
+
+    def fleet(self, mode: str = "auto") -> Fleet:
+        return Fleet.from_dict(self.fleet_dict(mode))
+
+    def units(self) -> List[UnitState]:
+        """The oracle's view of the pools before any event."""
+        return [
+            UnitState(name, BUILTIN_PROFILES[p].price_per_hour, BUILTIN_PROFILES[p].latency_s * self.time_scale,
+                      CONCURRENCY)
+            for name, p in UNITS
+        ]
+
+
+QUICK = ScenarioSpec(
+    name="quick",
+    duration_s=16.0,
+    base_rps=8.0,
+    peak_rps=34.0,
+    events=(
+        Event(3.0, "set_capacity", "inf2", 1, "inf2 loses 2/3 of its capacity"),
+        Event(6.0, "kill", "g5-triton", None, "g5-triton killed"),
+        Event(9.0, "set_capacity", "inf2", CONCURRENCY, "inf2 capacity returns"),
+        Event(11.5, "slow_down", "trn1", 3.0, "trn1 slows down 3x"),
+    ),
+)
+
+FULL = ScenarioSpec(
+    name="full",
+    duration_s=60.0,
+    base_rps=8.0,
+    peak_rps=34.0,
+    events=(
+        Event(10.0, "set_capacity", "inf2", 1, "inf2 loses 2/3 of its capacity"),
+        Event(20.0, "kill", "g5-triton", None, "g5-triton killed"),
+        Event(30.0, "set_capacity", "inf2", CONCURRENCY, "inf2 capacity returns"),
+        Event(40.0, "slow_down", "trn1", 3.0, "trn1 slows down 3x"),
+        Event(50.0, "restart", "g5-triton", None, "g5-triton back"),
+    ),
+)

@@ -1,0 +1,121 @@
+"""How each policy sends one request of the replay: tritonmix's client, or a baseline picker over tritonclient.
+
+Both send the same request (the SD ensemble's I/O: a prompt, a seed) to the same model, with the same timeout.
+"""
+from __future__ import annotations
+
+import dataclasses
+import socket
+import threading
+from typing import Any, Dict, List, Optional, Set
+
+import numpy as np
+
+from ..fleet import Fleet
+from .baselines import Picker
+
+__all__ = ["make_inputs", "TritonmixSender", "BaselineSender"]
+
+
+def make_inputs(module: Any, prompt: str = "an astronaut riding a horse", seed: int = 0) -> List[Any]:
+    """The request every policy sends, built with ``module`` (tritonclient.http or tritonmix.http)."""
+    text = module.InferInput("prompt", [1], "BYTES")
+    text.set_data_from_numpy(np.array([prompt.encode()], dtype=np.object_))
+    seed_input = module.InferInput("seed", [1], "INT64")
+    seed_input.set_data_from_numpy(np.array([seed], dtype=np.int64))
+    return [text, seed_input]
+
+
+class TritonmixSender:
+    """tritonmix's drop-in HTTP client over the whole fleet, in one mode (auto, cost or capacity)."""
+
+    def __init__(self, fleet: Fleet, mode: str, model: str, timeout_s: float, seed: int = 0) -> None:
+        import tritonmix.http as httpclient
+
+        self._module = httpclient
+        self._fleet = dataclasses.replace(fleet, mode=mode)
+        self._client = httpclient.InferenceServerClient(
+            fleet=self._fleet, concurrency=8, network_timeout=timeout_s, connection_timeout=timeout_s
+        )
+        self._model = model
+        self._timeout_s = timeout_s
+
+    def __call__(self) -> None:
+        self._client.infer(self._model, make_inputs(self._module), deadline_s=self._timeout_s)
+
+    def decisions(self) -> List[Any]:
+        return list(self._client.decisions())
+
+    def close(self) -> None:
+        self._client.close()
+
+
+class BaselineSender:
+    """A picker over plain tritonclient HTTP clients (one per endpoint per thread: tritonclient's is not
+    thread-safe), retrying once elsewhere when an attempt never reached a server."""
+
+    def __init__(self, fleet: Fleet, picker: Picker, model: str, timeout_s: float) -> None:
+        import tritonclient.http as httpclient
+
+        self._module = httpclient
+        self._urls = [e.url for e in fleet.endpoints]
+        self._picker = picker
+        self._model = model
+        self._timeout_s = timeout_s
+        self._local = threading.local()
+        self._all_clients: List[Any] = []
+        self._lock = threading.Lock()
+
+    def _client(self, index: int) -> Any:
+        clients: Optional[Dict[int, Any]] = getattr(self._local, "clients", None)
+        if clients is None:
+            clients = self._local.clients = {}
+        if index not in clients:
+            client = self._module.InferenceServerClient(
+                self._urls[index], network_timeout=self._timeout_s, connection_timeout=self._timeout_s
+            )
+            clients[index] = client
+            with self._lock:
+                self._all_clients.append(client)
+        return clients[index]
+
+    def __call__(self) -> None:
+        tried: Set[int] = set()
+        for attempt in range(2):
+            index = self._picker.pick(tried)
+            tried.add(index)
+            try:
+                self._client(index).infer(self._model, make_inputs(self._module))
+                return
+            except Exception as exc:  # noqa: BLE001 - classified below
+                if attempt == 1 or not _never_reached(exc):
+                    raise
+                self._drop_client(index)
+            finally:
+                self._picker.done(index)
+
+    def _drop_client(self, index: int) -> None:
+        clients = getattr(self._local, "clients", {})
+        client = clients.pop(index, None)
+        if client is not None:
+            try:
+                client.close()
+            except Exception:  # noqa: BLE001 - a dead connection may fail to close
+                pass
+
+    def close(self) -> None:
+        with self._lock:
+            for client in self._all_clients:
+                try:
+                    client.close()
+                except Exception:  # noqa: BLE001
+                    pass
+            self._all_clients.clear()
+
+
+def _never_reached(exc: BaseException) -> bool:
+    """Connection refused/reset, a socket timeout, or a 503: safe to send elsewhere."""
+    if isinstance(exc, (ConnectionError, socket.timeout, TimeoutError, OSError)):
+        return True
+    status = str(getattr(exc, "status", lambda: "")() or "")
+    return status in ("503", "StatusCode.UNAVAILABLE")
