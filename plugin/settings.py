@@ -23,8 +23,19 @@ class ControllerSettings:
     target_utilisation: float = 0.8
     #: AUTO stays in COST while lambda <= cost_margin x (capacity of the cheap set at target utilisation)
     cost_margin: float = 0.9
+    #: AUTO returns to COST only when lambda <= (cost_margin - hysteresis) x that capacity (no flapping at the edge)
+    hysteresis: float = 0.1
     #: AUTO returns to COST after the shortfall has been gone this long
     dwell_s: float = 5.0
+    #: share of interactive traffic COST mode leaves on the unused SLO-eligible endpoints, to keep measuring them
+    probe_share: float = 0.02
+    #: capacity estimator: EWMA weight of a lower observation (fast: a cut shows within ~2 ticks) and of a higher one
+    capacity_alpha_down: float = 0.6
+    capacity_alpha_up: float = 0.3
+    #: demand estimator: EWMA weight of the newest arrival rate
+    demand_alpha: float = 0.3
+    #: capacity (req/s) assumed for an endpoint with no max_rps / max_concurrency hint until it is measured
+    default_capacity_rps: float = 1.0
     #: share of requests over the SLO (per interval) that counts as a shortfall
     slo_miss_threshold: float = 0.05
     #: consecutive failures that eject an endpoint
@@ -32,6 +43,8 @@ class ControllerSettings:
     #: first ejection lasts this long; each further ejection doubles it, up to eject_max_s
     eject_base_s: float = 2.0
     eject_max_s: float = 60.0
+    #: an endpoint whose latency exceeds this multiple of its pool's median (and the SLO) is an outlier
+    outlier_latency_factor: float = 3.0
     #: never eject more than this share of the fleet
     max_ejected_share: float = 0.5
     #: below this share of healthy endpoints, spread over all of them (Envoy's panic mode)
@@ -41,11 +54,12 @@ class ControllerSettings:
     #: retries per request after the first attempt, and the extra load retries may add (Envoy's retry budget)
     max_retries: int = 2
     retry_budget_share: float = 0.2
-    #: scorers and filters by registry name (empty: the defaults of the mode)
+    #: scorers ("name" or "name:weight") and filters by registry name (empty: the defaults, see tritonmix.controller.plugins)
     scorers: Tuple[str, ...] = ()
     filters: Tuple[str, ...] = ()
-    #: serve the client's Prometheus metrics on 127.0.0.1:<port> (None: no exporter)
+    #: serve the client's Prometheus metrics on <metrics_host>:<port> (None: no exporter)
     metrics_port: Optional[int] = None
+    metrics_host: str = "127.0.0.1"
     #: start the control loop with the clients (False: static weights from the hints)
     enabled: bool = True
 
@@ -62,7 +76,10 @@ class ControllerSettings:
 
 
 _SHARES = {"target_utilisation", "cost_margin", "slo_miss_threshold", "max_ejected_share", "panic_threshold",
-           "retry_budget_share"}
+           "retry_budget_share", "hysteresis", "probe_share", "capacity_alpha_down", "capacity_alpha_up",
+           "demand_alpha"}
+#: shares that may be 0 (the others must be > 0)
+_ZERO_OK = {"hysteresis", "probe_share", "retry_budget_share", "max_ejected_share", "panic_threshold"}
 
 
 def _coerce(name: str, value: Any, default: Any) -> Any:
@@ -75,6 +92,10 @@ def _coerce(name: str, value: Any, default: Any) -> Any:
         if not isinstance(value, bool):
             raise ConfigError(f"{where}: {value!r} must be true or false")
         return value
+    if name == "metrics_host":
+        if not isinstance(value, str) or not value:
+            raise ConfigError(f"{where}: {value!r} must be a host name or address")
+        return value
     if name == "metrics_port":
         if value is None:
             return None
@@ -85,8 +106,10 @@ def _coerce(name: str, value: Any, default: Any) -> Any:
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
             raise ConfigError(f"{where}: {value!r} must be an integer >= 0")
         return value
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
-        raise ConfigError(f"{where}: {value!r} must be a number > 0")
+    low_ok = name in _ZERO_OK
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+            or value < 0 or (value == 0 and not low_ok):
+        raise ConfigError(f"{where}: {value!r} must be a number {'>= 0' if low_ok else '> 0'}")
     if name in _SHARES and value > 1:
-        raise ConfigError(f"{where}: {value!r} must be in (0, 1]")
+        raise ConfigError(f"{where}: {value!r} must be in {'[0' if low_ok else '(0'}, 1]")
     return float(value)

@@ -1,16 +1,36 @@
 """The policy layer: a control loop that sets the dispatchers' weights from live cost and capacity signals.
 
-Integration point for the clients: ``start_controller(fleet, router)`` returns a running controller (or None when
-``fleet.controller.enabled`` is false). Until the control loop lands, it returns None and the clients keep the static
-weights they derive from the fleet file's capacity hints.
+    start_controller(fleet, router)   the clients' integration point: a running Controller, or None when
+                                      ``fleet.controller.enabled`` is false
+    Controller                        the loop (tritonmix.controller.loop): tick(), start(), stop(), decisions(),
+                                      snapshot(), registry (its own prometheus_client CollectorRegistry)
+    policy / estimators / plugins     the pure parts: modes, ejection, capacity and demand estimators, scorers
+    simulation                        a synthetic fleet in simulated time, for tests and benchmarks
 """
 from __future__ import annotations
 
-from typing import Any, Optional
+import time
+from typing import Any, Callable, Mapping, Optional
 
-__all__ = ["start_controller"]
+from .decisions import Decision
+from .loop import Controller, PriceFeed
+from .model import AUTO, BATCH, CAPACITY, COST, INTERACTIVE, EndpointView, Plan
+from .plugins import Filter, Scorer, register_filter, register_scorer
+
+__all__ = [
+    "start_controller", "Controller", "Decision", "PriceFeed", "Plan", "EndpointView",
+    "Scorer", "Filter", "register_scorer", "register_filter",
+    "COST", "CAPACITY", "AUTO", "INTERACTIVE", "BATCH",
+]
 
 
-def start_controller(fleet: Any, router: Any) -> Optional[Any]:
-    """Start the control loop for ``router``'s dispatchers; None while no controller is configured or built."""
-    return None
+def start_controller(fleet: Any, router: Any, *, clock: Callable[[], float] = time.monotonic,
+                     prices: Optional[PriceFeed] = None,
+                     metrics_urls: Optional[Mapping[str, str]] = None) -> Optional[Controller]:
+    """Build a Controller over ``router``, run its first tick, start its daemon thread (every
+    ``fleet.controller.interval_s``) and return it; None when ``fleet.controller.enabled`` is false.
+    The caller stops it with ``.stop()``."""
+    if not fleet.controller.enabled:
+        return None
+    controller = Controller(fleet, router, clock=clock, prices=prices, metrics_urls=metrics_urls)
+    return controller.start()

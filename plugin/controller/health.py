@@ -1,0 +1,95 @@
+"""Health: readiness from the scrapes, outlier ejection, panic; each change is a decision and, where the endpoint
+carried load, a shortfall event for AUTO mode."""
+from __future__ import annotations
+
+from typing import Any, List, Sequence, Tuple
+
+from .decisions import Decision, DecisionLog
+from .observe import EndpointTick
+from .policy.ejection import OutlierDetector, in_panic
+
+__all__ = ["Health"]
+
+
+class Health:
+    """routable_i = panic or (ready_i and not ejected_i).
+
+        ready_i     the newest readiness probe (unknown, e.g. a gRPC endpoint without a metrics URL: ready)
+        ejected_i   OutlierDetector, fed our per-tick successes, failures and latency
+        panic       healthy / n < panic_threshold (in_panic): every endpoint is routable
+    """
+
+    def __init__(self, fleet: Any, outliers: OutlierDetector) -> None:
+        self._names = [e.name for e in fleet.endpoints]
+        self._pools = [e.accelerator for e in fleet.endpoints]
+        self._threshold = fleet.controller.panic_threshold
+        self.outliers = outliers
+        n = len(self._names)
+        self.ready = [True] * n
+        self.panic = False
+        self._pushed = [True] * n
+        #: an endpoint came back this tick (ready again or re-admitted): capacity grew
+        self.grew = False
+
+    def update(self, now: float, ticks: Sequence[EndpointTick], service_s: Sequence[float],
+               log: DecisionLog) -> List[str]:
+        """Fold one tick in; returns shortfall events ("down:<name>", "ejected:<name>"). ``service_s``: the
+        capacity estimators' service times (server compute time, not our queueing: an endpoint that COST mode
+        loads heavily must not look like an outlier)."""
+        self.grew = False
+        events = self._readiness(now, ticks, log)
+        ok = [t.ok for t in ticks]
+        failed = [t.failed for t in ticks]
+        latency = list(service_s)
+        for e in self.outliers.update(now, ok, failed, latency, self._pools):
+            name = self._names[e.index]
+            log.add(Decision(now, e.kind, f"{e.kind} {name}: {e.reason}", endpoint=name, reasons=(e.reason,),
+                             figures=e.figures))
+            if e.kind == "eject":
+                events.append(f"ejected:{name}")
+            elif e.kind == "readmit":
+                self.grew = True
+        self._update_panic(now, log)
+        return events
+
+    def _readiness(self, now: float, ticks: Sequence[EndpointTick], log: DecisionLog) -> List[str]:
+        events = []
+        for i, t in enumerate(ticks):
+            if t.ready is None or t.ready == self.ready[i]:
+                continue
+            self.ready[i] = t.ready
+            name = self._names[i]
+            kind = "up" if t.ready else "down"
+            log.add(Decision(now, kind, f"{name} {'ready again' if t.ready else 'not ready'}", endpoint=name,
+                             figures={"sample_age_s": t.stale_s}))
+            if not t.ready:
+                events.append(f"down:{name}")
+            else:
+                self.grew = True
+        return events
+
+    def _update_panic(self, now: float, log: DecisionLog) -> None:
+        healthy = sum(self.healthy())
+        panic = in_panic(healthy, len(self._names), self._threshold)
+        if panic != self.panic:
+            self.panic = panic
+            kind = "panic" if panic else "panic_over"
+            log.add(Decision(now, kind, f"{kind}: {healthy} of {len(self._names)} endpoints healthy",
+                             figures={"healthy": float(healthy), "total": float(len(self._names)),
+                                      "panic_threshold": self._threshold}))
+
+    def healthy(self) -> List[bool]:
+        return [r and not self.outliers.ejected(i) for i, r in enumerate(self.ready)]
+
+    def routable(self) -> List[bool]:
+        return [True] * len(self.ready) if self.panic else self.healthy()
+
+    def ejected_mask(self) -> List[bool]:
+        return [self.outliers.ejected(i) for i in range(len(self.ready))]
+
+    def availability_changes(self) -> List[Tuple[int, bool]]:
+        """(index, routable) for each endpoint whose routability changed since the last call."""
+        now = self.routable()
+        changes = [(i, r) for i, (r, p) in enumerate(zip(now, self._pushed)) if r != p]
+        self._pushed = now
+        return changes

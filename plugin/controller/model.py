@@ -1,0 +1,77 @@
+"""Plain data the policy works on: one ``EndpointView`` per endpoint per tick, the modes and request classes.
+
+The policy (``tritonmix.controller.policy``) is pure functions and small state machines over these values; the control
+loop (``tritonmix.controller.loop``) builds them from live signals. Nothing here does I/O or reads a clock.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Tuple
+
+__all__ = ["COST", "CAPACITY", "AUTO", "MODES", "INTERACTIVE", "BATCH", "REQUEST_CLASSES", "EndpointView", "Plan"]
+
+COST = "cost"
+CAPACITY = "capacity"
+AUTO = "auto"
+MODES = (COST, CAPACITY, AUTO)
+
+INTERACTIVE = "interactive"
+BATCH = "batch"
+REQUEST_CLASSES = (INTERACTIVE, BATCH)
+
+
+@dataclasses.dataclass(frozen=True)
+class EndpointView:
+    """What the policy knows of one endpoint this tick (rates in requests/s, times in seconds)."""
+
+    index: int
+    name: str
+    pool: str                      # accelerator kind: the endpoints of one kind form a pool
+    price_per_hour: float
+    mu_rps: float                  # capacity within the SLO (estimators.CapacityEstimator)
+    latency_s: float               # expected latency at light load (service time); NaN when unknown
+    healthy: bool                  # ready and not ejected (or: panic mode, every endpoint counts)
+    meets_slo: bool                # latency_s <= SLO: may take interactive requests
+    external_rps: float = 0.0      # load other clients put on it (server throughput - ours), >= 0
+    capacity_type: str = "on-demand"
+
+    @property
+    def cost_per_inference(self) -> float:
+        """c_i = price_per_hour_i / 3600 / mu_i (USD per request); inf when mu_i is 0."""
+        return cost_per_inference(self.price_per_hour, self.mu_rps)
+
+    def room_rps(self, utilisation: float) -> float:
+        """Capacity left for this client at ``utilisation``: max(0, utilisation x mu_i - external_i)."""
+        return max(0.0, utilisation * self.mu_rps - self.external_rps)
+
+
+def cost_per_inference(price_per_hour: float, mu_rps: float) -> float:
+    """c_i = price_per_hour / 3600 / mu_i, in USD per request; inf for mu_i <= 0 (a free endpoint costs 0)."""
+    if price_per_hour <= 0.0:
+        return 0.0
+    if mu_rps <= 0.0:
+        return math.inf
+    return price_per_hour / 3600.0 / mu_rps
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """The policy's output for one tick: per request class, the load (req/s) it assigns to each endpoint.
+
+    Weights are the assigned load normalised; ``assigned_rps`` also feeds the attributed cost and desired replicas.
+    """
+
+    mode: str                                  # the mode in force: COST or CAPACITY (AUTO resolves to one of them)
+    interactive_rps: Tuple[float, ...]
+    batch_rps: Tuple[float, ...]
+    interactive_weights: Tuple[float, ...]
+    batch_weights: Tuple[float, ...]
+    panic: bool = False
+
+    def weights(self, request_class: str) -> Tuple[float, ...]:
+        return self.batch_weights if request_class == BATCH else self.interactive_weights
+
+    @property
+    def assigned_rps(self) -> Tuple[float, ...]:
+        return tuple(a + b for a, b in zip(self.interactive_rps, self.batch_rps))

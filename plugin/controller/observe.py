@@ -1,0 +1,119 @@
+"""Turn cumulative counters (router, dispatchers, Triton scrapes) into one interval's per-endpoint observations."""
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Dict, List, Optional, Sequence, Tuple
+
+from .estimators import CapacityObservation
+from .signals import TritonSample
+
+__all__ = ["EndpointTick", "Deltas", "Shares", "dispatcher_totals"]
+
+
+@dataclasses.dataclass(frozen=True)
+class EndpointTick:
+    """One endpoint over one tick: our deltas, our in-flight and latency, the server's deltas when scraped."""
+
+    ok: int
+    over_slo: int
+    failed: int
+    in_flight: int
+    latency_s: float                  # our EWMA latency (success-weighted mean over the dispatchers); NaN unknown
+    capacity: CapacityObservation
+    external_rps: float               # the server's throughput minus ours (other clients), >= 0
+    stale_s: float                    # age of the newest Triton sample (inf: never scraped)
+    ready: Optional[bool]
+
+
+def dispatcher_totals(stats: Sequence[object], n: int) -> Tuple[List[int], List[float]]:
+    """Per endpoint: in-flight summed over the dispatchers, EWMA latency averaged weighted by successes."""
+    in_flight = [0] * n
+    lat_sum = [0.0] * n
+    lat_w = [0.0] * n
+    for s in stats:
+        for i, (f, ok, lat) in enumerate(zip(s.in_flight, s.successes, s.ewma_latency_s)):  # type: ignore[attr-defined]
+            in_flight[i] += f
+            if lat == lat and ok:
+                lat_sum[i] += lat * ok
+                lat_w[i] += ok
+    return in_flight, [lat_sum[i] / lat_w[i] if lat_w[i] else math.nan for i in range(n)]
+
+
+class Deltas:
+    """Remembers the last cumulative values and returns per-interval differences (a counter that went down, as a
+    restarted server's does, counts from 0)."""
+
+    def __init__(self, n: int) -> None:
+        self._counters: List[Tuple[int, int, int]] = [(0, 0, 0)] * n
+        self._samples: List[Optional[TritonSample]] = [None] * n
+
+    def tick(self, now: float, dt_s: float, counters: Sequence[Tuple[int, int, int]], samples: Sequence[Optional[TritonSample]],
+             in_flight: Sequence[int], latency_s: Sequence[float]) -> List[EndpointTick]:
+        out = []
+        for i, c in enumerate(counters):
+            ok, over, failed = (_diff(a, b) for a, b in zip(c, self._counters[i]))
+            self._counters[i] = tuple(c)  # type: ignore[assignment]
+            out.append(self._endpoint(i, now, dt_s, ok, over, failed, in_flight[i], latency_s[i], samples[i]))
+        return out
+
+    def _endpoint(self, i: int, now: float, dt_s: float, ok: int, over: int, failed: int, in_flight: int,
+                  latency_s: float, sample: Optional[TritonSample]) -> EndpointTick:
+        prev = self._samples[i]
+        fresh = sample is not None and sample.has_metrics and (prev is None or sample.at_s > prev.at_s)
+        # without server metrics our own latency stands in for the service time (it includes queueing: conservative)
+        own_service = latency_s if ok and (sample is None or not sample.has_metrics) else math.nan
+        cap = CapacityObservation(dt_s=dt_s, completed=ok, service_s=own_service,
+                                  in_flight=in_flight, ours_completed=ok, ours_over_slo=over)
+        external = 0.0
+        if fresh and prev is not None and prev.has_metrics:
+            cap, external = _server_view(sample, prev, cap, ok, dt_s)  # type: ignore[arg-type]
+        if fresh:
+            self._samples[i] = sample
+        stale_s = now - sample.at_s if sample is not None else math.inf
+        ready = sample.ready if sample is not None else None
+        return EndpointTick(ok, over, failed, in_flight, latency_s, cap, external, stale_s, ready)
+
+
+def _server_view(new: TritonSample, old: TritonSample, ours: CapacityObservation, ok: int,
+                 dt_s: float) -> Tuple[CapacityObservation, float]:
+    """Capacity observation from the server's counters over the scrape-to-scrape interval."""
+    span_s = max(new.at_s - old.at_s, 1e-6)
+    done = _diff(new.success, old.success)
+    if done <= 0:
+        return dataclasses.replace(ours, pending=new.pending), 0.0
+    service_s = _diff(new.compute_us, old.compute_us) / done / 1e6
+    queue_s = _diff(new.queue_us, old.queue_us) / done / 1e6
+    cap = CapacityObservation(dt_s=span_s, completed=int(done), service_s=service_s if service_s > 0 else ours.service_s,
+                              queue_s=queue_s, pending=new.pending, in_flight=ours.in_flight,
+                              ours_completed=ours.ours_completed, ours_over_slo=ours.ours_over_slo)
+    return cap, max(0.0, done / span_s - ok / dt_s)
+
+
+def _diff(new: float, old: float) -> float:
+    d = new - old
+    return d if d >= 0 else new
+
+
+class Shares:
+    """Fleet-wide SLO miss share and error share over a sliding window (EWMA of the per-tick counts):
+
+        ok~ <- ok~ + a (ok - ok~)   (same for over_slo~, failed~), a = 0.3 (about 3 ticks)
+        miss_share = over_slo~ / ok~,  error_share = failed~ / (ok~ + failed~)
+    NaN while the window holds fewer than ``min_requests`` requests (ok~ / a < min_requests): a handful of
+    completions says nothing about a 5% threshold.
+    """
+
+    def __init__(self, alpha: float = 0.3, min_requests: int = 30) -> None:
+        self._a = alpha
+        self._min = min_requests
+        self._ok = self._over = self._failed = 0.0
+
+    def update(self, ticks: Sequence[EndpointTick]) -> Dict[str, float]:
+        a = self._a
+        self._ok += a * (sum(t.ok for t in ticks) - self._ok)
+        self._over += a * (sum(t.over_slo for t in ticks) - self._over)
+        self._failed += a * (sum(t.failed for t in ticks) - self._failed)
+        ok, failed = self._ok, self._failed
+        return {"miss_share": self._over / ok if ok / a >= self._min else math.nan,
+                "error_share": failed / (ok + failed) if (ok + failed) / a >= self._min else math.nan}

@@ -1,0 +1,140 @@
+"""Plug-in points of the policy: filters (may this endpoint take this request class?) and scorers (how good is it?).
+
+Narrow, one-method interfaces (``typing.Protocol``); a registry per kind that refuses a duplicate name. Scorers return a
+score in [0, 1]; the framework multiplies each by its weight and sums (``rank``), and COST mode fills endpoints in
+descending order of that sum. Names and weights come from the fleet file::
+
+    controller:
+      scorers: ["cost", "latency:0.2"]     # name or name:weight (default weight 1)
+      filters: ["on_demand"]               # in addition to the built-in health and SLO filters
+
+Register your own before building a controller::
+
+    @register_scorer("my_score")
+    class MyScore:
+        def score(self, view: EndpointView, fleet: Sequence[EndpointView]) -> float: ...
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable, Dict, List, Protocol, Sequence, Tuple, TypeVar, runtime_checkable
+
+from ..errors import ConfigError
+from .model import EndpointView
+
+__all__ = [
+    "Scorer", "Filter", "register_scorer", "register_filter", "scorer_names", "filter_names",
+    "WeightedScorer", "build_scorers", "build_filters", "rank", "DEFAULT_SCORERS",
+]
+
+DEFAULT_SCORERS: Tuple[str, ...] = ("cost",)
+
+
+@runtime_checkable
+class Scorer(Protocol):
+    """score(view, fleet) -> [0, 1]: 1 is best. ``fleet`` is every view of the tick (for normalising)."""
+
+    def score(self, view: EndpointView, fleet: Sequence[EndpointView]) -> float: ...
+
+
+@runtime_checkable
+class Filter(Protocol):
+    """keep(view, request_class) -> whether the endpoint may take requests of that class."""
+
+    def keep(self, view: EndpointView, request_class: str) -> bool: ...
+
+
+T = TypeVar("T")
+_SCORERS: Dict[str, Callable[[], Scorer]] = {}
+_FILTERS: Dict[str, Callable[[], Filter]] = {}
+
+
+def _register(table: Dict[str, Callable[[], T]], kind: str, name: str) -> Callable[[Callable[[], T]], Callable[[], T]]:
+    def decorator(factory: Callable[[], T]) -> Callable[[], T]:
+        if name in table:
+            raise ValueError(f"a {kind} named {name!r} is already registered")
+        table[name] = factory
+        return factory
+
+    return decorator
+
+
+def register_scorer(name: str) -> Callable[[Callable[[], Scorer]], Callable[[], Scorer]]:
+    """Class decorator (or call with a zero-argument factory): adds a scorer; ValueError on a duplicate name."""
+    return _register(_SCORERS, "scorer", name)
+
+
+def register_filter(name: str) -> Callable[[Callable[[], Filter]], Callable[[], Filter]]:
+    """Class decorator: adds a filter; ValueError on a duplicate name."""
+    return _register(_FILTERS, "filter", name)
+
+
+def scorer_names() -> Tuple[str, ...]:
+    _load_builtins()
+    return tuple(sorted(_SCORERS))
+
+
+def filter_names() -> Tuple[str, ...]:
+    _load_builtins()
+    return tuple(sorted(_FILTERS))
+
+
+@dataclasses.dataclass(frozen=True)
+class WeightedScorer:
+    name: str
+    weight: float
+    scorer: Scorer
+
+
+def build_scorers(specs: Sequence[str]) -> Tuple[WeightedScorer, ...]:
+    """``["cost", "latency:0.2"]`` -> weighted scorers; ConfigError naming ``controller.scorers`` when unknown."""
+    _load_builtins()
+    result: List[WeightedScorer] = []
+    for spec in specs or DEFAULT_SCORERS:
+        name, _, weight_text = spec.partition(":")
+        if name not in _SCORERS:
+            raise ConfigError(f"controller.scorers: unknown scorer {name!r} (known: {', '.join(sorted(_SCORERS))})")
+        try:
+            weight = float(weight_text) if weight_text else 1.0
+        except ValueError:
+            raise ConfigError(f"controller.scorers: {spec!r}: the weight after ':' must be a number") from None
+        if not weight >= 0.0:
+            raise ConfigError(f"controller.scorers: {spec!r}: the weight must be >= 0")
+        result.append(WeightedScorer(name, weight, _SCORERS[name]()))
+    return tuple(result)
+
+
+def build_filters(names: Sequence[str]) -> Tuple[Filter, ...]:
+    _load_builtins()
+    unknown = [n for n in names if n not in _FILTERS]
+    if unknown:
+        raise ConfigError(f"controller.filters: unknown filter(s) {', '.join(map(repr, unknown))} "
+                          f"(known: {', '.join(sorted(_FILTERS))})")
+    return tuple(_FILTERS[n]() for n in names)
+
+
+def rank(views: Sequence[EndpointView], scorers: Sequence[WeightedScorer]) -> List[int]:
+    """Endpoint indexes (positions in ``views``) by descending sum_k weight_k * clamp(score_k, 0, 1); ties go to
+    the lower latency, then the lower index. O(n k + n log n)."""
+    totals = [0.0] * len(views)
+    for ws in scorers:
+        if ws.weight == 0.0:
+            continue
+        for pos, view in enumerate(views):
+            totals[pos] += ws.weight * min(1.0, max(0.0, ws.scorer.score(view, views)))
+    return sorted(range(len(views)), key=lambda p: (-totals[p], _latency_key(views[p]), p))
+
+
+def _latency_key(view: EndpointView) -> float:
+    return view.latency_s if view.latency_s == view.latency_s else float("inf")
+
+
+_loaded = False
+
+
+def _load_builtins() -> None:
+    """Import the built-in scorers and filters (each registers itself) once."""
+    global _loaded
+    if not _loaded:
+        _loaded = True
+        from . import scorers  # noqa: F401, PLC0415

@@ -1,0 +1,137 @@
+"""AUTO mode: COST while the cheap set holds the demand with margin, CAPACITY on a shortfall, back after a dwell."""
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Dict, Optional, Sequence, Tuple
+
+from ..model import AUTO, CAPACITY, COST
+
+__all__ = ["Shortfall", "detect_shortfall", "AutoMode", "ModeChange", "MISS_PERSIST_TICKS"]
+
+#: SLO misses must show on this many consecutive ticks to count (one unlucky interval is not a shortfall)
+MISS_PERSIST_TICKS = 2
+
+
+@dataclasses.dataclass(frozen=True)
+class Shortfall:
+    """What the signals say this tick. ``reasons`` empty: no shortfall; ``clear``: below every exit threshold."""
+
+    reasons: Tuple[str, ...]
+    clear: bool
+    figures: Dict[str, float]
+
+
+def detect_shortfall(demand_rps: float, cheap_capacity_rps: float, miss_share: float, error_share: float,
+                     events: Sequence[str], *, cost_margin: float, hysteresis: float,
+                     slo_miss_threshold: float) -> Shortfall:
+    """Enter thresholds (any one is a shortfall) and exit thresholds (all must hold to be clear):
+
+        demand      enter: lambda > cost_margin x K              exit: lambda <= (cost_margin - hysteresis) x K
+                    with K = sum over the interactive-eligible endpoints of (target_utilisation x mu_i - external_i)
+        slo_misses  enter: miss share > slo_miss_threshold      exit: miss share <= slo_miss_threshold / 2
+        errors      enter: error share > slo_miss_threshold     exit: error share <= slo_miss_threshold / 2
+        events      an endpoint went down, was ejected, or lost over 25% of its capacity this tick
+    NaN shares (too few requests to tell) count as neither. O(1) plus the events.
+    """
+    reasons = []
+    if demand_rps > cost_margin * cheap_capacity_rps:
+        reasons.append("demand")
+    if miss_share > slo_miss_threshold:
+        reasons.append("slo_misses")
+    if error_share > slo_miss_threshold:
+        reasons.append("errors")
+    reasons.extend(events)
+    clear = (demand_rps <= max(0.0, cost_margin - hysteresis) * cheap_capacity_rps
+             and not miss_share > slo_miss_threshold / 2 and not error_share > slo_miss_threshold / 2 and not events)
+    figures = {"demand_rps": demand_rps, "cheap_capacity_rps": cheap_capacity_rps,
+               "miss_share": _finite(miss_share), "error_share": _finite(error_share)}
+    return Shortfall(tuple(reasons), clear, figures)
+
+
+def _finite(x: float) -> float:
+    return x if math.isfinite(x) else 0.0
+
+
+@dataclasses.dataclass(frozen=True)
+class ModeChange:
+    at_s: float
+    old: str
+    new: str
+    reasons: Tuple[str, ...]
+    figures: Dict[str, float]
+
+
+class AutoMode:
+    """The mode in force. Configured COST or CAPACITY: fixed. Configured AUTO (the default), a two-state machine:
+
+        COST     -> CAPACITY  as soon as a shortfall shows (slo_misses only after MISS_PERSIST_TICKS ticks in a row)
+        CAPACITY -> COST      once the signals have been clear (exit thresholds, see detect_shortfall) for dwell_s
+                              and, when the switch was load-driven (demand or slo_misses at lambda_fail), once
+                              lambda <= (1 - hysteresis) x lambda_fail: COST already failed at that load, and
+                              CAPACITY mode hiding the misses is no evidence that COST would now hold it.
+                              While in CAPACITY, lambda_fail <- min(lambda_fail, lambda_mean) with lambda_mean a
+                              slow EWMA (a = 0.05) of lambda: a noisy high sample at the switch does not lower
+                              the bar. lambda_fail is forgotten when capacity grows (an endpoint comes back or is
+                              added) or after memory_s (20 dwell times).
+    The gap between the enter and exit thresholds, the dwell and lambda_fail are the hysteresis: steady load
+    never flaps.
+    """
+
+    def __init__(self, configured: str = AUTO, dwell_s: float = 5.0, hysteresis: float = 0.1) -> None:
+        if configured not in (AUTO, COST, CAPACITY):
+            raise ValueError(f"mode must be one of auto, cost, capacity, got {configured!r}")
+        self.configured = configured
+        self.mode = CAPACITY if configured == CAPACITY else COST
+        self.dwell_s = dwell_s
+        self._clear_since: Optional[float] = None
+        self._miss_ticks = 0
+        self.switches = 0
+        self.hysteresis = hysteresis
+        self.memory_s = 20.0 * dwell_s
+        self.fail_demand_rps: Optional[float] = None
+        self._fail_at = -math.inf
+        self._mean_demand_rps: Optional[float] = None
+
+    def update(self, now: float, shortfall: Shortfall, capacity_grew: bool = False) -> Optional[ModeChange]:
+        """Feed one tick; returns the change when the mode switched."""
+        self._miss_ticks = self._miss_ticks + 1 if "slo_misses" in shortfall.reasons else 0
+        if capacity_grew or now - self._fail_at > self.memory_s:
+            self.fail_demand_rps = None
+        if self.configured != AUTO:
+            return None
+        if self.mode == COST:
+            reasons = tuple(r for r in shortfall.reasons
+                            if r != "slo_misses" or self._miss_ticks >= MISS_PERSIST_TICKS)
+            if reasons:
+                self._clear_since = None
+                if "demand" in reasons or "slo_misses" in reasons:
+                    self.fail_demand_rps, self._fail_at = shortfall.figures["demand_rps"], now
+                    self._mean_demand_rps = shortfall.figures["demand_rps"]
+                return self._switch(now, CAPACITY, reasons, shortfall.figures)
+            return None
+        self._track_demand(shortfall.figures["demand_rps"])
+        if not shortfall.clear or not self._below_failure(shortfall.figures["demand_rps"]):
+            self._clear_since = None
+            return None
+        if self._clear_since is None:
+            self._clear_since = now
+        if now - self._clear_since >= self.dwell_s:
+            figures = dict(shortfall.figures, clear_for_s=now - self._clear_since)
+            return self._switch(now, COST, ("shortfall gone for the dwell time",), figures)
+        return None
+
+    def _track_demand(self, demand_rps: float) -> None:
+        mean = demand_rps if self._mean_demand_rps is None else self._mean_demand_rps
+        self._mean_demand_rps = mean + 0.05 * (demand_rps - mean)
+        if self.fail_demand_rps is not None:
+            self.fail_demand_rps = min(self.fail_demand_rps, self._mean_demand_rps)
+
+    def _below_failure(self, demand_rps: float) -> bool:
+        return self.fail_demand_rps is None or demand_rps <= (1.0 - self.hysteresis) * self.fail_demand_rps
+
+    def _switch(self, now: float, new: str, reasons: Tuple[str, ...], figures: Dict[str, float]) -> ModeChange:
+        change = ModeChange(now, self.mode, new, reasons, figures)
+        self.mode = new
+        self.switches += 1
+        return change

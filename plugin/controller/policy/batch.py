@@ -1,0 +1,30 @@
+"""Batch requests: always cost-first, into the room interactive traffic leaves; they may queue, never displace."""
+from __future__ import annotations
+
+from typing import List, Sequence
+
+from ..model import EndpointView
+from .cost import fill_in_order, spread_by_room
+
+__all__ = ["allocate_batch"]
+
+
+def allocate_batch(views: Sequence[EndpointView], demand_rps: float, eligible: Sequence[int],
+                   interactive_rps: Sequence[float], utilisation: float) -> List[float]:
+    """Batch load per endpoint, in every mode.
+
+        room_i = max(0, utilisation x mu_i - external_i - interactive_i)    (interactive is placed first)
+        1. fill the eligible endpoints (healthy; the SLO does not apply) by ascending c_i up to room_i;
+        2. the rest queues: spread in proportion to mu_i over the eligible endpoints that carry no interactive
+           load (so a batch queue never sits in front of an interactive request), or over all eligible if none.
+    O(n log n) (the sort by c_i).
+    """
+    n = len(views)
+    assigned = [0.0] * n
+    room = [max(0.0, v.room_rps(utilisation) - interactive_rps[i]) for i, v in enumerate(views)]
+    order = sorted(eligible, key=lambda i: (views[i].cost_per_inference, i))
+    rest = fill_in_order(demand_rps, order, room, assigned)
+    if rest > 0.0:
+        quiet = [i for i in eligible if interactive_rps[i] <= 0.0]
+        spread_by_room(rest, quiet or list(eligible), [max(v.mu_rps, 1e-9) for v in views], assigned)
+    return assigned

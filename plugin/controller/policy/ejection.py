@@ -1,0 +1,112 @@
+"""Outlier ejection with a growing backoff, a cap on the ejected share, and Envoy's panic mode."""
+from __future__ import annotations
+
+import dataclasses
+import math
+import statistics
+from typing import Dict, List, Optional, Sequence
+
+__all__ = ["EjectionEvent", "OutlierDetector", "in_panic"]
+
+
+@dataclasses.dataclass(frozen=True)
+class EjectionEvent:
+    kind: str                 # "eject" | "readmit" | "eject_refused"
+    index: int
+    reason: str
+    figures: Dict[str, float]
+
+
+def in_panic(healthy: int, total: int, panic_threshold: float) -> bool:
+    """Panic when healthy / total < panic_threshold: route over every endpoint, healthy or not (Envoy): a fleet
+    that has lost most of its endpoints is likelier to be misjudged than to be broken."""
+    return total > 0 and healthy < panic_threshold * total
+
+
+class OutlierDetector:
+    """Ejects endpoints that fail or are far slower than their pool, for a backoff that grows with each ejection.
+
+        failure streak   ok == 0 in the tick: streak += failed;  else streak = failed if failed > ok else 0
+                         eject when streak >= consecutive_failures
+        latency outlier  latency_i > max(latency_factor x median latency of its pool, slo_s), with >= 3 endpoints
+                         of the pool measured and at least one completion of i this tick
+        backoff          k-th ejection lasts min(base_s x 2^(k-1), max_s); k restarts at 0 when the previous
+                         ejection ended more than max_s ago
+        cap              an ejection that would put more than floor(max_share x n) (at least 1) endpoints out is
+                         refused (logged once per episode)
+    O(n) per tick (plus a median per pool).
+    """
+
+    def __init__(self, n: int, *, consecutive_failures: int = 3, base_s: float = 2.0, max_s: float = 60.0,
+                 max_share: float = 0.5, latency_factor: float = 3.0, slo_s: float = 1.0) -> None:
+        self.n = n
+        self._k_fail = max(1, consecutive_failures)
+        self._base_s, self._max_s = base_s, max_s
+        self._cap = max(1, math.floor(max_share * n)) if max_share > 0 else 0
+        self._factor, self._slo_s = latency_factor, slo_s
+        self.streak: List[int] = [0] * n
+        self.ejections: List[int] = [0] * n
+        self.until: List[Optional[float]] = [None] * n
+        self._ended: List[float] = [-math.inf] * n
+        self._refused: List[bool] = [False] * n
+
+    def ejected(self, i: int) -> bool:
+        return self.until[i] is not None
+
+    @property
+    def ejected_count(self) -> int:
+        return sum(u is not None for u in self.until)
+
+    def update(self, now: float, ok: Sequence[int], failed: Sequence[int], latency_s: Sequence[float],
+               pools: Sequence[str]) -> List[EjectionEvent]:
+        events = self._readmit(now)
+        medians = _pool_medians(latency_s, pools)
+        for i in range(self.n):
+            self.streak[i] = self.streak[i] + failed[i] if ok[i] == 0 else (failed[i] if failed[i] > ok[i] else 0)
+            if self.until[i] is not None:
+                continue
+            reason, figures = self._why(i, ok[i], latency_s[i], medians.get(pools[i]))
+            if reason is None:
+                self._refused[i] = False
+            elif self.ejected_count >= self._cap:
+                if not self._refused[i]:
+                    self._refused[i] = True
+                    events.append(EjectionEvent("eject_refused", i, f"{reason}; max ejected share reached",
+                                                dict(figures, ejected=self.ejected_count, cap=self._cap)))
+            else:
+                events.append(self._eject(now, i, reason, figures))
+        return events
+
+    def _why(self, i: int, ok: int, latency_s: float, median_s: Optional[float]) -> tuple:
+        if self.streak[i] >= self._k_fail:
+            return "consecutive failures", {"failures": float(self.streak[i])}
+        if ok and median_s is not None and latency_s > max(self._factor * median_s, self._slo_s):
+            return "latency outlier", {"latency_s": latency_s, "pool_median_s": median_s}
+        return None, {}
+
+    def _eject(self, now: float, i: int, reason: str, figures: Dict[str, float]) -> EjectionEvent:
+        if now - self._ended[i] > self._max_s:
+            self.ejections[i] = 0
+        self.ejections[i] += 1
+        duration = min(self._base_s * 2 ** (self.ejections[i] - 1), self._max_s)
+        self.until[i] = now + duration
+        self._refused[i] = False
+        return EjectionEvent("eject", i, reason, dict(figures, ejection=self.ejections[i], backoff_s=duration))
+
+    def _readmit(self, now: float) -> List[EjectionEvent]:
+        events = []
+        for i, until in enumerate(self.until):
+            if until is not None and now >= until:
+                self.until[i] = None
+                self._ended[i] = now
+                self.streak[i] = 0
+                events.append(EjectionEvent("readmit", i, "backoff over", {"ejections": float(self.ejections[i])}))
+        return events
+
+
+def _pool_medians(latency_s: Sequence[float], pools: Sequence[str]) -> Dict[str, float]:
+    by_pool: Dict[str, List[float]] = {}
+    for lat, pool in zip(latency_s, pools):
+        if lat == lat and lat > 0.0:
+            by_pool.setdefault(pool, []).append(lat)
+    return {pool: statistics.median(v) for pool, v in by_pool.items() if len(v) >= 3}

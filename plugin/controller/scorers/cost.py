@@ -1,0 +1,28 @@
+"""Scorer ``cost``: cheaper per inference is better."""
+from __future__ import annotations
+
+from typing import Sequence
+
+from ..model import EndpointView
+from ..plugins import register_scorer
+
+
+@register_scorer("cost")
+class CostScorer:
+    """score_i = c_min / c_i over the healthy endpoints, c_i = price_per_hour / 3600 / mu_i (1 for the cheapest;
+    a free endpoint scores 1; an endpoint with mu_i = 0 scores 0). c_min is computed once per ``fleet``: O(n) per rank."""
+
+    def __init__(self) -> None:
+        self._fleet: object = None
+        self._c_min = 0.0
+
+    def score(self, view: EndpointView, fleet: Sequence[EndpointView]) -> float:
+        c = view.cost_per_inference
+        if c == 0.0:
+            return 1.0
+        if c == float("inf"):
+            return 0.0
+        if fleet is not self._fleet:
+            self._fleet = fleet
+            self._c_min = min((v.cost_per_inference for v in fleet if v.healthy), default=c)
+        return min(1.0, self._c_min / c)

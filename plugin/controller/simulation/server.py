@@ -1,0 +1,85 @@
+"""A Triton server as a queue: ``concurrency`` slots, FIFO, service time with jitter; Triton-style counters."""
+from __future__ import annotations
+
+import collections
+import dataclasses
+import random
+from typing import Callable, Deque, List, Optional, Sequence, Tuple
+
+from ..signals import TritonSample
+
+__all__ = ["ServerModel", "SimServer", "SimSource"]
+
+
+@dataclasses.dataclass(frozen=True)
+class ServerModel:
+    service_s: float
+    concurrency: int = 1
+    jitter: float = 0.05          # standard deviation as a share of service_s
+
+
+class SimServer:
+    """Queue semantics: a request starts at once when a slot is free, else waits FIFO. ``alive`` False: every
+    request fails at once (connection refused) and readiness is False. Counters mirror Triton's metrics."""
+
+    def __init__(self, model: ServerModel, rng: random.Random) -> None:
+        self.service_s = model.service_s
+        self.concurrency = model.concurrency
+        self.jitter = model.jitter
+        self.alive = True
+        self._rng = rng
+        self.busy = 0
+        self.queue: Deque[Tuple[float, object]] = collections.deque()
+        self.success = 0
+        self.queue_us = 0.0
+        self.compute_us = 0.0
+
+    def kill(self) -> None:
+        self.alive = False
+        self.queue.clear()
+        self.busy = 0
+
+    def revive(self) -> None:
+        self.alive = True
+
+    def submit(self, now: float, token: object) -> Optional[float]:
+        """Accept a request; returns its completion time when it starts now, None when it queues."""
+        if self.busy < self.concurrency:
+            self.busy += 1
+            return now + self._service(0.0)
+        self.queue.append((now, token))
+        return None
+
+    def finish(self, now: float) -> Optional[Tuple[object, float]]:
+        """A request finished: free its slot; returns (token, completion time) of the next one started, if any."""
+        self.busy -= 1
+        if not self.queue:
+            return None
+        arrived, token = self.queue.popleft()
+        self.busy += 1
+        return token, now + self._service(now - arrived)
+
+    def _service(self, waited_s: float) -> float:
+        s = max(0.05 * self.service_s, self._rng.gauss(self.service_s, self.jitter * self.service_s))
+        self.success += 1  # counted at start: a finished one will be counted by its end; close enough per tick
+        self.queue_us += waited_s * 1e6
+        self.compute_us += s * 1e6
+        return s
+
+    def sample(self, now: float) -> TritonSample:
+        return TritonSample(at_s=now, ready=self.alive, success=float(self.success), failure=0.0,
+                            queue_us=self.queue_us, compute_us=self.compute_us, pending=float(len(self.queue)))
+
+
+class SimSource:
+    """The controller's SignalSource over simulated servers: a fresh scrape of every server at each poll."""
+
+    def __init__(self, servers: Sequence[SimServer], clock: Callable[[], float]) -> None:
+        self._servers = servers
+        self._clock = clock
+
+    def poll(self, now: float) -> List[Optional[TritonSample]]:
+        return [s.sample(now) for s in self._servers]
+
+    def close(self) -> None:
+        pass

@@ -1,0 +1,188 @@
+"""The pure policy over plain data: allocation per mode and class, AUTO hysteresis, ejection, panic, estimators."""
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from tritonmix.controller.estimators import CapacityEstimator, CapacityObservation, DemandEstimator
+from tritonmix.controller.model import CAPACITY, COST, EndpointView
+from tritonmix.controller.plugins import build_filters, build_scorers, register_scorer
+from tritonmix.controller.policy import AutoMode, OutlierDetector, PlanSettings, detect_shortfall, make_plan
+from tritonmix.controller.policy.ejection import in_panic
+from tritonmix.errors import ConfigError
+from tritonmix.settings import ControllerSettings
+
+
+def view(i: int, pool: str, price: float, mu: float, latency_s: float = 0.07, healthy: bool = True,
+         meets_slo: bool = True, external: float = 0.0) -> EndpointView:
+    return EndpointView(i, f"{pool}-{i}", pool, price, mu, latency_s, healthy, meets_slo, external)
+
+
+def fleet():  # two cheap slow endpoints, two expensive fast ones
+    return (view(0, "inf2", 0.76, 15.0), view(1, "inf2", 0.76, 15.0),
+            view(2, "trn1", 1.34, 20.0, 0.05), view(3, "trn1", 1.34, 20.0, 0.05))
+
+
+def plan(views, mode=COST, interactive=10.0, batch=0.0, probe=0.0):
+    return make_plan(views, mode, interactive, batch, build_scorers(()), (), PlanSettings(0.8, probe))
+
+
+def test_cost_fills_the_cheap_tier_first_and_spreads_within_it():
+    p = plan(fleet(), interactive=10.0)
+    assert p.interactive_rps[:2] == pytest.approx((5.0, 5.0))
+    assert p.interactive_rps[2:] == (0.0, 0.0)
+
+
+def test_cost_overflows_to_the_next_tier_at_target_utilisation():
+    p = plan(fleet(), interactive=30.0)  # cheap tier holds 0.8 x 30 = 24
+    assert sum(p.interactive_rps[:2]) == pytest.approx(24.0)
+    assert sum(p.interactive_rps[2:]) == pytest.approx(6.0)
+
+
+def test_cost_beyond_every_target_spreads_by_remaining_room():
+    p = plan(fleet(), interactive=64.0)  # targets hold 56; 8 more over the 14 of room left
+    assert sum(p.interactive_rps) == pytest.approx(64.0)
+    assert all(a <= v.mu_rps + 1e-9 for a, v in zip(p.interactive_rps, fleet()))
+
+
+def test_capacity_spreads_in_proportion_to_headroom():
+    views = fleet()[:3] + (view(3, "trn1", 1.34, 20.0, 0.05, external=10.0),)
+    p = plan(views, mode=CAPACITY, interactive=10.0)
+    assert p.interactive_weights == pytest.approx((15 / 60, 15 / 60, 20 / 60, 10 / 60))
+
+
+def test_interactive_never_goes_where_the_slo_cannot_be_met_while_others_have_room():
+    views = fleet() + (view(4, "cpu", 0.1, 5.0, latency_s=20.0, meets_slo=False),)
+    assert plan(views, interactive=40.0).interactive_rps[4] == 0.0
+    assert plan(views, mode=CAPACITY, interactive=40.0).interactive_rps[4] == 0.0
+    assert plan(views, interactive=200.0).interactive_rps[4] > 0.0  # every eligible endpoint is full
+
+
+def test_batch_is_cost_first_and_never_displaces_interactive():
+    views = fleet() + (view(4, "cpu", 0.05, 1.0, latency_s=2.0, meets_slo=False),)  # cheapest per inference
+    p = plan(views, interactive=20.0, batch=0.5)
+    assert p.batch_rps[4] == pytest.approx(0.5)       # the cheapest, SLO or not
+    q = plan(fleet(), interactive=24.0, batch=10.0)   # interactive fills the cheap tier's target
+    assert q.interactive_rps[:2] == pytest.approx((12.0, 12.0))
+    assert sum(q.batch_rps[:2]) == pytest.approx(0.0)  # batch goes to the room left: the next tier
+
+
+def test_unhealthy_endpoints_get_no_weight_and_probes_keep_idle_ones_measured():
+    views = (view(0, "inf2", 0.76, 15.0, healthy=False),) + fleet()[1:]
+    p = plan(views, interactive=5.0, probe=0.02)
+    assert p.interactive_weights[0] == 0.0
+    assert p.interactive_weights[1] == pytest.approx(0.98)
+    assert p.interactive_weights[2] == pytest.approx(0.01)
+
+
+def test_shortfall_thresholds_and_hysteresis_band():
+    kw = dict(cost_margin=0.9, hysteresis=0.1, slo_miss_threshold=0.05)
+    assert detect_shortfall(91.0, 100.0, 0.0, 0.0, (), **kw).reasons == ("demand",)
+    between = detect_shortfall(85.0, 100.0, 0.0, 0.0, (), **kw)
+    assert between.reasons == () and not between.clear
+    assert detect_shortfall(79.0, 100.0, 0.0, 0.0, (), **kw).clear
+    assert detect_shortfall(10.0, 100.0, math.nan, math.nan, ("down:a",), **kw).reasons == ("down:a",)
+
+
+def test_auto_switches_on_shortfall_and_returns_only_after_the_dwell():
+    kw = dict(cost_margin=0.9, hysteresis=0.1, slo_miss_threshold=0.05)
+    auto = AutoMode("auto", dwell_s=5.0, hysteresis=0.1)
+    assert auto.update(0.0, detect_shortfall(10.0, 100.0, 0.0, 0.0, ("down:a",), **kw)).new == CAPACITY
+    t = 0.5
+    while t < 5.4:
+        assert auto.update(t, detect_shortfall(10.0, 100.0, 0.0, 0.0, (), **kw)) is None
+        t += 0.5
+    assert auto.update(5.5, detect_shortfall(10.0, 100.0, 0.0, 0.0, (), **kw)).new == COST
+
+
+def test_auto_does_not_return_to_cost_at_the_load_where_cost_failed():
+    kw = dict(cost_margin=0.9, hysteresis=0.1, slo_miss_threshold=0.05)
+    auto = AutoMode("auto", dwell_s=5.0, hysteresis=0.1)  # lambda_fail is remembered for 20 dwell times
+    auto.update(0.0, detect_shortfall(50.0, 100.0, 0.2, 0.0, (), **kw))
+    assert auto.update(0.5, detect_shortfall(50.0, 100.0, 0.2, 0.0, (), **kw)).new == CAPACITY  # 2 ticks of misses
+    for k in range(1, 180):  # misses gone in CAPACITY, same load: stays
+        assert auto.update(0.5 + k * 0.5, detect_shortfall(50.0, 100.0, 0.0, 0.0, (), **kw)) is None
+    assert auto.update(90.5, detect_shortfall(50.0, 100.0, 0.0, 0.0, (), **kw), capacity_grew=True) is None
+    assert auto.update(95.5, detect_shortfall(50.0, 100.0, 0.0, 0.0, (), **kw)).new == COST
+
+
+def test_fixed_modes_never_switch():
+    kw = dict(cost_margin=0.9, hysteresis=0.1, slo_miss_threshold=0.05)
+    auto = AutoMode("cost")
+    assert auto.update(0.0, detect_shortfall(500.0, 100.0, 0.5, 0.5, ("down:a",), **kw)) is None
+    assert auto.mode == COST and AutoMode("capacity").mode == CAPACITY
+
+
+def test_ejection_backoff_grows_and_resets_after_a_quiet_period():
+    det = OutlierDetector(4, consecutive_failures=3, base_s=2.0, max_s=60.0, max_share=0.5)
+    ok, bad = [5, 5, 5, 5], [0, 0, 0, 0]
+    durations = []
+    t = 0.0
+    for _ in range(4):
+        events = det.update(t, [0, 5, 5, 5], [3, 0, 0, 0], [0.1] * 4, ["p"] * 4)
+        eject = [e for e in events if e.kind == "eject"][0]
+        durations.append(eject.figures["backoff_s"])
+        t = det.until[0]
+        assert [e.kind for e in det.update(t, ok, bad, [0.1] * 4, ["p"] * 4)] == ["readmit"]
+    assert durations == [2.0, 4.0, 8.0, 16.0]
+    det.update(t + 61.0, [0, 5, 5, 5], [3, 0, 0, 0], [0.1] * 4, ["p"] * 4)
+    assert det.ejections[0] == 1
+
+
+def test_latency_outlier_and_max_ejected_share():
+    det = OutlierDetector(4, base_s=2.0, max_share=0.25, latency_factor=3.0, slo_s=0.2)
+    events = det.update(0.0, [1, 1, 1, 1], [0] * 4, [0.07, 0.07, 0.07, 0.5], ["p"] * 4)
+    assert [(e.kind, e.index, e.reason) for e in events] == [("eject", 3, "latency outlier")]
+    events = det.update(0.5, [0, 1, 1, 1], [3, 0, 0, 0], [0.07] * 4, ["p"] * 4)
+    assert [(e.kind, e.index) for e in events] == [("eject_refused", 0)]
+    assert det.update(1.0, [0, 1, 1, 1], [3, 0, 0, 0], [0.07] * 4, ["p"] * 4) == []  # logged once per episode
+    assert det.ejected_count == 1
+
+
+def test_panic_threshold():
+    assert in_panic(2, 10, 0.3) and not in_panic(3, 10, 0.3) and not in_panic(0, 0, 0.3)
+
+
+def test_capacity_estimate_shows_a_halving_within_two_intervals():
+    est = CapacityEstimator(15.0, 1, slo_s=0.15, slo_miss_threshold=0.05, alpha_down=0.6, alpha_up=0.3)
+    est.update(CapacityObservation(0.5, completed=5, service_s=1 / 15.0))
+    assert est.mu_rps == pytest.approx(15.0)
+    est.update(CapacityObservation(0.5, completed=4, service_s=2 / 15.0))
+    est.update(CapacityObservation(0.5, completed=4, service_s=2 / 15.0))
+    assert est.mu_rps < 7.5 * 1.2  # 84% of the cut shows after two ticks
+    est.update(CapacityObservation(0.5))  # nothing measured: kept
+    assert est.mu_rps < 9.0
+
+
+def test_capacity_estimate_learns_the_slo_factor_from_misses():
+    est = CapacityEstimator(15.0, 1, slo_s=0.15, slo_miss_threshold=0.05, alpha_down=1.0, alpha_up=1.0)
+    est.update(CapacityObservation(0.5, completed=6, service_s=1 / 15.0, ours_completed=6, ours_over_slo=3))
+    assert est.slo_factor == pytest.approx(0.8) and est.mu_rps == pytest.approx(12.0)
+
+
+def test_demand_estimator_is_an_ewma_of_arrival_rates():
+    dem = DemandEstimator(0.5)
+    dem.update({("m", "interactive"): 10}, 1.0)
+    dem.update({("m", "interactive"): 30, ("m", "batch"): 4}, 1.0)
+    assert dem.rates[("m", "interactive")] == pytest.approx(15.0)
+    assert dem.total("batch") == pytest.approx(4.0)
+
+
+def test_scorer_registry_refuses_duplicates_and_names_unknown_ones():
+    with pytest.raises(ValueError, match="already registered"):
+        register_scorer("cost")(object)
+    with pytest.raises(ConfigError, match="controller.scorers"):
+        build_scorers(["nope"])
+    with pytest.raises(ConfigError, match="controller.filters"):
+        build_filters(["nope"])
+    assert [s.weight for s in build_scorers(["cost", "latency:0.25"])] == [1.0, 0.25]
+
+
+def test_settings_validate_new_fields_by_name():
+    s = ControllerSettings.from_dict({"hysteresis": 0, "probe_share": 0.0, "metrics_host": "0.0.0.0"})
+    assert s.hysteresis == 0.0 and s.metrics_host == "0.0.0.0"
+    with pytest.raises(ConfigError, match="controller.capacity_alpha_down"):
+        ControllerSettings.from_dict({"capacity_alpha_down": 0})
+    with pytest.raises(ConfigError, match="controller.hysteresis"):
+        ControllerSettings.from_dict({"hysteresis": 1.5})
