@@ -48,13 +48,14 @@ class ClientCore:
     """The router, the controller it runs under, and the readiness refresher of one client."""
 
     def __init__(self, fleet: Fleet, *, seed: Optional[int], clock: Callable[[], float],
-                 probe: Probe, readiness_interval_s: float,
+                 probe: Optional[Probe], readiness_interval_s: float,
                  on_probe_thread_exit: Optional[Callable[[], None]] = None) -> None:
         self.fleet = fleet
         self.router = Router(fleet, seed=seed, clock=clock)
         self.readiness = ReadinessRefresher(self.router, probe, interval_s=readiness_interval_s, clock=clock,
                                             on_thread_exit=on_probe_thread_exit)
-        self.router.add_listener(self.readiness.on_new_dispatcher)
+        if probe is not None:  # the aio clients probe from their event loop instead
+            self.router.add_listener(self.readiness.on_new_dispatcher)
         self.controller: Any = start_controller(fleet, self.router)
 
     def decisions(self) -> List[Any]:

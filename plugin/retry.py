@@ -92,7 +92,7 @@ class RetryBudget:
     a request tighter); a retry takes the lock so that concurrent retries cannot overdraw it.
     """
 
-    def __init__(self, share: float = 0.2, *, min_retries: int = 5, window_s: float = 10.0,
+    def __init__(self, share: float = 0.2, *, min_retries: int = 10, window_s: float = 10.0,
                  clock: Callable[[], float] = time.monotonic) -> None:
         if not 0.0 <= share <= 1.0:
             raise ValueError(f"share must be in [0, 1], got {share!r}")

@@ -1,0 +1,113 @@
+"""What ``tritonmix.http.aio`` and ``tritonmix.grpc.aio`` share: one tritonclient aio client per endpoint, the
+failover loop as a coroutine, server-level fan-out, and readiness probed from the event loop.
+
+Readiness (see ``tritonmix._client_common``): a model's first request awaits one probe of every endpoint
+(concurrently); after that a refresh is started as a background task when ``readiness_interval_s`` has passed or
+after an "unknown model" answer; the request that notices does not wait for it. ``close()`` cancels those tasks.
+"""
+from __future__ import annotations
+
+import asyncio
+from typing import Any, Awaitable, Callable, Dict, List, Optional, Set
+
+from tritonclient.utils import raise_error
+
+from ._client_common import ClientCore
+from ._failover import Classifier, Engine
+from ._server_calls import aggregate, stops_early
+from .fleet import Fleet
+
+__all__ = ["AioClientCore"]
+
+
+class AioClientCore:
+    """The protocol-independent half of an aio drop-in client."""
+
+    def __init__(self, fleet: Fleet, clients: List[Any], classify: Classifier, unavailable_status: str, *,
+                 seed: Optional[int], clock: Callable[[], float], readiness_interval_s: float,
+                 sum_statistics: Callable[[List[Any]], Any]) -> None:
+        self.fleet = fleet
+        self.clients = clients
+        self.clock = clock
+        self.core = ClientCore(fleet, seed=seed, clock=clock, probe=None, readiness_interval_s=readiness_interval_s)
+        self.router = self.core.router
+        self.engine = Engine(self.router, classify, unavailable_status=unavailable_status, clock=clock,
+                             on_not_found=self._not_found)
+        self.interval_s = readiness_interval_s
+        self.sum_statistics = sum_statistics
+        self.closed = False
+        self._probed_at: Dict[str, float] = {}
+        self._tasks: Set[asyncio.Task] = set()
+
+    async def run(self, model: str, request_class: str, deadline_s: Optional[float],
+                  send: Callable[[int, Optional[float]], Awaitable[Any]]) -> Any:
+        if self.closed:
+            raise_error("tritonmix: the client is closed")
+        probed_at = self._probed_at.get(model)
+        if probed_at is None:
+            self._probed_at[model] = self.clock()
+            await self.refresh(model)
+        elif self.clock() - probed_at >= self.interval_s:
+            self._refresh_soon(model)
+        return await self.engine.run_async(model, request_class, deadline_s, send)
+
+    async def refresh(self, model: str) -> None:
+        ready = await asyncio.gather(*(self._probe(c, model) for c in self.clients))
+        self.router.set_model_ready(model, list(ready))
+
+    @staticmethod
+    async def _probe(client: Any, model: str) -> Optional[bool]:
+        try:
+            return bool(await asyncio.wait_for(client.is_model_ready(model), 2.0))
+        except Exception:  # noqa: BLE001 - unreachable: unknown
+            return None
+
+    def _not_found(self, model: str) -> None:
+        if self.clock() - self._probed_at.get(model, 0.0) >= 0.5:
+            self._refresh_soon(model)
+
+    def _refresh_soon(self, model: str) -> None:
+        self._probed_at[model] = self.clock()
+        task = asyncio.get_running_loop().create_task(self.refresh(model))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def fan_out(self, name: str, policy: str, args: tuple, kwargs: dict) -> Any:
+        if self.closed:
+            raise_error("tritonmix: the client is closed")
+        order = list(range(len(self.clients)))
+        if policy == "model_first":
+            mask = self.router.ready_mask(args[0] if args else kwargs.get("model_name", ""))
+            order.sort(key=lambda i: not mask[i])
+        results = []
+        for i in order:
+            try:
+                value = await getattr(self.clients[i], name)(*args, **kwargs)
+            except Exception as exc:  # noqa: BLE001 - aggregated below
+                results.append((i, None, exc))
+                continue
+            results.append((i, value, None))
+            if stops_early(policy, value):
+                break
+        return aggregate(policy, order, self.router.endpoint_names(), results, name, self.sum_statistics)
+
+    async def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        self.core.stop()
+        for client in self.clients:
+            try:
+                await client.close()
+            except Exception:  # noqa: BLE001 - closing must not fail
+                pass
+
+
+def timed(remaining_s: Optional[float], call: Awaitable[Any]) -> Awaitable[Any]:
+    """``call`` bounded by ``remaining_s`` (asyncio.TimeoutError past it); unbounded when None."""
+    return call if remaining_s is None else asyncio.wait_for(call, remaining_s)
+

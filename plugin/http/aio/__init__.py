@@ -1,0 +1,118 @@
+"""``tritonmix.http.aio``: a drop-in for ``tritonclient.http.aio`` (asyncio, aiohttp) over a fleet.
+
+    import tritonmix.http.aio as httpclient
+    async with httpclient.InferenceServerClient(url="h1:8000,h2:8000") as client:
+        result = await client.infer("add_sub", inputs)
+
+Same names and coroutine signatures as tritonclient's; one tritonclient aio client per endpoint (a client belongs to
+one event loop, as tritonclient's does). Extra keywords as in ``tritonmix.http``. Failover on connection errors,
+timeouts and 503; a cancelled ``infer`` records its attempt and propagates the cancellation.
+"""
+from __future__ import annotations
+
+import asyncio
+import inspect
+import time
+from typing import Any, Callable, List, Optional
+
+import aiohttp
+import tritonclient.http.aio as _tc
+from tritonclient._client import InferenceServerClientBase
+from tritonclient.http import InferInput, InferRequestedOutput, InferResult
+from tritonclient.utils import InferenceServerException, raise_error
+
+from ..._aio_common import AioClientCore, timed
+from ..._client_common import resolve_fleet
+from ..._server_calls import POLICIES, make_async_method, sum_statistics
+from ...fleet import Fleet
+from ...retry import Outcome
+from .._transport import UNAVAILABLE_STATUS
+
+__all__ = ["InferenceServerClient", "InferInput", "InferRequestedOutput", "InferResult", "InferenceServerException"]
+
+
+def classify_aio_http(exc: BaseException) -> Outcome:
+    """503 and connection failures fail over (a refused connection was never sent); other answers pass through."""
+    if isinstance(exc, InferenceServerException):
+        return Outcome.UNAVAILABLE if exc.status() == UNAVAILABLE_STATUS else Outcome.REQUEST
+    if isinstance(exc, (aiohttp.ClientConnectorError, ConnectionRefusedError)):
+        return Outcome.NOT_SENT
+    if isinstance(exc, (aiohttp.ClientError, asyncio.TimeoutError, OSError)):
+        return Outcome.MAYBE_RAN
+    return Outcome.REQUEST
+
+
+class InferenceServerClient(InferenceServerClientBase):
+    """tritonclient's HTTP aio ``InferenceServerClient`` over a fleet; constructor arguments apply to every
+    endpoint."""
+
+    def __init__(self, url: Optional[str] = None, verbose: bool = False, conn_limit: int = 100,
+                 conn_timeout: float = 60.0, ssl: bool = False, ssl_context: Any = None, *,
+                 fleet: Optional[Fleet] = None, seed: Optional[int] = None,
+                 clock: Callable[[], float] = time.monotonic, readiness_interval_s: float = 5.0) -> None:
+        super().__init__()
+        if url is not None and (url.startswith("http://") or url.startswith("https://")):
+            raise_error("url should not include the scheme")
+        fleet = resolve_fleet(url, fleet, "http")
+        clients = [_tc.InferenceServerClient(e.url, verbose=verbose, conn_limit=conn_limit, conn_timeout=conn_timeout,
+                                             ssl=ssl, ssl_context=ssl_context) for e in fleet.endpoints]
+        self._aio = AioClientCore(fleet, clients, classify_aio_http, UNAVAILABLE_STATUS, seed=seed, clock=clock,
+                                  readiness_interval_s=readiness_interval_s, sum_statistics=sum_statistics)
+        self._clients = clients
+        self._router = self._aio.router
+        self._controller = self._aio.core.controller
+
+    async def __aenter__(self) -> "InferenceServerClient":
+        return self
+
+    async def __aexit__(self, type: Any, value: Any, traceback: Any) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Cancel readiness refreshes, stop the controller, close every endpoint's session."""
+        self._controller = None
+        await self._aio.close()
+
+    @property
+    def router(self) -> Any:
+        return self._router
+
+    def decisions(self) -> List[Any]:
+        return self._aio.core.decisions()
+
+    def register_plugin(self, plugin: Any) -> None:
+        super().register_plugin(plugin)
+        for client in self._clients:
+            client.register_plugin(plugin)
+
+    def unregister_plugin(self) -> None:
+        super().unregister_plugin()
+        for client in self._clients:
+            client.unregister_plugin()
+
+    async def infer(self, model_name, inputs, model_version="", outputs=None, request_id="", sequence_id=0,
+                    sequence_start=False, sequence_end=False, priority=0, timeout=None, headers=None,
+                    query_params=None, request_compression_algorithm=None, response_compression_algorithm=None,
+                    parameters=None, request_class="interactive", deadline_s=None):
+        clients = self._clients
+
+        def send(i: int, remaining_s: Optional[float]) -> Any:
+            return timed(remaining_s, clients[i].infer(
+                model_name, inputs, model_version, outputs, request_id, sequence_id, sequence_start, sequence_end,
+                priority, timeout, headers, query_params, request_compression_algorithm,
+                response_compression_algorithm, parameters))
+
+        return await self._aio.run(model_name, request_class, deadline_s, send)
+
+    generate_request_body = staticmethod(_tc.InferenceServerClient.generate_request_body)
+    parse_response_body = staticmethod(_tc.InferenceServerClient.parse_response_body)
+
+    async def _fan_out(self, name: str, policy: str, args: tuple, kwargs: dict) -> Any:
+        return await self._aio.fan_out(name, policy, args, kwargs)
+
+
+for _name in POLICIES:
+    _original = getattr(_tc.InferenceServerClient, _name, None)
+    if _original is not None and inspect.iscoroutinefunction(_original):
+        setattr(InferenceServerClient, _name, make_async_method(_name, _original, InferenceServerClient._fan_out))
+InferenceServerClient.infer.__doc__ = _tc.InferenceServerClient.infer.__doc__
