@@ -35,6 +35,7 @@ class _Request:
     key: Key
     arrived_s: float
     endpoint: int = -1
+    epoch: int = 0
     attempts: int = 0
     tried: Tuple[int, ...] = ()
 
@@ -71,6 +72,14 @@ class Simulation:
     def at(self, t_s: float, action: Callable[[], None]) -> None:
         """Run ``action`` at t0 + t_s (e.g. kill a server, halve its capacity)."""
         self._push(self.t0 + t_s, "action", action)
+
+    def kill(self, i: int) -> None:
+        """Kill server i now: its queued requests fail at once, its running ones at their completion time."""
+        for req in self.servers[i].kill():
+            self._lost(req, self.clock())
+
+    def revive(self, i: int) -> None:
+        self.servers[i].revive()
 
     def _push(self, when: float, kind: str, payload: Any) -> None:
         heapq.heappush(self._heap, (when, next(self._seq), kind, payload))
@@ -126,7 +135,7 @@ class Simulation:
             req.attempts += 1
             server = self.servers[i]
             if server.alive:
-                req.endpoint = i
+                req.endpoint, req.epoch = i, server.epoch
                 done = server.submit(now, req)
                 if done is not None:
                     self._push(done, "done", req)
@@ -142,10 +151,8 @@ class Simulation:
         now = self.clock()
         i = req.endpoint
         server = self.servers[i]
-        if not server.alive:  # killed while running: the request is lost (no retry: it may have run)
-            self.router.dispatcher(*req.key).record(i, now - req.arrived_s, False)
-            self.router.failed(i, Outcome.MAYBE_RAN, now)
-            self._finish(req, now, ok=False)
+        if req.epoch != server.epoch:  # the server died while it ran: lost (no retry: it may have run)
+            self._lost(req, now)
             return
         latency_s = now - req.arrived_s
         self.router.dispatcher(*req.key).record(i, latency_s, True)
@@ -154,6 +161,11 @@ class Simulation:
         started = server.finish(now)
         if started is not None:
             self._push(started[1], "done", started[0])
+
+    def _lost(self, req: _Request, now: float) -> None:
+        self.router.dispatcher(*req.key).record(req.endpoint, now - req.arrived_s, False)
+        self.router.failed(req.endpoint, Outcome.MAYBE_RAN, now)
+        self._finish(req, now, ok=False)
 
     def _finish(self, req: _Request, now: float, ok: bool) -> None:
         self.results.append(RequestResult(req.key, req.arrived_s - self.t0, now - req.arrived_s, req.endpoint, ok,

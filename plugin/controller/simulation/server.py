@@ -27,6 +27,7 @@ class SimServer:
         self.concurrency = model.concurrency
         self.jitter = model.jitter
         self.alive = True
+        self.epoch = 0               # bumped by kill(): a request started in an older epoch died with the server
         self._rng = rng
         self.busy = 0
         self.queue: Deque[Tuple[float, object]] = collections.deque()
@@ -34,10 +35,14 @@ class SimServer:
         self.queue_us = 0.0
         self.compute_us = 0.0
 
-    def kill(self) -> None:
+    def kill(self) -> List[object]:
+        """Die: returns the tokens of the queued requests (lost); running ones fail at their completion time."""
         self.alive = False
+        self.epoch += 1
+        lost = [token for _, token in self.queue]
         self.queue.clear()
         self.busy = 0
+        return lost
 
     def revive(self) -> None:
         self.alive = True

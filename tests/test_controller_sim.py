@@ -1,0 +1,150 @@
+"""The issue's "must show" cases on a synthetic fleet in simulated time (real Router, Dispatchers, Controller).
+
+Fleet: 4 x inf2 (cheap per inference, 67 ms, 1 slot) and 2 x trn1 (expensive, 51 ms), the paper's profiles at
+time_scale 0.1; SLO 150 ms; ticks every 0.5 s.
+"""
+from __future__ import annotations
+
+from typing import Any, Dict
+
+import pytest
+from prometheus_client import generate_latest
+
+from tritonmix.controller import BATCH, CAPACITY, COST, INTERACTIVE, start_controller
+from tritonmix.controller.simulation import ServerModel, Simulation
+from tritonmix.fleet import Fleet
+from tritonmix.routing import Router
+
+KEY = ("sd", INTERACTIVE)
+CHEAP = range(4)
+FAST = range(4, 6)
+
+
+def make_fleet(**controller: Any) -> Fleet:
+    eps = [{"name": f"inf2-{k}", "url": f"127.0.0.1:{9000 + k}", "accelerator": "neuron", "price_per_hour": 0.7582,
+            "max_rps": 14.9, "max_concurrency": 1} for k in range(4)]
+    eps += [{"name": f"trn1-{k}", "url": f"127.0.0.1:{9100 + k}", "accelerator": "trainium",
+             "price_per_hour": 1.3438, "max_rps": 19.6, "max_concurrency": 1} for k in range(2)]
+    return Fleet.from_dict({"endpoints": eps, "slo_ms": 150, "controller": {"interval_s": 0.5, **controller}})
+
+
+def simulate(seed: int = 1, **controller: Any) -> Simulation:
+    return Simulation.build(make_fleet(**controller), [ServerModel(0.067)] * 4 + [ServerModel(0.051)] * 2, seed=seed)
+
+
+def plan_at(sim: Simulation, t_s: float):
+    """The plan of the first tick at or after t_s."""
+    return next(plan for t, plan in sim.ticks if t >= t_s - 1e-9)
+
+
+def modes(sim: Simulation):
+    return [(round(d.at_s - sim.t0, 2), d.new) for d in sim.controller.decisions("mode")]
+
+
+def pool_share(shares: Dict[int, float], pool: range) -> float:
+    return sum(shares.get(i, 0.0) for i in pool)
+
+
+@pytest.fixture(autouse=True)
+def nothing_left_in_flight(request):
+    yield
+    sim = getattr(request.node, "sim", None)
+    if sim is not None:
+        sim.run(sim.clock() - sim.t0 + 5.0, {})  # drain
+        assert sim.in_flight() == 0
+
+
+def test_low_load_goes_to_the_cheap_pool_and_meets_the_slo(request):
+    sim = request.node.sim = simulate()
+    sim.run(30.0, {KEY: 8.0})
+    shares = sim.share_by_endpoint(since_s=2.0)
+    assert pool_share(shares, CHEAP) >= 0.95
+    done = [r for r in sim.results if r.arrived_s >= 2.0]
+    assert all(r.ok for r in done)
+    assert all(r.latency_s <= 0.15 for r in done)
+    assert sim.controller.mode == COST and not sim.controller.decisions("mode")
+
+
+def test_dead_endpoint_gets_weight_zero_within_one_interval_and_comes_back(request):
+    sim = request.node.sim = simulate()
+    sim.at(10.2, lambda: sim.kill(0))
+    sim.at(13.2, lambda: sim.revive(0))
+    sim.run(30.0, {KEY: 10.0})
+    after = plan_at(sim, 10.2)  # the first tick after the death: t = 10.5
+    assert after.interactive_weights[0] == 0.0
+    assert sim.router.dispatcher(*KEY).is_available(0) is False or after.interactive_weights[0] == 0.0
+    kinds = [(d.kind, d.endpoint) for d in sim.controller.decisions()]
+    assert ("down", "inf2-0") in kinds and ("up", "inf2-0") in kinds
+    (t_capacity, m1), (t_cost, m2) = modes(sim)
+    assert (m1, m2) == (CAPACITY, COST) and t_capacity <= 10.5
+    assert t_cost >= 13.2 + sim.controller.settings.dwell_s - 5.0 and t_cost >= t_capacity + 5.0
+    assert plan_at(sim, 25.0).interactive_weights[0] > 0.1  # re-admitted and loaded again
+    late = [r for r in sim.results if r.arrived_s > 11.0]
+    assert sum(r.ok for r in late) / len(late) >= 0.99
+
+
+def test_capacity_cut_in_half_shifts_traffic_within_two_intervals(request):
+    sim = request.node.sim = simulate()
+
+    def halve() -> None:
+        for i in CHEAP:
+            sim.servers[i].service_s *= 2
+
+    sim.at(10.2, halve)
+    sim.run(14.0, {KEY: 10.0})
+    before = plan_at(sim, 9.9)
+    assert sum(before.interactive_weights[i] for i in CHEAP) > 0.9
+    shifted = plan_at(sim, 11.0)  # second tick after the cut (10.5, 11.0)
+    assert sum(shifted.interactive_weights[i] for i in FAST) > 0.5
+
+
+def test_steady_load_at_70_percent_of_the_cheap_pool_switches_mode_at_most_once(request):
+    sim = request.node.sim = simulate(seed=3)
+    sim.run(60.0, {KEY: 0.7 * 4 * 14.9})
+    assert len(modes(sim)) <= 1
+    done = [r for r in sim.results if r.arrived_s > 5.0]
+    assert sum(r.latency_s <= 0.15 for r in done) / len(done) >= 0.95
+
+
+def test_batch_goes_cost_first_without_displacing_interactive(request):
+    sim = request.node.sim = simulate()
+    sim.run(20.0, {KEY: 10.0, ("sd", BATCH): 5.0})
+    plan = plan_at(sim, 19.0)
+    assert sum(plan.batch_weights[i] for i in CHEAP) > 0.9
+    inter = [r for r in sim.results if r.key == KEY and r.arrived_s > 2.0]
+    assert sum(r.latency_s <= 0.15 for r in inter) / len(inter) >= 0.97  # single-slot servers, FIFO: some wait
+
+
+def test_panic_when_most_endpoints_are_down(request):
+    sim = request.node.sim = simulate(panic_threshold=0.5, max_ejected_share=0.5)
+    for i in (0, 1, 2, 4):
+        sim.at(5.2, lambda i=i: sim.kill(i))
+    sim.run(8.0, {KEY: 5.0})
+    assert [d.kind for d in sim.controller.decisions("panic")] == ["panic"]
+    assert sim.controller.plan.panic
+    assert all(sim.controller.plan.interactive_weights[i] > 0.0 for i in (3, 5))
+
+
+def test_metrics_decisions_and_desired_replicas():
+    sim = simulate()
+    sim.at(5.2, lambda: sim.kill(0))
+    sim.run(8.0, {KEY: 20.0})
+    text = generate_latest(sim.controller.registry).decode()
+    for family in ("tritonmix_weight", "tritonmix_mode", "tritonmix_capacity_rps", "tritonmix_in_flight",
+                   "tritonmix_attributed_cost_per_hour_usd", "tritonmix_desired_replicas"):
+        assert family in text
+    snap = sim.controller.snapshot()
+    assert snap.desired_replicas["neuron"] >= 2 and snap.mode == sim.controller.mode
+    down = sim.controller.decisions("down")[0]
+    assert down.endpoint == "inf2-0" and down.as_dict()["kind"] == "down"
+
+
+def test_start_controller_is_none_when_disabled_and_runs_a_thread_otherwise():
+    fleet = make_fleet(enabled=False)
+    assert start_controller(fleet, Router(fleet)) is None
+    fleet = make_fleet(interval_s=0.05, scrape_timeout_s=0.05)
+    ctl = start_controller(fleet, Router(fleet))
+    try:
+        assert ctl is not None and ctl.mode == COST
+    finally:
+        ctl.stop()
