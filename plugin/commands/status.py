@@ -1,0 +1,110 @@
+"""``tritonmix status FLEET.yaml``: a live terminal table of the controller's view of a fleet.
+
+It builds a Router over the fleet's URLs and runs a Controller over it (no traffic of its own: it shows what the
+servers' metrics and readiness say), refreshing every ``--interval`` seconds until Ctrl-C, or once with ``--once``.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import time
+from typing import Any, Dict, Optional
+
+from ..cli import CLIError
+from ..errors import ConfigError
+
+__all__ = ["register", "render"]
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "status", help="live table of the controller's view of a fleet",
+        description="Poll a fleet's Triton servers (readiness, metrics) through the tritonmix controller and show "
+        "per endpoint: health, weight, capacity estimate mu, cost per inference, and the mode.")
+    parser.add_argument("fleet", help="fleet file (YAML)")
+    parser.add_argument("--interval", type=float, default=None, help="seconds between refreshes (default: the "
+                        "fleet's controller.interval_s)")
+    parser.add_argument("--once", action="store_true", help="print one table after a few ticks and exit")
+    parser.add_argument("--metrics-url", action="append", default=[], metavar="NAME=URL",
+                        help="Triton metrics URL of an endpoint (e.g. inf2-a=http://10.0.0.5:8002/metrics)")
+    parser.set_defaults(func=run)
+
+
+def _metrics_urls(items: Any) -> Dict[str, str]:
+    urls = {}
+    for item in items:
+        name, sep, url = item.partition("=")
+        if not sep or not name or not url:
+            raise CLIError(f"--metrics-url {item!r}: expected NAME=URL")
+        urls[name] = url
+    return urls
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..controller import Controller
+    from ..fleet import Fleet
+    from ..routing import Router
+
+    try:
+        fleet = Fleet.from_file(args.fleet)
+    except ConfigError as exc:
+        raise CLIError(str(exc)) from exc
+    local = [e.name for e in fleet.endpoints if e.url is None]
+    if local:
+        raise CLIError(f"endpoint(s) {', '.join(local)} have no url (local endpoints): start them with "
+                       "`tritonmix fleet up` and point status at the running fleet's file")
+    interval_s = args.interval or fleet.controller.interval_s
+    controller = Controller(fleet, Router(fleet), metrics_urls=_metrics_urls(args.metrics_url))
+    try:
+        return _loop(controller, interval_s, args.once)
+    finally:
+        controller.stop()
+
+
+def _loop(controller: Any, interval_s: float, once: bool) -> int:
+    from rich.console import Console
+    from rich.live import Live
+
+    console = Console()
+    if once:
+        for _ in range(4):  # a few ticks so the scrapes land and the deltas mean something
+            controller.tick()
+            time.sleep(interval_s)
+        console.print(render(controller))
+        return 0
+    with Live(render(controller), console=console, refresh_per_second=4) as live:
+        while True:
+            controller.tick()
+            live.update(render(controller))
+            time.sleep(interval_s)
+
+
+def render(controller: Any) -> Any:
+    """A rich Table of ``controller.snapshot()`` (a placeholder line before the first tick)."""
+    from rich.table import Table
+
+    snap = controller.snapshot()
+    if snap is None:
+        return "waiting for the first tick..."
+    title = f"tritonmix: mode {snap.mode.upper()} (configured {snap.configured_mode})" + (" PANIC" if snap.panic else "")
+    table = Table(title=title, caption=_caption(snap, controller))
+    for column in ("endpoint", "pool", "health", "weight i/b", "mu req/s", "latency ms", "$/1k inf", "in flight",
+                   "assigned req/s", "sample age s"):
+        table.add_column(column, justify="left" if column in ("endpoint", "pool", "health") else "right")
+    for r in snap.endpoints:
+        health = "ejected" if r.ejected else ("ready" if r.ready else "DOWN")
+        table.add_row(r.name, r.pool, health, f"{r.interactive_weight:.2f}/{r.batch_weight:.2f}", f"{r.mu_rps:.2f}",
+                      _num(r.latency_s * 1e3, ".0f"), _num(r.cost_per_inference * 1e3, ".4f"), str(r.in_flight),
+                      f"{r.assigned_rps:.2f}", _num(r.stale_s, ".1f"))
+    return table
+
+
+def _caption(snap: Any, controller: Any) -> str:
+    replicas = ", ".join(f"{pool}: {n}" for pool, n in sorted(snap.desired_replicas.items()))
+    last: Optional[Any] = (controller.decisions() or [None])[-1]
+    text = f"desired replicas {replicas or '-'}"
+    return text + (f" | last decision: {last.summary}" if last is not None else "")
+
+
+def _num(value: float, fmt: str) -> str:
+    return "-" if not math.isfinite(value) else format(value, fmt)
