@@ -17,6 +17,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from .decisions import Decision, DecisionLog
 from .estimators import CapacityEstimator, DemandEstimator, seed_capacity
+from .health import Health
 from .metrics import new_registry, start_exporter
 from .model import BATCH, INTERACTIVE, EndpointView, Plan
 from .observe import Deltas, EndpointTick, Shares, dispatcher_totals
@@ -24,7 +25,6 @@ from .plugins import build_filters, build_scorers
 from .policy import AutoMode, OutlierDetector, PlanSettings, detect_shortfall, make_plan
 from .signals import HttpScraper, SignalSource
 from .snapshot import ControllerSnapshot, build_snapshot
-from .health import Health  # noqa: I001
 
 __all__ = ["Controller", "PriceFeed"]
 
