@@ -13,8 +13,30 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE_REPOSITORY = REPO_ROOT / "model_repository" / "example"
 
 
+def _parent(pid: int) -> int:
+    try:
+        stat = (Path("/proc") / str(pid) / "stat").read_text()
+    except OSError:
+        return 0
+    return int(stat.rsplit(")", 1)[1].split()[1])
+
+
+def _descends_from(pid: int, ancestor: int) -> bool:
+    for _ in range(64):
+        pid = _parent(pid)
+        if pid == ancestor:
+            return True
+        if pid <= 1:
+            return False
+    return False
+
+
 def tritonserver_pids() -> Set[int]:
-    """Pids of tritonserver processes whose parent is this test process (or a descendant of it)."""
+    """Pids of tritonserver (and python backend stub) processes started by this test process.
+
+    Servers that other processes on the machine run are not ours to judge.
+    """
+    me = os.getpid()
     pids = set()
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -24,7 +46,8 @@ def tritonserver_pids() -> Set[int]:
         except OSError:
             continue
         if exe.endswith("/tritonserver") or exe.endswith("/triton_python_backend_stub"):
-            pids.add(int(entry.name))
+            if _descends_from(int(entry.name), me):
+                pids.add(int(entry.name))
     return pids
 
 
