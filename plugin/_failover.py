@@ -107,7 +107,7 @@ class Attempts:
         return left
 
     def pick(self) -> int:
-        tried = self.policy.tried()
+        tried = self.policy.tried() if self.policy.history else None
         try:
             return self.d.pick(tried) if tried else self.d.pick()
         except NoEndpointAvailable:

@@ -102,6 +102,7 @@ class RetryBudget:
         self._clock = clock
         self._lock = threading.Lock()
         self._epoch = int(clock() // self._half_s)
+        self._next_rotation = (self._epoch + 1) * self._half_s
         self._requests = [0, 0]  # [previous half, current half]
         self._retries = [0, 0]
 
@@ -112,11 +113,12 @@ class RetryBudget:
             self._requests = [self._requests[1] if keep else 0, 0]
             self._retries = [self._retries[1] if keep else 0, 0]
             self._epoch = epoch
+            self._next_rotation = (epoch + 1) * self._half_s
 
     def record_request(self) -> None:
         """Count one user request (not a retry)."""
         now = self._clock()
-        if int(now // self._half_s) != self._epoch:
+        if now >= self._next_rotation:
             with self._lock:
                 self._rotate(now)
         self._requests[1] += 1
