@@ -201,3 +201,97 @@ def test_grpc_callback_async_infer_with_failover(trio: Trio) -> None:
             np.testing.assert_array_equal(result.as_numpy("OUTPUT1"), a - b)
         assert_nothing_in_flight(client)
     trio.heal()
+
+
+# ---- tritonclient's documented usage, as written (only the import line changed) ------------------------------
+
+def _simple_http_infer_client(url: str) -> None:  # tritonclient examples: simple_http_infer_client.py
+    import tritonmix.http as httpclient
+
+    triton_client = httpclient.InferenceServerClient(url=url, verbose=False)
+    model_name = "add_sub"
+    inputs = []
+    outputs = []
+    inputs.append(httpclient.InferInput("INPUT0", [1, 16], "FP32"))
+    inputs.append(httpclient.InferInput("INPUT1", [1, 16], "FP32"))
+    input0_data = np.arange(start=0, stop=16, dtype=np.float32)
+    input0_data = np.expand_dims(input0_data, axis=0)
+    input1_data = np.full(shape=(1, 16), fill_value=-1, dtype=np.float32)
+    inputs[0].set_data_from_numpy(input0_data, binary_data=False)
+    inputs[1].set_data_from_numpy(input1_data, binary_data=True)
+    outputs.append(httpclient.InferRequestedOutput("OUTPUT0", binary_data=True))
+    outputs.append(httpclient.InferRequestedOutput("OUTPUT1", binary_data=False))
+    query_params = {"test_1": 1, "test_2": 2}
+    results = triton_client.infer(model_name, inputs, outputs=outputs, query_params=query_params)
+    output0_data = results.as_numpy("OUTPUT0")
+    output1_data = results.as_numpy("OUTPUT1")
+    for i in range(16):
+        if (input0_data[0][i] + input1_data[0][i]) != output0_data[0][i]:
+            raise AssertionError("sync infer error: incorrect sum")
+        if (input0_data[0][i] - input1_data[0][i]) != output1_data[0][i]:
+            raise AssertionError("sync infer error: incorrect difference")
+    statistics = triton_client.get_inference_statistics(model_name=model_name)
+    if len(statistics["model_stats"]) != 1:
+        raise AssertionError("FAILED: Inference Statistics")
+    triton_client.close()
+
+
+def _simple_grpc_async_infer_client(url: str) -> None:  # tritonclient examples: simple_grpc_async_infer_client.py
+    from functools import partial
+    import queue as q
+
+    import tritonmix.grpc as grpcclient
+
+    class UserData:
+        def __init__(self):
+            self._completed_requests = q.Queue()
+
+    def callback(user_data, result, error):
+        if error:
+            user_data._completed_requests.put(error)
+        else:
+            user_data._completed_requests.put(result)
+
+    triton_client = grpcclient.InferenceServerClient(url=url, verbose=False)
+    model_name = "add_sub"
+    inputs = [grpcclient.InferInput("INPUT0", [1, 16], "FP32"), grpcclient.InferInput("INPUT1", [1, 16], "FP32")]
+    input0_data = np.expand_dims(np.arange(start=0, stop=16, dtype=np.float32), axis=0)
+    input1_data = np.ones(shape=(1, 16), dtype=np.float32)
+    inputs[0].set_data_from_numpy(input0_data)
+    inputs[1].set_data_from_numpy(input1_data)
+    outputs = [grpcclient.InferRequestedOutput("OUTPUT0"), grpcclient.InferRequestedOutput("OUTPUT1")]
+    user_data = UserData()
+    triton_client.async_infer(model_name=model_name, inputs=inputs, callback=partial(callback, user_data),
+                              outputs=outputs)
+    data_item = user_data._completed_requests.get(timeout=30)
+    if type(data_item) == InferenceServerException:
+        raise data_item
+    assert (data_item.as_numpy("OUTPUT0") == input0_data + input1_data).all()
+    statistics = triton_client.get_inference_statistics(model_name=model_name)
+    if len(statistics.model_stats) != 1:
+        raise AssertionError("FAILED: Inference Statistics")
+    triton_client.close()
+
+
+def _simple_http_async_infer_client(url: str) -> None:  # tritonclient examples: simple_http_async_infer_client.py
+    import tritonmix.http as httpclient
+
+    with httpclient.InferenceServerClient(url=url, concurrency=4) as triton_client:
+        inputs = [httpclient.InferInput("INPUT0", [1, 16], "FP32"), httpclient.InferInput("INPUT1", [1, 16], "FP32")]
+        input0_data = np.expand_dims(np.arange(start=0, stop=16, dtype=np.float32), axis=0)
+        inputs[0].set_data_from_numpy(input0_data, binary_data=True)
+        inputs[1].set_data_from_numpy(input0_data, binary_data=True)
+        async_requests = []
+        for i in range(4):
+            async_requests.append(triton_client.async_infer(model_name="add_sub", inputs=inputs))
+        for async_request in async_requests:
+            result = async_request.get_result()
+            assert (result.as_numpy("OUTPUT0") == 2 * input0_data).all()
+            assert result.get_response()["model_name"] == "add_sub"
+
+
+def test_tritonclient_examples_as_written(trio: Trio) -> None:
+    trio.heal()
+    _simple_http_infer_client(",".join(trio.urls("http")))
+    _simple_http_async_infer_client(trio.urls("http")[0])
+    _simple_grpc_async_infer_client(",".join(trio.urls("grpc")))

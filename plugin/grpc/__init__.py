@@ -172,10 +172,14 @@ class InferenceServerClient(InferenceServerClientBase):
         if client is not None:
             client.stop_stream(cancel_requests)
 
-    def async_stream_infer(self, *args, **kwargs):
+    def async_stream_infer(self, model_name, inputs, model_version="", outputs=None, request_id="",
+                           sequence_id=0, sequence_start=False, sequence_end=False,
+                           enable_empty_final_response=False, priority=0, timeout=None, parameters=None):
         if self._stream_client is None:
             raise_error("stream not available, use start_stream() to make one available.")
-        return self._stream_client.async_stream_infer(*args, **kwargs)
+        return self._stream_client.async_stream_infer(model_name, inputs, model_version, outputs, request_id,
+                                                      sequence_id, sequence_start, sequence_end,
+                                                      enable_empty_final_response, priority, timeout, parameters)
 
     # ---- server-level calls (aggregations in tritonmix._server_calls) ------------------------------------------
 
