@@ -5,6 +5,7 @@ One format for the local fleet (``tritonmix.local.LocalFleet``) and for the clie
     slo_ms: 1500                      # latency target of interactive requests
     mode: auto                        # cost | capacity | auto
     time_scale: 1.0                   # emulation only: multiplies every emulated latency (0.1: 10x faster)
+    emulated_model: stable_diffusion  # emulation only: the model name emulated endpoints serve (SD ensemble I/O)
     controller: {interval_s: 0.5}     # see tritonmix.settings.ControllerSettings
     endpoints:
       - name: inf2-a
@@ -90,6 +91,7 @@ class Fleet:
     time_scale: float = 1.0
     controller: ControllerSettings = dataclasses.field(default_factory=ControllerSettings)
     source: Optional[str] = None
+    emulated_model: str = "stable_diffusion"
 
     # -- access ----------------------------------------------------------------------------------------------
     def __iter__(self) -> Iterator[EndpointSpec]:
@@ -170,10 +172,11 @@ class Fleet:
             mode=mode,
             time_scale=_positive(data.get("time_scale", 1.0), "fleet: field 'time_scale'"),
             controller=ControllerSettings.from_dict(data.get("controller") or {}),
+            emulated_model=_model_name(data.get("emulated_model", "stable_diffusion")),
         )
 
 
-_FLEET_KEYS = frozenset({"endpoints", "slo_ms", "mode", "time_scale", "controller"})
+_FLEET_KEYS = frozenset({"endpoints", "slo_ms", "mode", "time_scale", "controller", "emulated_model"})
 _ENDPOINT_KEYS = frozenset(f.name for f in dataclasses.fields(EndpointSpec))
 
 
@@ -181,6 +184,12 @@ def _no_unknown_keys(data: Mapping[str, Any], allowed: frozenset, where: str) ->
     unknown = sorted(str(k) for k in data if k not in allowed)
     if unknown:
         raise ConfigError(f"{where}: unknown field(s) {', '.join(unknown)} (allowed: {', '.join(sorted(allowed))})")
+
+
+def _model_name(value: Any) -> str:
+    if not isinstance(value, str) or not _NAME.match(value) or ":" in value:
+        raise ConfigError(f"fleet: field 'emulated_model': {value!r} must be 1-63 letters, digits, '.', '_' or '-'")
+    return value
 
 
 def _number(value: Any, where: str) -> float:
