@@ -34,7 +34,6 @@ logger = logging.getLogger(__name__)
 
 _LIVE: "weakref.WeakSet[LocalTritonServer]" = weakref.WeakSet()
 _LOAD_FAILURE = re.compile(r"failed to load '([^']+)' version \d+: (.+?)\"?$", re.MULTILINE)
-_PORT_FAILURE = re.compile(r"(?:failed to start|bind|Address already in use).*", re.IGNORECASE)
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -151,7 +150,22 @@ class LocalTritonServer:
         self.stop()
 
     def start(self) -> "LocalTritonServer":
-        """Start the server and wait until it is ready; raise a LaunchError subclass naming what went wrong."""
+        """Start the server and wait until it is ready; raise a LaunchError subclass naming what went wrong.
+
+        Ports picked here (none given) can be taken by another process between the pick and the server's bind;
+        then the server is started again on fresh ports, up to three times.
+        """
+        auto_ports = all(port is None for port in self._requested.values())
+        for attempt in range(3):
+            try:
+                return self._start_once()
+            except PortInUse:
+                if not auto_ports or attempt == 2:
+                    raise
+                logger.info("a picked port was taken before tritonserver bound it; retrying on fresh ports")
+        raise AssertionError("unreachable")
+
+    def _start_once(self) -> "LocalTritonServer":
         with self._lock:
             if self.running:
                 return self
@@ -217,26 +231,40 @@ class LocalTritonServer:
         return cmd + list(self.extra_args)
 
     def _wait_ready(self) -> None:
+        """Ready means: *our* process logged that all three services started, is alive, and answers ready.
+
+        The log check matters: when a port was taken by another Triton, ours logs "Started HTTPService", fails to
+        bind and exits, while the other one answers ready on that port.
+        """
         deadline = time.monotonic() + self.ready_timeout_s
         url = f"http://{self.http_url}/v2/health/ready"
+        started = f"Started Metrics Service at {self.metrics_url}"
         while time.monotonic() < deadline:
             code = self._process.poll() if self._process else -1
             if code is not None:
                 raise self._startup_error(code)
+            text = self.log_text()
+            if "failed to start" in text:
+                time.sleep(0.05)
+                continue  # the process is about to exit with the reason: report it from there
             if self._load_failures():
                 name, reason = self._load_failures()[0]
                 raise ModelLoadError(f"model '{name}' failed to load: {reason}")
-            try:
-                with urllib.request.urlopen(url, timeout=1.0) as response:
-                    if response.status == 200:
-                        logger.info("tritonserver pid %s ready", self.pid)
-                        return
-            except (urllib.error.URLError, ConnectionError, OSError):
-                pass
+            if started in text and self._answers_ready(url) and self.running:
+                logger.info("tritonserver pid %s ready", self.pid)
+                return
             time.sleep(0.1)
         raise LaunchError(
             f"tritonserver did not become ready within {self.ready_timeout_s:.0f} s (log: {self.log_path})"
         )
+
+    @staticmethod
+    def _answers_ready(url: str) -> bool:
+        try:
+            with urllib.request.urlopen(url, timeout=1.0) as response:
+                return response.status == 200
+        except (urllib.error.URLError, ConnectionError, OSError):
+            return False
 
     def log_text(self) -> str:
         """What the server has written so far (stdout and stderr)."""
@@ -256,7 +284,7 @@ class LocalTritonServer:
         text = self.log_text()
         for line in text.splitlines():
             if "already in use" in line or ("bind" in line.lower() and "fail" in line.lower()):
-                return PortInUse(f"tritonserver could not bind a port: {line.strip()}")
+                return PortInUse(f"tritonserver could not bind a port: {_message(line)}")
         lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
         errors = [ln for ln in lines if ln.startswith("E") or "error" in ln.lower()]
         detail = (errors or lines or ["no output"])[-1]
@@ -293,6 +321,12 @@ class LocalTritonServer:
                 self._log_file = None
             _LIVE.discard(self)
             return process.returncode
+
+
+def _message(line: str) -> str:
+    """The quoted message of a Triton log line (without the timestamp and source prefix)."""
+    quoted = line.split('] "', 1)
+    return quoted[1].rstrip('" ').strip() if len(quoted) == 2 else line.strip()
 
 
 def _shared_memory_of(pid: int) -> List[str]:
