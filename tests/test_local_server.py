@@ -164,3 +164,26 @@ def test_cli_serve_prints_urls_and_stops_on_sigterm(example_repository: Path) ->
     time.sleep(0.1)
     with pytest.raises(ProcessLookupError):
         os.kill(server_pid, 0)
+
+
+def test_picked_port_taken_before_bind_is_retried(example_repository: Path, monkeypatch) -> None:
+    """The race between picking a free port and the server binding it: start again on fresh ports."""
+    import tritonmix.local.server as server_module
+
+    with socket.socket() as blocker:
+        blocker.bind(("127.0.0.1", 0))
+        blocker.listen()
+        taken = blocker.getsockname()[1]
+        real_free_port = server_module.free_port
+        picks = []
+
+        def first_pick_collides(host: str = "127.0.0.1") -> int:
+            picks.append(host)
+            return taken if len(picks) == 1 else real_free_port(host)
+
+        monkeypatch.setattr(server_module, "free_port", first_pick_collides)
+        monkeypatch.setattr(server_module, "_port_is_free", lambda host, port: True)
+        with LocalTritonServer(example_repository) as server:
+            assert server.ports["http"] != taken
+            assert httpclient.InferenceServerClient(server.http_url).is_server_ready()
+    assert len(picks) >= 4  # a second round of picks happened
