@@ -250,7 +250,7 @@ class LocalFleet:
         """One row per local endpoint, from Triton's own readiness, /metrics and model config."""
         return [
             probe(ep.name, ep.spec.accelerator, ep.spec.price_per_hour, ep.http_url, ep.metrics_url,
-                  ep.model_name, ep.pid)
+                  ep.model_name, ep.pid, emulated=ep.emulated, profile=ep.profile.name if ep.profile else "")
             for ep in self.endpoints.values()
         ]
 

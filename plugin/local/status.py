@@ -100,12 +100,15 @@ def probe(
     model_name: Optional[str],
     pid: Optional[int] = None,
     timeout_s: float = 1.0,
+    *,
+    emulated: bool = False,
+    profile: str = "",
 ) -> EndpointStatus:
-    """Ask one server how it is doing (see the module docstring)."""
+    """Ask one server how it is doing (see the module docstring); ``emulated``/``profile`` label a dead one."""
     ready = _get(f"http://{http_url}/v2/health/ready", timeout_s) is not None
     totals = scrape_metrics(metrics_url, model_name, timeout_s) if ready else None
     params = _model_parameters(http_url, model_name, timeout_s) if ready and model_name else {}
-    emulated = params.get("emulated") == "true"
+    emulated = params.get("emulated") == "true" if params else emulated
     served = int(totals["served"]) if totals else 0
     mean_ms = totals["duration_us"] / served / 1000.0 if totals and served else None
     return EndpointStatus(
@@ -113,7 +116,7 @@ def probe(
         emulated=emulated, pid=pid,
         pending=int(totals["pending"]) if totals else 0, served=served,
         failed=int(totals["failed"]) if totals else 0, mean_latency_ms=mean_ms,
-        profile=params.get("profile", ""),
+        profile=params.get("profile", profile),
         concurrency=int(params["concurrency"]) if params.get("concurrency", "").isdigit() else None,
         slow_down=float(params["slow_down"]) if "slow_down" in params else None,
     )
