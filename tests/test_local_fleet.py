@@ -1,0 +1,208 @@
+"""A local fleet of real Triton servers with emulated accelerators: serving, profile accuracy, and faults.
+
+Timing checks run closed-loop clients over dozens of requests and leave margins for a shared 2-core machine:
+latency within 10% of the profile, saturated throughput halved within 20%.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Dict, List, Tuple
+
+import numpy as np
+import pytest
+import tritonclient.grpc as grpcclient
+import tritonclient.http as httpclient
+
+from tritonmix import Fleet
+from tritonmix.local import LocalFleet, format_table
+
+MODEL = "stable_diffusion"
+FLEET = {
+    "time_scale": 0.1,
+    "endpoints": [
+        {"name": "inf2-a", "accelerator": "neuron", "price_per_hour": 0.7582, "profile": "inf2.xlarge"},
+        {"name": "g5-a", "accelerator": "gpu", "price_per_hour": 1.006, "protocol": "grpc",
+         "profile": {"base": "g5.xlarge-triton", "latency_s": 1.0, "concurrency": 4}},
+        {"name": "trn1-a", "accelerator": "neuron", "price_per_hour": 1.3438,
+         "profile": {"base": "trn1.2xlarge", "latency_s": 1.2, "concurrency": 2}},
+    ],
+}
+
+
+def _inputs(module, prompt: bytes = b"a red fox", seed: int = 7) -> list:
+    text = module.InferInput("prompt", [1], "BYTES")
+    text.set_data_from_numpy(np.array([prompt], dtype=object))
+    seed_in = module.InferInput("seed", [1], "INT64")
+    seed_in.set_data_from_numpy(np.array([seed], dtype=np.int64))
+    return [text, seed_in]
+
+
+def _load(url: str, clients: int, requests_each: int = 0, duration_s: float = 0.0) -> Tuple[List[float], float]:
+    """Closed-loop clients (a fixed count of requests each, or for a duration); (latencies, completions/s)."""
+    latencies: List[float] = []
+    lock = threading.Lock()
+
+    def worker() -> None:
+        client = httpclient.InferenceServerClient(url, concurrency=1)
+        inputs = _inputs(httpclient)
+        client.infer(MODEL, inputs)  # warm the connection
+        barrier.wait()
+        done, end = 0, time.monotonic() + duration_s
+        while (done < requests_each) if requests_each else (time.monotonic() < end):
+            started = time.perf_counter()
+            client.infer(MODEL, inputs)
+            with lock:
+                latencies.append(time.perf_counter() - started)
+            done += 1
+        client.close()
+
+    barrier = threading.Barrier(clients + 1)
+    threads = [threading.Thread(target=worker) for _ in range(clients)]
+    for thread in threads:
+        thread.start()
+    barrier.wait()
+    started = time.monotonic()
+    for thread in threads:
+        thread.join()
+    return latencies, len(latencies) / (time.monotonic() - started)
+
+
+@pytest.fixture(scope="module")
+def local() -> LocalFleet:
+    with LocalFleet(Fleet.from_dict(FLEET)) as fleet:
+        yield fleet
+
+
+def test_three_endpoints_start_and_serve(local: LocalFleet) -> None:
+    assert set(local.endpoints) == {"inf2-a", "g5-a", "trn1-a"}
+    for spec in local.fleet:
+        endpoint = local.endpoints[spec.name]
+        assert spec.url == endpoint.url and endpoint.pid and endpoint.running
+        client = httpclient.InferenceServerClient(endpoint.http_url)
+        image = client.infer(MODEL, _inputs(httpclient)).as_numpy("image")
+        assert image.shape == (1, 8, 8, 3) and image.dtype == np.uint8
+        assert "EMULATED" in client.get_server_metadata()["name"]
+        assert client.get_model_config(MODEL)["parameters"]["emulated"]["string_value"] == "true"
+        client.close()
+    assert local.fleet["g5-a"].url == local.endpoints["g5-a"].grpc_url
+    grpc = grpcclient.InferenceServerClient(local.endpoints["g5-a"].grpc_url)
+    same = grpc.infer(MODEL, _inputs(grpcclient)).as_numpy("image")
+    other = grpc.infer(MODEL, _inputs(grpcclient, seed=8)).as_numpy("image")
+    grpc.close()
+    assert np.array_equal(same, image) and not np.array_equal(same, other)  # same prompt and seed, same image
+
+
+def test_status_rows_from_triton_metrics(local: LocalFleet) -> None:
+    rows = {row.name: row for row in local.status()}
+    assert rows["inf2-a"].ready and rows["inf2-a"].emulated and rows["inf2-a"].profile == "inf2.xlarge"
+    assert rows["inf2-a"].served >= 1 and rows["inf2-a"].mean_latency_ms > 0
+    assert rows["g5-a"].concurrency == 4 and rows["trn1-a"].price_per_hour == 1.3438
+    table = format_table(rows.values())
+    assert "neuron (EMULATED inf2.xlarge)" in table and "EMULATED:" in table
+
+
+@pytest.mark.parametrize("name, clients, expected_s", [("g5-a", 4, 0.100), ("trn1-a", 2, 0.120)])
+def test_latency_holds_at_rated_concurrency(local: LocalFleet, name: str, clients: int, expected_s: float) -> None:
+    latencies, _ = _load(local.endpoints[name].http_url, clients, requests_each=15)
+    mean_s = float(np.mean(latencies))
+    assert abs(mean_s - expected_s) <= 0.10 * expected_s, f"{name}: mean {mean_s * 1000:.1f} ms"
+
+
+def test_set_capacity_to_half_halves_saturated_throughput(local: LocalFleet) -> None:
+    url = local.endpoints["g5-a"].http_url
+    _, full_rps = _load(url, clients=8, duration_s=2.0)
+    local.set_capacity("g5-a", 2)
+    try:
+        assert {r.name: r for r in local.status()}["g5-a"].concurrency == 2
+        _, half_rps = _load(url, clients=8, duration_s=2.0)
+    finally:
+        local.set_capacity("g5-a", 4)
+    assert 0.4 <= half_rps / full_rps <= 0.6, f"full {full_rps:.1f} req/s, half {half_rps:.1f} req/s"
+
+
+def test_slow_down_multiplies_latency(local: LocalFleet) -> None:
+    local.slow_down("inf2-a", 2.0)
+    try:
+        latencies, _ = _load(local.endpoints["inf2-a"].http_url, clients=1, requests_each=10)
+    finally:
+        local.slow_down("inf2-a", 1.0)
+    assert abs(float(np.mean(latencies)) - 0.134) <= 0.15 * 0.134
+
+
+def test_kill_makes_unreachable_and_restart_brings_back(local: LocalFleet) -> None:
+    endpoint = local.endpoints["trn1-a"]
+    url, pid = endpoint.http_url, endpoint.pid
+    local.set_capacity("trn1-a", 1)
+    local.kill("trn1-a")
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
+    client = httpclient.InferenceServerClient(url, connection_timeout=2.0)
+    with pytest.raises(Exception):
+        client.infer(MODEL, _inputs(httpclient))
+    assert not {r.name: r for r in local.status()}["trn1-a"].ready
+    local.restart("trn1-a")
+    try:
+        assert endpoint.http_url == url and endpoint.pid != pid
+        client = httpclient.InferenceServerClient(url)
+        assert client.infer(MODEL, _inputs(httpclient)).as_numpy("image").shape == (1, 8, 8, 3)
+        client.close()
+        assert {r.name: r for r in local.status()}["trn1-a"].concurrency == 1  # the cut survives the restart
+    finally:
+        local.set_capacity("trn1-a", 2)
+
+
+def test_unknown_endpoint_and_bad_values_are_named(local: LocalFleet) -> None:
+    with pytest.raises(KeyError, match="no local endpoint named 'nope'"):
+        local.kill("nope")
+    with pytest.raises(ValueError, match="must be an integer >= 1"):
+        local.set_capacity("g5-a", 0)
+    with pytest.raises(ValueError, match="must be a number > 0"):
+        local.slow_down("g5-a", -1)
+
+
+# -- the command line: fleet up in one process, status/faults/down in others -------------------------------------
+def _cli(env: Dict[str, str], *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "tritonmix", "fleet", *args], capture_output=True, text=True,
+                          timeout=240, env=env)
+
+
+def _shm_of(pid: int) -> List[str]:
+    with open(f"/proc/{pid}/maps") as maps:
+        return sorted({line.split()[-1] for line in maps if "/dev/shm/" in line})
+
+
+def test_cli_up_status_faults_down_leaves_nothing(tmp_path: Path) -> None:
+    fleet_file = tmp_path / "fleet.yaml"
+    fleet_file.write_text(json.dumps({"time_scale": 0.1, "endpoints": FLEET["endpoints"][:2]}))
+    env = {**os.environ, "TRITONMIX_RUN_DIR": str(tmp_path / "run")}
+    up = _cli(env, "up", str(fleet_file), "--detach")
+    assert up.returncode == 0, up.stderr
+    state = json.loads(next((tmp_path / "run").glob("fleet-*.json")).read_text())
+    try:
+        assert "EMULATED inf2.xlarge" in up.stdout and "EMULATED g5.xlarge-triton" in up.stdout
+        assert _cli(env, "kill", str(fleet_file), "inf2-a").returncode == 0
+        status = _cli(env, "status", str(fleet_file), "--json")
+        rows = {row["name"]: row for row in json.loads(status.stdout)}
+        assert not rows["inf2-a"]["ready"] and rows["g5-a"]["ready"] and rows["g5-a"]["emulated"]
+        bad = _cli(env, "set-capacity", str(fleet_file), "nope", "1")
+        assert bad.returncode == 2 and "no local endpoint named 'nope'" in bad.stderr
+        assert _cli(env, "restart", str(fleet_file), "inf2-a").returncode == 0
+        state = json.loads(next((tmp_path / "run").glob("fleet-*.json")).read_text())
+        servers = [ep["pid"] for ep in state["endpoints"].values()]
+        regions = [region for pid in servers for region in _shm_of(pid)]
+        assert regions, "the python backend maps shared memory"
+    finally:
+        down = _cli(env, "down", str(fleet_file))
+    assert down.returncode == 0, down.stderr
+    for pid in [state["supervisor_pid"], *servers]:
+        assert not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text().split(")")[1][:3]
+    assert not [region for region in regions if os.path.exists(region)]
+    assert not list((tmp_path / "run").glob("fleet-*.json"))
+    again = _cli(env, "status", str(fleet_file))
+    assert again.returncode == 2 and "no fleet is up" in again.stderr
