@@ -69,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
         return _down(state, path)
     if command == "status":
         return _status(state, args.json)
-    value = getattr(args, "concurrency", None) or getattr(args, "factor", None)
+    value = args.concurrency if command == "set-capacity" else getattr(args, "factor", None)
     try:
         supervisor.send_fault(state, command, args.endpoint, value)
     except TritonMixError as exc:
