@@ -10,6 +10,7 @@ One format for the local fleet (``tritonmix.local.LocalFleet``) and for the clie
     endpoints:
       - name: inf2-a
         url: 10.0.0.5:8000            # absent for a local endpoint (it gets free ports)
+        metrics_url: 10.0.0.5:8002    # optional: Triton's metrics port, scraped by the controller
         protocol: http                # http | grpc
         accelerator: neuron           # gpu | neuron | cpu | any label
         instance_type: inf2.xlarge
@@ -67,6 +68,7 @@ class EndpointSpec:
     max_concurrency: Optional[int] = None
     profile: Union[None, str, Mapping[str, Any]] = None
     model_repository: Optional[str] = None
+    metrics_url: Optional[str] = None
 
     @property
     def is_local(self) -> bool:
@@ -77,8 +79,8 @@ class EndpointSpec:
     def price_per_second(self) -> float:
         return self.price_per_hour / 3600.0
 
-    def with_url(self, url: str) -> "EndpointSpec":
-        return dataclasses.replace(self, url=url)
+    def with_url(self, url: str, metrics_url: Optional[str] = None) -> "EndpointSpec":
+        return dataclasses.replace(self, url=url, metrics_url=metrics_url or self.metrics_url)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -117,9 +119,11 @@ class Fleet:
     def slo_s(self) -> float:
         return self.slo_ms / 1000.0
 
-    def with_urls(self, urls: Mapping[str, str]) -> "Fleet":
+    def with_urls(self, urls: Mapping[str, str], metrics_urls: Optional[Mapping[str, str]] = None) -> "Fleet":
         """A copy whose endpoints named in ``urls`` get those URLs (how LocalFleet fills in local endpoints)."""
-        endpoints = tuple(e.with_url(urls[e.name]) if e.name in urls else e for e in self.endpoints)
+        metrics = metrics_urls or {}
+        endpoints = tuple(e.with_url(urls[e.name], metrics.get(e.name)) if e.name in urls else e
+                          for e in self.endpoints)
         return dataclasses.replace(self, endpoints=endpoints)
 
     # -- construction ----------------------------------------------------------------------------------------
@@ -222,6 +226,8 @@ def _endpoint(item: Any, index: int, base_dir: Optional[Path]) -> EndpointSpec:
     url = item.get("url")
     if url is not None:
         parse_url(url, f"{where}: field 'url'")
+    if item.get("metrics_url") is not None:
+        parse_url(item["metrics_url"], f"{where}: field 'metrics_url'")
     protocol = item.get("protocol", "http")
     if protocol not in PROTOCOLS:
         raise ConfigError(f"{where}: field 'protocol': {protocol!r} is not one of {', '.join(PROTOCOLS)}")
@@ -242,6 +248,7 @@ def _endpoint(item: Any, index: int, base_dir: Optional[Path]) -> EndpointSpec:
         max_concurrency=_concurrency(item.get("max_concurrency"), where),
         profile=_profile(item.get("profile"), url, where),
         model_repository=_repository(item.get("model_repository"), url, item.get("profile"), where, base_dir),
+        metrics_url=item.get("metrics_url"),
     )
 
 

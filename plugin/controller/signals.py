@@ -110,7 +110,8 @@ class HttpScraper:
         ready, metrics = [], []
         for e in fleet.endpoints:  # type: ignore[attr-defined]
             ready.append(f"http://{e.url}/v2/health/ready" if e.url and e.protocol == "http" else None)
-            metrics.append((metrics_urls or {}).get(e.name) or getattr(e, "metrics_url", None))
+            url = (metrics_urls or {}).get(e.name) or getattr(e, "metrics_url", None)
+            metrics.append(_full_metrics_url(url) if url else None)
         return cls(ready, metrics, **kwargs)  # type: ignore[arg-type]
 
     def poll(self, now: float) -> Sequence[Optional[TritonSample]]:
@@ -147,3 +148,8 @@ def _get(url: str, timeout_s: float) -> Optional[str]:
             return response.read().decode("utf-8", "replace") if response.status == 200 else None
     except (urllib.error.URLError, OSError, ValueError):
         return None
+
+
+def _full_metrics_url(url: str) -> str:
+    """``host:port`` (the fleet file's form) -> ``http://host:port/metrics``; full URLs pass unchanged."""
+    return url if "://" in url else f"http://{url}/metrics"

@@ -128,7 +128,8 @@ class LocalFleet:
         except BaseException:
             self.close()
             raise
-        self.fleet = self._source.with_urls({name: ep.url for name, ep in self.endpoints.items()})
+        self.fleet = self._source.with_urls({name: ep.url for name, ep in self.endpoints.items()},
+                                            {name: ep.metrics_url for name, ep in self.endpoints.items()})
         logger.info("local fleet up: %s", ", ".join(f"{n}={ep.http_url}" for n, ep in self.endpoints.items()))
         return self
 
