@@ -4,7 +4,7 @@ Cost model (the paper's "cost of inference" for an autoscaled pool): a request c
 accelerator that served it times its service time (one request per accelerator at a time), taken from the servers'
 own busy-time counters (``nv_inference_compute_infer_duration_us``). Cost per 1,000 = total / successful x 1000.
 
-Settling after an event: traffic shares per endpoint in 0.25 s bins, smoothed over 0.5 s; the event's window runs
+Settling after an event: traffic shares per endpoint in 0.25 s bins, over a centred 1 s window; the event's window runs
 to the next event (at most 5 s); its final shares are the window's last second. Traffic has settled at the first
 moment after which every endpoint's share stays within ``band`` of its final share. ``recovery_s`` is the time from
 the event to the last request in the window that missed the SLO or failed (0 when none did).
@@ -42,10 +42,11 @@ def share_series(samples: Sequence[Sample], names: Sequence[str], duration_s: fl
     return counts
 
 
-def _smoothed_shares(counts: np.ndarray, width: int = 2) -> np.ndarray:
+def smoothed_shares(counts: np.ndarray, width: int = 4) -> np.ndarray:
+    """Shares per bin over a centred window of ``width`` bins (1 s): the replay is analysed offline, so a centred
+    window shows a change where it happened instead of lagging it, and a bin that got no sample is no gap."""
     kernel = np.ones(width)
-    smooth = np.stack([np.convolve(counts[:, j], kernel, mode="full")[: len(counts)] for j in range(counts.shape[1])],
-                      axis=1)
+    smooth = np.stack([np.convolve(counts[:, j], kernel, mode="same") for j in range(counts.shape[1])], axis=1)
     totals = smooth.sum(axis=1, keepdims=True)
     return np.divide(smooth, totals, out=np.zeros_like(smooth), where=totals > 0)
 
@@ -54,7 +55,7 @@ def settle_times(
     counts: np.ndarray, events: Sequence[Event], records: Sequence[RequestRecord], slo_s: float,
     duration_s: float, band: float = 0.15,
 ) -> List[Dict[str, Any]]:
-    shares = _smoothed_shares(counts)
+    shares = smoothed_shares(counts)
     out = []
     for k, event in enumerate(events):
         end = min(events[k + 1].at_s if k + 1 < len(events) else duration_s, event.at_s + 5.0, duration_s)

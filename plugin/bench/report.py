@@ -17,6 +17,8 @@ from typing import Any, Dict, List, Mapping, Sequence
 
 import numpy as np
 
+from .analysis import smoothed_shares
+
 __all__ = ["markdown_table", "write_summary", "plot_runs", "floor_checks"]
 
 
@@ -97,8 +99,7 @@ def plot_runs(series: Mapping[str, Mapping[str, Any]], names: Sequence[str], eve
     for ax, policy in zip(axes[:, 0], policies):
         counts = series[policy]["counts"]
         t = np.arange(len(counts)) * 0.25
-        totals = counts.sum(axis=1, keepdims=True)
-        shares = np.divide(counts, totals, out=np.zeros_like(counts), where=totals > 0)
+        shares = smoothed_shares(counts)
         ax.stackplot(t, shares.T, labels=names)
         _mark(ax, events)
         ax.set_ylabel(policy, fontsize=8)

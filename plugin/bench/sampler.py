@@ -87,8 +87,11 @@ class MetricsSampler:
         return list(self._samples)
 
     def _loop(self) -> None:
-        while not self._stop.wait(self._period_s):
+        """Sample on a fixed grid (start + k x period), so that slow scrapes do not make the series drift."""
+        k = 1
+        while not self._stop.wait(max(0.0, self._start + k * self._period_s - self._clock())):
             self._sample_once()
+            k = max(k + 1, int((self._clock() - self._start) / self._period_s) + 1)
 
     def _sample_once(self) -> None:
         now = self._clock() - self._start
