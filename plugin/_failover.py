@@ -138,7 +138,10 @@ class Attempts:
             raise self.e.exhausted(self.model, self.policy, why) from exc
         if self.deadline_at is not None and now >= self.deadline_at:
             raise self.e.exhausted(self.model, self.policy, "deadline passed") from exc
-        if not self.e.router.budget.try_acquire():
+        # The budget bounds the *extra* load retries put on servers. An attempt that never reached a server
+        # (connection refused) loaded none, so sending the request elsewhere adds nothing: it is not charged.
+        # That keeps a client that just saw the whole fleet down from refusing retries while servers come back.
+        if outcome.reached_server and not self.e.router.budget.try_acquire():
             raise self.e.exhausted(self.model, self.policy, "retry budget spent") from exc
 
 

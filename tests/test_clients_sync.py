@@ -112,6 +112,8 @@ def test_all_down_fails_fast_then_the_same_client_recovers(client: Any, protocol
         assert time.monotonic() - t0 < 2.0
         text = info.value.message()
         assert "tritonmix" in text and ("refused" in text.lower() or "no endpoint" in text)
+    # connection refused never reached a server: failing over from it adds no load and spends no retry budget
+    assert client.router.budget.snapshot()[1] == 0
     trio.restart(0, 1, 2)
 
     def works() -> bool:
