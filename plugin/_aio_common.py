@@ -111,3 +111,46 @@ def timed(remaining_s: Optional[float], call: Awaitable[Any]) -> Awaitable[Any]:
     """``call`` bounded by ``remaining_s`` (asyncio.TimeoutError past it); unbounded when None."""
     return call if remaining_s is None else asyncio.wait_for(call, remaining_s)
 
+
+class AioClientMixin:
+    """What the HTTP and gRPC aio drop-ins share: life cycle, router, decisions and the plugin hook.
+
+    The class using it sets ``self._aio`` (an AioClientCore), ``self._clients`` (one tritonclient aio client per
+    endpoint), ``self._router`` and ``self._controller``; it must come before tritonclient's base in the bases.
+    """
+
+    _aio: "AioClientCore"
+    _clients: List[Any]
+    _router: Any
+    _controller: Any
+
+    async def __aenter__(self) -> Any:
+        return self
+
+    async def __aexit__(self, type: Any, value: Any, traceback: Any) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Cancel readiness refreshes, stop the controller, close every endpoint's session or channel."""
+        self._controller = None
+        await self._aio.close()
+
+    @property
+    def router(self) -> Any:
+        """The Router (dispatchers, masks, counters) of this client."""
+        return self._router
+
+    def decisions(self) -> List[Any]:
+        """The controller's decision log (empty while no controller runs)."""
+        return self._aio.core.decisions()
+
+    def register_plugin(self, plugin: Any) -> None:
+        """tritonclient's plugin hook, applied to every endpoint's client."""
+        super().register_plugin(plugin)  # type: ignore[misc]
+        for client in self._clients:
+            client.register_plugin(plugin)
+
+    def unregister_plugin(self) -> None:
+        super().unregister_plugin()  # type: ignore[misc]
+        for client in self._clients:
+            client.unregister_plugin()

@@ -19,7 +19,7 @@ from tritonclient.grpc import (InferInput, InferRequestedOutput, InferResult, Ke
                                service_pb2, service_pb2_grpc)
 from tritonclient.utils import InferenceServerException
 
-from ..._aio_common import AioClientCore
+from ..._aio_common import AioClientCore, AioClientMixin
 from ..._client_common import resolve_fleet
 from ..._server_calls import POLICIES, make_async_method
 from ...fleet import Fleet
@@ -30,7 +30,7 @@ __all__ = ["InferenceServerClient", "InferInput", "InferRequestedOutput", "Infer
            "InferenceServerException", "model_config_pb2", "service_pb2", "service_pb2_grpc"]
 
 
-class InferenceServerClient(InferenceServerClientBase):
+class InferenceServerClient(AioClientMixin, InferenceServerClientBase):
     """tritonclient's gRPC aio ``InferenceServerClient`` over a fleet; constructor arguments apply to every
     endpoint."""
 
@@ -49,34 +49,6 @@ class InferenceServerClient(InferenceServerClientBase):
         self._clients = clients
         self._router = self._aio.router
         self._controller = self._aio.core.controller
-
-    async def __aenter__(self) -> "InferenceServerClient":
-        return self
-
-    async def __aexit__(self, type: Any, value: Any, traceback: Any) -> None:
-        await self.close()
-
-    async def close(self) -> None:
-        """Cancel readiness refreshes, stop the controller, close every endpoint's channel."""
-        self._controller = None
-        await self._aio.close()
-
-    @property
-    def router(self) -> Any:
-        return self._router
-
-    def decisions(self) -> List[Any]:
-        return self._aio.core.decisions()
-
-    def register_plugin(self, plugin: Any) -> None:
-        super().register_plugin(plugin)
-        for client in self._clients:
-            client.register_plugin(plugin)
-
-    def unregister_plugin(self) -> None:
-        super().unregister_plugin()
-        for client in self._clients:
-            client.unregister_plugin()
 
     async def infer(self, model_name, inputs, model_version="", outputs=None, request_id="", sequence_id=0,
                     sequence_start=False, sequence_end=False, priority=0, timeout=None, client_timeout=None,

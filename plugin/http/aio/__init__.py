@@ -21,7 +21,7 @@ from tritonclient._client import InferenceServerClientBase
 from tritonclient.http import InferInput, InferRequestedOutput, InferResult
 from tritonclient.utils import InferenceServerException, raise_error
 
-from ..._aio_common import AioClientCore, timed
+from ..._aio_common import AioClientCore, AioClientMixin, timed
 from ..._client_common import resolve_fleet
 from ..._server_calls import POLICIES, make_async_method, sum_statistics
 from ...fleet import Fleet
@@ -42,7 +42,7 @@ def classify_aio_http(exc: BaseException) -> Outcome:
     return Outcome.REQUEST
 
 
-class InferenceServerClient(InferenceServerClientBase):
+class InferenceServerClient(AioClientMixin, InferenceServerClientBase):
     """tritonclient's HTTP aio ``InferenceServerClient`` over a fleet; constructor arguments apply to every
     endpoint."""
 
@@ -61,34 +61,6 @@ class InferenceServerClient(InferenceServerClientBase):
         self._clients = clients
         self._router = self._aio.router
         self._controller = self._aio.core.controller
-
-    async def __aenter__(self) -> "InferenceServerClient":
-        return self
-
-    async def __aexit__(self, type: Any, value: Any, traceback: Any) -> None:
-        await self.close()
-
-    async def close(self) -> None:
-        """Cancel readiness refreshes, stop the controller, close every endpoint's session."""
-        self._controller = None
-        await self._aio.close()
-
-    @property
-    def router(self) -> Any:
-        return self._router
-
-    def decisions(self) -> List[Any]:
-        return self._aio.core.decisions()
-
-    def register_plugin(self, plugin: Any) -> None:
-        super().register_plugin(plugin)
-        for client in self._clients:
-            client.register_plugin(plugin)
-
-    def unregister_plugin(self) -> None:
-        super().unregister_plugin()
-        for client in self._clients:
-            client.unregister_plugin()
 
     async def infer(self, model_name, inputs, model_version="", outputs=None, request_id="", sequence_id=0,
                     sequence_start=False, sequence_end=False, priority=0, timeout=None, headers=None,
