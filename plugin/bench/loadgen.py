@@ -6,7 +6,6 @@ is measured from its *scheduled* arrival, so time spent waiting for a free worke
 from __future__ import annotations
 
 import dataclasses
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, List, Optional, Sequence

@@ -77,7 +77,9 @@ class ScenarioSpec:
             "slo_ms": self.slo_ms,
             "mode": mode,
             "time_scale": self.time_scale,
-            "controller": {"interval_s": self.interval_s},
+            # the controller's time constants follow the scenario's time scale, as a user running a 4x faster
+            # fleet would set them: the tick (interval_s) and AUTO's dwell (default 5 s -> 5 x time_scale)
+            "controller": {"interval_s": self.interval_s, "dwell_s": round(5.0 * self.time_scale, 3)},
             "endpoints": endpoints,
         }
 

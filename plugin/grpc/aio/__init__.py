@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import inspect
 import time
-from typing import Any, Callable, List, Optional
+from typing import Any, Callable, Optional
 
 import tritonclient.grpc.aio as _tc
 from tritonclient._client import InferenceServerClientBase

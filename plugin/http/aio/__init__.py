@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import time
-from typing import Any, Callable, List, Optional
+from typing import Any, Callable, Optional
 
 import aiohttp
 import tritonclient.http.aio as _tc
