@@ -14,9 +14,15 @@ __all__ = ["CapacityObservation", "CapacityEstimator", "DemandEstimator", "seed_
 #: SLO factor bounds and steps (multiplicative decrease, additive increase)
 SLO_FACTOR_MIN = 0.2
 SLO_FACTOR_CUT = 0.8
-SLO_FACTOR_STEP = 0.02
+SLO_FACTOR_STEP = 0.05
+#: f recovers only while the endpoint carries at least this share of mu
+SLO_FACTOR_LOADED = 0.5
 #: completions of ours in one interval below which the SLO miss share is not trusted
 MIN_SAMPLES = 5
+#: time constant (s) over which a concurrency cut by the queue is re-trusted up to the hint when no queue shows
+CONCURRENCY_RECOVERY_S = 2.5
+#: slack (s) over two service times of silence before an endpoint with requests in flight counts as stalled
+STALL_SLACK_S = 0.1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,24 +48,43 @@ class CapacityEstimator:
     """Capacity within the SLO of one endpoint, mu_i in requests/s, learned online and seeded by the hints.
 
         s       = mean service time per request in the interval (Triton compute_us delta / success delta)
-        C       = concurrency: the max_concurrency hint (else 1); when deeply saturated (mean queue wait >= s and
-                  pending >= C: every slot busy all interval) Little's law on the busy slots re-learns it:
-                  C <- (C + x * s) / 2 with x = completed / dt (needs >= 3 completions)
-        f       = SLO factor in [0.2, 1], AIMD on our SLO misses m = over_slo / completed (>= 5 completions):
-                  m > threshold -> f <- max(0.2, 0.8 f); m <= threshold / 2 while loaded near the plan's target
-                  (x >= 0.7 mu: success at a lower load says nothing of the target) -> f <- min(1, f + 0.02)
-        mu_obs  = f * C / s
+        C       = concurrency: the max_concurrency hint C_0 (else 1), re-learnt from the server's queue:
+                  queueing (pending >= 1 and mean queue wait >= s / 2, or >= C + 2 of ours in flight on two ticks in
+                  a row: a reloaded model's queue does not always show in Triton's pending count, and one tick's
+                  Poisson burst at 80% utilisation is not a smaller pool) -> every slot was busy, the busy slots are
+                  the capacity, C_obs = x * s with x = completed / dt (Little's law), and
+                  C <- C + 0.5 (C_obs - C) when C_obs < C (a model reload with fewer instances shows here within
+                  a tick or two; the service time alone never changes; above C it re-learns a larger pool too);
+                  no queue at all (pending = 0, queue wait < s / 10, ours in flight <= C) -> C <- C + b (C_0 - C),
+                  b = 1 - exp(-dt / 2.5 s)
+                  (capacity that came back is re-trusted over a few seconds, the queue cuts it again if not)
+        f       = SLO factor in [0.2, 1], AIMD on our SLO misses m = over_slo / completed, counted over the last
+                  >= 5 of our completions (several ticks when the interval is short), less the requests that were
+                  in flight through a stall (their misses are the stall's, already handled by mu_obs = 0):
+                  m > threshold -> f <- max(0.2, 0.8 f); m <= threshold / 2 while carrying real load
+                  (x >= 0.5 mu: success at a trickle says little of the target) -> f <- min(1, f + 0.05)
+                  (misses from a transient, e.g. a reload stalling the queue, must not shrink mu for good:
+                  CAPACITY mode spreads the load to ~50-70% utilisation, so a 0.7 mu bar never let f recover)
+        mu_obs  = f * C / s; 0 while stalled: >= 2 of ours in flight and none of ours completed for
+                  2 s + 0.1 s (a model reload holds every request for ~1.5 s on the emulated fleet; the service time
+                  shows nothing until they come out, so only the silence tells, and early)
         mu     <- mu + a * (mu_obs - mu),  a = alpha_down when mu_obs < mu (0.6: a halving shows 80% within two
                   ticks) else alpha_up (0.3: slow to trust good news)
     Cost: O(1) per update.
     """
 
-    __slots__ = ("mu_rps", "concurrency", "service_s", "slo_factor", "_slo_s", "_threshold", "_down", "_up")
+    __slots__ = ("mu_rps", "concurrency", "service_s", "slo_factor", "_slo_s", "_threshold", "_down", "_up",
+                 "_hint", "_ok", "_over", "_quiet_s", "_forgive", "_queued_ticks")
 
     def __init__(self, prior_rps: float, concurrency: Optional[int], *, slo_s: float, slo_miss_threshold: float,
                  alpha_down: float, alpha_up: float) -> None:
         self.mu_rps = float(prior_rps)
         self.concurrency = float(concurrency or 1)
+        self._hint = self.concurrency
+        self._ok = self._over = 0
+        self._quiet_s = 0.0
+        self._forgive = 0
+        self._queued_ticks = 0
         self.service_s = self.concurrency / self.mu_rps if self.mu_rps > 0 else math.nan
         self.slo_factor = 1.0
         self._slo_s = slo_s
@@ -72,27 +97,54 @@ class CapacityEstimator:
         """The endpoint can serve a request within the SLO when it is not queueing: s <= SLO."""
         return not self.service_s > self._slo_s
 
+    @property
+    def stalled(self) -> bool:
+        return self._quiet_s > 2.0 * self.service_s + STALL_SLACK_S
+
     def update(self, obs: CapacityObservation) -> float:
-        if obs.dt_s <= 0.0 or not obs.service_s > 0.0:
+        if obs.dt_s <= 0.0:
+            return self.mu_rps
+        self._quiet_s = self._quiet_s + obs.dt_s if obs.ours_completed == 0 and obs.in_flight >= 2 else 0.0
+        if self.stalled:
+            self._forgive = max(self._forgive, obs.in_flight)
+            self.mu_rps -= self._down * self.mu_rps
+            return self.mu_rps
+        if not obs.service_s > 0.0:
             return self.mu_rps  # nothing measured: keep the estimate
         self.service_s = obs.service_s
         x = obs.completed / obs.dt_s
-        saturated = obs.queue_s >= obs.service_s and obs.pending >= self.concurrency
-        if saturated and obs.completed >= 3:
-            self.concurrency = 0.5 * (self.concurrency + x * obs.service_s)
+        self._update_concurrency(obs, x)
         self._update_slo_factor(obs, x)
         mu_obs = self.slo_factor * self.concurrency / obs.service_s
         alpha = self._down if mu_obs < self.mu_rps else self._up
         self.mu_rps += alpha * (mu_obs - self.mu_rps)
         return self.mu_rps
 
+    def _update_concurrency(self, obs: CapacityObservation, x_rps: float) -> None:
+        ours_queued = obs.in_flight >= self.concurrency + 2
+        self._queued_ticks = self._queued_ticks + 1 if ours_queued else 0
+        queueing = (obs.pending >= 1.0 and obs.queue_s >= 0.5 * obs.service_s) or self._queued_ticks >= 2
+        if queueing and obs.completed >= 2:
+            c_obs = max(x_rps * obs.service_s, 1.0)
+            self.concurrency += 0.5 * (c_obs - self.concurrency)
+        elif (obs.pending == 0.0 and obs.queue_s < 0.1 * obs.service_s and obs.in_flight <= self.concurrency
+              and self.concurrency < self._hint):
+            self.concurrency += (1.0 - math.exp(-obs.dt_s / CONCURRENCY_RECOVERY_S)) * (self._hint - self.concurrency)
+
     def _update_slo_factor(self, obs: CapacityObservation, x_rps: float) -> None:
-        if obs.ours_completed < MIN_SAMPLES or not self.meets_slo:
+        if not self.meets_slo:
             return
-        miss = obs.ours_over_slo / obs.ours_completed
+        forgiven = min(self._forgive, obs.ours_over_slo)
+        self._forgive -= forgiven
+        self._ok += obs.ours_completed - forgiven
+        self._over += obs.ours_over_slo - forgiven
+        if self._ok < MIN_SAMPLES:
+            return
+        miss = self._over / self._ok
+        self._ok = self._over = 0
         if miss > self._threshold:
             self.slo_factor = max(SLO_FACTOR_MIN, self.slo_factor * SLO_FACTOR_CUT)
-        elif miss <= self._threshold / 2 and x_rps >= 0.7 * self.mu_rps:
+        elif miss <= self._threshold / 2 and x_rps >= SLO_FACTOR_LOADED * self.mu_rps:
             self.slo_factor = min(1.0, self.slo_factor + SLO_FACTOR_STEP)
 
 

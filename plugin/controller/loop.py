@@ -11,6 +11,7 @@ Cost: O(n log n + dispatchers x n) per tick; no I/O (scrapes run in HttpScraper'
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
@@ -130,7 +131,8 @@ class Controller:
         eps, healthy = self.fleet.endpoints, self._health.routable()
         return tuple(
             EndpointView(i, eps[i].name, self._pools[i], self._prices[i], est.mu_rps, est.service_s, healthy[i],
-                         est.meets_slo, ticks[i].external_rps, eps[i].capacity_type)
+                         est.meets_slo, ticks[i].external_rps, eps[i].capacity_type,
+                         est.concurrency / est.service_s if est.service_s > 0.0 else math.nan)
             for i, est in enumerate(self._capacity))
 
     def _cuts(self, previous: Sequence[float]) -> List[str]:

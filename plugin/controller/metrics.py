@@ -53,7 +53,7 @@ class ControllerCollector(Collector):
 def _endpoint_families() -> Tuple[Tuple[GaugeMetricFamily, str], ...]:
     spec = (("tritonmix_in_flight", "requests of this client in flight", "in_flight"),
             ("tritonmix_capacity_rps", "capacity estimate mu within the SLO, requests/s", "mu_rps"),
-            ("tritonmix_cost_per_inference_usd", "c = price_per_hour / 3600 / mu", "cost_per_inference"),
+            ("tritonmix_cost_per_inference_usd", "c = price_per_hour / 3600 / (C / s)", "cost_per_inference"),
             ("tritonmix_attributed_cost_per_hour_usd", "price_per_hour x assigned / mu", "attributed_cost_per_hour"),
             ("tritonmix_assigned_rps", "load this client assigns, requests/s", "assigned_rps"),
             ("tritonmix_endpoint_healthy", "1 when ready and not ejected", "healthy"))

@@ -40,13 +40,27 @@ def dispatcher_totals(stats: Sequence[object], n: int) -> Tuple[List[int], List[
     return in_flight, [lat_sum[i] / lat_w[i] if lat_w[i] else math.nan for i in range(n)]
 
 
+#: external load: EWMA weight of one scrape's signed difference, and the noise floor subtracted from the mean
+EXTERNAL_ALPHA = 0.15
+EXTERNAL_NOISE_RPS = 1.0
+
+
 class Deltas:
     """Remembers the last cumulative values and returns per-interval differences (a counter that went down, as a
-    restarted server's does, counts from 0)."""
+    restarted server's does, counts from 0).
+
+    External load (other clients) per endpoint, from windows that do not line up (the server's scrape-to-scrape
+    span, our tick), so one interval's difference is mostly timing noise of either sign:
+        d        = server_done / span - ours_ok / dt                 (signed: never clipped before averaging)
+        ext~    <- ext~ + EXTERNAL_ALPHA (d - ext~)                  (per fresh scrape)
+        external = max(0, ext~ - EXTERNAL_NOISE_RPS)
+    Clipping each interval at 0 before averaging (as a naive max(0, d) does) turns the noise of a single client
+    into phantom external load that empties the cheapest endpoint's room on every other tick."""
 
     def __init__(self, n: int) -> None:
         self._counters: List[Tuple[int, int, int]] = [(0, 0, 0)] * n
         self._samples: List[Optional[TritonSample]] = [None] * n
+        self._external = [0.0] * n
 
     def tick(self, now: float, dt_s: float, counters: Sequence[Tuple[int, int, int]], samples: Sequence[Optional[TritonSample]],
              in_flight: Sequence[int], latency_s: Sequence[float]) -> List[EndpointTick]:
@@ -65,9 +79,10 @@ class Deltas:
         own_service = latency_s if ok and (sample is None or not sample.has_metrics) else math.nan
         cap = CapacityObservation(dt_s=dt_s, completed=ok, service_s=own_service,
                                   in_flight=in_flight, ours_completed=ok, ours_over_slo=over)
-        external = 0.0
         if fresh and prev is not None and prev.has_metrics:
-            cap, external = _server_view(sample, prev, cap, ok, dt_s)  # type: ignore[arg-type]
+            cap, diff = _server_view(sample, prev, cap, ok, dt_s)  # type: ignore[arg-type]
+            self._external[i] += EXTERNAL_ALPHA * (diff - self._external[i])
+        external = max(0.0, self._external[i] - EXTERNAL_NOISE_RPS)
         if fresh:
             self._samples[i] = sample
         stale_s = now - sample.at_s if sample is not None else math.inf
@@ -81,13 +96,13 @@ def _server_view(new: TritonSample, old: TritonSample, ours: CapacityObservation
     span_s = max(new.at_s - old.at_s, 1e-6)
     done = _diff(new.success, old.success)
     if done <= 0:
-        return dataclasses.replace(ours, pending=new.pending), 0.0
+        return dataclasses.replace(ours, pending=new.pending), -ok / dt_s
     service_s = _diff(new.compute_us, old.compute_us) / done / 1e6
     queue_s = _diff(new.queue_us, old.queue_us) / done / 1e6
     cap = CapacityObservation(dt_s=span_s, completed=int(done), service_s=service_s if service_s > 0 else ours.service_s,
                               queue_s=queue_s, pending=new.pending, in_flight=ours.in_flight,
                               ours_completed=ours.ours_completed, ours_over_slo=ours.ours_over_slo)
-    return cap, max(0.0, done / span_s - ok / dt_s)
+    return cap, done / span_s - ok / dt_s
 
 
 def _diff(new: float, old: float) -> float:

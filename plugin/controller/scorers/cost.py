@@ -9,7 +9,7 @@ from ..plugins import register_scorer
 
 @register_scorer("cost")
 class CostScorer:
-    """score_i = c_min / c_i over the healthy endpoints, c_i = price_per_hour / 3600 / mu_i (1 for the cheapest;
+    """score_i = c_min / c_i over the healthy endpoints, c_i = EndpointView.cost_per_inference (1 for the cheapest;
     a free endpoint scores 1; an endpoint with mu_i = 0 scores 0). c_min is computed once per ``fleet``: O(n) per rank."""
 
     def __init__(self) -> None:
