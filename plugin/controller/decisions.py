@@ -18,7 +18,7 @@ _log = logging.getLogger("tritonmix.controller.decisions")
 
 #: mode: a mode switch; eject / readmit / eject_refused: outlier ejection; down / up: readiness;
 #: panic / panic_over: too few healthy endpoints
-KINDS = ("mode", "eject", "readmit", "eject_refused", "down", "up", "panic", "panic_over")
+KINDS = ("mode", "eject", "readmit", "eject_refused", "down", "up", "panic", "panic_over", "capacity_cut")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -14,11 +14,13 @@ __all__ = ["CapacityObservation", "CapacityEstimator", "DemandEstimator", "seed_
 #: SLO factor bounds and steps (multiplicative decrease, additive increase)
 SLO_FACTOR_MIN = 0.2
 SLO_FACTOR_CUT = 0.8
-SLO_FACTOR_STEP = 0.05
+SLO_FACTOR_STEP = 0.1
 #: f recovers only while the endpoint carries at least this share of mu
 SLO_FACTOR_LOADED = 0.5
 #: completions of ours in one interval below which the SLO miss share is not trusted
 MIN_SAMPLES = 5
+#: the SLO miss share is judged over windows of this many of our completions (one miss in 5 is not a 5% rate)
+MISS_WINDOW = 20
 #: time constant (s) over which a concurrency cut by the queue is re-trusted up to the hint when no queue shows
 CONCURRENCY_RECOVERY_S = 2.5
 #: slack (s) over two service times of silence before an endpoint with requests in flight counts as stalled
@@ -56,13 +58,14 @@ class CapacityEstimator:
                   C <- C + 0.5 (C_obs - C) when C_obs < C (a model reload with fewer instances shows here within
                   a tick or two; the service time alone never changes; above C it re-learns a larger pool too);
                   no queue at all (pending = 0, queue wait < s / 10, ours in flight <= C) -> C <- C + b (C_0 - C),
-                  b = 1 - exp(-dt / 2.5 s)
+                  b = 1 - exp(-dt / 1.5 s)
                   (capacity that came back is re-trusted over a few seconds, the queue cuts it again if not)
         f       = SLO factor in [0.2, 1], AIMD on our SLO misses m = over_slo / completed, counted over the last
-                  >= 5 of our completions (several ticks when the interval is short), less the requests that were
+                  window of our completions m = over / max(completed, 20), from >= 5 on (one miss in 5 is not a 5%
+                  rate, 3 in 6 are), the increase only on a full window of 20; less the requests that were
                   in flight through a stall (their misses are the stall's, already handled by mu_obs = 0):
                   m > threshold -> f <- max(0.2, 0.8 f); m <= threshold / 2 while carrying real load
-                  (x >= 0.5 mu: success at a trickle says little of the target) -> f <- min(1, f + 0.05)
+                  (x >= 0.5 mu: success at a trickle says little of the target) -> f <- min(1, f + 0.1)
                   (misses from a transient, e.g. a reload stalling the queue, must not shrink mu for good:
                   CAPACITY mode spreads the load to ~50-70% utilisation, so a 0.7 mu bar never let f recover)
         mu_obs  = f * C / s; 0 while stalled: >= 2 of ours in flight and none of ours completed for
@@ -96,6 +99,11 @@ class CapacityEstimator:
     def meets_slo(self) -> bool:
         """The endpoint can serve a request within the SLO when it is not queueing: s <= SLO."""
         return not self.service_s > self._slo_s
+
+    @property
+    def rated_rps(self) -> float:
+        """C_0 / s: the configured slots at the measured service time (NaN until s is known); prices cost."""
+        return self._hint / self.service_s if self.service_s > 0.0 else math.nan
 
     @property
     def stalled(self) -> bool:
@@ -140,7 +148,9 @@ class CapacityEstimator:
         self._over += obs.ours_over_slo - forgiven
         if self._ok < MIN_SAMPLES:
             return
-        miss = self._over / self._ok
+        miss = self._over / max(self._ok, MISS_WINDOW)
+        if miss <= self._threshold and self._ok < MISS_WINDOW:
+            return  # not conclusive yet: keep counting
         self._ok = self._over = 0
         if miss > self._threshold:
             self.slo_factor = max(SLO_FACTOR_MIN, self.slo_factor * SLO_FACTOR_CUT)

@@ -11,7 +11,6 @@ Cost: O(n log n + dispatchers x n) per tick; no I/O (scrapes run in HttpScraper'
 from __future__ import annotations
 
 import logging
-import math
 import threading
 import time
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
@@ -103,7 +102,7 @@ class Controller:
         self._demand.update(self.router.arrivals(), dt_s)
         events = self._health.update(now, ticks, [c.service_s for c in self._capacity], self._log)
         views = self._views(ticks)
-        events += self._cuts(previous)
+        self._log_cuts(now, previous)
         plan = self._decide(now, views, ticks, events)
         self._apply(plan)
         self._publish(now, views, ticks, plan)
@@ -132,16 +131,22 @@ class Controller:
         return tuple(
             EndpointView(i, eps[i].name, self._pools[i], self._prices[i], est.mu_rps, est.service_s, healthy[i],
                          est.meets_slo, ticks[i].external_rps, eps[i].capacity_type,
-                         est.concurrency / est.service_s if est.service_s > 0.0 else math.nan)
+                         est.rated_rps)
             for i, est in enumerate(self._capacity))
 
-    def _cuts(self, previous: Sequence[float]) -> List[str]:
-        """A capacity cut on an endpoint that carried interactive load is a shortfall event."""
+    def _log_cuts(self, now: float, previous: Sequence[float]) -> None:
+        """A capacity cut (mu_i below 75% of the last tick's) on an endpoint that carried interactive load is logged;
+        it is not by itself a shortfall: the plan already moves the load off it, and AUTO leaves COST only when the
+        cheap set left cannot hold lambda (``demand``), misses rise or endpoints fail (switching on every cut spread
+        the load over the dearest endpoints for a dwell time each time a reload stalled one endpoint)."""
         if self._plan is None:
-            return []
-        return [f"capacity_cut:{self.fleet.endpoints[i].name}" for i, (old, est) in
-                enumerate(zip(previous, self._capacity))
-                if self._plan.interactive_rps[i] > 0.0 and est.mu_rps < CAPACITY_CUT * old]
+            return
+        for i, (old, est) in enumerate(zip(previous, self._capacity)):
+            if self._plan.interactive_rps[i] > 0.0 and est.mu_rps < CAPACITY_CUT * old:
+                name = self.fleet.endpoints[i].name
+                self._log.add(Decision(now, "capacity_cut", f"{name}: mu {old:.1f} -> {est.mu_rps:.1f} req/s",
+                                       endpoint=name, figures={"old_rps": old, "new_rps": est.mu_rps,
+                                                               "stalled": float(est.stalled)}))
 
     def _decide(self, now: float, views: Sequence[EndpointView], ticks: Sequence[EndpointTick],
                 events: Sequence[str]) -> Plan:

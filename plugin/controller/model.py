@@ -35,14 +35,15 @@ class EndpointView:
     meets_slo: bool                # latency_s <= SLO: may take interactive requests
     external_rps: float = 0.0      # load other clients put on it (server throughput - ours), >= 0
     capacity_type: str = "on-demand"
-    service_rps: float = math.nan  # C_i / s_i: what it serves with every slot busy (no SLO factor); NaN unknown
+    service_rps: float = math.nan  # C_0 / s_i: configured slots at the measured service time; NaN unknown
 
     @property
     def cost_per_inference(self) -> float:
-        """c_i = price_per_hour_i / 3600 / r_i (USD per request), r_i = C_i / s_i the service rate when known, else
-        mu_i; inf when it is 0. A request costs its busy time s_i / C_i of the unit: the SLO factor in mu_i limits
-        how much load goes there, not what each request costs (pricing by mu_i made an endpoint whose mu was cut
-        after a few misses look dear, so COST starved it and mu_i never recovered)."""
+        """c_i = price_per_hour_i / 3600 / r_i (USD per request), r_i = C_0 / s_i (configured slots, measured service
+        time) when known, else mu_i; inf when it is 0. A request costs its busy time s_i of one of the C_0 priced
+        slots: the SLO factor and a learnt capacity cut in mu_i limit how much load goes there, not what each request
+        costs (pricing by mu_i made an endpoint whose mu was cut look dear, so COST starved it and mu_i never
+        recovered)."""
         rate = self.service_rps if self.service_rps > 0.0 else self.mu_rps
         return cost_per_inference(self.price_per_hour, rate)
 
