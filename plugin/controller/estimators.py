@@ -23,6 +23,8 @@ MIN_SAMPLES = 5
 MISS_WINDOW = 20
 #: time constant (s) over which a concurrency cut by the queue is re-trusted up to the hint when no queue shows
 CONCURRENCY_RECOVERY_S = 2.5
+#: EWMA weight of the busy-slot count C_obs = x s while queueing (a direct measurement: trusted fast)
+QUEUE_ALPHA = 0.7
 #: slack (s) over two service times of silence before an endpoint with requests in flight counts as stalled
 STALL_SLACK_S = 0.1
 
@@ -55,15 +57,17 @@ class CapacityEstimator:
                   a row: a reloaded model's queue does not always show in Triton's pending count, and one tick's
                   Poisson burst at 80% utilisation is not a smaller pool) -> every slot was busy, the busy slots are
                   the capacity, C_obs = x * s with x = completed / dt (Little's law), and
-                  C <- C + 0.5 (C_obs - C) when C_obs < C (a model reload with fewer instances shows here within
-                  a tick or two; the service time alone never changes; above C it re-learns a larger pool too);
+                  C <- C + 0.7 (C_obs - C) with C_obs >= 1, from one completion on (a model reload with fewer
+                  instances shows here within a tick or two; the service time alone never changes; above C it
+                  re-learns a larger pool too);
                   no queue at all (pending = 0, queue wait < s / 10, ours in flight <= C) -> C <- C + b (C_0 - C),
-                  b = 1 - exp(-dt / 1.5 s)
-                  (capacity that came back is re-trusted over a few seconds, the queue cuts it again if not)
+                  b = 1 - exp(-dt / 2.5 s) (capacity that came back is re-trusted over a few seconds, the queue
+                  cuts it again if not); a stall (below) is a reload: C <- max(C, C_0), the queue re-learns it
         f       = SLO factor in [0.2, 1], AIMD on our SLO misses m = over_slo / completed, counted over the last
                   window of our completions m = over / max(completed, 20), from >= 5 on (one miss in 5 is not a 5%
                   rate, 3 in 6 are), the increase only on a full window of 20; less the requests that were
-                  in flight through a stall (their misses are the stall's, already handled by mu_obs = 0):
+                  in flight through a stall or a cut of C (their misses are the stall's or the smaller pool's,
+                  already handled by mu_obs = 0 or by C; cutting f for them too kept mu low for good):
                   m > threshold -> f <- max(0.2, 0.8 f); m <= threshold / 2 while carrying real load
                   (x >= 0.5 mu: success at a trickle says little of the target) -> f <- min(1, f + 0.1)
                   (misses from a transient, e.g. a reload stalling the queue, must not shrink mu for good:
@@ -115,6 +119,7 @@ class CapacityEstimator:
         self._quiet_s = self._quiet_s + obs.dt_s if obs.ours_completed == 0 and obs.in_flight >= 2 else 0.0
         if self.stalled:
             self._forgive = max(self._forgive, obs.in_flight)
+            self.concurrency = max(self.concurrency, self._hint)  # a reload: the old C is moot, the queue re-learns it
             self.mu_rps -= self._down * self.mu_rps
             return self.mu_rps
         if not obs.service_s > 0.0:
@@ -132,9 +137,12 @@ class CapacityEstimator:
         ours_queued = obs.in_flight >= self.concurrency + 2
         self._queued_ticks = self._queued_ticks + 1 if ours_queued else 0
         queueing = (obs.pending >= 1.0 and obs.queue_s >= 0.5 * obs.service_s) or self._queued_ticks >= 2
-        if queueing and obs.completed >= 2:
+        if queueing and obs.completed >= 1:
             c_obs = max(x_rps * obs.service_s, 1.0)
-            self.concurrency += 0.5 * (c_obs - self.concurrency)
+            if c_obs < self.concurrency:  # the misses so far are the old C's: counted there, not again in f
+                self._ok = self._over = 0
+                self._forgive = max(self._forgive, obs.in_flight)
+            self.concurrency += QUEUE_ALPHA * (c_obs - self.concurrency)
         elif (obs.pending == 0.0 and obs.queue_s < 0.1 * obs.service_s and obs.in_flight <= self.concurrency
               and self.concurrency < self._hint):
             self.concurrency += (1.0 - math.exp(-obs.dt_s / CONCURRENCY_RECOVERY_S)) * (self._hint - self.concurrency)
