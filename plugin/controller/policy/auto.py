@@ -91,12 +91,14 @@ class AutoMode:
         self.memory_s = 20.0 * dwell_s
         self.fail_demand_rps: Optional[float] = None
         self._fail_at = -math.inf
+        self._fail_capacity_rps = 0.0
         self._mean_demand_rps: Optional[float] = None
 
     def update(self, now: float, shortfall: Shortfall, capacity_grew: bool = False) -> Optional[ModeChange]:
         """Feed one tick; returns the change when the mode switched."""
         self._miss_ticks = self._miss_ticks + 1 if "slo_misses" in shortfall.reasons else 0
-        if capacity_grew or now - self._fail_at > self.memory_s:
+        if (capacity_grew or now - self._fail_at > self.memory_s
+                or shortfall.figures["cheap_capacity_rps"] > 1.25 * self._fail_capacity_rps):
             self.fail_demand_rps = None
         if self.configured != AUTO:
             return None
@@ -107,6 +109,7 @@ class AutoMode:
                 self._clear_since = None
                 if "demand" in reasons or "slo_misses" in reasons:
                     self.fail_demand_rps, self._fail_at = shortfall.figures["demand_rps"], now
+                    self._fail_capacity_rps = shortfall.figures["cheap_capacity_rps"]
                     self._mean_demand_rps = shortfall.figures["demand_rps"]
                 return self._switch(now, CAPACITY, reasons, shortfall.figures)
             return None
