@@ -186,3 +186,17 @@ def test_settings_validate_new_fields_by_name():
         ControllerSettings.from_dict({"capacity_alpha_down": 0})
     with pytest.raises(ConfigError, match="controller.hysteresis"):
         ControllerSettings.from_dict({"hysteresis": 1.5})
+
+
+def test_auto_start_up_failure_at_unmeasured_capacity_is_forgotten_once_capacity_is_known() -> None:
+    from tritonmix.controller.policy.auto import AutoMode, detect_shortfall
+
+    def shortfall(demand: float, room: float):
+        return detect_shortfall(demand, room, float("nan"), float("nan"), (), cost_margin=0.9, hysteresis=0.1,
+                                slo_miss_threshold=0.05)
+
+    auto = AutoMode("auto", dwell_s=1.0)
+    assert auto.update(0.0, shortfall(4.0, 0.0)).new == "capacity"  # nothing measured yet: K = 0
+    changes = [auto.update(t / 4, shortfall(8.0, 30.0)) for t in range(1, 12)]
+    assert [c.new for c in changes if c] == ["cost"]
+    assert auto.fail_demand_rps is None
