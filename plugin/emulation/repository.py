@@ -23,7 +23,7 @@ from tritonclient.grpc import model_config_pb2
 from .profiles import Profile
 
 __all__ = ["DEFAULT_MODEL_NAME", "EmulationSettings", "emulation_config", "write_emulated_repository",
-           "settings_from_parameters", "MODEL_SOURCE"]
+           "settings_from_parameters", "MODEL_SOURCE", "sd_model_config"]
 
 DEFAULT_MODEL_NAME = "stable_diffusion"
 MODEL_SOURCE = Path(__file__).with_name("model.py")
@@ -70,9 +70,10 @@ class EmulationSettings:
         }
 
 
-def emulation_config(model_name: str, settings: EmulationSettings) -> model_config_pb2.ModelConfig:
-    """The ModelConfig of the emulated model: SD ensemble I/O, one CPU instance per concurrent request."""
-    size = settings.image_size
+def sd_model_config(model_name: str, image_size: int, instances: int,
+                    parameters: Mapping[str, str]) -> model_config_pb2.ModelConfig:
+    """A python-backend model with the SD ensemble's I/O (prompt -> uint8 image), ``instances`` CPU instances and
+    string ``parameters``: what emulated and real single-model SD endpoints share."""
     body: Dict[str, Any] = {
         "name": model_name,
         "backend": "python",
@@ -83,11 +84,16 @@ def emulation_config(model_name: str, settings: EmulationSettings) -> model_conf
             {"name": "steps", "data_type": "TYPE_INT32", "dims": [1], "optional": True},
             {"name": "guidance_scale", "data_type": "TYPE_FP32", "dims": [1], "optional": True},
         ],
-        "output": [{"name": "image", "data_type": "TYPE_UINT8", "dims": [-1, size, size, 3]}],
-        "instance_group": [{"kind": "KIND_CPU", "count": settings.effective_concurrency}],
-        "parameters": {k: {"string_value": v} for k, v in sorted(settings.parameters().items())},
+        "output": [{"name": "image", "data_type": "TYPE_UINT8", "dims": [-1, image_size, image_size, 3]}],
+        "instance_group": [{"kind": "KIND_CPU", "count": instances}],
+        "parameters": {k: {"string_value": v} for k, v in sorted(parameters.items())},
     }
     return json_format.ParseDict(body, model_config_pb2.ModelConfig())
+
+
+def emulation_config(model_name: str, settings: EmulationSettings) -> model_config_pb2.ModelConfig:
+    """The ModelConfig of the emulated model: SD ensemble I/O, one CPU instance per concurrent request."""
+    return sd_model_config(model_name, settings.image_size, settings.effective_concurrency, settings.parameters())
 
 
 def write_config(repository: Path, model_name: str, settings: EmulationSettings) -> Path:

@@ -15,10 +15,12 @@ from __future__ import annotations
 import dataclasses
 import shutil
 from pathlib import Path
-from typing import Any, Dict
+from typing import Dict
 
-from google.protobuf import json_format, text_format
+from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
+
+from ...emulation.repository import sd_model_config
 
 __all__ = ["RealSDSettings", "real_sd_config", "write_real_sd_repository", "MODEL_SOURCE", "DEFAULT_MODEL_NAME"]
 
@@ -69,22 +71,7 @@ class RealSDSettings:
 
 
 def real_sd_config(model_name: str, settings: RealSDSettings) -> model_config_pb2.ModelConfig:
-    size = settings.image_size
-    body: Dict[str, Any] = {
-        "name": model_name,
-        "backend": "python",
-        "max_batch_size": 0,
-        "input": [
-            {"name": "prompt", "data_type": "TYPE_STRING", "dims": [1]},
-            {"name": "seed", "data_type": "TYPE_INT64", "dims": [1], "optional": True},
-            {"name": "steps", "data_type": "TYPE_INT32", "dims": [1], "optional": True},
-            {"name": "guidance_scale", "data_type": "TYPE_FP32", "dims": [1], "optional": True},
-        ],
-        "output": [{"name": "image", "data_type": "TYPE_UINT8", "dims": [-1, size, size, 3]}],
-        "instance_group": [{"kind": "KIND_CPU", "count": settings.instances}],
-        "parameters": {k: {"string_value": v} for k, v in sorted(settings.parameters().items())},
-    }
-    return json_format.ParseDict(body, model_config_pb2.ModelConfig())
+    return sd_model_config(model_name, settings.image_size, settings.instances, settings.parameters())
 
 
 def write_real_sd_repository(repository: Path, settings: RealSDSettings,
