@@ -148,3 +148,37 @@ class ReadinessRefresher:
         thread = self._thread
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout_s)
+
+
+class SyncClientMixin:
+    """What the HTTP and gRPC sync drop-ins share: context manager, close on collection, router and decisions.
+
+    The class using it sets ``self._core`` (a ClientCore), ``self._router`` and ``self._closed`` and defines
+    ``close()``; it must come before tritonclient's base in the bases.
+    """
+
+    _core: "ClientCore"
+    _router: Any
+    _closed: bool
+
+    def close(self) -> None:  # pragma: no cover - always overridden
+        raise NotImplementedError
+
+    def __enter__(self) -> Any:
+        return self
+
+    def __exit__(self, type: Any, value: Any, traceback: Any) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        if not getattr(self, "_closed", True):
+            self.close()
+
+    @property
+    def router(self) -> Any:
+        """The Router (dispatchers, masks, counters) of this client."""
+        return self._router
+
+    def decisions(self) -> List[Any]:
+        """The controller's decision log (empty while no controller runs)."""
+        return self._core.decisions()

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import inspect
 import time
-from typing import Any, Callable, List, Optional
+from typing import Any, Callable, Optional
 
 import tritonclient.grpc as _tc
 from tritonclient._client import InferenceServerClientBase
@@ -22,7 +22,7 @@ from tritonclient.grpc import (InferInput, InferRequestedOutput, InferResult, Ke
                                model_config_pb2, service_pb2, service_pb2_grpc)
 from tritonclient.utils import InferenceServerException, raise_error
 
-from .._client_common import ClientCore, resolve_fleet
+from .._client_common import ClientCore, SyncClientMixin, resolve_fleet
 from .._failover import Engine
 from .._server_calls import POLICIES, aggregate, make_method, stops_early
 from ..fleet import Fleet
@@ -48,7 +48,7 @@ def _remaining(client_timeout: Optional[float], remaining_s: Optional[float]) ->
     return remaining_s if client_timeout is None else min(client_timeout, remaining_s)
 
 
-class InferenceServerClient(InferenceServerClientBase):
+class InferenceServerClient(SyncClientMixin, InferenceServerClientBase):
     """tritonclient's gRPC ``InferenceServerClient`` over a fleet; one shared tritonclient client per endpoint.
     Every constructor argument applies to every endpoint."""
 
@@ -75,16 +75,6 @@ class InferenceServerClient(InferenceServerClientBase):
 
     # ---- life cycle --------------------------------------------------------------------------------------------
 
-    def __enter__(self) -> "InferenceServerClient":
-        return self
-
-    def __exit__(self, type: Any, value: Any, traceback: Any) -> None:
-        self.close()
-
-    def __del__(self) -> None:
-        if not getattr(self, "_closed", True):
-            self.close()
-
     def close(self) -> None:
         """Stop the controller, the readiness thread and any stream; close every endpoint's channel."""
         if self._closed:
@@ -97,14 +87,6 @@ class InferenceServerClient(InferenceServerClientBase):
                 client.close()
             except Exception:  # noqa: BLE001 - closing must not fail
                 pass
-
-    @property
-    def router(self) -> Any:
-        return self._router
-
-    def decisions(self) -> List[Any]:
-        """The controller's decision log (empty while no controller runs)."""
-        return self._core.decisions()
 
     def register_plugin(self, plugin: Any) -> None:
         super().register_plugin(plugin)

@@ -24,7 +24,7 @@ from tritonclient._client import InferenceServerClientBase
 from tritonclient.http import InferInput, InferRequestedOutput, InferResult
 from tritonclient.utils import InferenceServerException, raise_error
 
-from .._client_common import ClientCore, resolve_fleet
+from .._client_common import ClientCore, SyncClientMixin, resolve_fleet
 from .._failover import Engine
 from .._server_calls import POLICIES, aggregate, make_method, stops_early, sum_statistics
 from ..fleet import Fleet
@@ -55,7 +55,7 @@ class InferAsyncRequest:
             raise_error("failed to obtain inference response")
 
 
-class InferenceServerClient(InferenceServerClientBase):
+class InferenceServerClient(SyncClientMixin, InferenceServerClientBase):
     """tritonclient's HTTP ``InferenceServerClient`` over a fleet; safe to share across threads (each thread gets
     its own tritonclient client per endpoint). Every constructor argument applies to every endpoint."""
 
@@ -91,16 +91,6 @@ class InferenceServerClient(InferenceServerClientBase):
 
     # ---- life cycle --------------------------------------------------------------------------------------------
 
-    def __enter__(self) -> "InferenceServerClient":
-        return self
-
-    def __exit__(self, type: Any, value: Any, traceback: Any) -> None:
-        self.close()
-
-    def __del__(self) -> None:
-        if not getattr(self, "_closed", True):
-            self.close()
-
     def close(self) -> None:
         """Stop the controller and the readiness thread, wait for this thread's async requests, close every
         endpoint connection (of every thread). Later calls raise InferenceServerException."""
@@ -114,15 +104,6 @@ class InferenceServerClient(InferenceServerClientBase):
         self._controller = None
         self._clients.close_all()
         self._probes.close_all()
-
-    @property
-    def router(self) -> Any:
-        """The Router (dispatchers, masks, counters) of this client."""
-        return self._router
-
-    def decisions(self) -> List[Any]:
-        """The controller's decision log (empty while no controller runs)."""
-        return self._core.decisions()
 
     def register_plugin(self, plugin: Any) -> None:
         """tritonclient's plugin hook, applied to every endpoint's client (now and later)."""
