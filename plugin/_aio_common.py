@@ -14,7 +14,7 @@ from tritonclient.utils import raise_error
 
 from ._client_common import ClientCore
 from ._failover import Classifier, Engine
-from ._server_calls import aggregate, stops_early
+from ._server_calls import aggregate, endpoint_order, stops_early
 from .fleet import Fleet
 
 __all__ = ["AioClientCore"]
@@ -75,10 +75,7 @@ class AioClientCore:
     async def fan_out(self, name: str, policy: str, args: tuple, kwargs: dict) -> Any:
         if self.closed:
             raise_error("tritonmix: the client is closed")
-        order = list(range(len(self.clients)))
-        if policy == "model_first":
-            mask = self.router.ready_mask(args[0] if args else kwargs.get("model_name", ""))
-            order.sort(key=lambda i: not mask[i])
+        order = endpoint_order(self.router, policy, args, kwargs)
         results = []
         for i in order:
             try:

@@ -88,6 +88,31 @@ def aggregate(policy: str, order: Sequence[int], names: Sequence[str], results: 
     raise combine_errors(what, errors)
 
 
+def endpoint_order(router: Any, policy: str, args: tuple, kwargs: dict) -> List[int]:
+    """Endpoints in the order a server-level call asks them: for ``model_first``, those where the model is ready
+    come first (a stable sort keeps fleet order within each group)."""
+    order = list(range(len(router.endpoint_names())))
+    if policy == "model_first":
+        mask = router.ready_mask(args[0] if args else kwargs.get("model_name", ""))
+        order.sort(key=lambda i: not mask[i])
+    return order
+
+
+def call_in_order(order: Sequence[int], call: Callable[[int], Any], policy: str) -> List[Tuple[int, Any, Any]]:
+    """(index, value, error) per endpoint asked, in ``order``, stopping early where the policy allows."""
+    results: List[Tuple[int, Any, Any]] = []
+    for i in order:
+        try:
+            value = call(i)
+        except Exception as exc:  # noqa: BLE001 - aggregated by the caller
+            results.append((i, None, exc))
+            continue
+        results.append((i, value, None))
+        if stops_early(policy, value):
+            break
+    return results
+
+
 def stops_early(policy: str, value: Any) -> bool:
     """Whether the fan-out can stop after this successful answer."""
     return policy in ("first", "model_first") or (policy == "any_true" and bool(value))

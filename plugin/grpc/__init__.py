@@ -24,7 +24,7 @@ from tritonclient.utils import InferenceServerException, raise_error
 
 from .._client_common import ClientCore, SyncClientMixin, resolve_fleet
 from .._failover import Engine
-from .._server_calls import POLICIES, aggregate, make_method, stops_early
+from .._server_calls import POLICIES, aggregate, call_in_order, endpoint_order, make_method
 from ..fleet import Fleet
 from ._async import FailoverCall
 from ._transport import UNAVAILABLE_STATUS, classify_grpc, endpoint_kwargs, sum_grpc_statistics
@@ -167,20 +167,8 @@ class InferenceServerClient(SyncClientMixin, InferenceServerClientBase):
 
     def _fan_out(self, name: str, policy: str, args: tuple, kwargs: dict) -> Any:
         self._check_open()
-        order = list(range(len(self._clients)))
-        if policy == "model_first":
-            mask = self._router.ready_mask(args[0] if args else kwargs.get("model_name", ""))
-            order.sort(key=lambda i: not mask[i])
-        results = []
-        for i in order:
-            try:
-                value = getattr(self._clients[i], name)(*args, **kwargs)
-            except Exception as exc:  # noqa: BLE001 - aggregated below
-                results.append((i, None, exc))
-                continue
-            results.append((i, value, None))
-            if stops_early(policy, value):
-                break
+        order = endpoint_order(self._router, policy, args, kwargs)
+        results = call_in_order(order, lambda i: getattr(self._clients[i], name)(*args, **kwargs), policy)
         return aggregate(policy, order, self._router.endpoint_names(), results, name, sum_grpc_statistics)
 
 

@@ -26,7 +26,7 @@ from tritonclient.utils import InferenceServerException, raise_error
 
 from .._client_common import ClientCore, SyncClientMixin, resolve_fleet
 from .._failover import Engine
-from .._server_calls import POLICIES, aggregate, make_method, stops_early, sum_statistics
+from .._server_calls import POLICIES, aggregate, call_in_order, endpoint_order, make_method, sum_statistics
 from ..fleet import Fleet
 from ._transport import UNAVAILABLE_STATUS, ThreadClients, classify_http, model_ready, probe_factory
 
@@ -178,22 +178,8 @@ class InferenceServerClient(SyncClientMixin, InferenceServerClientBase):
     def _fan_out(self, name: str, policy: str, args: tuple, kwargs: dict) -> Any:
         if self._closed:
             raise_error("tritonmix: the client is closed")
-        n = len(self._fleet.endpoints)
-        order = list(range(n))
-        if policy == "model_first":
-            model = args[0] if args else kwargs.get("model_name", "")
-            mask = self._router.ready_mask(model)
-            order.sort(key=lambda i: not mask[i])
-        results = []
-        for i in order:
-            try:
-                value = getattr(self._clients.get(i), name)(*args, **kwargs)
-            except Exception as exc:  # noqa: BLE001 - aggregated below
-                results.append((i, None, exc))
-                continue
-            results.append((i, value, None))
-            if stops_early(policy, value):
-                break
+        order = endpoint_order(self._router, policy, args, kwargs)
+        results = call_in_order(order, lambda i: getattr(self._clients.get(i), name)(*args, **kwargs), policy)
         return aggregate(policy, order, self._router.endpoint_names(), results, name, sum_statistics)
 
 
