@@ -161,9 +161,6 @@ class SyncClientMixin:
     _router: Any
     _closed: bool
 
-    def close(self) -> None:  # pragma: no cover - always overridden
-        raise NotImplementedError
-
     def __enter__(self) -> Any:
         return self
 

@@ -1,8 +1,8 @@
 """The ``tritonmix`` command line.
 
-Each subcommand lives in its own module, which exposes ``register(subparsers)``; this file only wires them up, so a
-subcommand whose optional dependencies are missing does not break the others (its ``--help`` still works and running
-it names what is missing).
+Each subcommand lives in its own module, which exposes ``register(subparsers)``; this file only wires them up. The
+modules import their heavy dependencies (torch, diffusers, the fleet) only when their command runs, so ``--help``
+works without them.
 """
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import logging
 import sys
 from typing import Optional, Sequence
 
-#: (module, attribute) pairs; each module's ``register(subparsers)`` adds one or more subcommands.
+#: each module's ``register(subparsers)`` adds one or more subcommands
 _SUBCOMMAND_MODULES: tuple[str, ...] = (
     "tritonmix.commands.serve",
     "tritonmix.commands.export",
@@ -35,13 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     subparsers.required = True
     for module_name in _SUBCOMMAND_MODULES:
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:
-            if exc.name and exc.name.startswith("tritonmix.commands"):
-                continue  # subcommand not built yet
-            raise
-        module.register(subparsers)
+        importlib.import_module(module_name).register(subparsers)
     return parser
 
 

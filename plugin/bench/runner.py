@@ -5,11 +5,11 @@ import dataclasses
 import logging
 import threading
 import time
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List
 
 from .baselines import LeastOutstandingP2C, RoundRobin, StaticWeights, static_weights_for
 from .loadgen import RequestRecord, replay
-from .sampler import MetricsSampler, Sample
+from .sampler import MetricsSampler, Sample, scrape_pending
 from .scenario import ScenarioSpec
 from .senders import BaselineSender, TritonmixSender
 from .trace import ArrivalTrace, Event
@@ -106,22 +106,10 @@ def reset_fleet(local_fleet: Any, spec: ScenarioSpec, original_concurrency: Dict
     """Back to the initial state: every endpoint up, at full capacity, normal speed, with an empty queue."""
     for name in local_fleet.fleet.names:
         endpoint = local_fleet.endpoints[name]
-        if not _is_up(endpoint) or _pending(endpoint, spec.model) > 0:
+        if not endpoint.running or scrape_pending(endpoint.metrics_url, spec.model) > 0:
             local_fleet.restart(name)
     for event in spec.events:
         if event.kind == "set_capacity":
             local_fleet.set_capacity(event.endpoint, original_concurrency[event.endpoint])
         elif event.kind == "slow_down":
             local_fleet.slow_down(event.endpoint, 1.0)
-
-
-def _is_up(endpoint: Any) -> bool:
-    pid: Optional[int] = getattr(endpoint, "pid", None)
-    running = getattr(endpoint, "running", None)
-    return bool(running) if running is not None else pid is not None
-
-
-def _pending(endpoint: Any, model: str) -> float:
-    from .sampler import scrape_pending
-
-    return scrape_pending(endpoint.metrics_url, model)
