@@ -1,7 +1,7 @@
 """The retry policy value and the retry budget (fake clock)."""
 from __future__ import annotations
 
-from tritonmix.retry import Attempt, Outcome, RetryBudget
+from tritonmix.retry import Outcome, RetryBudget
 
 
 class FakeClock:
@@ -29,4 +29,3 @@ def test_budget_allows_the_minimum_then_the_share() -> None:
 def test_only_attempts_that_reached_a_server_count_as_extra_load() -> None:
     assert not Outcome.NOT_SENT.reached_server
     assert Outcome.MAYBE_RAN.reached_server and Outcome.UNAVAILABLE.reached_server
-    assert Attempt(0, "a", Outcome.NOT_SENT, "refused").outcome is Outcome.NOT_SENT
