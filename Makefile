@@ -37,6 +37,10 @@ demo: install
 	$(PY) -m tritonmix.demo
 
 test: install
+	@# tests/reliability/test_tls.py puts a TLS-terminating nginx in front of a local Triton (HTTP over TLS)
+	@command -v nginx >/dev/null 2>&1 || ! command -v apt-get >/dev/null 2>&1 || \
+		(DEBIAN_FRONTEND=noninteractive apt-get install -y -q nginx-light openssl >/dev/null || (apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q nginx-light openssl >/dev/null)) || \
+		echo 'warning: could not install nginx-light; the HTTP-over-TLS tests will be skipped'
 	TRITONMIX_EXPECT_COMPILED=1 $(PY) -m pytest -q tests $(PYTEST_ARGS)
 
 bench: install
