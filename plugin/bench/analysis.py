@@ -2,7 +2,8 @@
 
 Cost model (the paper's "cost of inference" for an autoscaled pool): a request costs the price per second of the
 accelerator that served it times its service time (one request per accelerator at a time), taken from the servers'
-own busy-time counters (``nv_inference_compute_infer_duration_us``). Cost per 1,000 = total / successful x 1000.
+own busy-time counters (``tritonmix_emulated_service_us``, else ``nv_inference_compute_infer_duration_us``: see
+``sampler``). Cost per 1,000 = total / successful x 1000.
 
 Settling after an event: traffic shares per endpoint in 0.25 s bins, over a centred 1 s window; the event's window runs
 to the next event (at most 5 s); its final shares are the window's last second. Traffic has settled at the first

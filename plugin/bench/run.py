@@ -21,7 +21,8 @@ logger = logging.getLogger(__name__)
 
 COST_MODEL = ("each request costs the price per second of the accelerator that served it times its service time "
               "(one request per accelerator at a time: the cost of an autoscaled pool); service time from the "
-              "servers' nv_inference_compute_infer_duration_us")
+              "EMULATED servers' own tritonmix_emulated_service_us (time holding a slot; Triton's "
+              "nv_inference_compute_infer_duration_us where a server does not export it)")
 
 
 def run_scenario(

@@ -3,6 +3,11 @@
 Counters reset when a server restarts and vanish while it is dead; each sample is turned into a delta against the
 previous one, and a counter that went down is taken as a reset (the new value is the delta), as Prometheus' rate()
 does. So totals survive kills and restarts; only completions in the last sampling period before a SIGKILL are lost.
+
+Busy time is the EMULATED model's own ``tritonmix_emulated_service_us`` (time a request held one of the endpoint's
+slots) where the server exports it, else Triton's ``nv_inference_compute_infer_duration_us``. The two differ only
+while requests wait for a slot after a capacity cut: that wait happens inside the model's ``execute``, so Triton
+counts it as compute time, where a real pool would have queued the request (and billed nothing for it).
 """
 from __future__ import annotations
 
@@ -20,7 +25,8 @@ __all__ = ["Sample", "MetricsSampler", "scrape_counters", "scrape_pending"]
 _WANTED = {
     "nv_inference_request_success": "success",
     "nv_inference_request_failure": "failure",
-    "nv_inference_compute_infer_duration_us": "busy_us",
+    "nv_inference_compute_infer_duration_us": "compute_us",
+    "tritonmix_emulated_service_us": "service_us",
 }
 
 
@@ -43,11 +49,14 @@ def scrape_counters(metrics_url: str, model: str, timeout_s: float = 0.5) -> Opt
     except OSError:
         return None
     values = {key: 0.0 for key in _WANTED.values()}
+    emulated = False
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
             key = _WANTED.get(sample.name) or _WANTED.get(sample.name.removesuffix("_total"))
             if key and sample.labels.get("model") == model:
                 values[key] += sample.value
+                emulated = emulated or key == "service_us"
+    values["busy_us"] = values["service_us"] if emulated else values["compute_us"]
     return values
 
 

@@ -5,15 +5,23 @@
     dir/<model_name>/config.pbtxt      ModelConfig protobuf (json_format.ParseDict -> text_format), never a template
     dir/<model_name>/1/model.py        a verbatim copy of tritonmix/emulation/model.py
 
+    dir/<model_name>/control.json       the live faults: {"concurrency": C, "slow_down": f} (write_control)
+
 The profile travels in the config's ``parameters`` (``emulated: "true"``, ``latency_s``, ``jitter_s``,
-``concurrency``, ``time_scale``, ``slow_down``, ``profile``, ``endpoint``, ...); ``instance_group.count`` is the
-concurrency. A capacity cut or a slow-down rewrites the config and reloads the model through Triton's repository
-API (explicit model control), so the server stays up and a restart comes back with the same settings.
+``concurrency``, ``time_scale``, ``slow_down``, ``profile``, ``endpoint``, ``control_file``, ...);
+``instance_group.count`` is the most requests it can ever serve at once (``EmulationSettings.instance_count``).
+A capacity change within that count or a slow-down only rewrites ``control.json`` (atomically: a temporary file,
+then a rename), which the running model re-reads within ~50 ms: no reload, nothing held. Only a capacity above the
+instance count needs a new config and a reload. A restart reads the same files, so it comes back with the same
+settings.
 """
 from __future__ import annotations
 
 import dataclasses
+import json
+import os
 import shutil
+import tempfile
 from pathlib import Path
 from typing import Any, Dict, Mapping
 
@@ -23,11 +31,13 @@ from tritonclient.grpc import model_config_pb2
 from .profiles import Profile
 
 __all__ = ["DEFAULT_MODEL_NAME", "EmulationSettings", "emulation_config", "write_emulated_repository",
-           "settings_from_parameters", "MODEL_SOURCE", "sd_model_config"]
+           "settings_from_parameters", "MODEL_SOURCE", "sd_model_config", "write_control", "read_control",
+           "CONTROL_FILE"]
 
 DEFAULT_MODEL_NAME = "stable_diffusion"
 MODEL_SOURCE = Path(__file__).with_name("model.py")
 IMAGE_SIZE = 8
+CONTROL_FILE = "control.json"  # the name model.py reads beside config.pbtxt
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,10 +50,16 @@ class EmulationSettings:
     concurrency: int = 0  # 0: the profile's own
     slow_down: float = 1.0
     image_size: int = IMAGE_SIZE
+    instances: int = 0  # 0: as many as the concurrency; more leaves room to raise the capacity without a reload
 
     @property
     def effective_concurrency(self) -> int:
         return self.concurrency or self.profile.concurrency
+
+    @property
+    def instance_count(self) -> int:
+        """Model instances in the config: the most requests it can serve at once, whatever the control file says."""
+        return max(self.instances, self.effective_concurrency, self.profile.concurrency)
 
     @property
     def latency_s(self) -> float:
@@ -91,18 +107,50 @@ def sd_model_config(model_name: str, image_size: int, instances: int,
     return json_format.ParseDict(body, model_config_pb2.ModelConfig())
 
 
-def emulation_config(model_name: str, settings: EmulationSettings) -> model_config_pb2.ModelConfig:
-    """The ModelConfig of the emulated model: SD ensemble I/O, one CPU instance per concurrent request."""
-    return sd_model_config(model_name, settings.image_size, settings.effective_concurrency, settings.parameters())
+def emulation_config(model_name: str, settings: EmulationSettings,
+                     control_file: str = "") -> model_config_pb2.ModelConfig:
+    """The ModelConfig of the emulated model: SD ensemble I/O, ``instance_count`` CPU instances (one per slot)."""
+    parameters = settings.parameters()
+    if control_file:
+        parameters["control_file"] = control_file
+    return sd_model_config(model_name, settings.image_size, settings.instance_count, parameters)
 
 
 def write_config(repository: Path, model_name: str, settings: EmulationSettings) -> Path:
-    """(Re)write ``config.pbtxt``; the caller reloads the model for a running server to see it."""
+    """(Re)write ``config.pbtxt`` and ``control.json``; a running server sees a new config only after a reload."""
     path = Path(repository) / model_name / "config.pbtxt"
     path.parent.mkdir(parents=True, exist_ok=True)
+    control = write_control(repository, model_name, settings)
     text = "# tritonmix EMULATED accelerator (generated; emulated: true)\n"
-    path.write_text(text + text_format.MessageToString(emulation_config(model_name, settings)))
+    config = emulation_config(model_name, settings, str(control.resolve()))
+    path.write_text(text + text_format.MessageToString(config))
     return path
+
+
+def write_control(repository: Path, model_name: str, settings: EmulationSettings) -> Path:
+    """Atomically (temporary file, then rename) write the live concurrency and slow-down that model.py enforces."""
+    folder = Path(repository) / model_name
+    folder.mkdir(parents=True, exist_ok=True)
+    body = json.dumps({"concurrency": settings.effective_concurrency, "slow_down": settings.slow_down})
+    fd, tmp = tempfile.mkstemp(prefix=".control-", suffix=".json", dir=folder)
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(body)
+        os.replace(tmp, folder / CONTROL_FILE)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return folder / CONTROL_FILE
+
+
+def read_control(path: str) -> Dict[str, Any]:
+    """The live settings a control file holds; {} when it cannot be read (another machine, or gone)."""
+    try:
+        with open(path) as handle:
+            values = json.load(handle)
+    except (OSError, ValueError):
+        return {}
+    return values if isinstance(values, dict) else {}
 
 
 def write_emulated_repository(repository: Path, model_name: str, settings: EmulationSettings) -> Path:

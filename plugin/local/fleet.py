@@ -13,7 +13,9 @@
 
 An endpoint with a ``profile`` serves an EMULATED model (``tritonmix.emulation``) from a generated repository under
 ``work_dir``; one with only a ``model_repository`` serves that repository as it is. Every server runs in explicit
-model control mode, so capacity and speed change by reloading the model (Triton keeps serving during the reload).
+model control mode. An emulated endpoint changes capacity and speed through its control file, which the model
+re-reads within ~50 ms: nothing is reloaded and no request is held (a capacity above the model's instance count is
+the one change that needs a reload). A real repository changes capacity by reloading with a new instance count.
 
 Servers are started from the fleet's own worker threads, which live as long as the fleet: the servers' parent-death
 signal (``PR_SET_PDEATHSIG``) follows the starting *thread*, so a restart asked for from a short-lived thread must
@@ -31,7 +33,7 @@ from pathlib import Path
 from typing import Dict, List, Optional, Union
 
 from ..emulation.profiles import Profile, validate_profile
-from ..emulation.repository import EmulationSettings, write_config, write_emulated_repository
+from ..emulation.repository import EmulationSettings, write_config, write_control, write_emulated_repository
 from ..errors import ConfigError, PortInUse
 from ..fleet import EndpointSpec, Fleet
 from .capacity import reload_model, set_instance_count
@@ -215,34 +217,43 @@ class LocalFleet:
             logger.info("fault: restarted %s (pid %s) on %s", name, endpoint.server.pid, endpoint.http_url)
 
     def set_capacity(self, name: str, concurrency: int) -> None:
-        """Serve at most ``concurrency`` requests in parallel; the server stays up (model reload)."""
+        """Serve at most ``concurrency`` requests in parallel; the server stays up (emulated: at once, through the
+        control file; a real repository: a model reload with that many instances)."""
         if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
             raise ConfigError(f"set_capacity: concurrency {concurrency!r} must be an integer >= 1")
         endpoint = self._endpoint(name)
         with endpoint.lock:
             if endpoint.emulation is not None:
-                endpoint.emulation = dataclasses.replace(endpoint.emulation, concurrency=concurrency)
-                self._reload_emulation(endpoint)
+                self._apply_emulation(endpoint, concurrency=concurrency)
             else:
                 endpoint.capacity = concurrency
                 set_instance_count(endpoint.http_url, concurrency)
             logger.info("fault: %s capacity set to %d", name, concurrency)
 
     def slow_down(self, name: str, factor: float) -> None:
-        """Multiply the emulated latency by ``factor`` (1.0 restores the profile); emulated endpoints only."""
+        """Multiply the emulated latency by ``factor`` (1.0 restores the profile) from the next request on;
+        requests being served finish at the old speed. Emulated endpoints only."""
         if isinstance(factor, bool) or not isinstance(factor, (int, float)) or not factor > 0:
             raise ConfigError(f"slow_down: factor {factor!r} must be a number > 0")
         endpoint = self._endpoint(name)
         if endpoint.emulation is None:
             raise ConfigError(f"slow_down: endpoint {name!r} serves a real model repository, not an emulated profile")
         with endpoint.lock:
-            endpoint.emulation = dataclasses.replace(endpoint.emulation, slow_down=float(factor))
-            self._reload_emulation(endpoint)
+            self._apply_emulation(endpoint, slow_down=float(factor))
             logger.info("fault: %s slowed down x%g", name, factor)
 
-    def _reload_emulation(self, endpoint: LocalEndpoint) -> None:
-        assert endpoint.emulation is not None and endpoint.model_name is not None
-        write_config(endpoint.repository, endpoint.model_name, endpoint.emulation)
+    def _apply_emulation(self, endpoint: LocalEndpoint, **changes: object) -> None:
+        """New emulated settings: the control file only, unless the instance count must grow (config + reload).
+        The instance count never shrinks, so capacity given back later needs no reload either."""
+        old = endpoint.emulation
+        assert old is not None and endpoint.model_name is not None
+        new = dataclasses.replace(old, **changes)
+        new = dataclasses.replace(new, instances=max(old.instance_count, new.effective_concurrency))
+        endpoint.emulation = new
+        if new.instance_count == old.instance_count:
+            write_control(endpoint.repository, endpoint.model_name, new)
+            return
+        write_config(endpoint.repository, endpoint.model_name, new)
         if endpoint.server.running:
             reload_model(endpoint.http_url, endpoint.model_name)
 

@@ -6,8 +6,9 @@
 - the metrics port's ``nv_inference_pending_request_count`` (pending), ``nv_inference_request_success`` (served),
   ``nv_inference_request_failure`` and ``nv_inference_request_duration_us`` for the served model; the mean latency
   is duration / success since the server started (Triton's cumulative counters);
-- for an EMULATED endpoint, the model config's ``parameters`` (profile, concurrency, slow_down), so a status taken in
-  another process shows the capacity cuts and slow-downs in force.
+- for an EMULATED endpoint, the model config's ``parameters`` (profile, concurrency, slow_down), overridden by the
+  live control file the config names (``control_file``, on this machine), so a status taken in another process shows
+  the capacity cuts and slow-downs in force.
 """
 from __future__ import annotations
 
@@ -88,7 +89,13 @@ def _model_parameters(http_url: str, model_name: str, timeout_s: float) -> Dict[
         params = json.loads(body).get("parameters", {})
     except ValueError:
         return {}
-    return {k: v.get("string_value", "") for k, v in params.items() if isinstance(v, dict)}
+    flat = {k: v.get("string_value", "") for k, v in params.items() if isinstance(v, dict)}
+    if flat.get("control_file"):
+        from ..emulation.repository import read_control  # noqa: PLC0415 - only emulated endpoints have one
+
+        live = read_control(flat["control_file"])
+        flat.update({k: str(live[k]) for k in ("concurrency", "slow_down") if k in live})
+    return flat
 
 
 def probe(
