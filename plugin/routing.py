@@ -11,13 +11,16 @@ Contract with the controller (``tritonmix.controller.start_controller(fleet, rou
     router.arrivals()                          {(model, rc): user requests so far} (retries not counted)
     router.endpoint_counters()                 [(completed_ok, over_slo, failed_attempts)] per endpoint
     router.add_listener(cb)                    cb((model, rc)) after a dispatcher is created
+    router.set_ejector(cb)                     cb(i, reason, now) decides ejection instead of the router (or None)
 
 Availability of endpoint i in the dispatcher of model m is the AND of three masks:
     controller[i]      set_endpoint_available (default True)
     not ejected[i]     the client's own passive ejection after connection failures (Envoy's outlier detection:
                        eject on a failure that never reached the server, or after eject_consecutive_failures in a
                        row; eject_base_s doubling per ejection up to eject_max_s; never more than
-                       max_ejected_share of the fleet at once; readmitted lazily when the time is up)
+                       max_ejected_share of the fleet at once; readmitted lazily when the time is up), used only
+                       while no controller runs: ``set_ejector(cb)`` hands that decision to the controller (one
+                       source of truth), and the router then only reports the failure, ``cb(i, reason, now)``
     ready[m][i]        model readiness as last probed (unknown counts as ready; a model ready nowhere keeps every
                        endpoint, so the servers' own "unknown model" error reaches the user)
 Thread safety: one lock guards the masks, the counters and the dispatcher table; the hot path reads the table
@@ -81,6 +84,7 @@ class Router:
         self._over_slo = [0] * n
         self._failed = [0] * n
         self._listeners: List[Callable[[Key], None]] = []
+        self._ejector: Optional[Callable[[int, str, float], None]] = None
         s = fleet.controller
         self.budget = RetryBudget(s.retry_budget_share, clock=clock)
         self._slo_s = fleet.slo_s
@@ -128,6 +132,12 @@ class Router:
         with self._lock:
             self._listeners.append(callback)
 
+    def set_ejector(self, ejector: Optional[Callable[[int, str, float], None]]) -> None:
+        """Hand ejection to ``ejector(i, reason, now)`` (called outside the lock on each failure that would eject);
+        the router's own ejection is off while one is set. None: the router's own again."""
+        with self._lock:
+            self._ejector = ejector
+
     # ---- hot path ------------------------------------------------------------------------------------------
 
     def dispatcher(self, model: str, request_class: str = "interactive") -> Dispatcher:
@@ -159,8 +169,14 @@ class Router:
                 return
             self._consecutive[i] += 1
             limit = max(1, self.fleet.controller.eject_consecutive_failures)
-            if outcome is Outcome.NOT_SENT or self._consecutive[i] >= limit:
+            if outcome is not Outcome.NOT_SENT and self._consecutive[i] < limit:
+                return
+            ejector = self._ejector
+            if ejector is None:
                 self._eject(i, now)
+                return
+            reason = "connection failure" if outcome is Outcome.NOT_SENT else "consecutive failures"
+        ejector(i, reason, now)
 
     # ---- readiness and ejection ------------------------------------------------------------------------------
 
@@ -187,8 +203,9 @@ class Router:
             return list(self._ready.get(model, [True] * self._n))
 
     def ejected(self) -> List[bool]:
+        """Per endpoint: ejected, by the router itself or by the controller's mask."""
         with self._lock:
-            return [t > 0.0 for t in self._ejected_until]
+            return [t > 0.0 or not c for t, c in zip(self._ejected_until, self._controller_mask)]
 
     def is_available(self, model: str, i: int) -> bool:
         """Whether endpoint ``i`` may take requests for ``model`` now (all three masks)."""

@@ -188,15 +188,25 @@ def test_settings_validate_new_fields_by_name():
         ControllerSettings.from_dict({"hysteresis": 1.5})
 
 
-def test_auto_start_up_failure_at_unmeasured_capacity_is_forgotten_once_capacity_is_known() -> None:
-    from tritonmix.controller.policy.auto import AutoMode, detect_shortfall
+def _shortfall(demand: float, room: float, rated: float = math.nan, known: bool = True, misses: float = math.nan):
+    return detect_shortfall(demand, room, misses, math.nan, (), cost_margin=0.9, hysteresis=0.1,
+                            slo_miss_threshold=0.05, capacity_known=known, rated_capacity_rps=rated)
 
-    def shortfall(demand: float, room: float):
-        return detect_shortfall(demand, room, float("nan"), float("nan"), (), cost_margin=0.9, hysteresis=0.1,
-                                slo_miss_threshold=0.05)
 
+def test_auto_judges_no_demand_shortfall_before_capacity_is_known() -> None:
+    assert _shortfall(4.0, 0.0, known=False).reasons == () and _shortfall(4.0, 0.0, known=False).clear
+    assert _shortfall(4.0, 0.0).reasons == ("demand",)
     auto = AutoMode("auto", dwell_s=1.0)
-    assert auto.update(0.0, shortfall(4.0, 0.0)).new == "capacity"  # nothing measured yet: K = 0
-    changes = [auto.update(t / 4, shortfall(8.0, 30.0)) for t in range(1, 12)]
-    assert [c.new for c in changes if c] == ["cost"]
-    assert auto.fail_demand_rps is None
+    assert all(auto.update(t / 4, _shortfall(4.0, 0.0, known=False)) is None for t in range(8))
+    assert auto.mode == COST and auto.fail_demand_rps is None
+
+
+def test_auto_keeps_a_load_driven_failure_while_capacity_mode_inflates_the_estimated_room() -> None:
+    """The old rule forgot lambda_fail once K > 1.25 x K at the failure; in CAPACITY mode K grows by itself."""
+    auto = AutoMode("auto", dwell_s=5.0, hysteresis=0.1)
+    assert auto.update(0.0, _shortfall(50.0, 52.0, rated=60.0)).new == CAPACITY
+    changes = [auto.update(0.5 * k, _shortfall(50.0, 80.0, rated=61.0)) for k in range(1, 120)]  # 60 s
+    assert [c for c in changes if c] == [] and auto.fail_demand_rps == pytest.approx(50.0)
+    # the service times fell (rated room +33%): evidence, forgotten; COST after the dwell
+    changes = [auto.update(60.0 + 0.5 * k, _shortfall(50.0, 80.0, rated=80.0)) for k in range(0, 12)]
+    assert [(c.new, c.at_s) for c in changes if c] == [(COST, 65.0)]

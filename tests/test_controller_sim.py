@@ -154,3 +154,49 @@ def test_start_controller_is_none_when_disabled_and_runs_a_thread_otherwise():
         assert ctl is not None and ctl.mode == COST
     finally:
         ctl.stop()
+
+
+def test_ejection_has_one_holder_the_controller_fed_by_the_routers_request_path(request):
+    sim = request.node.sim = simulate(eject_base_s=2.0)
+    sim.at(5.1, lambda: sim.kill(0))
+    sim.run(5.45, {KEY: 20.0})  # requests hit the dead server before the next tick (5.5)
+    hits = [r for r in sim.results if r.arrived_s > 5.1 and r.attempts > 1]
+    assert hits, "no request met the dead server: the test shows nothing"
+    ejections = sim.controller.decisions("eject")
+    assert [(d.endpoint, d.reasons) for d in ejections] == [("inf2-0", ("connection failure",))], ejections
+    assert ejections[0].at_s - sim.t0 < 5.5  # on the request path, not at the next tick
+    assert sim.router.dispatcher(*KEY).is_available(0) is False
+    assert sim.controller.snapshot() is not None and sim.router.ejected()[0]
+    assert sim.router._ejected_until[0] == 0.0  # the router's own ejection state is unused
+    sim.revive(0)
+    sim.run(9.0, {KEY: 20.0})  # backoff 2 s: the controller re-admits at a tick
+    readmits = sim.controller.decisions("readmit")
+    assert [d.endpoint for d in readmits] == ["inf2-0"] and 7.0 <= readmits[0].at_s - sim.t0 <= 7.6
+    assert sim.router.dispatcher(*KEY).is_available(0) is True
+
+
+def test_without_a_controller_the_router_ejects_by_itself(request):
+    sim = Simulation.build(make_fleet(), [ServerModel(0.067)] * 4 + [ServerModel(0.051)] * 2, seed=1,
+                           controller=False)
+    sim.at(1.0, lambda: sim.kill(0))
+    sim.run(1.9, {KEY: 20.0})  # ejected for eject_base_s = 2 s from the first failure
+    assert [r for r in sim.results if r.arrived_s > 1.0 and r.attempts > 1], "no request met the dead server"
+    assert sim.router.ejected()[0] and sim.router.dispatcher(*KEY).is_available(0) is False
+
+
+def test_no_mode_switch_at_start_up_while_capacity_is_unmeasured(request):
+    """Endpoints without capacity hints: mu starts at the default (1 req/s); AUTO must not read that as a shortfall."""
+    eps = [{"name": f"e{k}", "url": f"127.0.0.1:{9000 + k}", "accelerator": "neuron", "price_per_hour": 0.76 + k}
+           for k in range(3)]
+    fleet = Fleet.from_dict({"endpoints": eps, "slo_ms": 150, "controller": {"interval_s": 0.5}})
+    sim = request.node.sim = Simulation.build(fleet, [ServerModel(0.067)] * 3, seed=2)
+    sim.run(15.0, {KEY: 8.0})
+    assert modes(sim) == [], modes(sim)
+    assert pool_share(sim.share_by_endpoint(since_s=3.0), range(1)) >= 0.9
+
+
+def test_steady_load_cost_mode_cannot_hold_switches_once_and_stays(request):
+    """75 req/s: above cost_margin x K (0.9 x 0.8 x 99 = 71), below the fleet's 99: CAPACITY once, no flapping."""
+    sim = request.node.sim = simulate(seed=4)
+    sim.run(60.0, {KEY: 75.0})
+    assert [m for _, m in modes(sim)] == [CAPACITY], modes(sim)

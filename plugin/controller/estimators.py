@@ -81,10 +81,12 @@ class CapacityEstimator:
     """
 
     __slots__ = ("mu_rps", "concurrency", "service_s", "slo_factor", "_slo_s", "_threshold", "_down", "_up",
-                 "_hint", "_ok", "_over", "_quiet_s", "_forgive", "_queued_ticks")
+                 "_hint", "_ok", "_over", "_quiet_s", "_forgive", "_queued_ticks", "measured")
 
     def __init__(self, prior_rps: float, concurrency: Optional[int], *, slo_s: float, slo_miss_threshold: float,
-                 alpha_down: float, alpha_up: float) -> None:
+                 alpha_down: float, alpha_up: float, hinted: bool = True) -> None:
+        """``hinted``: ``prior_rps`` is a max_rps hint (s_0 = C_0 / mu_0), not the default for an endpoint nobody
+        described (then s is unknown, NaN, until measured, and the endpoint counts as meeting the SLO)."""
         self.mu_rps = float(prior_rps)
         self.concurrency = float(concurrency or 1)
         self._hint = self.concurrency
@@ -92,7 +94,9 @@ class CapacityEstimator:
         self._quiet_s = 0.0
         self._forgive = 0
         self._queued_ticks = 0
-        self.service_s = self.concurrency / self.mu_rps if self.mu_rps > 0 else math.nan
+        self.service_s = self.concurrency / self.mu_rps if self.mu_rps > 0 and hinted else math.nan
+        #: mu rests on something: a max_rps hint or a measured service time (AUTO judges demand only then)
+        self.measured = bool(hinted)
         self.slo_factor = 1.0
         self._slo_s = slo_s
         self._threshold = slo_miss_threshold
@@ -125,6 +129,7 @@ class CapacityEstimator:
         if not obs.service_s > 0.0:
             return self.mu_rps  # nothing measured: keep the estimate
         self.service_s = obs.service_s
+        self.measured = True
         x = obs.completed / obs.dt_s
         self._update_concurrency(obs, x)
         self._update_slo_factor(obs, x)

@@ -6,7 +6,7 @@ from typing import Any, List, Sequence, Tuple
 
 from .decisions import Decision, DecisionLog
 from .observe import EndpointTick
-from .policy.ejection import OutlierDetector, in_panic
+from .policy.ejection import EjectionEvent, OutlierDetector, in_panic
 
 __all__ = ["Health"]
 
@@ -15,7 +15,8 @@ class Health:
     """routable_i = panic or (ready_i and not ejected_i).
 
         ready_i     the newest readiness probe (unknown, e.g. a gRPC endpoint without a metrics URL: ready)
-        ejected_i   OutlierDetector, fed our per-tick successes, failures and latency
+        ejected_i   OutlierDetector, fed our per-tick successes, failures and latency, and between ticks the
+                    router's request-path failures (``report``): the one holder of ejection state
         panic       healthy / n < panic_threshold (in_panic): every endpoint is routable
     """
 
@@ -42,15 +43,29 @@ class Health:
         failed = [t.failed for t in ticks]
         latency = list(service_s)
         for e in self.outliers.update(now, ok, failed, latency, self._pools):
-            name = self._names[e.index]
-            log.add(Decision(now, e.kind, f"{e.kind} {name}: {e.reason}", endpoint=name, reasons=(e.reason,),
-                             figures=e.figures))
-            if e.kind == "eject":
-                events.append(f"ejected:{name}")
-            elif e.kind == "readmit":
-                self.grew = True
+            events.extend(self._ejection(now, e, log))
         self._update_panic(now, log)
         return events
+
+    def report(self, now: float, index: int, reason: str, log: DecisionLog) -> List[str]:
+        """The router's request-path signal (a connection refused, a run of failures): eject now, through the same
+        detector as the ticks; returns the shortfall events. The caller serialises it with ``update``."""
+        e = self.outliers.report(now, index, reason)
+        if e is None:
+            return []
+        events = self._ejection(now, e, log)
+        self._update_panic(now, log)
+        return events
+
+    def _ejection(self, now: float, e: EjectionEvent, log: DecisionLog) -> List[str]:
+        name = self._names[e.index]
+        log.add(Decision(now, e.kind, f"{e.kind} {name}: {e.reason}", endpoint=name, reasons=(e.reason,),
+                         figures=e.figures))
+        if e.kind == "eject":
+            return [f"ejected:{name}"]
+        if e.kind == "readmit":
+            self.grew = True
+        return []
 
     def _readiness(self, now: float, ticks: Sequence[EndpointTick], log: DecisionLog) -> List[str]:
         events = []

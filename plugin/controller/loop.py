@@ -3,6 +3,8 @@
     tick:  observe (router counters, dispatcher stats, newest Triton scrape)   -> per-endpoint deltas
            estimate (capacity mu_i, demand lambda per (model, class), prices) -> EndpointViews
            health (readiness, outlier ejection, panic)                          -> decisions
+               (ejection has one holder, the OutlierDetector: the router reports request-path failures to it,
+                ``_on_failure``, and masks nothing itself while a controller runs)
            mode (AutoMode over detect_shortfall)                                -> decisions
            plan (make_plan) and apply (router.set_weights / set_endpoint_available)
            publish (snapshot for metrics and ``tritonmix status``)
@@ -51,7 +53,8 @@ class Controller:
             fleet, metrics_urls, timeout_s=s.scrape_timeout_s, clock=clock)
         self._capacity = [CapacityEstimator(seed_capacity(e.max_rps, e.max_concurrency, s.default_capacity_rps),
                                             e.max_concurrency, slo_s=fleet.slo_s, slo_miss_threshold=s.slo_miss_threshold,
-                                            alpha_down=s.capacity_alpha_down, alpha_up=s.capacity_alpha_up) for e in eps]
+                                            alpha_down=s.capacity_alpha_down, alpha_up=s.capacity_alpha_up,
+                                            hinted=bool(e.max_rps)) for e in eps]
         self._demand = DemandEstimator(s.demand_alpha)
         self._deltas = Deltas(self.n)
         self._shares = Shares()
@@ -71,8 +74,14 @@ class Controller:
         self._stop = threading.Event()
         self._thread: Optional[threading.Thread] = None
         self._exporter: Any = None
+        self._listeners: List[Callable[[ControllerSnapshot], None]] = []
+        #: serialises Health between the tick and the router's request-path reports (``_on_failure``)
+        self._health_lock = threading.Lock()
+        self._reported: List[str] = []
         self.registry = new_registry(lambda: self._snapshot)
         router.add_listener(self._on_new_dispatcher)
+        if hasattr(router, "set_ejector"):
+            router.set_ejector(self._on_failure)
 
     # ---- reading ---------------------------------------------------------------------------------------------
     @property
@@ -89,6 +98,11 @@ class Controller:
     def plan(self) -> Optional[Plan]:
         return self._plan
 
+    def add_listener(self, callback: Callable[[ControllerSnapshot], None]) -> None:
+        """``callback(snapshot)`` after every tick, on the controller's thread; it must be quick (tests record the
+        ticks with it, a UI may redraw). An exception in it is logged, never breaks the loop."""
+        self._listeners.append(callback)
+
     # ---- the tick --------------------------------------------------------------------------------------------
     def tick(self) -> Plan:
         now = self._clock()
@@ -100,8 +114,11 @@ class Controller:
         for est, t in zip(self._capacity, ticks):
             est.update(t.capacity)
         self._demand.update(self.router.arrivals(), dt_s)
-        events = self._health.update(now, ticks, [c.service_s for c in self._capacity], self._log)
-        views = self._views(ticks)
+        with self._health_lock:
+            events = self._reported + self._health.update(now, ticks, [c.service_s for c in self._capacity],
+                                                          self._log)
+            self._reported = []
+            views = self._views(ticks)
         self._log_cuts(now, previous)
         plan = self._decide(now, views, ticks, events)
         self._apply(plan)
@@ -153,11 +170,15 @@ class Controller:
         s = self.settings
         carried = [] if self._plan is None else [e for e in events if self._carried(e)]
         fractions = self._shares.update(ticks)
-        cheap = sum(v.room_rps(s.target_utilisation) for v in views
-                    if v.healthy and v.meets_slo and all(f.keep(v, INTERACTIVE) for f in self._filters))
+        eligible = [v for v in views
+                    if v.healthy and v.meets_slo and all(f.keep(v, INTERACTIVE) for f in self._filters)]
+        cheap = sum(v.room_rps(s.target_utilisation) for v in eligible)
+        rated = sum(s.target_utilisation * v.service_rps for v in eligible if v.service_rps > 0.0)
+        known = all(self._capacity[v.index].measured for v in eligible)
         shortfall = detect_shortfall(self._demand.total(INTERACTIVE), cheap, fractions["miss_share"],
                                      fractions["error_share"], carried, cost_margin=s.cost_margin,
-                                     hysteresis=s.hysteresis, slo_miss_threshold=s.slo_miss_threshold)
+                                     hysteresis=s.hysteresis, slo_miss_threshold=s.slo_miss_threshold,
+                                     capacity_known=known, rated_capacity_rps=rated)
         change = self._auto.update(now, shortfall, capacity_grew=self._health.grew)
         if change is not None:
             self._log.add(Decision(now, "mode", f"mode {change.old} -> {change.new}: {', '.join(change.reasons)}",
@@ -171,10 +192,23 @@ class Controller:
         i = self.fleet.names.index(name) if name in self.fleet.names else -1
         return i >= 0 and self._plan is not None and self._plan.interactive_rps[i] > 0.0
 
-    def _apply(self, plan: Plan) -> None:
-        self._plan = plan
+    def _on_failure(self, index: int, reason: str, now: float) -> None:
+        """The router's ejector (``Router.set_ejector``): a failure on the request path that ejects at once. The
+        controller decides (OutlierDetector: backoff, cap, panic) and masks the endpoint before the next pick, and
+        the next tick sees the ejection as a shortfall event; re-admission is the tick's. ``now`` is the router's
+        clock; the controller's own is used for the state it keeps."""
+        with self._health_lock:
+            self._reported += self._health.report(self._clock(), index, reason, self._log)
+            self._push_availability()
+
+    def _push_availability(self) -> None:
         for i, available in self._health.availability_changes():
             self.router.set_endpoint_available(i, available)
+
+    def _apply(self, plan: Plan) -> None:
+        self._plan = plan
+        with self._health_lock:
+            self._push_availability()
         for model, request_class in self.router.dispatchers():
             self.router.set_weights(model, request_class, plan.weights(request_class))
         if sum(plan.interactive_weights) > 0.0:
@@ -191,6 +225,11 @@ class Controller:
                                        "stale_s": [t.stale_s for t in ticks]}
         self._snapshot = build_snapshot(now, views, plan, extras, dict(self._demand.rates), self._auto.configured,
                                         self.settings.target_utilisation, self._log.total)
+        for callback in self._listeners:
+            try:
+                callback(self._snapshot)
+            except Exception:  # noqa: BLE001 - an observer must not break the loop
+                _log.exception("controller listener failed")
 
     # ---- the thread --------------------------------------------------------------------------------------------
     def start(self) -> "Controller":
@@ -212,6 +251,8 @@ class Controller:
 
     def stop(self, timeout_s: float = 5.0) -> None:
         self._stop.set()
+        if hasattr(self.router, "set_ejector"):
+            self.router.set_ejector(None)
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout_s)
         self._source.close()

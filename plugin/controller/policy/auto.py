@@ -24,27 +24,33 @@ class Shortfall:
 
 def detect_shortfall(demand_rps: float, cheap_capacity_rps: float, miss_share: float, error_share: float,
                      events: Sequence[str], *, cost_margin: float, hysteresis: float,
-                     slo_miss_threshold: float) -> Shortfall:
+                     slo_miss_threshold: float, capacity_known: bool = True,
+                     rated_capacity_rps: float = math.nan) -> Shortfall:
     """Enter thresholds (any one is a shortfall) and exit thresholds (all must hold to be clear):
 
         demand      enter: lambda > cost_margin x K              exit: lambda <= (cost_margin - hysteresis) x K
-                    with K = sum over the interactive-eligible endpoints of (target_utilisation x mu_i - external_i)
+                    with K = sum over the interactive-eligible endpoints of (target_utilisation x mu_i - external_i);
+                    judged only when ``capacity_known`` (every such mu_i rests on a hint or a measurement: at
+                    start-up K is the default prior, and "COST failed at this load" would be remembered for no
+                    failure at all)
         slo_misses  enter: miss share > slo_miss_threshold      exit: miss share <= slo_miss_threshold / 2
         errors      enter: error share > slo_miss_threshold     exit: error share <= slo_miss_threshold / 2
         events      an endpoint went down, was ejected, or lost over 25% of its capacity this tick
-    NaN shares (too few requests to tell) count as neither. O(1) plus the events.
+    NaN shares (too few requests to tell) count as neither. ``rated_capacity_rps`` (K from the configured slots
+    and the measured service times, see AutoMode) only rides along in the figures. O(1) plus the events.
     """
     reasons = []
-    if demand_rps > cost_margin * cheap_capacity_rps:
+    if capacity_known and demand_rps > cost_margin * cheap_capacity_rps:
         reasons.append("demand")
     if miss_share > slo_miss_threshold:
         reasons.append("slo_misses")
     if error_share > slo_miss_threshold:
         reasons.append("errors")
     reasons.extend(events)
-    clear = (demand_rps <= max(0.0, cost_margin - hysteresis) * cheap_capacity_rps
+    clear = ((not capacity_known or demand_rps <= max(0.0, cost_margin - hysteresis) * cheap_capacity_rps)
              and not miss_share > slo_miss_threshold / 2 and not error_share > slo_miss_threshold / 2 and not events)
     figures = {"demand_rps": demand_rps, "cheap_capacity_rps": cheap_capacity_rps,
+               "rated_capacity_rps": _finite(rated_capacity_rps),
                "miss_share": _finite(miss_share), "error_share": _finite(error_share)}
     return Shortfall(tuple(reasons), clear, figures)
 
@@ -72,8 +78,17 @@ class AutoMode:
                               CAPACITY mode hiding the misses is no evidence that COST would now hold it.
                               While in CAPACITY, lambda_fail <- min(lambda_fail, lambda_mean) with lambda_mean a
                               slow EWMA (a = 0.05) of lambda: a noisy high sample at the switch does not lower
-                              the bar. lambda_fail is forgotten when capacity grows (an endpoint comes back or is
-                              added) or after memory_s (20 dwell times).
+                              the bar. lambda_fail is forgotten on evidence that the cheap set grew:
+                              - an endpoint came back (ready again, re-admitted) or was added (``capacity_grew``);
+                              - the rated room K_r = sum(u x C_0,i / s_i) grew past 1.25 x K_r at the failure: the
+                                service times s_i fell (a slow-down ended); s_i is the server's compute time per
+                                request, measured at any load, so CAPACITY mode's lighter load does not fake it;
+                              - memory_s (20 dwell times) passed: a capacity that came back with no sign (a reload
+                                with more instances) is tried again at most that late.
+                              Not on the estimated room K itself: CAPACITY mode loads the cheap set lightly, its
+                              mu estimates re-trust the configured slots and the SLO factor when no queue shows,
+                              K grows, and forgetting then (the old rule, K > 1.25 x K at the failure) sent
+                              steady load back to a COST mode that fails again: a flap every few dwell times.
     The gap between the enter and exit thresholds, the dwell and lambda_fail are the hysteresis: steady load
     never flaps.
     """
@@ -91,14 +106,14 @@ class AutoMode:
         self.memory_s = 20.0 * dwell_s
         self.fail_demand_rps: Optional[float] = None
         self._fail_at = -math.inf
-        self._fail_capacity_rps = 0.0
+        self._fail_rated_rps = 0.0
         self._mean_demand_rps: Optional[float] = None
 
     def update(self, now: float, shortfall: Shortfall, capacity_grew: bool = False) -> Optional[ModeChange]:
         """Feed one tick; returns the change when the mode switched."""
         self._miss_ticks = self._miss_ticks + 1 if "slo_misses" in shortfall.reasons else 0
         if (capacity_grew or now - self._fail_at > self.memory_s
-                or shortfall.figures["cheap_capacity_rps"] > 1.25 * self._fail_capacity_rps):
+                or shortfall.figures.get("rated_capacity_rps", 0.0) > 1.25 * self._fail_rated_rps):
             self.fail_demand_rps = None
         if self.configured != AUTO:
             return None
@@ -109,7 +124,7 @@ class AutoMode:
                 self._clear_since = None
                 if "demand" in reasons or "slo_misses" in reasons:
                     self.fail_demand_rps, self._fail_at = shortfall.figures["demand_rps"], now
-                    self._fail_capacity_rps = shortfall.figures["cheap_capacity_rps"]
+                    self._fail_rated_rps = shortfall.figures.get("rated_capacity_rps", 0.0)
                     self._mean_demand_rps = shortfall.figures["demand_rps"]
                 return self._switch(now, CAPACITY, reasons, shortfall.figures)
             return None

@@ -25,6 +25,8 @@ def in_panic(healthy: int, total: int, panic_threshold: float) -> bool:
 
 class OutlierDetector:
     """Ejects endpoints that fail or are far slower than their pool, for a backoff that grows with each ejection.
+    The one holder of ejection state while a controller runs: the router's request-path signal (``report``) and
+    the tick's counts (``update``) both decide here.
 
         failure streak   ok == 0 in the tick: streak += failed;  else streak = failed if failed > ok else 0
                          eject when streak >= consecutive_failures
@@ -76,6 +78,20 @@ class OutlierDetector:
             else:
                 events.append(self._eject(now, i, reason, figures))
         return events
+
+    def report(self, now: float, i: int, reason: str) -> Optional[EjectionEvent]:
+        """A failure the router saw on the request path that ejects at once (a connection refused, or its own count
+        of consecutive failures): the same ejection, backoff and cap as a tick's, decided here (one source of truth
+        for ejection state). None when ``i`` is out already or the refusal was logged this episode. O(n)."""
+        if self.until[i] is not None:
+            return None
+        if self.ejected_count >= self._cap:
+            if self._refused[i]:
+                return None
+            self._refused[i] = True
+            return EjectionEvent("eject_refused", i, f"{reason}; max ejected share reached",
+                                 {"ejected": float(self.ejected_count), "cap": float(self._cap)})
+        return self._eject(now, i, reason, {"source_request_path": 1.0})
 
     def _why(self, i: int, ok: int, latency_s: float, median_s: Optional[float]) -> tuple:
         if self.streak[i] >= self._k_fail:
