@@ -200,3 +200,24 @@ def test_steady_load_cost_mode_cannot_hold_switches_once_and_stays(request):
     sim = request.node.sim = simulate(seed=4)
     sim.run(60.0, {KEY: 75.0})
     assert [m for _, m in modes(sim)] == [CAPACITY], modes(sim)
+
+
+def test_capacity_is_per_endpoint_and_model(request):
+    """Endpoint a (cheap) runs "small" in 10 ms but "big" in 200 ms, over the 150 ms SLO; b (dear) runs both fast.
+    Per (endpoint, model): big goes to b, small stays on the cheap a. One mu per endpoint would mix the two service
+    times (a's mean ~0.05-0.1 s) and either send big to a (SLO misses) or small to b (the dearer one)."""
+    eps = [{"name": "a", "url": "127.0.0.1:9001", "accelerator": "neuron", "price_per_hour": 0.5,
+            "max_concurrency": 4},
+           {"name": "b", "url": "127.0.0.1:9002", "accelerator": "gpu", "price_per_hour": 2.0, "max_concurrency": 4}]
+    fleet = Fleet.from_dict({"endpoints": eps, "slo_ms": 150, "controller": {"interval_s": 0.5}})
+    models = [ServerModel(0.01, 4, per_model_s={"big": 0.2}), ServerModel(0.01, 4, per_model_s={"big": 0.05})]
+    sim = request.node.sim = Simulation.build(fleet, models, seed=5)
+    sim.run(20.0, {("big", INTERACTIVE): 4.0, ("small", INTERACTIVE): 20.0})
+    big = [r for r in sim.results if r.key[0] == "big" and r.arrived_s > 5.0]
+    small = [r for r in sim.results if r.key[0] == "small" and r.arrived_s > 5.0]
+    assert sum(r.endpoint == 1 for r in big) >= 0.95 * len(big), "big should run on b"
+    assert sum(r.endpoint == 0 for r in small) >= 0.9 * len(small), "small should stay on the cheap a"
+    assert sum(r.latency_s <= 0.15 for r in big + small) >= 0.97 * len(big + small)
+    mu = sim.controller.snapshot().capacity_rps
+    assert mu[("a", "small")] > 5 * mu[("a", "big")], mu
+    assert sim.router.dispatcher("big", INTERACTIVE).weights()[0] < 0.05

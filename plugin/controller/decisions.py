@@ -31,6 +31,7 @@ class Decision:
     new: Optional[str] = None          # ... to
     reasons: tuple = ()
     figures: Mapping[str, float] = dataclasses.field(default_factory=dict)
+    model: Optional[str] = None        # capacity cuts, and mode switches where several models are planned
 
     def as_dict(self) -> Dict[str, Any]:
         d = dataclasses.asdict(self)

@@ -76,7 +76,9 @@ class CapacityEstimator:
                   2 s + 0.1 s (a model reload holds every request for ~1.5 s on the emulated fleet; the service time
                   shows nothing until they come out, so only the silence tells, and early)
         mu     <- mu + a * (mu_obs - mu),  a = alpha_down when mu_obs < mu (0.6: a halving shows 80% within two
-                  ticks) else alpha_up (0.3: slow to trust good news)
+                  ticks) else alpha_up (0.3: slow to trust good news); a = 1 on the first measurement of an
+                  endpoint with no max_rps hint (its prior is the default, not evidence: ramping up from it at 0.3
+                  made AUTO see a shortfall at start-up)
     Cost: O(1) per update.
     """
 
@@ -129,12 +131,12 @@ class CapacityEstimator:
         if not obs.service_s > 0.0:
             return self.mu_rps  # nothing measured: keep the estimate
         self.service_s = obs.service_s
-        self.measured = True
+        first, self.measured = not self.measured, True
         x = obs.completed / obs.dt_s
         self._update_concurrency(obs, x)
         self._update_slo_factor(obs, x)
         mu_obs = self.slo_factor * self.concurrency / obs.service_s
-        alpha = self._down if mu_obs < self.mu_rps else self._up
+        alpha = 1.0 if first else self._down if mu_obs < self.mu_rps else self._up  # the default prior is no evidence
         self.mu_rps += alpha * (mu_obs - self.mu_rps)
         return self.mu_rps
 

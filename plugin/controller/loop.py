@@ -1,14 +1,17 @@
 """The control loop: every ``interval_s``, read the signals, update the estimates, decide, set the weights.
 
-    tick:  observe (router counters, dispatcher stats, newest Triton scrape)   -> per-endpoint deltas
-           estimate (capacity mu_i, demand lambda per (model, class), prices) -> EndpointViews
-           health (readiness, outlier ejection, panic)                          -> decisions
+    tick:  observe (router counters, dispatcher stats, newest Triton scrape)   -> per-endpoint deltas, and per
+                                                                                   (endpoint, model) observations
+           estimate (capacity mu_(i,m) per model, per_model.ModelState; demand lambda per (model, class); prices)
+                                                                                -> EndpointViews per model
+           health (readiness, outlier ejection, panic), per endpoint            -> decisions
                (ejection has one holder, the OutlierDetector: the router reports request-path failures to it,
                 ``_on_failure``, and masks nothing itself while a controller runs)
-           mode (AutoMode over detect_shortfall)                                -> decisions
-           plan (make_plan) and apply (router.set_weights / set_endpoint_available)
+           mode (AutoMode over detect_shortfall: fleet-wide misses, errors and events, and the demand of the model
+                 nearest its cheap set's limit, per_model.binding)              -> decisions
+           plan (make_plan per model) and apply (each dispatcher its model's weights; set_endpoint_available)
            publish (snapshot for metrics and ``tritonmix status``)
-Cost: O(n log n + dispatchers x n) per tick; no I/O (scrapes run in HttpScraper's pool).
+Cost: O(models x n log n + dispatchers x n) per tick; no I/O (scrapes run in HttpScraper's pool).
 """
 from __future__ import annotations
 
@@ -18,11 +21,12 @@ import time
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 from .decisions import Decision, DecisionLog
-from .estimators import CapacityEstimator, DemandEstimator, seed_capacity
+from .estimators import DemandEstimator
 from .health import Health
 from .metrics import new_registry, start_exporter
 from .model import BATCH, INTERACTIVE, EndpointView, Plan
 from .observe import Deltas, EndpointTick, Shares, dispatcher_totals
+from .per_model import ModelState, binding, combine_plans, demand_by_model, model_stats, share_misses
 from .plugins import build_filters, build_scorers
 from .policy import AutoMode, OutlierDetector, PlanSettings, detect_shortfall, make_plan
 from .signals import HttpScraper, SignalSource
@@ -51,10 +55,10 @@ class Controller:
         self.n = len(eps)
         self._source = source if source is not None else HttpScraper.for_fleet(
             fleet, metrics_urls, timeout_s=s.scrape_timeout_s, clock=clock)
-        self._capacity = [CapacityEstimator(seed_capacity(e.max_rps, e.max_concurrency, s.default_capacity_rps),
-                                            e.max_concurrency, slo_s=fleet.slo_s, slo_miss_threshold=s.slo_miss_threshold,
-                                            alpha_down=s.capacity_alpha_down, alpha_up=s.capacity_alpha_up,
-                                            hinted=bool(e.max_rps)) for e in eps]
+        #: per model: capacity per (endpoint, model), deltas, plan (per_model); the prior stands in until a model
+        #: is seen (its estimators are never fed: they only turn the hints into the first weights)
+        self._models: Dict[str, ModelState] = {}
+        self._prior = ModelState(None, fleet)
         self._demand = DemandEstimator(s.demand_alpha)
         self._deltas = Deltas(self.n)
         self._shares = Shares()
@@ -105,31 +109,56 @@ class Controller:
 
     # ---- the tick --------------------------------------------------------------------------------------------
     def tick(self) -> Plan:
+        """One step; returns the plan over every model (``combine_plans``: one model, its own plan)."""
         now = self._clock()
         dt_s = self.settings.interval_s if self._last_tick is None else max(now - self._last_tick, 1e-9)
         self._last_tick = now
-        ticks = self._observe(now, dt_s)
+        stats = {key: d.stats() for key, d in self.router.dispatchers().items()}
+        samples = self._source.poll(now)
+        in_flight, latency_s = dispatcher_totals(list(stats.values()), self.n)
+        ticks = self._deltas.tick(now, dt_s, self.router.endpoint_counters(), samples, in_flight, latency_s,
+                                  capacity=False)
         self._update_prices()
-        previous = [c.mu_rps for c in self._capacity]
-        for est, t in zip(self._capacity, ticks):
-            est.update(t.capacity)
         self._demand.update(self.router.arrivals(), dt_s)
+        previous = self._observe_models(now, dt_s, stats, samples, ticks)
         with self._health_lock:
-            events = self._reported + self._health.update(now, ticks, [c.service_s for c in self._capacity],
-                                                          self._log)
+            service_s = [c.service_s for c in self._states()[self._primary()].capacity]
+            events = self._reported + self._health.update(now, ticks, service_s, self._log)
             self._reported = []
-            views = self._views(ticks)
+            healthy = self._health.routable()
+        views = {m: self._views(st, healthy) for m, st in self._states().items()}
         self._log_cuts(now, previous)
         plan = self._decide(now, views, ticks, events)
         self._apply(plan)
         self._publish(now, views, ticks, plan)
         return plan
 
-    def _observe(self, now: float, dt_s: float) -> List[EndpointTick]:
-        stats = [d.stats() for d in self.router.dispatchers().values()]
-        in_flight, latency_s = dispatcher_totals(stats, self.n)
-        samples = self._source.poll(now)
-        return self._deltas.tick(now, dt_s, self.router.endpoint_counters(), samples, in_flight, latency_s)
+    def _observe_models(self, now: float, dt_s: float, stats: Mapping[Tuple[str, str], Any],
+                        samples: Sequence[Any], ticks: Sequence[EndpointTick]) -> Dict[str, List[float]]:
+        """Feed every model's estimators (a model seen for the first time gets its own); returns the mu before."""
+        by_model = model_stats(stats, self.n)
+        for m in by_model:
+            if m not in self._models:
+                self._models[m] = ModelState(m, self.fleet)
+        fresh = {m: self._models[m].interactive_delta(ms.interactive_ok) for m, ms in by_model.items()}
+        misses = share_misses([t.over_slo for t in ticks], fresh)
+        previous = {}
+        for m, ms in by_model.items():
+            previous[m] = self._models[m].mu()
+            self._models[m].observe(now, dt_s, ms, misses[m], samples)
+        return previous
+
+    def _states(self) -> Mapping[Optional[str], ModelState]:
+        return self._models if self._models else {None: self._prior}
+
+    def _primary(self) -> Optional[str]:
+        """The model with the most demand (ties: by name): its service times stand for the endpoint where one
+        figure per endpoint is needed (latency outliers, the snapshot's rows)."""
+        if not self._models:
+            return None
+        lam = demand_by_model(self._demand.rates, INTERACTIVE)
+        batch = demand_by_model(self._demand.rates, BATCH)
+        return max(sorted(self._models), key=lambda m: lam.get(m, 0.0) + batch.get(m, 0.0))
 
     def _update_prices(self) -> None:
         if self._prices_feed is None:
@@ -143,48 +172,61 @@ class Controller:
         except Exception:  # noqa: BLE001 - a broken feed keeps the last prices
             _log.exception("price feed failed; keeping the last prices")
 
-    def _views(self, ticks: Sequence[EndpointTick]) -> Tuple[EndpointView, ...]:
-        eps, healthy = self.fleet.endpoints, self._health.routable()
+    def _views(self, state: ModelState, healthy: Sequence[bool]) -> Tuple[EndpointView, ...]:
+        eps, ticks = self.fleet.endpoints, state.ticks
         return tuple(
             EndpointView(i, eps[i].name, self._pools[i], self._prices[i], est.mu_rps, est.service_s, healthy[i],
-                         est.meets_slo, ticks[i].external_rps, eps[i].capacity_type,
+                         est.meets_slo, ticks[i].external_rps if ticks else 0.0, eps[i].capacity_type,
                          est.rated_rps)
-            for i, est in enumerate(self._capacity))
+            for i, est in enumerate(state.capacity))
 
-    def _log_cuts(self, now: float, previous: Sequence[float]) -> None:
+    def _log_cuts(self, now: float, previous: Mapping[str, Sequence[float]]) -> None:
         """A capacity cut (mu_i below 75% of the last tick's) on an endpoint that carried interactive load is logged;
         it is not by itself a shortfall: the plan already moves the load off it, and AUTO leaves COST only when the
         cheap set left cannot hold lambda (``demand``), misses rise or endpoints fail (switching on every cut spread
         the load over the dearest endpoints for a dwell time each time a reload stalled one endpoint)."""
-        if self._plan is None:
-            return
-        for i, (old, est) in enumerate(zip(previous, self._capacity)):
-            if self._plan.interactive_rps[i] > 0.0 and est.mu_rps < CAPACITY_CUT * old:
-                name = self.fleet.endpoints[i].name
-                self._log.add(Decision(now, "capacity_cut", f"{name}: mu {old:.1f} -> {est.mu_rps:.1f} req/s",
-                                       endpoint=name, figures={"old_rps": old, "new_rps": est.mu_rps,
-                                                               "stalled": float(est.stalled)}))
+        for model, before in previous.items():
+            state = self._models[model]
+            if state.plan is None:
+                continue
+            for i, (old, est) in enumerate(zip(before, state.capacity)):
+                if state.plan.interactive_rps[i] > 0.0 and est.mu_rps < CAPACITY_CUT * old:
+                    name = self.fleet.endpoints[i].name
+                    self._log.add(Decision(now, "capacity_cut", f"{name} ({model}): mu {old:.1f} -> "
+                                           f"{est.mu_rps:.1f} req/s", endpoint=name, model=model,
+                                           figures={"old_rps": old, "new_rps": est.mu_rps,
+                                                    "stalled": float(est.stalled)}))
 
-    def _decide(self, now: float, views: Sequence[EndpointView], ticks: Sequence[EndpointTick],
-                events: Sequence[str]) -> Plan:
+    def _decide(self, now: float, views: Mapping[Optional[str], Sequence[EndpointView]],
+                ticks: Sequence[EndpointTick], events: Sequence[str]) -> Plan:
+        """AUTO's mode from the fleet-wide signals and the binding model's demand, then one plan per model."""
         s = self.settings
         carried = [] if self._plan is None else [e for e in events if self._carried(e)]
         fractions = self._shares.update(ticks)
-        eligible = [v for v in views
-                    if v.healthy and v.meets_slo and all(f.keep(v, INTERACTIVE) for f in self._filters)]
-        cheap = sum(v.room_rps(s.target_utilisation) for v in eligible)
-        rated = sum(s.target_utilisation * v.service_rps for v in eligible if v.service_rps > 0.0)
-        known = all(self._capacity[v.index].measured for v in eligible)
-        shortfall = detect_shortfall(self._demand.total(INTERACTIVE), cheap, fractions["miss_share"],
-                                     fractions["error_share"], carried, cost_margin=s.cost_margin,
-                                     hysteresis=s.hysteresis, slo_miss_threshold=s.slo_miss_threshold,
-                                     capacity_known=known, rated_capacity_rps=rated)
+        lam, lam_batch = demand_by_model(self._demand.rates, INTERACTIVE), demand_by_model(self._demand.rates, BATCH)
+        room, rated, known = {}, {}, {}
+        for m, vs in views.items():
+            eligible = [v for v in vs if v.healthy and v.meets_slo and all(f.keep(v, INTERACTIVE) for f in self._filters)]
+            room[m] = sum(v.room_rps(s.target_utilisation) for v in eligible)
+            rated[m] = sum(s.target_utilisation * v.service_rps for v in eligible if v.service_rps > 0.0)
+            known[m] = all(self._states()[m].capacity[v.index].measured for v in eligible)
+        judged = [m for m in views if known[m]] or list(views)
+        m = binding({k: lam.get(k, 0.0) for k in judged}, room)
+        shortfall = detect_shortfall(lam.get(m, 0.0), room[m], fractions["miss_share"], fractions["error_share"],
+                                     carried, cost_margin=s.cost_margin, hysteresis=s.hysteresis,
+                                     slo_miss_threshold=s.slo_miss_threshold, capacity_known=known[m],
+                                     rated_capacity_rps=rated[m])
         change = self._auto.update(now, shortfall, capacity_grew=self._health.grew)
         if change is not None:
             self._log.add(Decision(now, "mode", f"mode {change.old} -> {change.new}: {', '.join(change.reasons)}",
-                                   old=change.old, new=change.new, reasons=change.reasons, figures=change.figures))
-        return make_plan(views, self._auto.mode, self._demand.total(INTERACTIVE), self._demand.total(BATCH),
-                         self._scorers, self._filters, self._plan_settings, panic=self._health.panic)
+                                   old=change.old, new=change.new, reasons=change.reasons, figures=change.figures,
+                                   model=m if len(views) > 1 else None))
+        plans = {}
+        for k, vs in views.items():
+            plans[k] = self._states()[k].plan = make_plan(
+                vs, self._auto.mode, lam.get(k, 0.0), lam_batch.get(k, 0.0), self._scorers, self._filters,
+                self._plan_settings, panic=self._health.panic)
+        return combine_plans(plans, lam)
 
     def _carried(self, event: str) -> bool:
         """Events name an endpoint; only one that carried interactive load in the last plan is a shortfall."""
@@ -206,25 +248,37 @@ class Controller:
             self.router.set_endpoint_available(i, available)
 
     def _apply(self, plan: Plan) -> None:
+        """Each dispatcher gets its model's plan; the combined plan is the default for models not planned yet."""
         self._plan = plan
         with self._health_lock:
             self._push_availability()
         for model, request_class in self.router.dispatchers():
-            self.router.set_weights(model, request_class, plan.weights(request_class))
+            self.router.set_weights(model, request_class, self._plan_of(model).weights(request_class))
         if sum(plan.interactive_weights) > 0.0:
             self.router.set_default_weights(plan.interactive_weights)
 
+    def _plan_of(self, model: str) -> Plan:
+        state = self._models.get(model)
+        plan = state.plan if state is not None else None
+        return plan if plan is not None else self._plan  # type: ignore[return-value]
+
     def _on_new_dispatcher(self, key: Tuple[str, str]) -> None:
-        plan = self._plan
-        if plan is not None and sum(plan.weights(key[1])) > 0.0:
+        if self._plan is None:
+            return
+        plan = self._plan_of(key[0])
+        if sum(plan.weights(key[1])) > 0.0:
             self.router.set_weights(key[0], key[1], plan.weights(key[1]))
 
-    def _publish(self, now: float, views: Sequence[EndpointView], ticks: Sequence[EndpointTick], plan: Plan) -> None:
+    def _publish(self, now: float, views: Mapping[Optional[str], Sequence[EndpointView]],
+                 ticks: Sequence[EndpointTick], plan: Plan) -> None:
         extras: Dict[str, Sequence] = {"ready": self._health.ready, "ejected": self._health.ejected_mask(),
                                        "in_flight": [t.in_flight for t in ticks],
                                        "stale_s": [t.stale_s for t in ticks]}
-        self._snapshot = build_snapshot(now, views, plan, extras, dict(self._demand.rates), self._auto.configured,
-                                        self.settings.target_utilisation, self._log.total)
+        states = self._states()
+        per_model = [(m, views[m], states[m].plan.assigned_rps) for m in views]  # type: ignore[union-attr]
+        self._snapshot = build_snapshot(now, views[self._primary()], plan, extras, dict(self._demand.rates),
+                                        self._auto.configured, self.settings.target_utilisation, self._log.total,
+                                        per_model=per_model)
         for callback in self._listeners:
             try:
                 callback(self._snapshot)

@@ -20,7 +20,8 @@ __all__ = ["ControllerCollector", "new_registry", "start_exporter"]
 class ControllerCollector(Collector):
     """Families (labels): tritonmix_weight (endpoint, request_class), tritonmix_mode (mode; 1 for the one in force),
     tritonmix_panic, tritonmix_in_flight, tritonmix_capacity_rps, tritonmix_cost_per_inference_usd,
-    tritonmix_attributed_cost_per_hour_usd, tritonmix_endpoint_healthy (endpoint), tritonmix_demand_rps
+    tritonmix_attributed_cost_per_hour_usd, tritonmix_endpoint_healthy (endpoint; capacity and cost of the busiest
+    model), tritonmix_model_capacity_rps (endpoint, model), tritonmix_demand_rps
     (model, request_class), tritonmix_desired_replicas and tritonmix_pool_demand_rps (pool),
     tritonmix_decisions_total."""
 
@@ -46,6 +47,11 @@ class ControllerCollector(Collector):
                 family.add_metric([row.name], float(getattr(row, attr)))
         yield weight
         yield from (family for family, _ in per_endpoint)
+        by_model = GaugeMetricFamily("tritonmix_model_capacity_rps", "capacity estimate mu per (endpoint, model)",
+                                     labels=["endpoint", "model"])
+        for (endpoint, model), mu in sorted(snap.capacity_rps.items()):
+            by_model.add_metric([endpoint, model], mu)
+        yield by_model
         yield from _demand_families(snap)
         yield CounterMetricFamily("tritonmix_decisions", "decisions logged", value=snap.decisions_total)
 

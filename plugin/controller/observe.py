@@ -63,12 +63,19 @@ class Deltas:
         self._external = [0.0] * n
 
     def tick(self, now: float, dt_s: float, counters: Sequence[Tuple[int, int, int]], samples: Sequence[Optional[TritonSample]],
-             in_flight: Sequence[int], latency_s: Sequence[float]) -> List[EndpointTick]:
+             in_flight: Sequence[int], latency_s: Sequence[float], capacity: bool = True) -> List[EndpointTick]:
+        """One tick per endpoint. ``capacity=False``: counts, readiness and staleness only (the endpoint-level pass
+        when capacity is observed per model: ``capacity`` is then an empty observation, ``external_rps`` 0)."""
         out = []
         for i, c in enumerate(counters):
             ok, over, failed = (_diff(a, b) for a, b in zip(c, self._counters[i]))
             self._counters[i] = tuple(c)  # type: ignore[assignment]
-            out.append(self._endpoint(i, now, dt_s, ok, over, failed, in_flight[i], latency_s[i], samples[i]))
+            if capacity:
+                out.append(self._endpoint(i, now, dt_s, ok, over, failed, in_flight[i], latency_s[i], samples[i]))
+                continue
+            sample = samples[i]
+            stale_s, ready = (math.inf, None) if sample is None else (now - sample.at_s, sample.ready)
+            out.append(EndpointTick(ok, over, failed, in_flight[i], latency_s[i], _EMPTY, 0.0, stale_s, ready))
         return out
 
     def _endpoint(self, i: int, now: float, dt_s: float, ok: int, over: int, failed: int, in_flight: int,
@@ -80,7 +87,7 @@ class Deltas:
         cap = CapacityObservation(dt_s=dt_s, completed=ok, service_s=own_service,
                                   in_flight=in_flight, ours_completed=ok, ours_over_slo=over)
         if fresh and prev is not None and prev.has_metrics:
-            cap, diff = _server_view(sample, prev, cap, ok, dt_s)  # type: ignore[arg-type]
+            cap, diff = _server_view(sample, prev, cap, ok, dt_s, latency_s if ok else math.nan)  # type: ignore[arg-type]
             self._external[i] += EXTERNAL_ALPHA * (diff - self._external[i])
         external = max(0.0, self._external[i] - EXTERNAL_NOISE_RPS)
         if fresh:
@@ -90,16 +97,20 @@ class Deltas:
         return EndpointTick(ok, over, failed, in_flight, latency_s, cap, external, stale_s, ready)
 
 
+_EMPTY = CapacityObservation(dt_s=0.0)
+
+
 def _server_view(new: TritonSample, old: TritonSample, ours: CapacityObservation, ok: int,
-                 dt_s: float) -> Tuple[CapacityObservation, float]:
-    """Capacity observation from the server's counters over the scrape-to-scrape interval."""
+                 dt_s: float, own_latency_s: float) -> Tuple[CapacityObservation, float]:
+    """Capacity observation from the server's counters over the scrape-to-scrape interval. A model that reports
+    no compute time of its own (an ensemble: its steps report theirs) is timed by our latency instead."""
     span_s = max(new.at_s - old.at_s, 1e-6)
     done = _diff(new.success, old.success)
     if done <= 0:
         return dataclasses.replace(ours, pending=new.pending), -ok / dt_s
     service_s = _diff(new.compute_us, old.compute_us) / done / 1e6
     queue_s = _diff(new.queue_us, old.queue_us) / done / 1e6
-    cap = CapacityObservation(dt_s=span_s, completed=int(done), service_s=service_s if service_s > 0 else ours.service_s,
+    cap = CapacityObservation(dt_s=span_s, completed=int(done), service_s=service_s if service_s > 0 else own_latency_s,
                               queue_s=queue_s, pending=new.pending, in_flight=ours.in_flight,
                               ours_completed=ours.ours_completed, ours_over_slo=ours.ours_over_slo)
     return cap, done / span_s - ok / dt_s

@@ -14,7 +14,7 @@ import math
 import time
 import urllib.error
 import urllib.request
-from typing import Callable, List, Mapping, Optional, Protocol, Sequence
+from typing import Callable, Dict, List, Mapping, Optional, Protocol, Sequence
 
 __all__ = ["TritonSample", "SignalSource", "HttpScraper", "parse_triton_metrics", "NullSource"]
 
@@ -31,7 +31,9 @@ _COUNTERS = {
 
 @dataclasses.dataclass(frozen=True)
 class TritonSample:
-    """One scrape. Counters are cumulative (NaN: not scraped); ``ready`` is None when readiness was not probed."""
+    """One scrape. Counters are cumulative (NaN: not scraped); ``ready`` is None when readiness was not probed.
+    The counters are the sums over every model; ``models`` holds the same per model (Triton's ``model`` label),
+    empty when the source has no per-model series."""
 
     at_s: float
     ready: Optional[bool] = None
@@ -40,10 +42,19 @@ class TritonSample:
     queue_us: float = math.nan
     compute_us: float = math.nan
     pending: float = math.nan
+    models: Mapping[str, "TritonSample"] = dataclasses.field(default_factory=dict, compare=False, repr=False)
 
     @property
     def has_metrics(self) -> bool:
         return self.success == self.success
+
+    def for_model(self, model: str) -> "TritonSample":
+        """The series of ``model``: its own when the scrape has per-model series (a model the server does not
+        list has none: metrics NaN, readiness kept), else the endpoint's sums (a source without a breakdown)."""
+        if not self.models:
+            return self
+        own = self.models.get(model)
+        return own if own is not None else TritonSample(at_s=self.at_s, ready=self.ready)
 
 
 class SignalSource(Protocol):
@@ -67,21 +78,29 @@ class NullSource:
 
 
 def parse_triton_metrics(text: str, at_s: float, ready: Optional[bool] = None) -> TritonSample:
-    """Sum Triton's per-model series into one sample (prometheus_client's text parser)."""
+    """Triton's series per model (the ``model`` label, versions summed) and their sums over models, in one sample
+    (prometheus_client's text parser). O(series)."""
     from prometheus_client.parser import text_string_to_metric_families
 
-    totals = {field: 0.0 for field in _COUNTERS.values()}
-    seen = set()
+    totals: Dict[str, float] = {}
+    per_model: Dict[str, Dict[str, float]] = {}
     for family in text_string_to_metric_families(text):
         field = _COUNTERS.get(family.name)
         if field is None:
             continue
         for sample in family.samples:
             if sample.name in (family.name, family.name + "_total"):
-                totals[field] += sample.value
-                seen.add(field)
-    values = {f: (totals[f] if f in seen else math.nan) for f in totals}
-    return TritonSample(at_s=at_s, ready=ready, **values)
+                totals[field] = totals.get(field, 0.0) + sample.value
+                model = sample.labels.get("model")
+                if model is not None:
+                    own = per_model.setdefault(model, {})
+                    own[field] = own.get(field, 0.0) + sample.value
+    models = {m: TritonSample(at_s=at_s, ready=ready, **_fields(v)) for m, v in per_model.items()}
+    return TritonSample(at_s=at_s, ready=ready, models=models, **_fields(totals))
+
+
+def _fields(values: Mapping[str, float]) -> Dict[str, float]:
+    return {f: values.get(f, math.nan) for f in _COUNTERS.values()}
 
 
 class HttpScraper:

@@ -3,11 +3,11 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Dict, Sequence, Tuple
+from typing import Dict, Optional, Sequence, Tuple
 
 from .model import EndpointView, Plan
 
-__all__ = ["EndpointRow", "ControllerSnapshot", "desired_replicas", "build_snapshot"]
+__all__ = ["EndpointRow", "ControllerSnapshot", "desired_replicas", "desired_replicas_by_model", "build_snapshot"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,6 +40,8 @@ class ControllerSnapshot:
     desired_replicas: Dict[str, int]
     pool_demand_rps: Dict[str, float]
     decisions_total: int
+    #: mu per (endpoint, model): the estimators the plans use (the rows show the busiest model's)
+    capacity_rps: Dict[Tuple[str, str], float] = dataclasses.field(default_factory=dict)
 
 
 def desired_replicas(views: Sequence[EndpointView], assigned_rps: Sequence[float],
@@ -48,30 +50,49 @@ def desired_replicas(views: Sequence[EndpointView], assigned_rps: Sequence[float
     assigns to the pool and mu_replica the mean mu over the pool's healthy endpoints (all of them if none is).
     Every client exports its own figure: an autoscaler sums ``tritonmix_pool_demand_rps`` over clients and
     divides, or takes the max of the replica figures when one client dominates."""
+    return desired_replicas_by_model([(views, assigned_rps)], utilisation)
+
+
+def desired_replicas_by_model(per_model: Sequence[Tuple[Sequence[EndpointView], Sequence[float]]],
+                              utilisation: float) -> Tuple[Dict[str, int], Dict[str, float]]:
+    """Several models on one pool: replicas = ceil(sum_m lambda_(m,pool) / (utilisation x mu_(m,replica))), each
+    model's load in replicas of its own capacity, summed before rounding up; lambda_pool in requests/s."""
+    fractional: Dict[str, float] = {}
     demand: Dict[str, float] = {}
-    mus: Dict[str, list] = {}
-    for v, a in zip(views, assigned_rps):
-        demand[v.pool] = demand.get(v.pool, 0.0) + a
-        mus.setdefault(v.pool, []).append((v.healthy, v.mu_rps))
-    replicas = {}
-    for pool, lam in demand.items():
-        healthy = [mu for ok, mu in mus[pool] if ok] or [mu for _, mu in mus[pool]]
-        mu_replica = sum(healthy) / len(healthy)
-        replicas[pool] = math.ceil(lam / (utilisation * mu_replica) - 1e-9) if mu_replica > 0 and lam > 0 else 0
-    return replicas, demand
+    for views, assigned in per_model:
+        lam: Dict[str, float] = {}
+        mus: Dict[str, list] = {}
+        for v, a in zip(views, assigned):
+            lam[v.pool] = lam.get(v.pool, 0.0) + a
+            mus.setdefault(v.pool, []).append((v.healthy, v.mu_rps))
+        for pool, rps in lam.items():
+            demand[pool] = demand.get(pool, 0.0) + rps
+            healthy = [mu for ok, mu in mus[pool] if ok] or [mu for _, mu in mus[pool]]
+            mu_replica = sum(healthy) / len(healthy)
+            extra = rps / (utilisation * mu_replica) if mu_replica > 0 and rps > 0 else 0.0
+            fractional[pool] = fractional.get(pool, 0.0) + extra
+    return {pool: math.ceil(f - 1e-9) if f > 0 else 0 for pool, f in fractional.items()}, demand
 
 
 def build_snapshot(at_s: float, views: Sequence[EndpointView], plan: Plan, extras: Dict[str, Sequence],
                    demand: Dict[Tuple[str, str], float], configured: str, utilisation: float,
-                   decisions_total: int) -> ControllerSnapshot:
-    """``extras``: per-endpoint "ready", "ejected", "in_flight", "stale_s" sequences."""
+                   decisions_total: int,
+                   per_model: Optional[Sequence[Tuple[Optional[str], Sequence[EndpointView], Sequence[float]]]] = None
+                   ) -> ControllerSnapshot:
+    """``extras``: per-endpoint "ready", "ejected", "in_flight", "stale_s" sequences. ``views``: the rows' figures
+    (one model's); ``per_model``: (model, views, assigned) of every model planned (default: ``views`` and the
+    plan), for the attributed cost (price x sum_m assigned_m / mu_m: the busy share of the endpoint), the desired
+    replicas and ``capacity_rps``."""
+    per_model = per_model or [(None, views, plan.assigned_rps)]
     assigned = plan.assigned_rps
+    busy = [sum(a[i] / vs[i].mu_rps for _, vs, a in per_model if vs[i].mu_rps > 0) for i in range(len(views))]
     rows = tuple(
         EndpointRow(v.name, v.pool, bool(extras["ready"][i]), bool(extras["ejected"][i]), v.healthy, v.meets_slo,
                     v.mu_rps, v.latency_s, v.cost_per_inference, int(extras["in_flight"][i]), assigned[i],
                     plan.interactive_weights[i], plan.batch_weights[i],
-                    v.price_per_hour * assigned[i] / v.mu_rps if v.mu_rps > 0 else 0.0, float(extras["stale_s"][i]))
+                    v.price_per_hour * busy[i], float(extras["stale_s"][i]))
         for i, v in enumerate(views))
-    replicas, pool_demand = desired_replicas(views, assigned, utilisation)
+    replicas, pool_demand = desired_replicas_by_model([(vs, a) for _, vs, a in per_model], utilisation)
+    capacity = {(v.name, m): v.mu_rps for m, vs, _ in per_model if m is not None for v in vs}
     return ControllerSnapshot(at_s, plan.mode, configured, plan.panic, rows, dict(demand), replicas, pool_demand,
-                              decisions_total)
+                              decisions_total, capacity)

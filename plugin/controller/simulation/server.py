@@ -4,7 +4,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import random
-from typing import Callable, Deque, List, Optional, Sequence, Tuple
+from typing import Callable, Deque, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from ..signals import TritonSample
 
@@ -16,6 +16,8 @@ class ServerModel:
     service_s: float
     concurrency: int = 1
     jitter: float = 0.05          # standard deviation as a share of service_s
+    #: service time per model name where it differs from ``service_s`` (the models share the slots)
+    per_model_s: Mapping[str, float] = dataclasses.field(default_factory=dict)
 
 
 class SimServer:
@@ -24,6 +26,7 @@ class SimServer:
 
     def __init__(self, model: ServerModel, rng: random.Random) -> None:
         self.service_s = model.service_s
+        self.per_model_s = dict(model.per_model_s)
         self.concurrency = model.concurrency
         self.jitter = model.jitter
         self.alive = True
@@ -34,6 +37,7 @@ class SimServer:
         self.success = 0
         self.queue_us = 0.0
         self.compute_us = 0.0
+        self.by_model: Dict[str, List[float]] = {}   # model -> [success, queue_us, compute_us], as Triton's series
 
     def kill(self) -> List[object]:
         """Die: returns the tokens of the queued requests (lost); running ones fail at their completion time."""
@@ -51,7 +55,7 @@ class SimServer:
         """Accept a request; returns its completion time when it starts now, None when it queues."""
         if self.busy < self.concurrency:
             self.busy += 1
-            return now + self._service(0.0)
+            return now + self._service(0.0, token)
         self.queue.append((now, token))
         return None
 
@@ -62,18 +66,30 @@ class SimServer:
             return None
         arrived, token = self.queue.popleft()
         self.busy += 1
-        return token, now + self._service(now - arrived)
+        return token, now + self._service(now - arrived, token)
 
-    def _service(self, waited_s: float) -> float:
-        s = max(0.05 * self.service_s, self._rng.gauss(self.service_s, self.jitter * self.service_s))
+    def _service(self, waited_s: float, token: object) -> float:
+        key = getattr(token, "key", None)
+        model = key[0] if isinstance(key, tuple) else None
+        mean_s = self.per_model_s.get(model, self.service_s) if model is not None else self.service_s
+        s = max(0.05 * mean_s, self._rng.gauss(mean_s, self.jitter * mean_s))
         self.success += 1  # counted at start: a finished one will be counted by its end; close enough per tick
         self.queue_us += waited_s * 1e6
         self.compute_us += s * 1e6
+        if model is not None:
+            own = self.by_model.setdefault(model, [0.0, 0.0, 0.0])
+            own[0] += 1
+            own[1] += waited_s * 1e6
+            own[2] += s * 1e6
         return s
 
     def sample(self, now: float) -> TritonSample:
+        """Sums and, where requests named their model, per-model series (pending is the shared queue's)."""
+        pending = float(len(self.queue))
+        models = {m: TritonSample(at_s=now, ready=self.alive, success=v[0], failure=0.0, queue_us=v[1],
+                                  compute_us=v[2], pending=pending) for m, v in self.by_model.items()}
         return TritonSample(at_s=now, ready=self.alive, success=float(self.success), failure=0.0,
-                            queue_us=self.queue_us, compute_us=self.compute_us, pending=float(len(self.queue)))
+                            queue_us=self.queue_us, compute_us=self.compute_us, pending=pending, models=models)
 
 
 class SimSource:
