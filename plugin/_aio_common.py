@@ -92,6 +92,7 @@ class AioClientCore:
         if self.closed:
             return
         self.closed = True
+        self.engine.close()  # requests still in flight end with "the client was closed", not a transport's error
         for task in list(self._tasks):
             task.cancel()
         if self._tasks:

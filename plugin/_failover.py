@@ -10,9 +10,15 @@
 Every pick is matched by exactly one record, whatever ``send`` raised (cancellation included). The loop is written
 twice, once blocking (``run``) and once as a coroutine (``run_async``); both share ``Attempts`` for the
 bookkeeping so they cannot drift.
+
+Closing: ``Engine.close()`` (the client's ``close()`` calls it) turns any attempt that fails from then on into one
+InferenceServerException saying the client was closed, instead of whatever the torn-down transport raised (aiohttp's
+"Session is closed", a cancelled gRPC call). A ``CancelledError`` that the transport raised while the awaiting task
+itself was not cancelled is such a failure too; a real cancellation of the task is recorded and propagated.
 """
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any, Awaitable, Callable, Optional
 
@@ -39,6 +45,11 @@ class Engine:
         self.clock = clock
         self.on_not_found = on_not_found
         self.policy = RetryPolicy(max_retries=router.fleet.controller.max_retries)
+        self.closed = False
+
+    def close(self) -> None:
+        """From now on a failed attempt ends its request with "the client was closed" (see the module doc)."""
+        self.closed = True
 
     def run(self, model: str, request_class: str, deadline_s: Optional[float],
             send: Callable[[int, Optional[float]], Any]) -> Any:
@@ -66,11 +77,18 @@ class Engine:
             t0 = self.clock()
             try:
                 result = await send(i, remaining_s)
+            except asyncio.CancelledError as exc:
+                att.failed(i, t0, exc if _task_cancelled() else _transport_cancelled(exc))
+                continue
             except BaseException as exc:
                 att.failed(i, t0, exc)
                 continue
             att.succeeded(i, t0)
             return result
+
+    def closed_error(self, model: str) -> InferenceServerException:
+        return InferenceServerException(
+            msg=f"tritonmix: the client was closed while a request for model '{model}' was in flight")
 
     def exhausted(self, model: str, policy: RetryPolicy, why: str) -> InferenceServerException:
         tried = policy.describe() or "no endpoint was tried"
@@ -125,6 +143,9 @@ class Attempts:
         self.d.record(i, max(0.0, now - t0), False)
         if not isinstance(exc, Exception):
             raise exc  # cancellation, KeyboardInterrupt: recorded, propagated
+        if self.e.closed:
+            self.e.router.failed(i, Outcome.MAYBE_RAN, now)
+            raise self.e.closed_error(self.model) from exc
         outcome = self.e.classify(exc)
         self.e.router.failed(i, outcome, now)
         if outcome is Outcome.REQUEST:
@@ -143,6 +164,23 @@ class Attempts:
         # That keeps a client that just saw the whole fleet down from refusing retries while servers come back.
         if outcome.reached_server and not self.e.router.budget.try_acquire():
             raise self.e.exhausted(self.model, self.policy, "retry budget spent") from exc
+
+
+class TransportCancelled(ConnectionAbortedError):
+    """The transport cancelled an attempt (a gRPC call cancelled when its channel closed); the caller did not."""
+
+
+def _task_cancelled() -> bool:
+    """Whether the running task itself is being cancelled (Python 3.11+; before that, assume it is)."""
+    task = asyncio.current_task()
+    cancelling = getattr(task, "cancelling", None)
+    return task is None or cancelling is None or cancelling() > 0
+
+
+def _transport_cancelled(exc: BaseException) -> TransportCancelled:
+    error = TransportCancelled("the attempt was cancelled by its transport (its channel or session closed)")
+    error.__cause__ = exc
+    return error
 
 
 def _reason(exc: BaseException) -> str:
