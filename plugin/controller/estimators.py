@@ -76,7 +76,9 @@ class CapacityEstimator:
                   2 s + 0.1 s (a model reload holds every request for ~1.5 s on the emulated fleet; the service time
                   shows nothing until they come out, so only the silence tells, and early)
         mu     <- mu + a * (mu_obs - mu),  a = alpha_down when mu_obs < mu (0.6: a halving shows 80% within two
-                  ticks) else alpha_up (0.3: slow to trust good news); a = 1 on the first measurement of an
+                  ticks) else alpha_up (0.3: slow to trust good news); a = 1 when the queue cut C this tick (C is
+                  a smoothed measurement already: a second EWMA on it put a slot cut two ticks behind the
+                  queue that showed it) and on the first measurement of an
                   endpoint with no max_rps hint (its prior is the default, not evidence: ramping up from it at 0.3
                   made AUTO see a shortfall at start-up)
     Cost: O(1) per update.
@@ -133,26 +135,31 @@ class CapacityEstimator:
         self.service_s = obs.service_s
         first, self.measured = not self.measured, True
         x = obs.completed / obs.dt_s
-        self._update_concurrency(obs, x)
+        queue_cut = self._update_concurrency(obs, x)
         self._update_slo_factor(obs, x)
         mu_obs = self.slo_factor * self.concurrency / obs.service_s
-        alpha = 1.0 if first else self._down if mu_obs < self.mu_rps else self._up  # the default prior is no evidence
+        # the default prior is no evidence; a queue-measured C is already smoothed (QUEUE_ALPHA): no second lag
+        alpha = 1.0 if first or queue_cut else self._down if mu_obs < self.mu_rps else self._up
         self.mu_rps += alpha * (mu_obs - self.mu_rps)
         return self.mu_rps
 
-    def _update_concurrency(self, obs: CapacityObservation, x_rps: float) -> None:
+    def _update_concurrency(self, obs: CapacityObservation, x_rps: float) -> bool:
+        """Returns True when the queue cut C this tick."""
         ours_queued = obs.in_flight >= self.concurrency + 2
         self._queued_ticks = self._queued_ticks + 1 if ours_queued else 0
         queueing = (obs.pending >= 1.0 and obs.queue_s >= 0.5 * obs.service_s) or self._queued_ticks >= 2
         if queueing and obs.completed >= 1:
             c_obs = max(x_rps * obs.service_s, 1.0)
-            if c_obs < self.concurrency:  # the misses so far are the old C's: counted there, not again in f
+            cut = c_obs < self.concurrency
+            if cut:  # the misses so far are the old C's: counted there, not again in f
                 self._ok = self._over = 0
                 self._forgive = max(self._forgive, obs.in_flight)
             self.concurrency += QUEUE_ALPHA * (c_obs - self.concurrency)
-        elif (obs.pending == 0.0 and obs.queue_s < 0.1 * obs.service_s and obs.in_flight <= self.concurrency
+            return cut
+        if (obs.pending == 0.0 and obs.queue_s < 0.1 * obs.service_s and obs.in_flight <= self.concurrency
               and self.concurrency < self._hint):
             self.concurrency += (1.0 - math.exp(-obs.dt_s / CONCURRENCY_RECOVERY_S)) * (self._hint - self.concurrency)
+        return False
 
     def _update_slo_factor(self, obs: CapacityObservation, x_rps: float) -> None:
         if not self.meets_slo:

@@ -40,6 +40,8 @@ _log = logging.getLogger(__name__)
 PriceFeed = Callable[[], Union[Sequence[float], Mapping[str, float]]]
 #: a tick that sees an endpoint's mu fall below this share of the previous tick's is a capacity cut
 CAPACITY_CUT = 0.75
+#: share of an interval before each tick at which the loop starts fresh scrapes
+SCRAPE_LEAD = 0.25
 
 
 class Controller:
@@ -296,12 +298,22 @@ class Controller:
         return self
 
     def _run(self) -> None:
+        """Tick every interval_s. Scrapes are started again SCRAPE_LEAD of an interval before each tick, so the tick
+        reads server data about that old rather than a whole interval (a tick takes whatever scrape has finished
+        and starts the next one; without the early start, every server figure lagged by one interval)."""
+        interval_s = self.settings.interval_s
         while not self._stop.is_set():
             try:
                 self.tick()
             except Exception:  # noqa: BLE001 - the loop must survive a bad tick; the last weights stay
                 _log.exception("controller tick failed")
-            self._stop.wait(self.settings.interval_s)
+            if self._stop.wait(interval_s * (1.0 - SCRAPE_LEAD)):
+                break
+            try:
+                self._source.poll(self._clock())
+            except Exception:  # noqa: BLE001 - a broken source only costs freshness
+                _log.exception("starting scrapes failed")
+            self._stop.wait(interval_s * SCRAPE_LEAD)
 
     def stop(self, timeout_s: float = 5.0) -> None:
         self._stop.set()
