@@ -221,3 +221,15 @@ def test_capacity_is_per_endpoint_and_model(request):
     mu = sim.controller.snapshot().capacity_rps
     assert mu[("a", "small")] > 5 * mu[("a", "big")], mu
     assert sim.router.dispatcher("big", INTERACTIVE).weights()[0] < 0.05
+
+
+def test_a_demand_shortfall_switches_to_capacity_and_back_after_the_dwell_once_it_is_gone(request):
+    """75 req/s for 20 s (COST cannot hold it: 0.9 x 0.8 x 99 = 71), then 15 req/s: CAPACITY at once, COST again
+    no sooner than the dwell after the load fell, and only once each way."""
+    sim = request.node.sim = simulate(seed=6)
+    sim.run(40.0, {KEY: lambda t: 75.0 if t < 20.0 else 15.0})
+    (t_capacity, m1), (t_cost, m2) = modes(sim)
+    assert (m1, m2) == (CAPACITY, COST) and t_capacity < 5.0
+    dwell = sim.controller.settings.dwell_s
+    assert 20.0 + dwell <= t_cost <= 20.0 + dwell + 5.0, modes(sim)
+    assert sum(plan_at(sim, 39.0).interactive_weights[i] for i in CHEAP) > 0.9
