@@ -11,6 +11,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from pathlib import Path
 from typing import Dict, List, Tuple
 
@@ -21,6 +22,7 @@ import tritonclient.http as httpclient
 
 from tritonmix import Fleet
 from tritonmix.local import LocalFleet, format_table
+from tritonmix.local.status import scrape_metrics
 
 MODEL = "stable_diffusion"
 FLEET = {
@@ -124,6 +126,45 @@ def test_set_capacity_to_half_halves_saturated_throughput(local: LocalFleet) -> 
     finally:
         local.set_capacity("g5-a", 4)
     assert 0.4 <= half_rps / full_rps <= 0.6, f"full {full_rps:.1f} req/s, half {half_rps:.1f} req/s"
+
+
+def test_capacity_cut_under_load_holds_nothing_and_queues_in_triton(local: LocalFleet) -> None:
+    """A cut is a control-file write plus parking requests, not a reload: it returns at once, no request waits
+    longer than the smaller pool makes it, and the wait shows as Triton queue time, not as compute time."""
+    endpoint = local.endpoints["g5-a"]
+    latencies: List[float] = []
+    served_before = scrape_metrics(endpoint.metrics_url, MODEL)["served"]
+    compute_before = _counter(endpoint.metrics_url, "nv_inference_compute_infer_duration_us")
+    load = threading.Thread(target=lambda: latencies.extend(_load(endpoint.http_url, clients=6, duration_s=3.0)[0]))
+    load.start()
+    time.sleep(1.0)
+    started = time.monotonic()
+    local.set_capacity("g5-a", 2)
+    took_s = time.monotonic() - started
+    try:
+        load.join()
+        served = scrape_metrics(endpoint.metrics_url, MODEL)["served"] - served_before
+        compute_s = (_counter(endpoint.metrics_url, "nv_inference_compute_infer_duration_us") - compute_before) / 1e6
+    finally:
+        local.set_capacity("g5-a", 4)
+    assert took_s < 0.2, f"set_capacity took {took_s:.2f} s"
+    # 6 clients on 2 slots of 100 ms: 0.3 s each in steady state; a reload held requests for 1.5 s or more
+    assert max(latencies) < 0.6, f"slowest request {max(latencies):.3f} s"
+    assert abs(compute_s / served - 0.100) <= 0.015, f"compute {compute_s / served * 1000:.1f} ms per request"
+
+
+def _counter(metrics_url: str, name: str) -> float:
+    text = urllib.request.urlopen(f"http://{metrics_url}/metrics", timeout=2.0).read().decode()
+    return sum(float(line.split()[-1]) for line in text.splitlines()
+               if line.startswith(name + "{") and f'model="{MODEL}"' in line)
+
+
+def test_park_prompt_matches_the_model() -> None:
+    from tritonmix.emulation import repository
+
+    source = repository.MODEL_SOURCE.read_text()
+    line = next(line for line in source.splitlines() if line.startswith("PARK_PROMPT = "))
+    assert eval(line.split("=", 1)[1]) == repository.PARK_PROMPT  # noqa: S307 - a literal of our own file
 
 
 def test_slow_down_multiplies_latency(local: LocalFleet) -> None:

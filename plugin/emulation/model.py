@@ -15,19 +15,24 @@ Each request is held for ``latency`` from the moment it gets a slot, with a bloc
 the kernel: no CPU is burnt while waiting). One instance serves one request at a time, and the instance count
 (``instance_group.count``) is the most requests the endpoint can ever serve in parallel.
 
-Live faults without a reload: ``control.json`` beside ``config.pbtxt`` (``{"concurrency": C, "slow_down": f}``,
-written atomically by ``tritonmix.emulation.repository.write_control``) is re-read when its inode or mtime changed,
-looked at no more than every ``CONTROL_CHECK_S``. At most ``C`` of the instances serve at once: a request takes one
-of ``C`` slots, byte-range locks (``fcntl.lockf``) on ``slots.lock`` shared by the instances' processes, polling every
-``SLOT_POLL_S`` while all are taken. So a capacity cut or a slow-down takes effect at the next request, and requests
-already being served finish on the old settings; no request is held by a model reload. (A reload, which starts new
-stub processes, held in-flight requests for about 1.5 s on a 2-core machine: an artefact no real pool shows.)
+Live faults without a reload: ``control.json`` beside ``config.pbtxt`` (``{"concurrency": C, "slow_down": f,
+"park_epoch": k}``, written atomically by ``tritonmix.emulation.repository.write_control``) is re-read when its inode
+or mtime changed, looked at no more than every ``CONTROL_CHECK_S``. A slow-down applies from the next request on.
+A capacity cut to ``C`` below the instance count ``N`` works in two ways at once:
 
-What a cut looks like from outside: requests beyond ``C`` wait for a slot inside ``execute``, so Triton counts that
-wait as compute time (``nv_inference_compute_infer_duration_us``) rather than queue time, while throughput and
-latency are those of ``C`` slots. The model's own counters say what was served and what was waited:
-``tritonmix_emulated_service_us`` (time holding a slot: the accelerator's busy time, what a pool is billed for) and
-``tritonmix_emulated_slot_wait_us``, per instance, on Triton's metrics port.
+- ``LocalFleet`` sends ``N - C`` parking requests (prompt ``PARK_PROMPT``, seed = the park epoch). Each holds one
+  instance, serving nothing, until the epoch changes; then it fails (a server-side failure, never a client's
+  request). So only ``C`` instances take requests, and the rest wait in Triton's own queue: pending count, queue
+  time and compute time look as they would on a pool of ``C`` accelerators.
+- until the parking requests have reached their instances (they queue behind what was already queued), at most
+  ``C`` requests are served at once, in arrival order (``_Slots``: a ticket semaphore in a small file the instances'
+  processes share, polled every ``SLOT_POLL_S``).
+
+Requests already being served finish on the old settings; nothing is held by a model reload. (A reload, which
+starts or stops stub processes, held in-flight requests for about 1.5-1.9 s on a 2-core machine: an artefact no
+real pool shows.) The model's own counters, per instance on Triton's metrics port: ``tritonmix_emulated_service_us``
+(time requests held a slot: the accelerator's busy time, what a pool is billed for) and
+``tritonmix_emulated_slot_wait_us`` (time waited for a slot inside ``execute``, which Triton counts as compute).
 
 Why instances and not ``async def execute``: with a non-decoupled model Triton hands an instance its next request
 only once ``execute`` has returned, so an async execute in one instance serialises just as a blocking one does;
@@ -41,8 +46,10 @@ a decoupled model would overlap requests but Triton's HTTP ``infer`` refuses dec
 """
 import fcntl
 import json
+import mmap
 import os
 import random
+import struct
 import time
 import zlib
 
@@ -52,9 +59,12 @@ import triton_python_backend_utils as pb_utils  # type: ignore[import-not-found]
 _DEFAULTS = {"latency_s": "0.1", "jitter_s": "0", "time_scale": "1", "slow_down": "1", "image_size": "8",
              "concurrency": "0"}
 CONTROL_FILE = "control.json"
-SLOTS_FILE = "slots.lock"
+SLOTS_PREFIX = "slots-"
 CONTROL_CHECK_S = 0.05
 SLOT_POLL_S = 0.001
+#: the prompt of a parking request (``seed`` = its park epoch): it holds an instance, serves nothing, fails when let go
+PARK_PROMPT = b"\x00tritonmix-emulation:park"
+PARK_POLL_S = 0.01
 
 
 def _parameters(model_config):
@@ -74,6 +84,7 @@ class _Control:
     def __init__(self, model_dir, concurrency, slow_down):
         self.path = os.path.join(model_dir, CONTROL_FILE)
         self.concurrency, self.slow_down = concurrency, slow_down
+        self.park_epoch = 0
         self._stamp, self._checked = None, -1.0
 
     def refresh(self, now):
@@ -95,34 +106,79 @@ class _Control:
         self._stamp = stamp
         self.concurrency = max(1, int(values.get("concurrency", self.concurrency)))
         self.slow_down = float(values.get("slow_down", self.slow_down))
+        self.park_epoch = int(values.get("park_epoch", self.park_epoch))
 
 
 class _Slots:
-    """At most ``limit`` holders across the instances' processes: one byte-range lock per slot on a shared file."""
+    """A FIFO counting semaphore across the instances' processes: at most ``limit`` holders, served in arrival order.
+
+    Two counters in a small file shared by every instance of this server (``slots-<server pid>.bin``, mmap'd):
+    ``next`` (tickets handed out) and ``released`` (holders done). A request takes ticket ``t = next++`` and holds a
+    slot once ``t < released + limit``; it polls every ``SLOT_POLL_S`` (re-reading the limit) until then. Updates
+    happen under ``flock``; the reads are aligned 8-byte loads. So a cut takes effect for the next ticket, holders
+    finish on the old limit, and no instance is starved by one that frees a slot and takes a new request at once
+    (byte-range locks, tried in turn, let that happen: a request waited 2 s behind a limit of 1). The file is per
+    server process, so a restart after a SIGKILL (holders never released) starts from zero.
+    """
+
+    _LAYOUT = struct.Struct("<qq")  # next, released
 
     def __init__(self, model_dir):
-        self.fd = os.open(os.path.join(model_dir, SLOTS_FILE), os.O_RDWR | os.O_CREAT, 0o644)
-        self.held = None
+        _remove_stale(model_dir)
+        path = os.path.join(model_dir, f"{SLOTS_PREFIX}{os.getppid()}.bin")
+        self.fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        fcntl.flock(self.fd, fcntl.LOCK_EX)
+        try:
+            if os.fstat(self.fd).st_size < self._LAYOUT.size:
+                os.ftruncate(self.fd, self._LAYOUT.size)
+        finally:
+            fcntl.flock(self.fd, fcntl.LOCK_UN)
+        self.map = mmap.mmap(self.fd, self._LAYOUT.size)
+        self.held = False
+
+    def _add(self, index):
+        fcntl.flock(self.fd, fcntl.LOCK_EX)
+        try:
+            values = list(self._LAYOUT.unpack_from(self.map))
+            values[index] += 1
+            self._LAYOUT.pack_into(self.map, 0, *values)
+            return values[index] - 1
+        finally:
+            fcntl.flock(self.fd, fcntl.LOCK_UN)
 
     def acquire(self, control):
-        """Block until one of ``control.concurrency`` slots is ours; returns the seconds waited."""
+        """Block until this request holds a slot; returns the seconds waited."""
         started = time.monotonic()
+        ticket = self._add(0)
+        self.held = True
         while True:
             now = time.monotonic()
             control.refresh(now)
-            for slot in range(control.concurrency):
-                try:
-                    fcntl.lockf(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, slot)
-                except OSError:
-                    continue
-                self.held = slot
+            if ticket < self._LAYOUT.unpack_from(self.map)[1] + control.concurrency:
                 return now - started
             time.sleep(SLOT_POLL_S)
 
     def release(self):
-        if self.held is not None:
-            fcntl.lockf(self.fd, fcntl.LOCK_UN, 1, self.held)
-            self.held = None
+        if self.held:
+            self.held = False
+            self._add(1)
+
+    def close(self):
+        self.release()
+        self.map.close()
+        os.close(self.fd)
+
+
+def _remove_stale(model_dir):
+    """Slot files of servers that are gone (a killed server never removes its own)."""
+    for name in os.listdir(model_dir):
+        if name.startswith(SLOTS_PREFIX) and name.endswith(".bin"):
+            pid = name[len(SLOTS_PREFIX):-len(".bin")]
+            if pid.isdigit() and not os.path.exists(f"/proc/{pid}"):
+                try:
+                    os.unlink(os.path.join(model_dir, name))
+                except OSError:
+                    pass
 
 
 def _counter(name, description, labels):
@@ -172,21 +228,27 @@ class TritonPythonModel:
             return latency_s
         return max(0.0, self.rng.gauss(latency_s, jitter_s))
 
-    def _image(self, request):
-        prompt = pb_utils.get_input_tensor_by_name(request, "prompt")
-        seed = pb_utils.get_input_tensor_by_name(request, "seed")
-        text = b"" if prompt is None else b"".join(
-            v if isinstance(v, bytes) else str(v).encode() for v in prompt.as_numpy().reshape(-1))
-        seed_value = 0 if seed is None else int(seed.as_numpy().reshape(-1)[0])
+    def _image(self, text, seed_value):
         rng = np.random.default_rng([zlib.crc32(text), seed_value & 0xFFFFFFFF])
         size = self.image_size
         return rng.integers(0, 256, size=(1, size, size, 3), dtype=np.uint8)
 
-    def _serve(self, request):
+    def _park(self, epoch):
+        """Hold this instance while the control file's park epoch is ``epoch`` (LocalFleet parks the instances a
+        capacity cut takes away, so requests beyond the capacity wait in Triton's own queue, as on real hardware).
+        Then raise: Triton counts a failed execute as a failure, and not as a success with seconds of compute time
+        (an error *response* would be one), so the server's counters show only the requests actually served."""
+        while True:
+            self.control.refresh(time.monotonic())
+            if self.control.park_epoch != epoch or not os.path.exists(self.control.path):
+                raise pb_utils.TritonModelException("tritonmix emulation: parked instance released")
+            time.sleep(PARK_POLL_S)
+
+    def _serve(self, text, seed_value):
         waited_s = self.slots.acquire(self.control)
         started = time.monotonic()
         try:
-            image = self._image(request)
+            image = self._image(text, seed_value)
             remaining_s = self._delay_s() - (time.monotonic() - started)
             if remaining_s > 0:
                 time.sleep(remaining_s)
@@ -194,16 +256,29 @@ class TritonPythonModel:
             self.slots.release()
         _add(self.wait_us, waited_s)
         _add(self.service_us, time.monotonic() - started)
-        return image
+        return pb_utils.InferenceResponse([pb_utils.Tensor("image", image)])
 
     def execute(self, requests):
-        return [pb_utils.InferenceResponse([pb_utils.Tensor("image", self._serve(request))]) for request in requests]
+        keys = [_request_key(request) for request in requests]
+        parks = [seed_value for text, seed_value in keys if text == PARK_PROMPT]
+        if parks and len(keys) == 1:  # max_batch_size 0: one request per execute, so a park fails alone
+            self._park(parks[0])
+        return [self._serve(text, seed_value) if text != PARK_PROMPT else
+                pb_utils.InferenceResponse(error=pb_utils.TritonError("tritonmix emulation: park in a batch"))
+                for text, seed_value in keys]
 
     def finalize(self):
-        self.slots.release()
-        os.close(self.slots.fd)
+        self.slots.close()
         self.service_us = self.wait_us = None  # metrics before their families
         pb_utils.Logger.log_info(f"tritonmix EMULATED accelerator {self.model_name}: instance stopped")
+
+
+def _request_key(request):
+    prompt = pb_utils.get_input_tensor_by_name(request, "prompt")
+    seed = pb_utils.get_input_tensor_by_name(request, "seed")
+    text = b"" if prompt is None else b"".join(
+        v if isinstance(v, bytes) else str(v).encode() for v in prompt.as_numpy().reshape(-1))
+    return text, 0 if seed is None else int(seed.as_numpy().reshape(-1)[0])
 
 
 def _add(counter, seconds):

@@ -5,13 +5,14 @@
     dir/<model_name>/config.pbtxt      ModelConfig protobuf (json_format.ParseDict -> text_format), never a template
     dir/<model_name>/1/model.py        a verbatim copy of tritonmix/emulation/model.py
 
-    dir/<model_name>/control.json       the live faults: {"concurrency": C, "slow_down": f} (write_control)
+    dir/<model_name>/control.json       the live faults: {"concurrency": C, "slow_down": f, "park_epoch": k}
 
 The profile travels in the config's ``parameters`` (``emulated: "true"``, ``latency_s``, ``jitter_s``,
 ``concurrency``, ``time_scale``, ``slow_down``, ``profile``, ``endpoint``, ``control_file``, ...);
 ``instance_group.count`` is the most requests it can ever serve at once (``EmulationSettings.instance_count``).
 A capacity change within that count or a slow-down only rewrites ``control.json`` (atomically: a temporary file,
-then a rename), which the running model re-reads within ~50 ms: no reload, nothing held. Only a capacity above the
+then a rename), which the running model re-reads within ~50 ms: no reload, nothing held (``LocalFleet`` also parks
+the instances a cut takes away; model.py says how). Only a capacity above the
 instance count needs a new config and a reload. A restart reads the same files, so it comes back with the same
 settings.
 """
@@ -32,12 +33,13 @@ from .profiles import Profile
 
 __all__ = ["DEFAULT_MODEL_NAME", "EmulationSettings", "emulation_config", "write_emulated_repository",
            "settings_from_parameters", "MODEL_SOURCE", "sd_model_config", "write_control", "read_control",
-           "CONTROL_FILE"]
+           "CONTROL_FILE", "PARK_PROMPT"]
 
 DEFAULT_MODEL_NAME = "stable_diffusion"
 MODEL_SOURCE = Path(__file__).with_name("model.py")
 IMAGE_SIZE = 8
 CONTROL_FILE = "control.json"  # the name model.py reads beside config.pbtxt
+PARK_PROMPT = b"\x00tritonmix-emulation:park"  # model.py's own copy must match (it cannot import tritonmix)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,6 +53,7 @@ class EmulationSettings:
     slow_down: float = 1.0
     image_size: int = IMAGE_SIZE
     instances: int = 0  # 0: as many as the concurrency; more leaves room to raise the capacity without a reload
+    park_epoch: int = 0  # parking requests of an older epoch leave (see model.py)
 
     @property
     def effective_concurrency(self) -> int:
@@ -131,7 +134,8 @@ def write_control(repository: Path, model_name: str, settings: EmulationSettings
     """Atomically (temporary file, then rename) write the live concurrency and slow-down that model.py enforces."""
     folder = Path(repository) / model_name
     folder.mkdir(parents=True, exist_ok=True)
-    body = json.dumps({"concurrency": settings.effective_concurrency, "slow_down": settings.slow_down})
+    body = json.dumps({"concurrency": settings.effective_concurrency, "slow_down": settings.slow_down,
+                       "park_epoch": settings.park_epoch})
     fd, tmp = tempfile.mkstemp(prefix=".control-", suffix=".json", dir=folder)
     try:
         with os.fdopen(fd, "w") as handle:

@@ -14,8 +14,10 @@
 An endpoint with a ``profile`` serves an EMULATED model (``tritonmix.emulation``) from a generated repository under
 ``work_dir``; one with only a ``model_repository`` serves that repository as it is. Every server runs in explicit
 model control mode. An emulated endpoint changes capacity and speed through its control file, which the model
-re-reads within ~50 ms: nothing is reloaded and no request is held (a capacity above the model's instance count is
-the one change that needs a reload). A real repository changes capacity by reloading with a new instance count.
+re-reads within ~50 ms, and a capacity cut parks the instances it takes away with requests of our own that hold them
+until the capacity changes again (``tritonmix.emulation.model``): nothing is reloaded, no request is held, and the
+requests beyond the capacity wait in Triton's queue as on real hardware. A capacity above the model's instance count
+is the one change that needs a reload. A real repository changes capacity by reloading with a new instance count.
 
 Servers are started from the fleet's own worker threads, which live as long as the fleet: the servers' parent-death
 signal (``PR_SET_PDEATHSIG``) follows the starting *thread*, so a restart asked for from a short-lived thread must
@@ -32,8 +34,12 @@ import threading
 from pathlib import Path
 from typing import Dict, List, Optional, Union
 
+import numpy as np
+import tritonclient.http as httpclient
+
 from ..emulation.profiles import Profile, validate_profile
-from ..emulation.repository import EmulationSettings, write_config, write_control, write_emulated_repository
+from ..emulation.repository import (PARK_PROMPT, EmulationSettings, write_config, write_control,
+                                    write_emulated_repository)
 from ..errors import ConfigError, PortInUse
 from ..fleet import EndpointSpec, Fleet
 from .capacity import reload_model, set_instance_count
@@ -56,6 +62,7 @@ class LocalEndpoint:
     emulation: Optional[EmulationSettings] = None
     capacity: Optional[int] = None  # real repositories: the instance count set by set_capacity
     lock: threading.Lock = dataclasses.field(default_factory=threading.Lock, repr=False)
+    parks: List[threading.Thread] = dataclasses.field(default_factory=list, repr=False)
 
     @property
     def name(self) -> str:
@@ -166,6 +173,8 @@ class LocalFleet:
 
     def close(self) -> None:
         """Stop every server (gracefully, in parallel), then the worker threads; remove generated repositories."""
+        for endpoint in self.endpoints.values():
+            self._unpark(endpoint)
         running = [ep for ep in self.endpoints.values() if ep.server.running]
         threads = [threading.Thread(target=ep.server.stop, name=f"stop-{ep.name}") for ep in running]
         for thread in threads:
@@ -200,6 +209,7 @@ class LocalFleet:
         endpoint = self._endpoint(name)
         with endpoint.lock:
             logger.info("fault: stop %s (pid %s)", name, endpoint.server.pid)
+            self._unpark(endpoint)  # a graceful stop waits for every request, ours too
             endpoint.server.stop()
 
     def restart(self, name: str) -> None:
@@ -207,6 +217,7 @@ class LocalFleet:
         endpoint = self._endpoint(name)
         with endpoint.lock:
             if endpoint.server.running:
+                self._unpark(endpoint)
                 endpoint.server.stop()
             old = endpoint.server
             endpoint.server = self._new_server(endpoint.repository, dict(old.ports), _server_id(old))
@@ -214,6 +225,8 @@ class LocalFleet:
             self._executor.submit(endpoint.server.start).result()
             if endpoint.capacity is not None:
                 set_instance_count(endpoint.http_url, endpoint.capacity)
+            if endpoint.emulation is not None:
+                self._park(endpoint)  # the cut in force survives the restart
             logger.info("fault: restarted %s (pid %s) on %s", name, endpoint.server.pid, endpoint.http_url)
 
     def set_capacity(self, name: str, concurrency: int) -> None:
@@ -249,13 +262,39 @@ class LocalFleet:
         assert old is not None and endpoint.model_name is not None
         new = dataclasses.replace(old, **changes)
         new = dataclasses.replace(new, instances=max(old.instance_count, new.effective_concurrency))
+        if new.effective_concurrency != old.effective_concurrency:
+            new = dataclasses.replace(new, park_epoch=old.park_epoch + 1)  # the old parking requests leave
         endpoint.emulation = new
         if new.instance_count == old.instance_count:
             write_control(endpoint.repository, endpoint.model_name, new)
+        else:
+            write_config(endpoint.repository, endpoint.model_name, new)
+            if endpoint.server.running:
+                reload_model(endpoint.http_url, endpoint.model_name)
+        if new.park_epoch != old.park_epoch:
+            self._park(endpoint)
+
+    def _park(self, endpoint: LocalEndpoint) -> None:
+        """Hold the instances above the capacity in force with parking requests of the current epoch."""
+        settings = endpoint.emulation
+        assert settings is not None and endpoint.model_name is not None
+        endpoint.parks = [thread for thread in endpoint.parks if thread.is_alive()]
+        for k in range(settings.instance_count - settings.effective_concurrency):
+            thread = threading.Thread(target=_hold_instance, name=f"park-{endpoint.name}-{k}", daemon=True,
+                                      args=(endpoint.http_url, endpoint.model_name, settings.park_epoch))
+            thread.start()
+            endpoint.parks.append(thread)
+
+    def _unpark(self, endpoint: LocalEndpoint, timeout_s: float = 2.0) -> None:
+        """Let every parking request go (a new epoch, same settings) and wait for their threads."""
+        if endpoint.emulation is None or not endpoint.parks:
             return
-        write_config(endpoint.repository, endpoint.model_name, new)
-        if endpoint.server.running:
-            reload_model(endpoint.http_url, endpoint.model_name)
+        assert endpoint.model_name is not None
+        endpoint.emulation = dataclasses.replace(endpoint.emulation, park_epoch=endpoint.emulation.park_epoch + 1)
+        write_control(endpoint.repository, endpoint.model_name, endpoint.emulation)
+        for thread in endpoint.parks:
+            thread.join(timeout_s)
+        endpoint.parks = []
 
     # -- observation -------------------------------------------------------------------------------------------
     def status(self) -> List[EndpointStatus]:
@@ -268,6 +307,21 @@ class LocalFleet:
 
     def __repr__(self) -> str:
         return f"LocalFleet({', '.join(f'{n}={ep.http_url}' for n, ep in self.endpoints.items())})"
+
+
+def _hold_instance(http_url: str, model_name: str, epoch: int) -> None:
+    """One parking request: it returns (as an error) when the park epoch changes or the server goes away."""
+    prompt = httpclient.InferInput("prompt", [1], "BYTES")
+    prompt.set_data_from_numpy(np.array([PARK_PROMPT], dtype=np.object_))
+    seed = httpclient.InferInput("seed", [1], "INT64")
+    seed.set_data_from_numpy(np.array([epoch], dtype=np.int64))
+    client = httpclient.InferenceServerClient(http_url, connection_timeout=5.0, network_timeout=24 * 3600.0)
+    try:
+        client.infer(model_name, [prompt, seed])
+    except Exception:  # noqa: BLE001 - released (an error response by design), or the server is gone
+        pass
+    finally:
+        client.close()
 
 
 def _server_id(server: LocalTritonServer) -> str:
