@@ -1,9 +1,8 @@
 """Turn cumulative counters (router, dispatchers, Triton scrapes) into one interval's per-endpoint observations."""
 from __future__ import annotations
 
-import dataclasses
 import math
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 from .estimators import CapacityObservation
 from .signals import TritonSample
@@ -11,8 +10,7 @@ from .signals import TritonSample
 __all__ = ["EndpointTick", "Deltas", "Shares", "dispatcher_totals"]
 
 
-@dataclasses.dataclass(frozen=True)
-class EndpointTick:
+class EndpointTick(NamedTuple):
     """One endpoint over one tick: our deltas, our in-flight and latency, the server's deltas when scraped."""
 
     ok: int
@@ -67,9 +65,14 @@ class Deltas:
         """One tick per endpoint. ``capacity=False``: counts, readiness and staleness only (the endpoint-level pass
         when capacity is observed per model: ``capacity`` is then an empty observation, ``external_rps`` 0)."""
         out = []
+        last = self._counters
         for i, c in enumerate(counters):
-            ok, over, failed = (_diff(a, b) for a, b in zip(c, self._counters[i]))
-            self._counters[i] = tuple(c)  # type: ignore[assignment]
+            ok, over, failed = c
+            ok0, over0, failed0 = last[i]
+            last[i] = (ok, over, failed)
+            ok = ok - ok0 if ok >= ok0 else ok  # a counter that went down (restarted server) counts from 0
+            over = over - over0 if over >= over0 else over
+            failed = failed - failed0 if failed >= failed0 else failed
             if capacity:
                 out.append(self._endpoint(i, now, dt_s, ok, over, failed, in_flight[i], latency_s[i], samples[i]))
                 continue
@@ -107,7 +110,7 @@ def _server_view(new: TritonSample, old: TritonSample, ours: CapacityObservation
     span_s = max(new.at_s - old.at_s, 1e-6)
     done = _diff(new.success, old.success)
     if done <= 0:
-        return dataclasses.replace(ours, pending=new.pending), -ok / dt_s
+        return ours._replace(pending=new.pending), -ok / dt_s
     service_s = _diff(new.compute_us, old.compute_us) / done / 1e6
     queue_s = _diff(new.queue_us, old.queue_us) / done / 1e6
     cap = CapacityObservation(dt_s=span_s, completed=int(done), service_s=service_s if service_s > 0 else own_latency_s,
