@@ -27,3 +27,16 @@ def test_render_shows_every_endpoint_mode_and_health():
 def test_missing_fleet_file_is_a_cli_error(capsys):
     assert main(["status", "/nonexistent/fleet.yaml"]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_render_shows_capacity_per_model_where_an_endpoint_serves_several():
+    fleet = Fleet.from_dict({"slo_ms": 150, "endpoints": [
+        {"name": "inf2-a", "url": "127.0.0.1:9001", "accelerator": "neuron", "price_per_hour": 0.76, "max_rps": 15,
+         "max_concurrency": 4}]})
+    sim = Simulation.build(fleet, [ServerModel(0.01, 4, per_model_s={"big": 0.1})], seed=1)
+    sim.run(4.0, {("big", "interactive"): 5.0, ("small", "interactive"): 5.0})
+    out = io.StringIO()
+    Console(file=out, width=200).print(render(sim.controller))
+    text = out.getvalue()
+    mu = sim.controller.snapshot().capacity_rps
+    assert f"big {mu[('inf2-a', 'big')]:.2f}" in text and f"small {mu[('inf2-a', 'small')]:.2f}" in text, text

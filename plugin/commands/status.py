@@ -93,10 +93,18 @@ def render(controller: Any) -> Any:
         table.add_column(column, justify="left" if column in ("endpoint", "pool", "health") else "right")
     for r in snap.endpoints:
         health = "ejected" if r.ejected else ("ready" if r.ready else "DOWN")
-        table.add_row(r.name, r.pool, health, f"{r.interactive_weight:.2f}/{r.batch_weight:.2f}", f"{r.mu_rps:.2f}",
+        table.add_row(r.name, r.pool, health, f"{r.interactive_weight:.2f}/{r.batch_weight:.2f}", _mu(snap, r),
                       _num(r.latency_s * 1e3, ".0f"), _num(r.cost_per_inference * 1e3, ".4f"), str(r.in_flight),
                       f"{r.assigned_rps:.2f}", _num(r.stale_s, ".1f"))
     return table
+
+
+def _mu(snap: Any, row: Any) -> str:
+    """mu of the row; per model ("sd 29.10 / tiny 410.00") when the endpoint serves several."""
+    per_model = sorted((m, mu) for (name, m), mu in getattr(snap, "capacity_rps", {}).items() if name == row.name)
+    if len(per_model) > 1:
+        return " / ".join(f"{m} {mu:.2f}" for m, mu in per_model)
+    return f"{row.mu_rps:.2f}"
 
 
 def _caption(snap: Any, controller: Any) -> str:
