@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import os
+import re
 import socket
 import struct
 import threading
@@ -389,6 +390,8 @@ class FlappingProxy:
         self.connections = 0
         self.resets = 0
         self.answers_dropped = 0
+        #: HTTP/1.1 inference requests that went through to the server (``POST /v2/models/.../infer``)
+        self.infer_requests = 0
         self._thread.start()
         self.set("up")
 
@@ -429,11 +432,17 @@ class FlappingProxy:
         self._writers.update((writer, up_writer))
 
         async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter, answers: bool) -> None:
+            tail = b""
             try:
                 while True:
                     data = await src.read(65536)
                     if not data:
                         break
+                    if not answers:  # count request lines, also one split across two reads
+                        seen = tail + data
+                        self.infer_requests += len(re.findall(rb"POST /v2/models/[^ ]*/infer ", seen))
+                        tail = seen[-64:] if b"POST" in seen[-64:] else b""
+                        tail = tail[tail.rfind(b"POST"):] if tail else b""
                     if answers and self.state == "lossy":
                         self.answers_dropped += 1
                         self._reset(writer)
