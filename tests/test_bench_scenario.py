@@ -9,7 +9,8 @@ import time
 import numpy as np
 import pytest
 
-from tritonmix.bench.analysis import cost_per_1k, policy_figures, settle_times, share_series
+from tritonmix.bench.analysis import (cost_per_1k, pending_series, policy_figures, queue_limit, settle_times,
+                                     share_series)
 from tritonmix.bench.baselines import LeastOutstandingP2C, RoundRobin, StaticWeights, static_weights_for
 from tritonmix.bench.loadgen import RequestRecord, replay
 from tritonmix.bench.oracle import UnitState, oracle_cost_per_1k, unit_states_at
@@ -96,6 +97,30 @@ def test_figures_cost_and_settling() -> None:
     assert events[0]["recovery_s"] == pytest.approx(0.1)
     fig = policy_figures(records, samples, {"a": 1.0, "b": 1.0}, names, [], 0.1, 4.0)
     assert fig["requests"] == 41 and fig["errors"] == 0 and fig["slo_attainment"] == pytest.approx(40 / 41)
+
+
+def test_settling_needs_the_cut_pool_within_its_queue_limit() -> None:
+    """A cut is settled once the cut endpoint's queue stays within what the SLO absorbs at its new capacity and its
+    share has stopped moving; a policy that keeps loading it (its queue only grows) never settles."""
+    names = ["a", "b"]
+    units = [UnitState("a", 1.0, 0.1, 3), UnitState("b", 1.0, 0.1, 3)]
+    cut = [Event(1.0, "set_capacity", "a", 1)]
+    assert queue_limit(units[0], 0.3) == 6 and queue_limit(UnitState("a", 1.0, 0.1, 1), 0.3) == 2
+    assert queue_limit(UnitState("a", 1.0, 0.4, 1), 0.3) == 0
+
+    def run(queue_a: list) -> float:
+        samples = [Sample(b * 0.25, n, 5, 0, 0.5, queue_a[b] if n == "a" else 0.0)
+                   for b in range(len(queue_a)) for n in names]
+        counts, pending = share_series(samples, names, 4.0), pending_series(samples, names, 4.0)
+        return settle_times(counts, cut, [], 0.3, 4.0, names=names, pending=pending, units=units)[0]["settle_s"]
+
+    assert run([0, 0, 0, 0] + [5, 4, 3, 2] + [0] * 8) == 0.75  # drained to <= 2 from t = 1.75 s
+    assert run([0, 0, 0, 0] + [3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25]) is None  # the queue never drains
+    # without the queue, the share of the cut endpoint alone decides: 50% before, 10% from t = 2 s on
+    samples = [Sample(b * 0.25, n, (5 if b < 8 else 1) if n == "a" else (5 if b < 8 else 9), 0, 0.5)
+               for b in range(17) for n in names]
+    settle = settle_times(share_series(samples, names, 4.0), cut, [], 0.3, 4.0, names=names)[0]["settle_s"]
+    assert 0.75 <= settle <= 1.25
 
 
 def test_report_and_floors(tmp_path) -> None:

@@ -10,6 +10,7 @@
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -19,7 +20,7 @@ import numpy as np
 
 from .analysis import smoothed_shares
 
-__all__ = ["markdown_table", "write_summary", "plot_runs", "floor_checks"]
+__all__ = ["markdown_table", "write_summary", "write_raw", "plot_runs", "floor_checks"]
 
 
 def _fmt(value: Any, digits: int = 3) -> str:
@@ -74,6 +75,15 @@ def write_summary(summary: Dict[str, Any], out_dir: Path) -> Path:
     path = out_dir / "summary.json"
     path.write_text(json.dumps(summary, indent=2, default=_json_default) + "\n")
     (out_dir / "summary.md").write_text(markdown_table(summary) + "\n")
+    return path
+
+
+def write_raw(raw: Mapping[str, Any], names: Sequence[str], trace: Any, out_dir: Path) -> Path:
+    """``raw.json``: per policy every request ``[arrival_s, latency_s, ok, error]`` and every metrics sample
+    ``[t_s, endpoint, success, failure, busy_s, pending]``, plus the endpoints and events: enough to recompute every figure."""
+    body = {"endpoints": list(names), "events": [dataclasses.asdict(e) for e in trace.events], "policies": raw}
+    path = Path(out_dir) / "raw.json"
+    path.write_text(json.dumps(body, default=_json_default) + "\n")
     return path
 
 

@@ -11,7 +11,7 @@ import numpy as np
 
 from .analysis import BIN_S, policy_figures, share_series
 from .oracle import oracle_cost_per_1k
-from .report import floor_checks, plot_runs, write_summary
+from .report import floor_checks, plot_runs, write_raw, write_summary
 from .runner import PolicyRun, reset_fleet, run_policy
 from .scenario import POLICIES, ScenarioSpec
 
@@ -42,6 +42,7 @@ def run_scenario(
     original = {e.name: int(e.max_concurrency or 1) for e in fleet.endpoints}
     figures: Dict[str, Any] = {}
     series: Dict[str, Any] = {}
+    raw: Dict[str, Any] = {}
     started = time.monotonic()
     with LocalFleet(fleet) as local_fleet:
         say(f"fleet of {len(names)} EMULATED endpoints up in {time.monotonic() - started:.1f} s; "
@@ -51,9 +52,10 @@ def run_scenario(
                 reset_fleet(local_fleet, spec, original)
             run = run_policy(policy, local_fleet, spec, trace)
             figures[policy] = policy_figures(run.records, run.samples, prices, names, trace.events, fleet.slo_s,
-                                             spec.duration_s)
+                                             spec.duration_s, spec.units())
             figures[policy]["decisions"] = len(run.decisions)
             series[policy] = _series(run, names, prices, spec.duration_s)
+            raw[policy] = _raw(run)
             f = figures[policy]
             say(f"{policy:<24} SLO {f['slo_attainment'] * 100:6.2f}%  errors {f['errors']:4d}  "
                 f"p99 {f['p99_s']:.3f} s  ${f['cost_per_1k']:.4f}/1k  ({run.wall_s:.0f} s)")
@@ -69,8 +71,18 @@ def run_scenario(
     summary["floors"] = floor_checks(summary)
     out_dir = Path(out_dir)
     write_summary(summary, out_dir)
+    write_raw(raw, names, trace, out_dir)
     plot_runs(series, names, trace.events, out_dir)
     return summary
+
+
+def _raw(run: PolicyRun) -> Dict[str, Any]:
+    """What the figures are computed from, for ``raw.json``: every request and every metrics sample."""
+    return {
+        "requests": [[round(r.arrival_s, 4), round(r.latency_s, 4), r.ok, r.error[:80]] for r in run.records],
+        "samples": [[round(s.t_s, 3), s.endpoint, s.success, s.failure, round(s.busy_s, 6), s.pending]
+                    for s in run.samples],
+    }
 
 
 def _series(run: PolicyRun, names: Sequence[str], prices: Dict[str, float], duration_s: float) -> Dict[str, Any]:

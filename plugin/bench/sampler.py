@@ -27,6 +27,7 @@ _WANTED = {
     "nv_inference_request_failure": "failure",
     "nv_inference_compute_infer_duration_us": "compute_us",
     "tritonmix_emulated_service_us": "service_us",
+    "nv_inference_pending_request_count": "pending",
 }
 
 
@@ -39,6 +40,7 @@ class Sample:
     success: float
     failure: float
     busy_s: float
+    pending: float = 0.0  # requests queued at the server at the sample (a gauge, not a delta)
 
 
 def scrape_counters(metrics_url: str, model: str, timeout_s: float = 0.5) -> Optional[Dict[str, float]]:
@@ -114,7 +116,8 @@ class MetricsSampler:
             if previous is None:
                 continue
             delta = {k: _delta(counters[k], previous[k]) for k in counters}
-            self._samples.append(Sample(now, name, delta["success"], delta["failure"], delta["busy_us"] / 1e6))
+            self._samples.append(Sample(now, name, delta["success"], delta["failure"], delta["busy_us"] / 1e6,
+                                        counters["pending"]))
 
 
 def _delta(current: float, previous: float) -> float:
