@@ -5,6 +5,10 @@
     Controller                        the loop (tritonmix.controller.loop): tick(), start(), stop(), decisions(),
                                       snapshot(), registry (its own prometheus_client CollectorRegistry)
     policy / estimators / plugins     the pure parts: modes, ejection, capacity and demand estimators, scorers
+    per_model                         capacity per (endpoint, model), one plan per model (Triton: one instance
+                                      group, queue and series per model)
+Ejection has one holder while a controller runs, its OutlierDetector: the Router reports request-path failures to
+it (``Router.set_ejector``) instead of ejecting by itself.
     simulation                        a synthetic fleet in simulated time, for tests and benchmarks
 """
 from __future__ import annotations
