@@ -111,6 +111,19 @@ def test_controller_metrics_exporter_listens_on_loopback_only(tls: Dict[str, Any
     assert set(_listening(os.getpid())) <= before, "the exporter still listens after close()"
 
 
+def test_fleet_supervisor_control_port_listens_on_loopback_only(tmp_path: Path) -> None:
+    from tritonmix.local.supervisor import ControlServer
+
+    before = set(_listening(os.getpid()))
+    control = ControlServer(local=None, fleet_file="fleet.yaml", path=tmp_path / "state.json")  # type: ignore[arg-type]
+    try:
+        new = set(_listening(os.getpid())) - before
+        assert len(new) == 1 and all(_loopback(a) for a in new), f"control port beyond loopback: {new}"
+        assert control.url.startswith("127.0.0.1:")
+    finally:  # not control.close(): socketserver's shutdown() waits forever for a serve_forever never started
+        control.httpd.server_close()
+
+
 # ---- TLS endpoints ----------------------------------------------------------------------------------------------
 
 def _openssl(*args: str, cwd: Path) -> None:
