@@ -54,7 +54,19 @@ class Engine:
     def run(self, model: str, request_class: str, deadline_s: Optional[float],
             send: Callable[[int, Optional[float]], Any]) -> Any:
         """Send through the fleet with failover; ``send(i, remaining_s)`` does one attempt on endpoint i."""
-        att = Attempts(self, model, request_class, deadline_s)
+        return self._loop(Attempts(self, model, request_class, deadline_s), send)
+
+    def resume(self, model: str, request_class: str, send: Callable[[int, Optional[float]], Any],
+               i: int = -1, t0: float = 0.0, exc: Optional[BaseException] = None) -> Any:
+        """``run`` (no deadline) for a request whose arrival and first attempt the caller made itself (the sync
+        clients' fast path, ``tritonmix.routing.Lane``): the attempt on endpoint ``i`` started at ``t0`` failed
+        with ``exc``, and is recorded here; ``exc`` None: the caller's pick found no endpoint (nothing to record)."""
+        att = Attempts(self, model, request_class, None, arrived=True)
+        if exc is not None:
+            att.failed(i, t0, exc)
+        return self._loop(att, send)
+
+    def _loop(self, att: "Attempts", send: Callable[[int, Optional[float]], Any]) -> Any:
         while True:
             remaining_s = att.remaining_s(self.clock())
             i = att.pick()
@@ -103,7 +115,8 @@ class Attempts:
 
     __slots__ = ("e", "model", "rc", "d", "deadline_at", "policy")
 
-    def __init__(self, engine: Engine, model: str, request_class: str, deadline_s: Optional[float]) -> None:
+    def __init__(self, engine: Engine, model: str, request_class: str, deadline_s: Optional[float],
+                 arrived: bool = False) -> None:
         if request_class not in REQUEST_CLASSES:
             raise InferenceServerException(
                 msg=f"request_class must be one of {', '.join(REQUEST_CLASSES)}, got {request_class!r}")
@@ -111,7 +124,8 @@ class Attempts:
         self.model = model
         self.rc = request_class
         now = engine.clock()
-        engine.router.arrive((model, request_class), now)
+        if not arrived:
+            engine.router.arrive((model, request_class), now)
         self.d = engine.router.dispatcher(model, request_class)
         self.deadline_at = None if deadline_s is None else now + deadline_s
         self.policy = engine.policy

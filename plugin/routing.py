@@ -23,11 +23,22 @@ Availability of endpoint i in the dispatcher of model m is the AND of three mask
                        source of truth), and the router then only reports the failure, ``cb(i, reason, now)``
     ready[m][i]        model readiness as last probed (unknown counts as ready; a model ready nowhere keeps every
                        endpoint, so the servers' own "unknown model" error reaches the user)
-Thread safety: one lock guards the masks, the counters and the dispatcher table; the hot path reads the table
-without it (a dict lookup) and takes it once to count the arrival.
+Thread safety: one lock guards the masks, the dispatcher table and the rarely written counters. The hot path
+takes no lock: it reads the table (a dict lookup), and the two counters every request touches, arrivals per key and
+successes per endpoint, are ``itertools.count`` objects, whose ``next()`` is one C call and so atomic under the GIL
+(exact, never a lost increment). A success takes the lock only when it has something to reset or to count as
+over the SLO.
+
+Hot path (what the sync clients run per request; see ``Lane``)::
+
+    lane = router.lanes.get((model, request_class))    # None until the dispatcher exists: the full path creates it
+    t0 = lane.arrive()                                 # count the arrival, retry budget, lazy readmission; one clock read
+    i = lane.dispatcher.pick()  ...send...  lane.dispatcher.record(i, latency_s, ok)
+    router.succeeded(i, latency_s, request_class)      # one clock read per completion
 """
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 import threading
@@ -39,7 +50,7 @@ from .dispatch_core import Dispatcher
 from .fleet import Fleet
 from .retry import Outcome, RetryBudget
 
-__all__ = ["Router", "REQUEST_CLASSES", "hint_weights"]
+__all__ = ["Router", "Lane", "REQUEST_CLASSES", "hint_weights"]
 
 logger = logging.getLogger(__name__)
 
@@ -56,6 +67,36 @@ def hint_weights(fleet: Fleet) -> List[float]:
     if all(e.max_concurrency for e in eps):
         return [float(e.max_concurrency) for e in eps]
     return [1.0] * len(eps)
+
+
+def _count_value(counter: "itertools.count[int]") -> int:
+    """The next value of an ``itertools.count`` started at 0, i.e. how many times ``next()`` was called on it."""
+    return int(repr(counter)[6:-1])  # "count(N)"
+
+
+class Lane:
+    """The hot-path state of one (model, request class), made once when its dispatcher is: the dispatcher, the
+    arrival counter and what ``arrive`` needs, so that a request does no key building, lookup or locking of its own."""
+
+    __slots__ = ("key", "dispatcher", "_arrivals", "_router", "_budget", "_clock")
+
+    def __init__(self, router: "Router", key: Key, dispatcher: Dispatcher,
+                 arrivals: "itertools.count[int]") -> None:
+        self.key = key
+        self.dispatcher = dispatcher
+        self._arrivals = arrivals
+        self._router = router
+        self._budget = router.budget
+        self._clock = router._clock
+
+    def arrive(self) -> float:
+        """``Router.arrive(key, now)`` for this lane; returns ``now`` (the caller's t0: one clock read per arrival)."""
+        now = self._clock()
+        next(self._arrivals)
+        self._budget.record_request()
+        if now >= self._router._next_readmit_at:
+            self._router._readmit(now)
+        return now
 
 
 class Router:
@@ -79,8 +120,9 @@ class Router:
         self._ejections = [0] * n
         self._consecutive = [0] * n
         self._next_readmit_at = math.inf
-        self._arrivals: Dict[Key, int] = {}
-        self._ok = [0] * n
+        self._arrivals: Dict[Key, "itertools.count[int]"] = {}
+        self._lanes: Dict[Key, Lane] = {}
+        self._ok = [itertools.count() for _ in range(n)]
         self._over_slo = [0] * n
         self._failed = [0] * n
         self._listeners: List[Callable[[Key], None]] = []
@@ -122,11 +164,11 @@ class Router:
 
     def arrivals(self) -> Dict[Key, int]:
         with self._lock:
-            return dict(self._arrivals)
+            return {key: _count_value(c) for key, c in self._arrivals.items()}
 
     def endpoint_counters(self) -> List[Tuple[int, int, int]]:
         with self._lock:
-            return list(zip(self._ok, self._over_slo, self._failed))
+            return list(zip(map(_count_value, self._ok), self._over_slo, self._failed))
 
     def add_listener(self, callback: Callable[[Key], None]) -> None:
         with self._lock:
@@ -140,6 +182,12 @@ class Router:
 
     # ---- hot path ------------------------------------------------------------------------------------------
 
+    @property
+    def lanes(self) -> Dict[Key, Lane]:
+        """{(model, request_class): Lane}, the live table (read it, never write it): a key appears once its
+        dispatcher exists and the listeners (the first readiness probe) have run."""
+        return self._lanes
+
     def dispatcher(self, model: str, request_class: str = "interactive") -> Dispatcher:
         """The dispatcher of (model, request_class), created on first use (listeners are told then)."""
         d = self._dispatchers.get((model, request_class))
@@ -147,18 +195,23 @@ class Router:
 
     def arrive(self, key: Key, now: float) -> None:
         """Count one user request of ``key``; readmit ejected endpoints whose time is up."""
-        with self._lock:
-            self._arrivals[key] = self._arrivals.get(key, 0) + 1
+        counter = self._arrivals.get(key)
+        if counter is None:
+            with self._lock:
+                counter = self._arrivals.setdefault(key, itertools.count())
+        next(counter)
         self.budget.record_request()
         if now >= self._next_readmit_at:
             self._readmit(now)
 
     def succeeded(self, i: int, latency_s: float, request_class: str) -> None:
-        with self._lock:
-            self._ok[i] += 1
-            self._consecutive[i] = 0
-            if latency_s > self._slo_s and request_class == "interactive":
-                self._over_slo[i] += 1
+        """Count a success; the lock only when a failure streak is to be reset or the SLO was missed."""
+        next(self._ok[i])
+        if self._consecutive[i] or (latency_s > self._slo_s and request_class == "interactive"):
+            with self._lock:
+                self._consecutive[i] = 0
+                if latency_s > self._slo_s and request_class == "interactive":
+                    self._over_slo[i] += 1
 
     def failed(self, i: int, outcome: Outcome, now: float) -> None:
         """Count a failed attempt; eject the endpoint after a connection failure (see the module docstring)."""
@@ -251,12 +304,15 @@ class Router:
             d.set_weights(self._explicit.get(key, self._default))
             self._dispatchers[key] = d
             self._apply_key(key)
+            arrivals = self._arrivals.setdefault(key, itertools.count())
             listeners = list(self._listeners)
         for callback in listeners:
             try:
                 callback(key)
             except Exception:  # noqa: BLE001 - a listener must not break a request
                 logger.exception("dispatcher listener failed for %s", key)
+        with self._lock:
+            self._lanes[key] = Lane(self, key, d, arrivals)
         return d
 
     def _available(self, model: str, i: int) -> bool:

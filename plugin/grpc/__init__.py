@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import inspect
 import time
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Tuple
 
 import tritonclient.grpc as _tc
 from tritonclient._client import InferenceServerClientBase
@@ -24,6 +24,7 @@ from tritonclient.utils import InferenceServerException, raise_error
 
 from .._client_common import ClientCore, SyncClientMixin, resolve_fleet
 from .._failover import Engine
+from ..dispatch_core import NoEndpointAvailable
 from .._server_calls import POLICIES, aggregate, call_in_order, endpoint_order, make_method
 from ..fleet import Fleet
 from ._async import FailoverCall
@@ -68,6 +69,8 @@ class InferenceServerClient(SyncClientMixin, InferenceServerClientBase):
         self._core = ClientCore(self._fleet, seed=seed, clock=clock, probe=self._probe,
                                 readiness_interval_s=readiness_interval_s)
         self._router = self._core.router
+        self._lanes = self._router.lanes
+        self._clock = clock
         self._controller = self._core.controller
         self._engine = Engine(self._router, classify_grpc, unavailable_status=UNAVAILABLE_STATUS, clock=clock,
                               on_not_found=self._core.readiness.request_refresh)
@@ -111,16 +114,45 @@ class InferenceServerClient(SyncClientMixin, InferenceServerClientBase):
               sequence_start=False, sequence_end=False, priority=0, timeout=None, client_timeout=None,
               headers=None, compression_algorithm=None, parameters=None, request_class="interactive",
               deadline_s=None):
+        # Fast path: as tritonmix.http's infer (the first attempt inline; failures and deadlines go to the engine)
+        lane = self._lanes.get((model_name, request_class))
+        failure = None
+        if lane is not None and deadline_s is None and not self._closed:
+            t0 = lane.arrive()
+            d = lane.dispatcher
+            i = -1
+            try:
+                i = d.pick()
+                result = self._clients[i].infer(model_name, inputs, model_version, outputs, request_id,
+                                                 sequence_id, sequence_start, sequence_end, priority, timeout,
+                                                 client_timeout, headers, compression_algorithm, parameters)
+            except BaseException as exc:
+                if i < 0 and not isinstance(exc, NoEndpointAvailable):
+                    raise
+                failure = (i, t0, exc if i >= 0 else None)
+            else:
+                latency_s = self._clock() - t0
+                d.record(i, latency_s, True)
+                self._router.succeeded(i, latency_s, request_class)
+                return result
+        args = (model_name, inputs, model_version, outputs, request_id, sequence_id, sequence_start, sequence_end,
+                priority, timeout, client_timeout, headers, compression_algorithm, parameters)
+        return self._failover(args, request_class, deadline_s, failure)
+
+    def _failover(self, args: tuple, request_class: str, deadline_s: Optional[float],
+                  failure: Optional[Tuple[int, float, Optional[BaseException]]]) -> InferResult:
+        """The engine's failover loop for ``client.infer(*args)`` (args[10] is client_timeout, bounded by the
+        deadline): from the start, or after the fast path's first attempt failed (``failure``, as in HTTP's)."""
         clients = self._clients
+        head, client_timeout, tail = args[:10], args[10], args[11:]
 
         def send(i: int, remaining_s: Optional[float]) -> InferResult:
-            return clients[i].infer(model_name, inputs, model_version, outputs, request_id, sequence_id,
-                                    sequence_start, sequence_end, priority, timeout,
-                                    _remaining(client_timeout, remaining_s), headers, compression_algorithm,
-                                    parameters)
+            return clients[i].infer(*head, _remaining(client_timeout, remaining_s), *tail)
 
+        if failure is not None:
+            return self._engine.resume(args[0], request_class, send, *failure)
         self._check_open()
-        return self._engine.run(model_name, request_class, deadline_s, send)
+        return self._engine.run(args[0], request_class, deadline_s, send)
 
     def async_infer(self, model_name, inputs, callback, model_version="", outputs=None, request_id="",
                     sequence_id=0, sequence_start=False, sequence_end=False, priority=0, timeout=None,

@@ -15,7 +15,7 @@ from __future__ import annotations
 import inspect
 import threading
 import time
-from typing import Any, Callable, List, Optional
+from typing import Any, Callable, List, Optional, Tuple
 
 import gevent
 import gevent.pool
@@ -26,6 +26,7 @@ from tritonclient.utils import InferenceServerException, raise_error
 
 from .._client_common import ClientCore, SyncClientMixin, resolve_fleet
 from .._failover import Engine
+from ..dispatch_core import NoEndpointAvailable
 from .._server_calls import POLICIES, aggregate, call_in_order, endpoint_order, make_method, sum_statistics
 from ..fleet import Fleet
 from ._transport import UNAVAILABLE_STATUS, ThreadClients, classify_http, model_ready, probe_factory
@@ -84,6 +85,8 @@ class InferenceServerClient(SyncClientMixin, InferenceServerClientBase):
                                 readiness_interval_s=readiness_interval_s,
                                 on_probe_thread_exit=self._probes.release_thread)
         self._router = self._core.router
+        self._lanes = self._router.lanes
+        self._clock = clock
         self._controller = self._core.controller
         self._engine = Engine(self._router, classify_http, unavailable_status=UNAVAILABLE_STATUS, clock=clock,
                               on_not_found=self._core.readiness.request_refresh)
@@ -131,27 +134,59 @@ class InferenceServerClient(SyncClientMixin, InferenceServerClientBase):
               sequence_start=False, sequence_end=False, priority=0, timeout=None, headers=None,
               query_params=None, request_compression_algorithm=None, response_compression_algorithm=None,
               parameters=None, request_class="interactive", deadline_s=None):
+        # Fast path (see tritonmix.routing.Lane): the first attempt inline, with no closure, no per-request object
+        # and no lock; any failure of it, and every request with a deadline or before its lane exists, goes to the
+        # engine's failover loop (tritonmix._failover), which records the attempt and carries on.
+        lane = self._lanes.get((model_name, request_class))
+        failure = None
+        if lane is not None and deadline_s is None and not self._closed:
+            t0 = lane.arrive()
+            d = lane.dispatcher
+            i = -1
+            try:
+                i = d.pick()
+                client = self._clients.local.clients[i]
+                if client is None:
+                    client = self._clients.get(i)
+                result = client.infer(model_name, inputs, model_version, outputs, request_id, sequence_id,
+                                      sequence_start, sequence_end, priority, timeout, headers, query_params,
+                                      request_compression_algorithm, response_compression_algorithm, parameters)
+            except BaseException as exc:
+                if i < 0 and not isinstance(exc, NoEndpointAvailable):
+                    raise
+                failure = (i, t0, exc if i >= 0 else None)
+            else:
+                latency_s = self._clock() - t0
+                d.record(i, latency_s, True)
+                self._router.succeeded(i, latency_s, request_class)
+                return result
+        args = (model_name, inputs, model_version, outputs, request_id, sequence_id, sequence_start, sequence_end,
+                priority, timeout, headers, query_params, request_compression_algorithm,
+                response_compression_algorithm, parameters)
+        return self._failover(args, request_class, deadline_s, failure)
+
+    def _failover(self, args: tuple, request_class: str, deadline_s: Optional[float],
+                  failure: Optional[Tuple[int, float, Optional[BaseException]]]) -> InferResult:
+        """The engine's failover loop for ``client.infer(*args)``: from the start, or after the fast path's first
+        attempt failed (``failure`` = (endpoint, t0, exception), exception None when its pick found none)."""
         clients = self._clients
 
         def send(i: int, remaining_s: Optional[float]) -> InferResult:
             client = clients.get(i)
             if remaining_s is None:
-                return client.infer(model_name, inputs, model_version, outputs, request_id, sequence_id,
-                                    sequence_start, sequence_end, priority, timeout, headers, query_params,
-                                    request_compression_algorithm, response_compression_algorithm, parameters)
+                return client.infer(*args)
             try:
                 with gevent.Timeout(remaining_s):
-                    return client.infer(model_name, inputs, model_version, outputs, request_id, sequence_id,
-                                        sequence_start, sequence_end, priority, timeout, headers, query_params,
-                                        request_compression_algorithm, response_compression_algorithm,
-                                        parameters)
+                    return client.infer(*args)
             except gevent.Timeout:
                 clients.discard(i)  # its connection is mid-request: do not reuse it
                 raise TimeoutError(f"no response within the deadline ({remaining_s:.3f} s left)") from None
 
+        if failure is not None:
+            return self._engine.resume(args[0], request_class, send, *failure)
         if self._closed:
             raise_error("tritonmix: the client is closed")
-        return self._engine.run(model_name, request_class, deadline_s, send)
+        return self._engine.run(args[0], request_class, deadline_s, send)
 
     def async_infer(self, model_name, inputs, model_version="", outputs=None, request_id="", sequence_id=0,
                     sequence_start=False, sequence_end=False, priority=0, timeout=None, headers=None,

@@ -40,21 +40,28 @@ def classify_http(exc: BaseException) -> Outcome:
 _NOT_SENT_ERRNOS = frozenset({101, 111, 113, 99})  # ENETUNREACH, ECONNREFUSED, EHOSTUNREACH, EADDRNOTAVAIL
 
 
+class _PerThread(threading.local):
+    """``clients``: this thread's client per endpoint (None until made)."""
+
+    def __init__(self, n: int) -> None:
+        self.clients: List[Any] = [None] * n
+
+
 class ThreadClients:
-    """One tritonclient HTTP client per (thread, endpoint), made lazily by ``factory(url)``."""
+    """One tritonclient HTTP client per (thread, endpoint), made lazily by ``factory(url)``.
+
+    Hot path: ``local.clients[i]`` is this thread's client of endpoint i or None; ``get(i)`` makes it when None."""
 
     def __init__(self, urls: Tuple[str, ...], factory: Callable[[str], Any]) -> None:
         self._urls = urls
         self._factory = factory
-        self._local = threading.local()
+        self.local = _PerThread(len(urls))
         self._lock = threading.Lock()
         self._all: List[Any] = []
         self._closed = False
 
     def get(self, i: int) -> Any:
-        clients = getattr(self._local, "clients", None)
-        if clients is None:
-            clients = self._local.clients = [None] * len(self._urls)
+        clients = self.local.clients
         client = clients[i]
         return client if client is not None else self._make(clients, i)
 
@@ -69,8 +76,8 @@ class ThreadClients:
 
     def discard(self, i: int) -> None:
         """Close this thread's client of endpoint i (after a timeout left its connection in an unknown state)."""
-        clients = getattr(self._local, "clients", None)
-        if clients is None or clients[i] is None:
+        clients = self.local.clients
+        if clients[i] is None:
             return
         client, clients[i] = clients[i], None
         self._close(client)
@@ -92,7 +99,7 @@ class ThreadClients:
             clients, self._all = self._all, []
         for client in clients:
             _safe_close(client)
-        self._local = threading.local()
+        self.local = _PerThread(len(self._urls))
 
 
 def _safe_close(client: Any) -> None:
