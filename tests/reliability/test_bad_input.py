@@ -152,7 +152,7 @@ def test_dispatcher_misuse(impl: Any, call: Any, error: Any, message: str) -> No
     d = impl.Dispatcher(3, seed=1)
     d.set_weights([1.0, 2.0, 3.0])
     before = (d.weights(), repr(d.stats()))
-    with pytest.raises(error, match=message):
+    with pytest.raises(error, match=message or None):
         call(d)
     assert (d.weights(), repr(d.stats())) == before, "a refused call changed the dispatcher"
 
