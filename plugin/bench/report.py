@@ -31,18 +31,34 @@ def _fmt(value: Any, digits: int = 3) -> str:
     return str(value)
 
 
+def _worst_settle(events: Sequence[Mapping[str, Any]]) -> str:
+    if not events:
+        return "n/a"
+    if any(e.get("settle_s") is None for e in events):
+        return "not settled"
+    return _fmt(max(float(e["settle_s"]) for e in events), 2)
+
+
 def markdown_table(summary: Mapping[str, Any]) -> str:
+    """The policies' figures, then settle / recovery times per event ("-": not settled within the event's window)."""
     rows = ["| policy | SLO attainment | errors | p50 s | p95 s | p99 s | $ per 1k | vs oracle | worst settle s |",
             "|---|---|---|---|---|---|---|---|---|"]
     for name, fig in summary["policies"].items():
-        settles = [e["settle_s"] for e in fig.get("events", []) if e.get("settle_s") is not None]
         rows.append(
             f"| {name} | {fig['slo_attainment'] * 100:.2f}% | {fig['errors']} | {_fmt(fig['p50_s'])} | "
             f"{_fmt(fig['p95_s'])} | {_fmt(fig['p99_s'])} | {_fmt(fig['cost_per_1k'], 4)} | "
-            f"{_fmt(fig.get('cost_vs_oracle'), 2)}x | {_fmt(max(settles) if settles else None, 2)} |"
+            f"{_fmt(fig.get('cost_vs_oracle'), 2)}x | {_worst_settle(fig.get('events', []))} |"
         )
     rows.append(f"| oracle (offline floor) | n/a | n/a | n/a | n/a | n/a | {_fmt(summary['oracle']['cost_per_1k'], 4)} "
                 f"| 1.00x | n/a |")
+    labels = [f"{e['event']} @{e['at_s']:g} s" for e in next(iter(summary["policies"].values()), {}).get("events", [])]
+    if labels:
+        rows += ["", "settle s / recovery s per event (settle '-': not settled within the event's window)", "",
+                 "| policy | " + " | ".join(labels) + " |", "|---|" + "---|" * len(labels)]
+        for name, fig in summary["policies"].items():
+            cells = [f"{'-' if e['settle_s'] is None else _fmt(float(e['settle_s']), 2)} / {_fmt(e['recovery_s'], 2)}"
+                     for e in fig.get("events", [])]
+            rows.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(rows)
 
 
