@@ -106,7 +106,9 @@ def reset_fleet(local_fleet: Any, spec: ScenarioSpec, original_concurrency: Dict
     """Back to the initial state: every endpoint up, at full capacity, normal speed, with an empty queue."""
     for name in local_fleet.fleet.names:
         endpoint = local_fleet.endpoints[name]
-        if not endpoint.running or scrape_pending(endpoint.metrics_url, spec.model) > 0:
+        if endpoint.running and scrape_pending(endpoint.metrics_url, spec.model) > 0:
+            local_fleet.kill(name)  # a queue left by the last policy: drop it (a graceful stop would serve it out)
+        if not endpoint.running:
             local_fleet.restart(name)
     for event in spec.events:
         if event.kind == "set_capacity":
