@@ -5,7 +5,8 @@ A cheap slow pool and an expensive fast pool (one endpoint each, two slots each)
 - the cheap endpoint dies under load: its weight is 0 within one interval, no request fails;
 - it recovers: it is re-admitted (ready again, weight back) and COST mode returns no sooner than the dwell time
   after that, and not before it (the load is chosen so that the dear pool alone cannot hold it in COST mode);
-- its capacity is cut in half: traffic shifts within two intervals.
+- its capacity is cut in half: traffic shifts within two intervals;
+- steady load at 70% of the cheap pool's capacity for 30 dwell times: at most one mode switch.
 
 How the intervals are counted: every controller tick is recorded (``Controller.add_listener``) with its clock time
 ``at_s``. An event happens at time T, the moment the fault call returned (``kill`` at once; ``set_capacity`` and
@@ -293,5 +294,32 @@ def test_a_capacity_cut_in_half_shifts_traffic_within_two_intervals(healthy_flee
         assert k1.endpoints[CHEAP].interactive_weight <= start - need / 4, f"cheap weight at k0+1: {during}"
         assert k3.endpoints[CHEAP].interactive_weight <= start - need / 2, f"cheap weight at k0+3: {during}"
         assert picks_later[DEAR] >= 0.2 * sum(picks_later), f"dear got {picks_later[DEAR]} of {sum(picks_later)}"
+    finally:
+        client.close()
+
+
+#: 70% of the cheap endpoint's capacity (0.7 x 2 / 0.067 s = 21 req/s), for 60 intervals = 30 dwell times
+STEADY_RPS = 0.7 * 2 / 0.067
+STEADY_S = 60 * INTERVAL_S
+
+
+def test_steady_load_at_70_percent_of_the_cheap_pool_switches_mode_at_most_once(healthy_fleet: LocalFleet) -> None:
+    """The fleet's time constants are scaled by 0.1 (dwell 0.5 s), so 15 s here are 30 dwell times: the 60 s of
+    the issue at the scale of this fleet, and then some. Mode switches counted from the first request on."""
+    client = httpclient.InferenceServerClient(fleet=healthy_fleet.fleet, seed=4)
+    ticks = Ticks(client._controller)
+    try:
+        started = time.monotonic()
+        with OpenLoop(client, STEADY_RPS) as load:
+            time.sleep(STEADY_S)
+        switches = [(round(d.at_s - started, 2), d.new, d.reasons) for d in client._controller.decisions("mode")]
+        results = load.since(started + 1.0)
+        within = sum(1 for r in results if r[2] is None and r[1] <= SLO_S) / len(results)
+        share = [round(s.endpoints[CHEAP].interactive_weight, 2) for s in ticks.after(started)]
+        print(f"\nsteady {STEADY_RPS:.1f} req/s for {STEADY_S:.0f} s: mode switches {switches}; {len(results)} "
+              f"requests, {within:.1%} within the SLO; cheap weight min {min(share)} max {max(share)}")
+        assert len(switches) <= 1, switches
+        assert len(ticks.after(started)) >= 0.8 * STEADY_S / INTERVAL_S, "too few ticks to judge"
+        assert within >= 0.95, f"{within:.1%} within the SLO"
     finally:
         client.close()
