@@ -264,9 +264,9 @@ def test_a_capacity_cut_in_half_shifts_traffic_within_two_intervals(healthy_flee
     started after the cut (SCRAPE_LEAD of an interval before it; the ticks before it cannot hold server data from
     after the cut). The required shift: from the cheap endpoint's weight before the cut down to the share its new
     capacity holds at the target utilisation (0.8 x 14.9 / 20 = 0.6; less when it is no longer the cheaper one per
-    inference, as at twice the service time). Shifted within two intervals: by tick k0 + 1 a quarter of the required
-    shift has happened (the weight was constant to 0.01 for 2 s before the cut, so this is no noise), and by k0 + 3
-    half of it. A slot cut is seen only once requests queue behind the one slot left: at 20 req/s on 14.9 that
+    inference, as at twice the service time), counted from the lowest weight of the 2 s before the cut (so that the
+    noise before the cut counts for nothing). Shifted within two intervals: by tick k0 + 1 a quarter of the required
+    shift has happened, and by k0 + 3 half of it. A slot cut is seen only once requests queue behind the one slot left: at 20 req/s on 14.9 that
     takes a few hundred ms, which is why the bar at k0 + 1 is a quarter and not all of it."""
     client = httpclient.InferenceServerClient(fleet=healthy_fleet.fleet, seed=3)
     ticks = Ticks(client._controller)
@@ -275,7 +275,7 @@ def test_a_capacity_cut_in_half_shifts_traffic_within_two_intervals(healthy_flee
         with OpenLoop(client, CUT_RPS):
             settled = ticks.wait_for(lambda s: s.endpoints[CHEAP].interactive_weight >= 0.9 and s.mode == "cost",
                                      20.0, "COST mode with >= 90% of the weight on the cheap endpoint", in_a_row=8)
-            before = _weights(ticks.after(settled.at_s - 2.0), CHEAP)
+            before = _weights(ticks.after(settled.at_s - 8 * INTERVAL_S + 0.01), CHEAP)
             asked_at = time.monotonic()
             _cut(healthy_fleet, how)
             cut_at = time.monotonic()
@@ -285,12 +285,12 @@ def test_a_capacity_cut_in_half_shifts_traffic_within_two_intervals(healthy_flee
             picks_later = [b - a for a, b in zip(picks_at_k1, _picks(client))]
             during = [(round(s.at_s - cut_at, 3), round(s.endpoints[CHEAP].interactive_weight, 3))
                       for s in ticks.after(asked_at) if s.at_s <= k3.at_s]
-        start = sum(before) / len(before)
+        start = min(before)  # the shift is counted below the lowest weight of the 2 s before the cut: no noise
         need = start - 0.8 * CUT_CAPACITY_RPS / CUT_RPS
         print(f"\ncut ({how}): the call took {cut_at - asked_at:.3f} s; cheap weight before {before}; (s after the "
               f"cut, cheap weight) to tick k0+3: {during} (k0 at {k0.at_s - cut_at:.3f} s); required shift "
               f"{need:.3f}; picks in the 2 s after k0+1: {picks_later}")
-        assert min(before) >= 0.9 and max(before) - min(before) <= 0.01, before
+        assert min(before) >= 0.9, before
         assert k1.endpoints[CHEAP].interactive_weight <= start - need / 4, f"cheap weight at k0+1: {during}"
         assert k3.endpoints[CHEAP].interactive_weight <= start - need / 2, f"cheap weight at k0+3: {during}"
         assert picks_later[DEAR] >= 0.2 * sum(picks_later), f"dear got {picks_later[DEAR]} of {sum(picks_later)}"
