@@ -84,14 +84,17 @@ class Deltas:
     def _endpoint(self, i: int, now: float, dt_s: float, ok: int, over: int, failed: int, in_flight: int,
                   latency_s: float, sample: Optional[TritonSample]) -> EndpointTick:
         prev = self._samples[i]
-        fresh = sample is not None and sample.has_metrics and (prev is None or sample.at_s > prev.at_s)
-        # without server metrics our own latency stands in for the service time (it includes queueing: conservative)
-        own_service = latency_s if ok and (sample is None or not sample.has_metrics) else math.nan
-        cap = CapacityObservation(dt_s=dt_s, completed=ok, service_s=own_service,
-                                  in_flight=in_flight, ours_completed=ok, ours_over_slo=over)
+        metrics = sample is not None and sample.has_metrics
+        fresh = metrics and (prev is None or sample.at_s > prev.at_s)  # type: ignore[union-attr]
         if fresh and prev is not None and prev.has_metrics:
-            cap, diff = _server_view(sample, prev, cap, ok, dt_s, latency_s if ok else math.nan)  # type: ignore[arg-type]
+            cap, diff = _server_view(sample, prev, dt_s, ok, over, in_flight,  # type: ignore[arg-type]
+                                     latency_s if ok else math.nan)
             self._external[i] += EXTERNAL_ALPHA * (diff - self._external[i])
+        else:
+            # without server metrics our own latency stands in for the service time (it includes queueing:
+            # conservative)
+            cap = CapacityObservation(dt_s, ok, latency_s if ok and not metrics else math.nan, math.nan, math.nan,
+                                      in_flight, ok, over)
         external = max(0.0, self._external[i] - EXTERNAL_NOISE_RPS)
         if fresh:
             self._samples[i] = sample
@@ -103,19 +106,19 @@ class Deltas:
 _EMPTY = CapacityObservation(dt_s=0.0)
 
 
-def _server_view(new: TritonSample, old: TritonSample, ours: CapacityObservation, ok: int,
-                 dt_s: float, own_latency_s: float) -> Tuple[CapacityObservation, float]:
-    """Capacity observation from the server's counters over the scrape-to-scrape interval. A model that reports
-    no compute time of its own (an ensemble: its steps report theirs) is timed by our latency instead."""
+def _server_view(new: TritonSample, old: TritonSample, dt_s: float, ok: int, over: int, in_flight: int,
+                 own_latency_s: float) -> Tuple[CapacityObservation, float]:
+    """Capacity observation from the server's counters over the scrape-to-scrape interval, and the signed
+    external-load difference. A model that reports no compute time of its own (an ensemble: its steps report
+    theirs) is timed by our latency instead."""
     span_s = max(new.at_s - old.at_s, 1e-6)
     done = _diff(new.success, old.success)
     if done <= 0:
-        return ours._replace(pending=new.pending), -ok / dt_s
+        return CapacityObservation(dt_s, ok, math.nan, math.nan, new.pending, in_flight, ok, over), -ok / dt_s
     service_s = _diff(new.compute_us, old.compute_us) / done / 1e6
     queue_s = _diff(new.queue_us, old.queue_us) / done / 1e6
-    cap = CapacityObservation(dt_s=span_s, completed=int(done), service_s=service_s if service_s > 0 else own_latency_s,
-                              queue_s=queue_s, pending=new.pending, in_flight=ours.in_flight,
-                              ours_completed=ours.ours_completed, ours_over_slo=ours.ours_over_slo)
+    cap = CapacityObservation(span_s, int(done), service_s if service_s > 0 else own_latency_s, queue_s, new.pending,
+                              in_flight, ok, over)
     return cap, done / span_s - ok / dt_s
 
 
