@@ -26,7 +26,7 @@ from tritonmix import Fleet
 
 MODEL = "stable_diffusion"
 UNAVAILABLE = {"http": "503", "grpc": "StatusCode.UNAVAILABLE"}
-MODES = ("sync-http", "sync-grpc", "aio-http", "aio-grpc")
+MODES = ("sync-http", "sync-grpc", "aio-http", "aio-grpc", "callback-grpc")
 
 #: three emulated endpoints, 50 ms per request (0.5 s x time_scale 0.1), four in parallel each; equal prices and
 #: CAPACITY mode so that every endpoint is meant to carry traffic (a fault on any of them is felt)
@@ -66,7 +66,7 @@ def module_of(mode: str) -> Any:
     else:
         import tritonmix.grpc as sync_module
         import tritonmix.grpc.aio as aio_module
-    return aio_module if kind == "aio" else sync_module
+    return aio_module if kind == "aio" else sync_module  # callback: the sync module's async_infer
 
 
 def inputs(module: Any, k: int) -> list:
@@ -140,8 +140,9 @@ class Ledger:
 class Load:
     """``callers`` concurrent callers, each sending one request at a time, paced to ``rate_per_caller`` req/s.
 
-    Sync modes run one thread per caller sharing one client; aio modes run one task per caller on an event loop in
-    a thread of its own (the client is made on that loop). ``stop()`` ends the callers and waits for them; a
+    Sync modes run one thread per caller sharing one client; ``callback-grpc`` does the same through gRPC's
+    ``async_infer(callback=)``, each caller waiting for its callback; aio modes run one task per caller on an event
+    loop in a thread of its own (the client is made on that loop). ``stop()`` ends the callers and waits for them; a
     caller that does not return within ``join_timeout_s`` is a hang and fails the test.
     """
 
@@ -170,7 +171,7 @@ class Load:
 
     # -- life cycle --
     def start(self) -> "Load":
-        if self.kind == "sync":
+        if self.kind in ("sync", "callback"):
             self.client = self.module.InferenceServerClient(fleet=self.fleet, seed=self.seed, **self.client_kwargs)
             self._threads = [threading.Thread(target=self._sync_caller, args=(c,), name=f"caller-{c}")
                              for c in range(self.callers)]
@@ -212,7 +213,7 @@ class Load:
         if self.client is None or self._closed:
             return
         self._closed = True
-        if self.kind == "sync":
+        if self.kind in ("sync", "callback"):
             self.client.close()
             return
         loop = self._loop
@@ -245,15 +246,34 @@ class Load:
             started = time.monotonic()
             key = (c, k)
             self.ledger.start(key)
-            error: Optional[BaseException] = None
-            try:
-                self.client.infer(MODEL, inputs(self.module, c * 100000 + k), deadline_s=self.deadline_s,
-                                  **self.infer_kwargs)
-            except BaseException as exc:  # noqa: BLE001 - every ending is recorded
-                error = exc
-            self.ledger.end(key, error)
+            if self.kind == "callback":
+                self._callback_request(key, c * 100000 + k)
+            else:
+                error: Optional[BaseException] = None
+                try:
+                    self.client.infer(MODEL, inputs(self.module, c * 100000 + k), deadline_s=self.deadline_s,
+                                      **self.infer_kwargs)
+                except BaseException as exc:  # noqa: BLE001 - every ending is recorded
+                    error = exc
+                self.ledger.end(key, error)
             k += 1
             self._stop.wait(max(0.0, self.period_s - (time.monotonic() - started)))
+
+    def _callback_request(self, key: Tuple[int, int], k: int, wait_s: float = 60.0) -> None:
+        """gRPC's callback form: the callback records the ending (a second call would show in ``endings``)."""
+        done = threading.Event()
+
+        def callback(result: Any = None, error: Any = None) -> None:
+            self.ledger.end(key, error)
+            done.set()
+
+        try:
+            self.client.async_infer(MODEL, inputs(self.module, k), callback, deadline_s=self.deadline_s,
+                                    **self.infer_kwargs)
+        except BaseException as exc:  # noqa: BLE001 - a refused submission is this request's ending
+            self.ledger.end(key, exc)
+            return
+        done.wait(wait_s)  # not called back in time: the ledger shows it as never ended
 
     def _aio_main(self) -> None:
         async def main() -> None:

@@ -58,7 +58,8 @@ _HTTP_READMIT = pytest.mark.xfail(strict=False, raises=ReadmitTooSlow, reason=(
     "just after a tick is seen up to two intervals later, and then has to be picked; measured 0.75-1.13 s "
     "against 2 x 0.5 s"))
 READMIT_MODES = [pytest.param("sync-http", marks=_HTTP_READMIT), pytest.param("aio-grpc", marks=_GRPC_READMIT),
-                 pytest.param("sync-grpc", marks=_GRPC_READMIT), pytest.param("aio-http", marks=_HTTP_READMIT)]
+                 pytest.param("sync-grpc", marks=_GRPC_READMIT), pytest.param("aio-http", marks=_HTTP_READMIT),
+                 pytest.param("callback-grpc", marks=_GRPC_READMIT)]
 
 
 @pytest.mark.parametrize("mode", READMIT_MODES)
