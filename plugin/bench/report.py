@@ -96,7 +96,8 @@ def write_summary(summary: Dict[str, Any], out_dir: Path) -> Path:
 
 def write_raw(raw: Mapping[str, Any], names: Sequence[str], trace: Any, out_dir: Path) -> Path:
     """``raw.json``: per policy every request ``[arrival_s, latency_s, ok, error]`` and every metrics sample
-    ``[t_s, endpoint, success, failure, busy_s, pending]``, plus the endpoints and events: enough to recompute every figure."""
+    ``[t_s, endpoint, success, failure, busy_s, pending]``, the controller's decisions ``[t_s, kind, summary]``
+    (tritonmix policies), plus the endpoints and events: enough to recompute every figure."""
     body = {"endpoints": list(names), "events": [dataclasses.asdict(e) for e in trace.events], "policies": raw}
     path = Path(out_dir) / "raw.json"
     path.write_text(json.dumps(body, default=_json_default) + "\n")

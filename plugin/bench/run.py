@@ -82,6 +82,8 @@ def _raw(run: PolicyRun) -> Dict[str, Any]:
         "requests": [[round(r.arrival_s, 4), round(r.latency_s, 4), r.ok, r.error[:80]] for r in run.records],
         "samples": [[round(s.t_s, 3), s.endpoint, s.success, s.failure, round(s.busy_s, 6), s.pending]
                     for s in run.samples],
+        "decisions": [[round(d.at_s - run.started_s, 3), d.kind, d.summary] for d in run.decisions
+                      if hasattr(d, "at_s") and hasattr(d, "summary")],
     }
 
 

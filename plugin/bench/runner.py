@@ -28,6 +28,7 @@ class PolicyRun:
     samples: List[Sample]
     decisions: List[Any]
     wall_s: float
+    started_s: float = 0.0  # time.monotonic() when the trace started (the controller's decisions use that clock)
 
 
 def make_sender(policy: str, local_fleet: Any, spec: ScenarioSpec) -> Any:
@@ -90,7 +91,7 @@ def run_policy(policy: str, local_fleet: Any, spec: ScenarioSpec, trace: Arrival
         samples = sampler.stop()
         decisions = sender.decisions() if hasattr(sender, "decisions") else []
         sender.close()
-    return PolicyRun(policy, records, samples, decisions, time.monotonic() - start)
+    return PolicyRun(policy, records, samples, decisions, time.monotonic() - start, start)
 
 
 def warm_up(sender: Any, requests: int = 3) -> None:
