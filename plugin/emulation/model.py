@@ -216,7 +216,8 @@ class TritonPythonModel:
                                 "EMULATED accelerator: cumulative time requests waited for a slot, us", labels)
         pb_utils.Logger.log_info(
             f"tritonmix EMULATED accelerator: endpoint={params.get('endpoint', '?')} profile={params.get('profile', '?')}"
-            f" model={self.model_name} instance={instance} latency={self.base_latency_s * self.time_scale * 1000:.1f} ms"
+            f" model={self.model_name} instance={instance}"
+            f" latency={self.base_latency_s * self.time_scale * 1000:.1f} ms"
             f" instances={instances} concurrency={self.control.concurrency} slow_down={self.control.slow_down}"
             f" (emulated: true)"
         )
