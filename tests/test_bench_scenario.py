@@ -114,7 +114,9 @@ def test_settling_needs_the_cut_pool_within_its_queue_limit() -> None:
         counts, pending = share_series(samples, names, 4.0), pending_series(samples, names, 4.0)
         return settle_times(counts, cut, [], 0.3, 4.0, names=names, pending=pending, units=units)[0]["settle_s"]
 
-    assert run([0, 0, 0, 0] + [5, 4, 3, 2] + [0] * 8) == 0.75  # drained to <= 2 from t = 1.75 s
+    # the queue's centred 1 s mean: 2.25 in the bin from 1.75 s, 1.25 from 2.0 s on (limit 2 for one slot)
+    assert run([0, 0, 0, 0] + [5, 4, 3, 2] + [0] * 8) == 1.0
+    assert run([0, 0, 0, 0] + [0, 0, 0, 0, 0, 0, 5, 0, 0, 0, 0, 0]) == 0.0  # a one-sample burst is no overload
     assert run([0, 0, 0, 0] + [3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25]) is None  # the queue never drains
     # without the queue, the share of the cut endpoint alone decides: 50% before, 10% from t = 2 s on
     samples = [Sample(b * 0.25, n, (5 if b < 8 else 1) if n == "a" else (5 if b < 8 else 9), 0, 0.5)
