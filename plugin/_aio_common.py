@@ -4,16 +4,17 @@ failover loop as a coroutine, server-level fan-out, and readiness probed from th
 Readiness (see ``tritonmix._client_common``): a model's first request awaits one probe of every endpoint
 (concurrently); after that a refresh is started as a background task when ``readiness_interval_s`` has passed or
 after an "unknown model" answer; the request that notices does not wait for it. ``close()`` cancels those tasks.
+Requests of a sequence stick to one endpoint as in the sync clients (``tritonmix._client_common``).
 """
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Awaitable, Callable, Dict, List, Optional, Set
+from typing import Any, Awaitable, Callable, Dict, List, Optional, Set, Tuple
 
 from tritonclient.utils import raise_error
 
-from ._client_common import ClientCore
-from ._failover import Classifier, Engine
+from ._client_common import ClientCore, pick_pinned, pinned_attempts
+from ._failover import Classifier, Engine, _task_cancelled, _transport_cancelled
 from ._server_calls import aggregate, endpoint_order, stops_early
 from .fleet import Fleet
 
@@ -40,7 +41,8 @@ class AioClientCore:
         self._tasks: Set[asyncio.Task] = set()
 
     async def run(self, model: str, request_class: str, deadline_s: Optional[float],
-                  send: Callable[[int, Optional[float]], Awaitable[Any]]) -> Any:
+                  send: Callable[[int, Optional[float]], Awaitable[Any]], sequence_id: Any = 0,
+                  sequence_start: bool = False, sequence_end: bool = False) -> Any:
         if self.closed:
             raise_error("tritonmix: the client is closed")
         probed_at = self._probed_at.get(model)
@@ -49,7 +51,56 @@ class AioClientCore:
             await self.refresh(model)
         elif self.clock() - probed_at >= self.interval_s:
             self._refresh_soon(model)
+        if sequence_id:
+            return await self._run_sequence(model, request_class, deadline_s, send, (model, sequence_id),
+                                            sequence_start, sequence_end)
         return await self.engine.run_async(model, request_class, deadline_s, send)
+
+    async def _run_sequence(self, model: str, request_class: str, deadline_s: Optional[float],
+                            send: Callable[[int, Optional[float]], Awaitable[Any]], key: Tuple[str, Any],
+                            start: bool, end: bool) -> Any:
+        pins = self.core.pins
+        i = None if start else pins.get(key)
+        try:
+            if i is None:
+                served: List[int] = []
+
+                async def tracked(j: int, remaining_s: Optional[float]) -> Any:
+                    result = await send(j, remaining_s)
+                    served.append(j)
+                    return result
+
+                result = await self.engine.run_async(model, request_class, deadline_s, tracked)
+                i = served[-1]
+            else:
+                result = await self._send_pinned(model, request_class, deadline_s, key, i, send)
+        except BaseException:
+            if start or end:
+                pins.unpin(key)
+            raise
+        if end:
+            pins.unpin(key)
+        else:
+            pins.pin(key, i)
+        return result
+
+    async def _send_pinned(self, model: str, request_class: str, deadline_s: Optional[float], key: Tuple[str, Any],
+                           i: int, send: Callable[[int, Optional[float]], Awaitable[Any]]) -> Any:
+        engine = self.engine
+        att = pinned_attempts(engine, model, request_class, deadline_s)
+        remaining_s = att.remaining_s(engine.clock())
+        pick_pinned(att, self.core.pins, key, i)
+        t0 = engine.clock()
+        try:
+            result = await send(i, remaining_s)
+        except asyncio.CancelledError as exc:
+            att.failed(i, t0, exc if _task_cancelled() else _transport_cancelled(exc))
+            raise  # not reached: no retries are left
+        except BaseException as exc:
+            att.failed(i, t0, exc)  # records, then raises: the server's error, or one naming the endpoint
+            raise  # not reached
+        att.succeeded(i, t0)
+        return result
 
     async def refresh(self, model: str) -> None:
         ready = await asyncio.gather(*(self._probe(c, model) for c in self.clients))

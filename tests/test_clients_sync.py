@@ -134,6 +134,18 @@ def test_deadline_bounds_the_call(client: Any, protocol: str) -> None:
     assert "deadline" in info.value.message()
 
 
+def test_a_sequence_stays_on_one_endpoint(client: Any, protocol: str) -> None:
+    homes = set()
+    for sid in range(1, 13):
+        before = picks(client) if sid > 1 else (0, 0, 0)
+        for step in range(4):
+            _infer(client, protocol, step, sequence_id=sid, sequence_start=step == 0, sequence_end=step == 3)
+        moved = [b - a for a, b in zip(before, picks(client))]
+        assert sorted(moved) == [0, 0, 4], moved
+        homes.add(moved.index(4))
+    assert len(homes) > 1  # the sequences themselves are spread
+
+
 def test_server_level_calls(client: Any, protocol: str, trio: Trio) -> None:
     for k in range(9):
         _infer(client, protocol, k)

@@ -117,7 +117,7 @@ class InferenceServerClient(SyncClientMixin, InferenceServerClientBase):
         # Fast path: as tritonmix.http's infer (the first attempt inline; failures and deadlines go to the engine)
         lane = self._lanes.get((model_name, request_class))
         failure = None
-        if lane is not None and deadline_s is None and not self._closed:
+        if lane is not None and deadline_s is None and not sequence_id and not self._closed:
             t0 = lane.arrive()
             d = lane.dispatcher
             i = -1
@@ -137,22 +137,29 @@ class InferenceServerClient(SyncClientMixin, InferenceServerClientBase):
                 return result
         args = (model_name, inputs, model_version, outputs, request_id, sequence_id, sequence_start, sequence_end,
                 priority, timeout, client_timeout, headers, compression_algorithm, parameters)
+        if sequence_id:  # 0 and "" mean no sequence, as in Triton
+            return self._infer_sequence(args, sequence_id, sequence_start, sequence_end, request_class, deadline_s)
         return self._failover(args, request_class, deadline_s, failure)
 
     def _failover(self, args: tuple, request_class: str, deadline_s: Optional[float],
                   failure: Optional[Tuple[int, float, Optional[BaseException]]]) -> InferResult:
         """The engine's failover loop for ``client.infer(*args)`` (args[10] is client_timeout, bounded by the
         deadline): from the start, or after the fast path's first attempt failed (``failure``, as in HTTP's)."""
+        send = self._sender(args)
+        if failure is not None:
+            return self._engine.resume(args[0], request_class, send, *failure)
+        self._check_open()
+        return self._engine.run(args[0], request_class, deadline_s, send)
+
+    def _sender(self, args: tuple) -> Callable[[int, Optional[float]], InferResult]:
+        """One attempt of ``infer(*args)`` on endpoint i; args[10] (client_timeout) bounded by remaining_s."""
         clients = self._clients
         head, client_timeout, tail = args[:10], args[10], args[11:]
 
         def send(i: int, remaining_s: Optional[float]) -> InferResult:
             return clients[i].infer(*head, _remaining(client_timeout, remaining_s), *tail)
 
-        if failure is not None:
-            return self._engine.resume(args[0], request_class, send, *failure)
-        self._check_open()
-        return self._engine.run(args[0], request_class, deadline_s, send)
+        return send
 
     def async_infer(self, model_name, inputs, callback, model_version="", outputs=None, request_id="",
                     sequence_id=0, sequence_start=False, sequence_end=False, priority=0, timeout=None,

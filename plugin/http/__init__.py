@@ -139,7 +139,7 @@ class InferenceServerClient(SyncClientMixin, InferenceServerClientBase):
         # engine's failover loop (tritonmix._failover), which records the attempt and carries on.
         lane = self._lanes.get((model_name, request_class))
         failure = None
-        if lane is not None and deadline_s is None and not self._closed:
+        if lane is not None and deadline_s is None and not sequence_id and not self._closed:
             t0 = lane.arrive()
             d = lane.dispatcher
             i = -1
@@ -163,12 +163,23 @@ class InferenceServerClient(SyncClientMixin, InferenceServerClientBase):
         args = (model_name, inputs, model_version, outputs, request_id, sequence_id, sequence_start, sequence_end,
                 priority, timeout, headers, query_params, request_compression_algorithm,
                 response_compression_algorithm, parameters)
+        if sequence_id:  # 0 and "" mean no sequence, as in Triton
+            return self._infer_sequence(args, sequence_id, sequence_start, sequence_end, request_class, deadline_s)
         return self._failover(args, request_class, deadline_s, failure)
 
     def _failover(self, args: tuple, request_class: str, deadline_s: Optional[float],
                   failure: Optional[Tuple[int, float, Optional[BaseException]]]) -> InferResult:
         """The engine's failover loop for ``client.infer(*args)``: from the start, or after the fast path's first
         attempt failed (``failure`` = (endpoint, t0, exception), exception None when its pick found none)."""
+        send = self._sender(args)
+        if failure is not None:
+            return self._engine.resume(args[0], request_class, send, *failure)
+        if self._closed:
+            raise_error("tritonmix: the client is closed")
+        return self._engine.run(args[0], request_class, deadline_s, send)
+
+    def _sender(self, args: tuple) -> Callable[[int, Optional[float]], InferResult]:
+        """One attempt of ``infer(*args)`` on endpoint i, bounded by the deadline's remaining_s (gevent)."""
         clients = self._clients
 
         def send(i: int, remaining_s: Optional[float]) -> InferResult:
@@ -182,11 +193,7 @@ class InferenceServerClient(SyncClientMixin, InferenceServerClientBase):
                 clients.discard(i)  # its connection is mid-request: do not reuse it
                 raise TimeoutError(f"no response within the deadline ({remaining_s:.3f} s left)") from None
 
-        if failure is not None:
-            return self._engine.resume(args[0], request_class, send, *failure)
-        if self._closed:
-            raise_error("tritonmix: the client is closed")
-        return self._engine.run(args[0], request_class, deadline_s, send)
+        return send
 
     def async_infer(self, model_name, inputs, model_version="", outputs=None, request_id="", sequence_id=0,
                     sequence_start=False, sequence_end=False, priority=0, timeout=None, headers=None,

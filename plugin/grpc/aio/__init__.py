@@ -62,7 +62,8 @@ class InferenceServerClient(AioClientMixin, InferenceServerClientBase):
                                     _remaining(client_timeout, remaining_s), headers, compression_algorithm,
                                     parameters)
 
-        return await self._aio.run(model_name, request_class, deadline_s, send)
+        return await self._aio.run(model_name, request_class, deadline_s, send, sequence_id, sequence_start,
+                                   sequence_end)
 
     def stream_infer(self, inputs_iterator, stream_timeout=None, headers=None, compression_algorithm=None):
         ejected = self._router.ejected()

@@ -74,7 +74,8 @@ class InferenceServerClient(AioClientMixin, InferenceServerClientBase):
                 priority, timeout, headers, query_params, request_compression_algorithm,
                 response_compression_algorithm, parameters))
 
-        return await self._aio.run(model_name, request_class, deadline_s, send)
+        return await self._aio.run(model_name, request_class, deadline_s, send, sequence_id, sequence_start,
+                                   sequence_end)
 
     generate_request_body = staticmethod(_tc.InferenceServerClient.generate_request_body)
     parse_response_body = staticmethod(_tc.InferenceServerClient.parse_response_body)
