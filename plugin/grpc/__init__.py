@@ -8,7 +8,8 @@ Same names, signatures and return types as tritonclient 2.x's gRPC module (``Inf
 ``KeepAliveOptions``, ... are tritonclient's own). Extra keywords: ``fleet=``, ``seed=``, ``clock=``,
 ``readiness_interval_s=`` on the constructor; ``request_class=`` and ``deadline_s=`` on ``infer`` / ``async_infer``
 (``client_timeout`` still bounds each attempt). A stream (``start_stream``) is pinned to one endpoint: the first one
-not ejected, in fleet order.
+not ejected, in fleet order. The requests of a sequence (``sequence_id``) sent with ``infer`` stay on the endpoint
+that holds its state (``tritonmix._client_common``); the callback form ``async_infer`` does not pin sequences yet.
 """
 from __future__ import annotations
 

@@ -8,7 +8,8 @@ Same names, signatures and return types as tritonclient 2.x's HTTP module; ``Inf
 ``InferRequestedOutput``, ``InferResult`` and ``InferenceServerException`` are tritonclient's own. Extra keywords:
 ``fleet=``, ``seed=``, ``clock=``, ``readiness_interval_s=`` on the constructor; ``request_class=`` and
 ``deadline_s=`` on ``infer`` / ``async_infer``. Failover, retry budget and readiness are described in
-``tritonmix._failover``, ``tritonmix.retry`` and ``tritonmix.routing``.
+``tritonmix._failover``, ``tritonmix.retry`` and ``tritonmix.routing``. The requests of a sequence (``sequence_id``)
+stay on the endpoint that holds its state (``tritonmix._client_common``), with ``infer`` and ``async_infer``.
 """
 from __future__ import annotations
 
