@@ -20,7 +20,9 @@ hold:
   would call it settled at once;
 - no request arriving after T in the window failed (client-visible): traffic no longer goes to a dead endpoint.
 
-``settle_s`` is T (None when the window ends first: not settled). ``recovery_s`` is the time from the event to the
+``settle_s`` is T (None when the window ends first: not settled). Shares are of completions at the servers (what
+Triton's counters give), so they lag the routing by the affected endpoint's service time: a policy that stopped
+sending to a 3x slower trn1 at once still shows its last requests completing there up to ~0.4 s later. ``recovery_s`` is the time from the event to the
 last request in the window that missed the SLO or failed (0 when none did).
 """
 from __future__ import annotations
