@@ -34,7 +34,11 @@ Hot path (what the sync clients run per request; see ``Lane``)::
     lane = router.lanes.get((model, request_class))    # None until the dispatcher exists: the full path creates it
     t0 = lane.arrive()                                 # count the arrival, retry budget, lazy readmission; one clock read
     i = lane.dispatcher.pick()  ...send...  lane.dispatcher.record(i, latency_s, ok)
-    router.succeeded(i, latency_s, request_class)      # one clock read per completion
+    lane.succeeded(i, latency_s)                       # one clock read per completion
+
+The sync clients write ``arrive`` and ``succeeded`` out inline (same statements, on the Lane's attributes): each
+Python call they save is ~3 us per request once the tritonclient call in between has evicted the caches (measured
+with the endpoint stubbed and the caches polluted between calls), against ~0.3 us when hot.
 """
 from __future__ import annotations
 
@@ -75,28 +79,41 @@ def _count_value(counter: "itertools.count[int]") -> int:
 
 
 class Lane:
-    """The hot-path state of one (model, request class), made once when its dispatcher is: the dispatcher, the
-    arrival counter and what ``arrive`` needs, so that a request does no key building, lookup or locking of its own."""
+    """The hot-path state of one (model, request class), made once when its dispatcher is: the dispatcher, its
+    counters and what ``arrive`` / ``succeeded`` need, so that a request does no key building, lookup or locking.
 
-    __slots__ = ("key", "dispatcher", "_arrivals", "_router", "_budget", "_clock")
+    Read-only for callers: ``router``, ``dispatcher``, ``arrivals`` (itertools.count), ``budget``, ``successes`` and
+    ``streaks`` (the router's per-endpoint success counters and failure streaks, shared), ``slo_s`` (the SLO for an
+    interactive lane, infinity for batch: batch requests never count as over the SLO)."""
+
+    __slots__ = ("key", "router", "dispatcher", "arrivals", "budget", "successes", "streaks", "slo_s", "_clock")
 
     def __init__(self, router: "Router", key: Key, dispatcher: Dispatcher,
                  arrivals: "itertools.count[int]") -> None:
         self.key = key
+        self.router = router
         self.dispatcher = dispatcher
-        self._arrivals = arrivals
-        self._router = router
-        self._budget = router.budget
+        self.arrivals = arrivals
+        self.budget = router.budget
+        self.successes = router._ok
+        self.streaks = router._consecutive
+        self.slo_s = router._slo_s if key[1] == "interactive" else math.inf
         self._clock = router._clock
 
     def arrive(self) -> float:
         """``Router.arrive(key, now)`` for this lane; returns ``now`` (the caller's t0: one clock read per arrival)."""
         now = self._clock()
-        next(self._arrivals)
-        self._budget.record_request()
-        if now >= self._router._next_readmit_at:
-            self._router._readmit(now)
+        next(self.arrivals)
+        self.budget.record_request()
+        if now >= self.router._next_readmit_at:
+            self.router._readmit(now)
         return now
+
+    def succeeded(self, i: int, latency_s: float) -> None:
+        """``Router.succeeded(i, latency_s, request_class)`` for this lane."""
+        next(self.successes[i])
+        if self.streaks[i] or latency_s > self.slo_s:
+            self.router.note_success(i, latency_s, self.key[1])
 
 
 class Router:
@@ -208,10 +225,15 @@ class Router:
         """Count a success; the lock only when a failure streak is to be reset or the SLO was missed."""
         next(self._ok[i])
         if self._consecutive[i] or (latency_s > self._slo_s and request_class == "interactive"):
-            with self._lock:
-                self._consecutive[i] = 0
-                if latency_s > self._slo_s and request_class == "interactive":
-                    self._over_slo[i] += 1
+            self.note_success(i, latency_s, request_class)
+
+    def note_success(self, i: int, latency_s: float, request_class: str) -> None:
+        """The locked half of ``succeeded`` (the success itself already counted): end the failure streak of i and
+        count an SLO miss of an interactive request."""
+        with self._lock:
+            self._consecutive[i] = 0
+            if latency_s > self._slo_s and request_class == "interactive":
+                self._over_slo[i] += 1
 
     def failed(self, i: int, outcome: Outcome, now: float) -> None:
         """Count a failed attempt; eject the endpoint after a connection failure (see the module docstring)."""
