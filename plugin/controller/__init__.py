@@ -1,7 +1,8 @@
 """The policy layer: a control loop that sets the dispatchers' weights from live cost and capacity signals.
 
     start_controller(fleet, router)   the clients' integration point: a running Controller, or None when
-                                      ``fleet.controller.enabled`` is false
+                                      ``fleet.controller.enabled`` is false; ``probe_settings=`` (ProbeSettings:
+                                      the client's TLS settings and probe headers) for its probes and scrapes
     Controller                        the loop (tritonmix.controller.loop): tick(), start(), stop(), decisions(),
                                       snapshot(), registry (its own prometheus_client CollectorRegistry)
     policy / estimators / plugins     the pure parts: modes, ejection, capacity and demand estimators, scorers
@@ -20,9 +21,10 @@ from .decisions import Decision
 from .loop import Controller, PriceFeed
 from .model import AUTO, BATCH, CAPACITY, COST, INTERACTIVE, EndpointView, Plan
 from .plugins import Filter, Scorer, register_filter, register_scorer
+from .probes import ProbeSettings
 
 __all__ = [
-    "start_controller", "Controller", "Decision", "PriceFeed", "Plan", "EndpointView",
+    "start_controller", "Controller", "Decision", "PriceFeed", "Plan", "EndpointView", "ProbeSettings",
     "Scorer", "Filter", "register_scorer", "register_filter",
     "COST", "CAPACITY", "AUTO", "INTERACTIVE", "BATCH",
 ]
@@ -30,11 +32,13 @@ __all__ = [
 
 def start_controller(fleet: Any, router: Any, *, clock: Callable[[], float] = time.monotonic,
                      prices: Optional[PriceFeed] = None,
-                     metrics_urls: Optional[Mapping[str, str]] = None) -> Optional[Controller]:
+                     metrics_urls: Optional[Mapping[str, str]] = None,
+                     probe_settings: Optional[ProbeSettings] = None) -> Optional[Controller]:
     """Build a Controller over ``router``, run its first tick, start its daemon thread (every
     ``fleet.controller.interval_s``) and return it; None when ``fleet.controller.enabled`` is false.
     The caller stops it with ``.stop()``."""
     if not fleet.controller.enabled:
         return None
-    controller = Controller(fleet, router, clock=clock, prices=prices, metrics_urls=metrics_urls)
+    controller = Controller(fleet, router, clock=clock, prices=prices, metrics_urls=metrics_urls,
+                            probe_settings=probe_settings)
     return controller.start()

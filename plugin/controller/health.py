@@ -2,7 +2,7 @@
 carried load, a shortfall event for AUTO mode."""
 from __future__ import annotations
 
-from typing import Any, List, Sequence, Tuple
+from typing import Any, List, Optional, Sequence, Tuple
 
 from .decisions import Decision, DecisionLog
 from .observe import EndpointTick
@@ -14,13 +14,15 @@ __all__ = ["Health"]
 class Health:
     """routable_i = panic or (ready_i and not ejected_i).
 
-        ready_i     the newest readiness probe (unknown, e.g. a gRPC endpoint without a metrics URL: ready)
+        ready_i     the newest readiness probe (unknown, e.g. a 401 from an authenticating proxy: unchanged).
+                    With a live source (``live=True``: the scraper hands each answer over as it lands, ``probe``)
+                    readiness comes from there only, and the tick's samples (an older answer) are not read again
         ejected_i   OutlierDetector, fed our per-tick successes, failures and latency, and between ticks the
                     router's request-path failures (``report``): the one holder of ejection state
         panic       healthy / n < panic_threshold (in_panic): every endpoint is routable
     """
 
-    def __init__(self, fleet: Any, outliers: OutlierDetector) -> None:
+    def __init__(self, fleet: Any, outliers: OutlierDetector, live: bool = False) -> None:
         self._names = [e.name for e in fleet.endpoints]
         self._pools = [e.accelerator for e in fleet.endpoints]
         self._threshold = fleet.controller.panic_threshold
@@ -31,14 +33,16 @@ class Health:
         self._pushed = [True] * n
         #: an endpoint came back this tick (ready again or re-admitted): capacity grew
         self.grew = False
+        self._grew_between = False
+        self.live = live
 
     def update(self, now: float, ticks: Sequence[EndpointTick], service_s: Sequence[float],
                log: DecisionLog) -> List[str]:
         """Fold one tick in; returns shortfall events ("down:<name>", "ejected:<name>"). ``service_s``: the
         capacity estimators' service times (server compute time, not our queueing: an endpoint that COST mode
         loads heavily must not look like an outlier)."""
-        self.grew = False
-        events = self._readiness(now, ticks, log)
+        self.grew, self._grew_between = self._grew_between, False
+        events = [] if self.live else self._readiness(now, ticks, log)
         ok = [t.ok for t in ticks]
         failed = [t.failed for t in ticks]
         latency = list(service_s)
@@ -57,6 +61,24 @@ class Health:
         self._update_panic(now, log)
         return events
 
+    def probe(self, now: float, index: int, ready: Optional[bool], started_s: float, log: DecisionLog) -> List[str]:
+        """One readiness answer as it lands (the scraper's thread; the caller serialises it with ``update``):
+        readiness, and the readmission of an ejected endpoint that was down and answers ready again. Returns the
+        shortfall events. O(1) unless something changed (then the panic check, O(n))."""
+        events: List[str] = []
+        changed, grew_at_tick, self.grew = False, self.grew, False
+        if ready is not None and ready != self.ready[index]:
+            events += self._set_ready(now, index, ready, now - started_s, log)
+            changed = True
+        e = self.outliers.note_ready(now, index, ready, started_s)
+        if e is not None:
+            events += self._ejection(now, e, log)
+            changed = True
+        self._grew_between, self.grew = self._grew_between or self.grew, grew_at_tick
+        if changed:
+            self._update_panic(now, log)
+        return events
+
     def _ejection(self, now: float, e: EjectionEvent, log: DecisionLog) -> List[str]:
         name = self._names[e.index]
         log.add(Decision(now, e.kind, f"{e.kind} {name}: {e.reason}", endpoint=name, reasons=(e.reason,),
@@ -68,20 +90,23 @@ class Health:
         return []
 
     def _readiness(self, now: float, ticks: Sequence[EndpointTick], log: DecisionLog) -> List[str]:
-        events = []
+        events: List[str] = []
         for i, t in enumerate(ticks):
             if t.ready is None or t.ready == self.ready[i]:
                 continue
-            self.ready[i] = t.ready
-            name = self._names[i]
-            kind = "up" if t.ready else "down"
-            log.add(Decision(now, kind, f"{name} {'ready again' if t.ready else 'not ready'}", endpoint=name,
-                             figures={"sample_age_s": t.stale_s}))
-            if not t.ready:
-                events.append(f"down:{name}")
-            else:
-                self.grew = True
+            events += self._set_ready(now, i, t.ready, t.stale_s, log)
         return events
+
+    def _set_ready(self, now: float, i: int, ready: bool, age_s: float, log: DecisionLog) -> List[str]:
+        self.ready[i] = ready
+        name = self._names[i]
+        kind = "up" if ready else "down"
+        log.add(Decision(now, kind, f"{name} {'ready again' if ready else 'not ready'}", endpoint=name,
+                         figures={"sample_age_s": age_s}))
+        if not ready:
+            return [f"down:{name}"]
+        self.grew = True
+        return []
 
     def _update_panic(self, now: float, log: DecisionLog) -> None:
         healthy = sum(self.healthy())

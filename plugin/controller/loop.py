@@ -29,7 +29,8 @@ from .observe import Deltas, EndpointTick, Shares, dispatcher_totals
 from .per_model import ModelState, binding, combine_plans, demand_by_model, model_stats, share_misses
 from .plugins import build_filters, build_scorers
 from .policy import AutoMode, OutlierDetector, PlanSettings, detect_shortfall, make_plan
-from .signals import HttpScraper, SignalSource
+from .policy.probation import with_trial_share
+from .signals import HttpScraper, ProbeSettings, SignalSource
 from .snapshot import ControllerSnapshot, build_snapshot
 
 __all__ = ["Controller", "PriceFeed"]
@@ -42,6 +43,15 @@ PriceFeed = Callable[[], Union[Sequence[float], Mapping[str, float]]]
 CAPACITY_CUT = 0.75
 #: share of an interval before each tick at which the loop starts fresh scrapes
 SCRAPE_LEAD = 0.25
+#: endpoints that are down or ejected are probed for readiness every this share of an interval (between ticks)
+PROBE_PERIOD = 0.2
+#: an endpoint that came back (ready again, readmitted) brings the next tick forward, to no sooner than this share
+#: of an interval after the last one: its weight comes from the plan, and the plan waited a whole interval
+EARLY_TICK_GAP = 0.2
+#: probation after a latency ejection lasts this many intervals (at least one second), with this interactive share
+PROBATION_INTERVALS = 4.0
+PROBATION_MIN_S = 1.0
+PROBATION_SHARE = 0.02
 
 
 class Controller:
@@ -50,13 +60,17 @@ class Controller:
 
     def __init__(self, fleet: Any, router: Any, *, source: Optional[SignalSource] = None,
                  clock: Callable[[], float] = time.monotonic, prices: Optional[PriceFeed] = None,
-                 metrics_urls: Optional[Mapping[str, str]] = None) -> None:
+                 metrics_urls: Optional[Mapping[str, str]] = None,
+                 probe_settings: Optional[ProbeSettings] = None) -> None:
+        """``probe_settings``: the client's TLS settings and probe headers, for the readiness probes and metrics
+        scrapes (``ProbeSettings.for_http`` / ``for_http_aio`` / ``for_grpc``); None: plain HTTP, no headers."""
         s = fleet.controller
         self.fleet, self.router, self.settings, self._clock = fleet, router, s, clock
         eps = fleet.endpoints
         self.n = len(eps)
         self._source = source if source is not None else HttpScraper.for_fleet(
-            fleet, metrics_urls, timeout_s=s.scrape_timeout_s, clock=clock)
+            fleet, metrics_urls, settings=probe_settings, timeout_s=s.scrape_timeout_s, clock=clock)
+        live = hasattr(self._source, "set_readiness_listener")
         #: per model: capacity per (endpoint, model), deltas, plan (per_model); the prior stands in until a model
         #: is seen (its estimators are never fed: they only turn the hints into the first weights)
         self._models: Dict[str, ModelState] = {}
@@ -66,7 +80,8 @@ class Controller:
         self._shares = Shares()
         self._health = Health(fleet, OutlierDetector(
             self.n, consecutive_failures=s.eject_consecutive_failures, base_s=s.eject_base_s, max_s=s.eject_max_s,
-            max_share=s.max_ejected_share, latency_factor=s.outlier_latency_factor, slo_s=fleet.slo_s))
+            max_share=s.max_ejected_share, latency_factor=s.outlier_latency_factor, slo_s=fleet.slo_s,
+            probation_s=max(PROBATION_INTERVALS * s.interval_s, PROBATION_MIN_S)), live=live)
         self._auto = AutoMode(fleet.mode, s.dwell_s, s.hysteresis)
         self._scorers, self._filters = build_scorers(s.scorers), build_filters(s.filters)
         self._plan_settings = PlanSettings(s.target_utilisation, s.probe_share)
@@ -78,6 +93,8 @@ class Controller:
         self._snapshot: Optional[ControllerSnapshot] = None
         self._last_tick: Optional[float] = None
         self._stop = threading.Event()
+        #: set by a readiness answer that made an endpoint routable again: the loop ticks early
+        self._wake = threading.Event()
         self._thread: Optional[threading.Thread] = None
         self._exporter: Any = None
         self._listeners: List[Callable[[ControllerSnapshot], None]] = []
@@ -88,6 +105,8 @@ class Controller:
         router.add_listener(self._on_new_dispatcher)
         if hasattr(router, "set_ejector"):
             router.set_ejector(self._on_failure)
+        if live:
+            self._source.set_readiness_listener(self._on_ready)  # type: ignore[attr-defined]
 
     # ---- reading ---------------------------------------------------------------------------------------------
     @property
@@ -225,9 +244,9 @@ class Controller:
                                    model=m if len(views) > 1 else None))
         plans = {}
         for k, vs in views.items():
-            plans[k] = self._states()[k].plan = make_plan(
+            plans[k] = self._states()[k].plan = self._with_probation(now, make_plan(
                 vs, self._auto.mode, lam.get(k, 0.0), lam_batch.get(k, 0.0), self._scorers, self._filters,
-                self._plan_settings, panic=self._health.panic)
+                self._plan_settings, panic=self._health.panic))
         return combine_plans(plans, lam)
 
     def _carried(self, event: str) -> bool:
@@ -245,9 +264,35 @@ class Controller:
             self._reported += self._health.report(self._clock(), index, reason, self._log)
             self._push_availability()
 
-    def _push_availability(self) -> None:
+    def _on_ready(self, index: int, ready: Optional[bool], started_s: float) -> None:
+        """The scraper's readiness listener (its thread): readiness and readmission apply as the answer lands, and
+        an endpoint that became routable brings the next tick forward (its weight comes from the plan)."""
+        with self._health_lock:
+            self._reported += self._health.probe(self._clock(), index, ready, started_s, self._log)
+            back = self._push_availability()
+        if back:
+            self._wake.set()
+
+    def _push_availability(self) -> bool:
+        """Push routability changes to the router; True when an endpoint became routable."""
+        back = False
         for i, available in self._health.availability_changes():
             self.router.set_endpoint_available(i, available)
+            back = back or available
+        return back
+
+    def _watched(self) -> List[int]:
+        """Endpoints that are not ready or ejected: the loop probes them between ticks."""
+        ready, outliers = self._health.ready, self._health.outliers
+        return [i for i in range(self.n) if not ready[i] or outliers.until[i] is not None]
+
+    def _with_probation(self, now: float, plan: Plan) -> Plan:
+        """Slow start after a latency ejection (``policy.probation.with_trial_share``)."""
+        outliers = self._health.outliers
+        trial = [i for i in range(self.n) if outliers.probation_until[i] is not None and outliers.on_probation(i, now)]
+        if not trial or self._health.panic:
+            return plan
+        return with_trial_share(plan, trial, PROBATION_SHARE)
 
     def _apply(self, plan: Plan) -> None:
         """Each dispatcher gets its model's plan; the combined plan is the default for models not planned yet."""
@@ -300,23 +345,45 @@ class Controller:
     def _run(self) -> None:
         """Tick every interval_s. Scrapes are started again SCRAPE_LEAD of an interval before each tick, so the tick
         reads server data about that old rather than a whole interval (a tick takes whatever scrape has finished
-        and starts the next one; without the early start, every server figure lagged by one interval)."""
+        and starts the next one; without the early start, every server figure lagged by one interval). Between
+        ticks, every PROBE_PERIOD of an interval, the endpoints that are down or ejected are probed for readiness
+        (their answers apply as they land, ``_on_ready``); one that came back brings the tick forward (to no
+        sooner than EARLY_TICK_GAP of an interval after the last)."""
         interval_s = self.settings.interval_s
         while not self._stop.is_set():
+            started = time.monotonic()
+            self._wake.clear()
             try:
                 self.tick()
             except Exception:  # noqa: BLE001 - the loop must survive a bad tick; the last weights stay
                 _log.exception("controller tick failed")
-            if self._stop.wait(interval_s * (1.0 - SCRAPE_LEAD)):
-                break
+            self._between_ticks(started, interval_s)
+
+    def _between_ticks(self, started: float, interval_s: float) -> None:
+        scrape_at, due = started + interval_s * (1.0 - SCRAPE_LEAD), started + interval_s
+        scraped = False
+        while not self._stop.is_set():
+            now = time.monotonic()
+            if now >= due or (self._wake.is_set() and now >= started + EARLY_TICK_GAP * interval_s):
+                return
             try:
-                self._source.poll(self._clock())
+                if not scraped and now >= scrape_at:
+                    self._source.poll(self._clock())
+                    scraped = True
+                watched = self._watched() if hasattr(self._source, "probe") else []
+                if watched:
+                    self._source.probe(watched)  # type: ignore[attr-defined]
             except Exception:  # noqa: BLE001 - a broken source only costs freshness
                 _log.exception("starting scrapes failed")
-            self._stop.wait(interval_s * SCRAPE_LEAD)
+            wake_at = min(due, scrape_at if not scraped else due, now + PROBE_PERIOD * interval_s)
+            waiter = self._wake
+            if self._wake.is_set():  # woken early, too soon after the last tick: sleep until the gap is over
+                wake_at, waiter = min(wake_at, started + EARLY_TICK_GAP * interval_s), self._stop
+            waiter.wait(max(0.0, wake_at - time.monotonic()))
 
     def stop(self, timeout_s: float = 5.0) -> None:
         self._stop.set()
+        self._wake.set()
         if hasattr(self.router, "set_ejector"):
             self.router.set_ejector(None)
         if self._thread is not None and self._thread is not threading.current_thread():

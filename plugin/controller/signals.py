@@ -12,11 +12,12 @@ import dataclasses
 import logging
 import math
 import time
-import urllib.error
-import urllib.request
 from typing import Callable, Dict, List, Mapping, Optional, Protocol, Sequence
 
-__all__ = ["TritonSample", "SignalSource", "HttpScraper", "parse_triton_metrics", "NullSource"]
+from .probes import GrpcProber, ProbeSettings, http_get, http_ready
+
+__all__ = ["TritonSample", "SignalSource", "HttpScraper", "parse_triton_metrics", "NullSource", "ProbeSettings",
+           "ReadinessListener"]
 
 _log = logging.getLogger(__name__)
 
@@ -104,34 +105,59 @@ def _fields(values: Mapping[str, float]) -> Dict[str, float]:
 
 
 class HttpScraper:
-    """Scrapes ``http://<url>/v2/health/ready`` (HTTP endpoints) and ``<metrics_url>`` per endpoint.
+    """Probes readiness and scrapes ``<metrics_url>`` per endpoint, in a small thread pool.
 
-    ``metrics_urls[i]``: a full URL (``http://host:8002/metrics``) or None to skip Triton metrics for endpoint i.
-    Threads: min(8, n) workers; each HTTP call times out after ``timeout_s``.
+    Readiness, whatever the protocol (``probes``): HTTP endpoints ``{http|https}://<url>/v2/health/ready``, gRPC
+    endpoints ServerReady, both with the client's TLS settings and probe headers (``ProbeSettings``); a 401/403 is
+    "up, readiness unknown" (None), never "not ready". ``metrics_urls[i]``: a full URL
+    (``http://host:8002/metrics``) or None to skip Triton metrics for endpoint i.
+
+    Two kinds of work, each bounded by ``timeout_s`` per call:
+        poll(now)        the tick's scrape of every endpoint (readiness, then metrics) where none is running
+        probe(indices)   a readiness probe alone of the endpoints given (the loop fires these every fraction of an
+                         interval for the endpoints that are down or ejected) where none is running
+    Each readiness answer is also handed to the listener (``set_readiness_listener``) on the scraper thread the
+    moment it lands: (index, ready, started_s), so that a restarted endpoint is readmitted without waiting for the
+    next tick to read the scrape. Threads: min(8, n) workers.
     """
 
     def __init__(self, ready_urls: Sequence[Optional[str]], metrics_urls: Sequence[Optional[str]], *,
-                 timeout_s: float = 0.25, clock: Callable[[], float] = time.monotonic, workers: int = 8) -> None:
+                 timeout_s: float = 0.25, clock: Callable[[], float] = time.monotonic, workers: int = 8,
+                 settings: Optional[ProbeSettings] = None,
+                 grpc_urls: Optional[Sequence[Optional[str]]] = None) -> None:
+        """``ready_urls[i]``: host:port of an HTTP endpoint to probe (None: not over HTTP); ``grpc_urls[i]``:
+        host:port of a gRPC endpoint to probe with ServerReady (None: not over gRPC)."""
+        self._settings = settings or ProbeSettings()
         self._ready_urls = list(ready_urls)
+        n = len(self._ready_urls)
+        grpc = list(grpc_urls) if grpc_urls is not None else [None] * n
+        self._grpc = [GrpcProber(u, self._settings) if u else None for u in grpc]
         self._metrics_urls = list(metrics_urls)
         self._timeout_s = timeout_s
         self._clock = clock
-        n = len(self._ready_urls)
         self._pool = concurrent.futures.ThreadPoolExecutor(max(1, min(workers, n)), thread_name_prefix="tritonmix-scrape")
         self._futures: List[Optional[concurrent.futures.Future]] = [None] * n
+        self._probing: List[Optional[concurrent.futures.Future]] = [None] * n
         self._latest: List[Optional[TritonSample]] = [None] * n
+        self._listener: Optional[ReadinessListener] = None
         self._closed = False
 
     @classmethod
-    def for_fleet(cls, fleet: object, metrics_urls: Optional[Mapping[str, str]] = None, **kwargs: object) -> "HttpScraper":
-        """Ready URLs from the HTTP endpoints; metrics URLs from ``metrics_urls`` by name, else the endpoint's
-        ``metrics_url`` attribute when the fleet file has one."""
-        ready, metrics = [], []
+    def for_fleet(cls, fleet: object, metrics_urls: Optional[Mapping[str, str]] = None,
+                  settings: Optional[ProbeSettings] = None, **kwargs: object) -> "HttpScraper":
+        """Readiness of every endpoint over its own protocol; metrics URLs from ``metrics_urls`` by name, else the
+        endpoint's ``metrics_url`` attribute when the fleet file has one."""
+        ready, grpc, metrics = [], [], []
         for e in fleet.endpoints:  # type: ignore[attr-defined]
-            ready.append(f"http://{e.url}/v2/health/ready" if e.url and e.protocol == "http" else None)
+            ready.append(e.url if e.url and e.protocol == "http" else None)
+            grpc.append(e.url if e.url and e.protocol == "grpc" else None)
             url = (metrics_urls or {}).get(e.name) or getattr(e, "metrics_url", None)
             metrics.append(_full_metrics_url(url) if url else None)
-        return cls(ready, metrics, **kwargs)  # type: ignore[arg-type]
+        return cls(ready, metrics, settings=settings, grpc_urls=grpc, **kwargs)  # type: ignore[arg-type]
+
+    def set_readiness_listener(self, listener: Optional["ReadinessListener"]) -> None:
+        """``listener(index, ready, started_s)`` on the scraper thread after each readiness answer; quick."""
+        self._listener = listener
 
     def poll(self, now: float) -> Sequence[Optional[TritonSample]]:
         for i, future in enumerate(self._futures):
@@ -140,33 +166,67 @@ class HttpScraper:
                 try:
                     self._latest[i] = future.result()
                 except Exception as exc:  # noqa: BLE001 - a scrape error is a signal, not a crash
-                    _log.debug("scrape of endpoint %d failed: %s", i, exc)
+                    _log.debug("scrape of endpoint %d failed: %s", i, type(exc).__name__)
             if self._futures[i] is None and not self._closed:
-                self._futures[i] = self._pool.submit(self._scrape, i)
+                self._futures[i] = self._submit(self._scrape, i)
         return self._latest
+
+    def probe(self, indices: Sequence[int]) -> None:
+        """Start a readiness probe of each endpoint in ``indices`` that has no probe or scrape running."""
+        for i in indices:
+            if self._closed:
+                return
+            running = self._probing[i]
+            scraping = self._futures[i]
+            if (running is None or running.done()) and (scraping is None or scraping.done()):
+                self._probing[i] = self._submit(self._ready_only, i)
 
     def close(self) -> None:
         self._closed = True
         self._pool.shutdown(wait=False, cancel_futures=True)
+        for prober in self._grpc:
+            if prober is not None:
+                prober.close()
+
+    def _submit(self, fn: Callable[[int], object], i: int) -> Optional[concurrent.futures.Future]:
+        try:
+            return self._pool.submit(fn, i)
+        except RuntimeError:  # shut down meanwhile
+            return None
+
+    def _ready(self, i: int) -> Optional[bool]:
+        """Probe endpoint i's readiness and hand the answer to the listener. None: not probed or unknown."""
+        started_s = self._clock()
+        if self._ready_urls[i]:
+            ready = http_ready(self._ready_urls[i], self._timeout_s, self._settings)  # type: ignore[arg-type]
+        elif self._grpc[i] is not None:
+            ready = self._grpc[i].ready(self._timeout_s)  # type: ignore[union-attr]
+        else:
+            return None
+        listener = self._listener
+        if listener is not None and not self._closed:
+            try:
+                listener(i, ready, started_s)
+            except Exception:  # noqa: BLE001 - the listener's failure must not lose the sample
+                _log.exception("readiness listener failed")
+        return ready
+
+    def _ready_only(self, i: int) -> None:
+        self._ready(i)
 
     def _scrape(self, i: int) -> TritonSample:
-        ready = None
-        if self._ready_urls[i]:
-            ready = _get(self._ready_urls[i], self._timeout_s) is not None
-        text = _get(self._metrics_urls[i], self._timeout_s) if self._metrics_urls[i] else None
+        ready = self._ready(i)
+        text = None
+        if self._metrics_urls[i]:
+            _, text = http_get(self._metrics_urls[i], self._timeout_s, self._settings)  # type: ignore[arg-type]
         at_s = self._clock()
         if text is None:
             return TritonSample(at_s=at_s, ready=ready)
         return parse_triton_metrics(text, at_s, ready)
 
 
-def _get(url: str, timeout_s: float) -> Optional[str]:
-    """Body of a 200 answer, None on any error or other status."""
-    try:
-        with urllib.request.urlopen(url, timeout=timeout_s) as response:  # noqa: S310 - http URLs we built
-            return response.read().decode("utf-8", "replace") if response.status == 200 else None
-    except (urllib.error.URLError, OSError, ValueError):
-        return None
+#: ``listener(index, ready, started_s)``: one readiness answer as it lands (see HttpScraper)
+ReadinessListener = Callable[[int, Optional[bool], float], None]
 
 
 def _full_metrics_url(url: str) -> str:

@@ -34,13 +34,22 @@ class OutlierDetector:
                          of the pool measured and at least one completion of i this tick
         backoff          k-th ejection lasts min(base_s x 2^(k-1), max_s); k restarts at 0 when the previous
                          ejection ended more than max_s ago
+        back up          an endpoint ejected for failures that a readiness probe then saw down (refused,
+                         unavailable: ``note_ready(False)``) is readmitted by the first probe started after that
+                         which says ready (``note_ready(True)``): the backoff is for endpoints that are up but bad,
+                         not for dead ones that came back (Envoy: successful_active_health_check_uneject_host)
+        probation        an endpoint readmitted when the backoff of a latency ejection ended is on probation for
+                         ``probation_s`` (the plan gives it a trial share only, ``on_probation``); a tick in it with
+                         one completion of its over max(factor x pool median, SLO) or over the SLO alone ejects it
+                         again at once, with the next (doubled) backoff
         cap              an ejection that would put more than floor(max_share x n) (at least 1) endpoints out is
                          refused (logged once per episode)
     O(n) per tick (plus a median per pool).
     """
 
     def __init__(self, n: int, *, consecutive_failures: int = 3, base_s: float = 2.0, max_s: float = 60.0,
-                 max_share: float = 0.5, latency_factor: float = 3.0, slo_s: float = 1.0) -> None:
+                 max_share: float = 0.5, latency_factor: float = 3.0, slo_s: float = 1.0,
+                 probation_s: float = 1.0) -> None:
         self.n = n
         self._k_fail = max(1, consecutive_failures)
         self._base_s, self._max_s = base_s, max_s
@@ -51,9 +60,33 @@ class OutlierDetector:
         self.until: List[Optional[float]] = [None] * n
         self._ended: List[float] = [-math.inf] * n
         self._refused: List[bool] = [False] * n
+        #: why each endpoint is out ("failure" | "latency"), when it went, whether a probe saw it down since
+        self.cause: List[Optional[str]] = [None] * n
+        self._ejected_at: List[float] = [-math.inf] * n
+        self._down_seen: List[bool] = [False] * n
+        self.probation_until: List[Optional[float]] = [None] * n
+        self._probation_s = probation_s
 
     def ejected(self, i: int) -> bool:
         return self.until[i] is not None
+
+    def on_probation(self, i: int, now: float) -> bool:
+        until = self.probation_until[i]
+        return until is not None and now < until
+
+    def note_ready(self, now: float, i: int, ready: Optional[bool], started_s: float) -> Optional[EjectionEvent]:
+        """A readiness answer for endpoint i from a probe started at ``started_s``: "down" (False) marks an
+        endpoint ejected for failures as dead; the first "ready" of a probe started after that readmits it now.
+        None (unknown) changes nothing. O(1)."""
+        if self.until[i] is None or ready is None or self.cause[i] != "failure":
+            return None
+        if ready is False:
+            if started_s >= self._ejected_at[i]:
+                self._down_seen[i] = True
+            return None
+        if not self._down_seen[i]:
+            return None
+        return self._end(now, i, "ready again after being down", {"ejections": float(self.ejections[i])})
 
     @property
     def ejected_count(self) -> int:
@@ -67,7 +100,7 @@ class OutlierDetector:
             self.streak[i] = self.streak[i] + failed[i] if ok[i] == 0 else (failed[i] if failed[i] > ok[i] else 0)
             if self.until[i] is not None:
                 continue
-            reason, figures = self._why(i, ok[i], latency_s[i], medians.get(pools[i]))
+            reason, figures = self._why(i, ok[i], latency_s[i], medians.get(pools[i]), self.on_probation(i, now))
             if reason is None:
                 self._refused[i] = False
             elif self.ejected_count >= self._cap:
@@ -93,11 +126,13 @@ class OutlierDetector:
                                  {"ejected": float(self.ejected_count), "cap": float(self._cap)})
         return self._eject(now, i, reason, {"source_request_path": 1.0})
 
-    def _why(self, i: int, ok: int, latency_s: float, median_s: Optional[float]) -> tuple:
+    def _why(self, i: int, ok: int, latency_s: float, median_s: Optional[float], probation: bool = False) -> tuple:
         if self.streak[i] >= self._k_fail:
             return "consecutive failures", {"failures": float(self.streak[i])}
         if ok and median_s is not None and latency_s > max(self._factor * median_s, self._slo_s):
             return "latency outlier", {"latency_s": latency_s, "pool_median_s": median_s}
+        if ok and probation and latency_s > self._slo_s:
+            return "latency outlier (failed probation)", {"latency_s": latency_s, "slo_s": self._slo_s}
         return None, {}
 
     def _eject(self, now: float, i: int, reason: str, figures: Dict[str, float]) -> EjectionEvent:
@@ -107,17 +142,32 @@ class OutlierDetector:
         duration = min(self._base_s * 2 ** (self.ejections[i] - 1), self._max_s)
         self.until[i] = now + duration
         self._refused[i] = False
+        self.cause[i] = "latency" if reason.startswith("latency") else "failure"
+        self._ejected_at[i] = now
+        self._down_seen[i] = False
+        self.probation_until[i] = None
         return EjectionEvent("eject", i, reason, dict(figures, ejection=self.ejections[i], backoff_s=duration))
 
     def _readmit(self, now: float) -> List[EjectionEvent]:
         events = []
         for i, until in enumerate(self.until):
             if until is not None and now >= until:
-                self.until[i] = None
-                self._ended[i] = now
-                self.streak[i] = 0
-                events.append(EjectionEvent("readmit", i, "backoff over", {"ejections": float(self.ejections[i])}))
+                probation = self.cause[i] == "latency"
+                figures = {"ejections": float(self.ejections[i])}
+                if probation:
+                    figures["probation_s"] = self._probation_s
+                events.append(self._end(now, i, "backoff over" + (", on probation" if probation else ""), figures))
+                if probation:
+                    self.probation_until[i] = now + self._probation_s
         return events
+
+    def _end(self, now: float, i: int, reason: str, figures: Dict[str, float]) -> EjectionEvent:
+        self.until[i] = None
+        self._ended[i] = now
+        self.streak[i] = 0
+        self.cause[i] = None
+        self._down_seen[i] = False
+        return EjectionEvent("readmit", i, reason, figures)
 
 
 def _pool_medians(latency_s: Sequence[float], pools: Sequence[str]) -> Dict[str, float]:

@@ -1,0 +1,172 @@
+"""Readiness probes of one endpoint, with the client's TLS settings and probe headers, off the request path.
+
+    HTTP endpoint   GET {http|https}://<url>/v2/health/ready (the client's ssl / ssl_options / ssl_context_factory /
+                    insecure, or the aio client's ssl_context), the probe headers on it
+    gRPC endpoint   ServerReady through tritonclient.grpc (its own small channel: the client's ssl, root
+                    certificates, key, chain or creds; a short reconnect backoff), the probe headers as metadata
+
+The answer is a tri-state (``Optional[bool]``):
+
+    True    the server says it is ready
+    False   it is not there (connection refused, reset, UNAVAILABLE) or says "not ready" (503, ready=false)
+    None    unknown: the endpoint answered but would not say (401 / 403, UNAUTHENTICATED / PERMISSION_DENIED: up,
+            behind an authenticating proxy), or the probe timed out (a loaded server is slow, not gone)
+
+Header values are credentials: they go on the wire and nowhere else (never into a log, an error or a decision).
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import socket
+import ssl as ssl_module
+import urllib.error
+import urllib.request
+from typing import Any, Callable, Dict, Mapping, Optional, Tuple
+
+__all__ = ["ProbeSettings", "http_ready", "GrpcProber", "http_get"]
+
+_log = logging.getLogger(__name__)
+
+#: HTTP statuses that mean "up, but not telling us": the readiness is unknown, never "not ready"
+AUTH_STATUSES = (401, 403)
+#: gRPC statuses with the same meaning
+AUTH_CODES = ("StatusCode.UNAUTHENTICATED", "StatusCode.PERMISSION_DENIED")
+#: the probe channel reconnects fast: a restarted endpoint is seen within a probe period, not a channel backoff
+PROBE_CHANNEL_ARGS = [("grpc.initial_reconnect_backoff_ms", 100), ("grpc.min_reconnect_backoff_ms", 100),
+                      ("grpc.max_reconnect_backoff_ms", 250)]
+
+
+@dataclasses.dataclass(frozen=True)
+class ProbeSettings:
+    """How the controller reaches the endpoints: the client's TLS settings and the probe headers.
+
+    ``https``: HTTP probes over TLS with ``ssl_context`` (built from the client's settings; None: the system's
+    defaults). ``grpc``: keyword arguments for tritonclient.grpc.InferenceServerClient (ssl, root_certificates,
+    private_key, certificate_chain, creds). ``headers``: sent with every probe and scrape (never logged)."""
+
+    https: bool = False
+    ssl_context: Optional[ssl_module.SSLContext] = dataclasses.field(default=None, repr=False)
+    grpc: Mapping[str, Any] = dataclasses.field(default_factory=dict, repr=False)
+    headers: Mapping[str, str] = dataclasses.field(default_factory=dict, repr=False)
+
+    @classmethod
+    def for_http(cls, ssl: bool = False, ssl_options: Optional[Mapping[str, Any]] = None,
+                 ssl_context_factory: Optional[Callable[..., Any]] = None, insecure: bool = False,
+                 headers: Optional[Mapping[str, str]] = None) -> "ProbeSettings":
+        """The sync HTTP client's settings, read as geventhttpclient reads them: ``ssl_options['ca_certs']`` (else
+        the system's CAs), ``certfile``/``keyfile``, ``ciphers``; ``insecure`` skips the host name check."""
+        if not ssl:
+            return cls(headers=dict(headers or {}))
+        options = dict(ssl_options or {})
+        factory = ssl_context_factory or ssl_module.create_default_context
+        ca = options.get("ca_certs")
+        try:
+            context = factory(cafile=ca)
+        except TypeError:
+            context = factory()
+            if ca:
+                context.load_verify_locations(cafile=ca)
+        context.check_hostname = not insecure
+        if not insecure:
+            context.verify_mode = ssl_module.CERT_REQUIRED
+        if "certfile" in options and "keyfile" in options:
+            context.load_cert_chain(certfile=options["certfile"], keyfile=options["keyfile"])
+        if "ciphers" in options:
+            context.set_ciphers(options["ciphers"])
+        return cls(https=True, ssl_context=context, headers=dict(headers or {}))
+
+    @classmethod
+    def for_http_aio(cls, ssl: bool = False, ssl_context: Optional[ssl_module.SSLContext] = None,
+                     headers: Optional[Mapping[str, str]] = None) -> "ProbeSettings":
+        """The aio HTTP client's settings: its ``ssl_context`` (else the system's defaults)."""
+        if not ssl:
+            return cls(headers=dict(headers or {}))
+        context = ssl_context if ssl_context is not None else ssl_module.create_default_context()
+        return cls(https=True, ssl_context=context, headers=dict(headers or {}))
+
+    @classmethod
+    def for_grpc(cls, ssl: bool = False, root_certificates: Any = None, private_key: Any = None,
+                 certificate_chain: Any = None, creds: Any = None,
+                 headers: Optional[Mapping[str, str]] = None) -> "ProbeSettings":
+        """The gRPC clients' settings, passed on to the probe's own tritonclient.grpc client as they are."""
+        grpc = {"ssl": ssl, "root_certificates": root_certificates, "private_key": private_key,
+                "certificate_chain": certificate_chain, "creds": creds}
+        return cls(grpc={k: v for k, v in grpc.items() if v}, headers=dict(headers or {}))
+
+    def http_url(self, url: str, path: str) -> str:
+        return f"{'https' if self.https else 'http'}://{url}{path}"
+
+
+def http_get(url: str, timeout_s: float, settings: Optional[ProbeSettings] = None) -> Tuple[Optional[int], Optional[str]]:
+    """(status, body) of a GET; status None when nothing answered (refused, reset, TLS failure), -1 on a timeout.
+    The body only of a 200 answer."""
+    headers = dict(settings.headers) if settings is not None else {}
+    context = settings.ssl_context if settings is not None and url.startswith("https://") else None
+    request = urllib.request.Request(url, headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=timeout_s, context=context) as response:  # noqa: S310
+            if response.status == 200:
+                return 200, response.read().decode("utf-8", "replace")
+            return response.status, None
+    except urllib.error.HTTPError as exc:
+        exc.close()
+        return exc.code, None
+    except urllib.error.URLError as exc:
+        return (-1 if isinstance(exc.reason, (socket.timeout, TimeoutError)) else None), None
+    except (socket.timeout, TimeoutError):
+        return -1, None
+    except (OSError, ValueError):
+        return None, None
+
+
+def http_ready(url: str, timeout_s: float, settings: Optional[ProbeSettings] = None) -> Optional[bool]:
+    """Readiness of an HTTP endpoint (``url``: host:port): True on 200, None on 401/403 or a timeout, else False."""
+    status, _ = http_get((settings or ProbeSettings()).http_url(url, "/v2/health/ready"), timeout_s, settings)
+    return ready_from_status(status)
+
+
+def ready_from_status(status: Optional[int]) -> Optional[bool]:
+    if status == 200:
+        return True
+    if status in AUTH_STATUSES or status == -1:
+        return None
+    return False
+
+
+class GrpcProber:
+    """ServerReady over gRPC for one endpoint, through one tritonclient.grpc client made on first use (on a scraper
+    thread) and kept; ``close()`` closes it."""
+
+    def __init__(self, url: str, settings: Optional[ProbeSettings] = None) -> None:
+        self._url = url
+        self._settings = settings or ProbeSettings()
+        self._client: Any = None
+
+    def ready(self, timeout_s: float) -> Optional[bool]:
+        from tritonclient.utils import InferenceServerException
+
+        try:
+            if self._client is None:
+                import tritonclient.grpc as tc
+
+                self._client = tc.InferenceServerClient(self._url, channel_args=PROBE_CHANNEL_ARGS,
+                                                        **dict(self._settings.grpc))
+            metadata: Dict[str, str] = dict(self._settings.headers)
+            return bool(self._client.is_server_ready(headers=metadata or None, client_timeout=timeout_s))
+        except InferenceServerException as exc:
+            status = str(exc.status())
+            if status in AUTH_CODES or status == "StatusCode.DEADLINE_EXCEEDED":
+                return None
+            return False
+        except Exception:  # noqa: BLE001 - a probe that cannot run says nothing
+            _log.debug("gRPC readiness probe of %s could not run", self._url, exc_info=False)
+            return None
+
+    def close(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            try:
+                client.close()
+            except Exception:  # noqa: BLE001 - closing a probe channel must not fail the controller's stop
+                pass
