@@ -26,11 +26,12 @@ class AioClientCore:
 
     def __init__(self, fleet: Fleet, clients: List[Any], classify: Classifier, unavailable_status: str, *,
                  seed: Optional[int], clock: Callable[[], float], readiness_interval_s: float,
-                 sum_statistics: Callable[[List[Any]], Any]) -> None:
+                 sum_statistics: Callable[[List[Any]], Any], probe_settings: Any = None) -> None:
         self.fleet = fleet
         self.clients = clients
         self.clock = clock
-        self.core = ClientCore(fleet, seed=seed, clock=clock, probe=None, readiness_interval_s=readiness_interval_s)
+        self.core = ClientCore(fleet, seed=seed, clock=clock, probe=None, readiness_interval_s=readiness_interval_s,
+                               probe_settings=probe_settings)
         self.router = self.core.router
         self.engine = Engine(self.router, classify, unavailable_status=unavailable_status, clock=clock,
                              on_not_found=self._not_found)

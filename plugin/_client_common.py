@@ -66,7 +66,7 @@ class ClientCore:
 
     def __init__(self, fleet: Fleet, *, seed: Optional[int], clock: Callable[[], float],
                  probe: Optional[Probe], readiness_interval_s: float,
-                 on_probe_thread_exit: Optional[Callable[[], None]] = None) -> None:
+                 on_probe_thread_exit: Optional[Callable[[], None]] = None, probe_settings: Any = None) -> None:
         self.fleet = fleet
         self.router = Router(fleet, seed=seed, clock=clock)
         self.pins = SequencePins(len(fleet.endpoints))
@@ -74,7 +74,7 @@ class ClientCore:
                                             on_thread_exit=on_probe_thread_exit)
         if probe is not None:  # the aio clients probe from their event loop instead
             self.router.add_listener(self.readiness.on_new_dispatcher)
-        self.controller: Any = start_controller(fleet, self.router)
+        self.controller: Any = start_controller(fleet, self.router, probe_settings=probe_settings)
 
     def decisions(self) -> List[Any]:
         return list(self.controller.decisions()) if hasattr(self.controller, "decisions") else []

@@ -22,6 +22,7 @@ from tritonclient.utils import InferenceServerException
 from ..._aio_common import AioClientCore, AioClientMixin
 from ..._client_common import resolve_fleet
 from ..._server_calls import POLICIES, make_async_method
+from ...controller.probes import ProbeSettings
 from ...fleet import Fleet
 from .. import _remaining
 from .._transport import UNAVAILABLE_STATUS, classify_grpc, endpoint_kwargs, sum_grpc_statistics
@@ -45,7 +46,9 @@ class InferenceServerClient(AioClientMixin, InferenceServerClientBase):
                                  keepalive_options, channel_args)
         clients = [_tc.InferenceServerClient(e.url, **kwargs) for e in fleet.endpoints]
         self._aio = AioClientCore(fleet, clients, classify_grpc, UNAVAILABLE_STATUS, seed=seed, clock=clock,
-                                  readiness_interval_s=readiness_interval_s, sum_statistics=sum_grpc_statistics)
+                                  readiness_interval_s=readiness_interval_s, sum_statistics=sum_grpc_statistics,
+                                  probe_settings=ProbeSettings.for_grpc(ssl, root_certificates, private_key,
+                                                                        certificate_chain, creds))
         self._clients = clients
         self._router = self._aio.router
         self._controller = self._aio.core.controller

@@ -24,6 +24,7 @@ from tritonclient.utils import InferenceServerException, raise_error
 from ..._aio_common import AioClientCore, AioClientMixin, timed
 from ..._client_common import resolve_fleet
 from ..._server_calls import POLICIES, make_async_method, sum_statistics
+from ...controller.probes import ProbeSettings
 from ...fleet import Fleet
 from ...retry import Outcome
 from .._transport import UNAVAILABLE_STATUS
@@ -57,7 +58,8 @@ class InferenceServerClient(AioClientMixin, InferenceServerClientBase):
         clients = [_tc.InferenceServerClient(e.url, verbose=verbose, conn_limit=conn_limit, conn_timeout=conn_timeout,
                                              ssl=ssl, ssl_context=ssl_context) for e in fleet.endpoints]
         self._aio = AioClientCore(fleet, clients, classify_aio_http, UNAVAILABLE_STATUS, seed=seed, clock=clock,
-                                  readiness_interval_s=readiness_interval_s, sum_statistics=sum_statistics)
+                                  readiness_interval_s=readiness_interval_s, sum_statistics=sum_statistics,
+                                  probe_settings=ProbeSettings.for_http_aio(ssl, ssl_context))
         self._clients = clients
         self._router = self._aio.router
         self._controller = self._aio.core.controller
