@@ -27,6 +27,7 @@ from .._client_common import ClientCore, SyncClientMixin, resolve_fleet
 from .._failover import Engine
 from ..dispatch_core import NoEndpointAvailable
 from .._server_calls import POLICIES, aggregate, call_in_order, endpoint_order, make_method
+from ..controller.probes import ProbeSettings
 from ..fleet import Fleet
 from ._async import FailoverCall
 from ._transport import UNAVAILABLE_STATUS, classify_grpc, endpoint_kwargs, sum_grpc_statistics
@@ -68,7 +69,8 @@ class InferenceServerClient(SyncClientMixin, InferenceServerClientBase):
         self._clients = [_tc.InferenceServerClient(e.url, **kwargs) for e in self._fleet.endpoints]
         self._stream_client: Optional[Any] = None
         self._core = ClientCore(self._fleet, seed=seed, clock=clock, probe=self._probe,
-                                readiness_interval_s=readiness_interval_s)
+                                readiness_interval_s=readiness_interval_s, probe_settings=ProbeSettings.for_grpc(
+                                    ssl, root_certificates, private_key, certificate_chain, creds))
         self._router = self._core.router
         self._lanes = self._router.lanes
         self._clock = clock

@@ -29,6 +29,7 @@ from .._client_common import ClientCore, SyncClientMixin, resolve_fleet
 from .._failover import Engine
 from ..dispatch_core import NoEndpointAvailable
 from .._server_calls import POLICIES, aggregate, call_in_order, endpoint_order, make_method, sum_statistics
+from ..controller.probes import ProbeSettings
 from ..fleet import Fleet
 from ._transport import UNAVAILABLE_STATUS, ThreadClients, classify_http, model_ready, probe_factory
 
@@ -84,7 +85,8 @@ class InferenceServerClient(SyncClientMixin, InferenceServerClientBase):
         self._pools: List[gevent.pool.Pool] = []
         self._core = ClientCore(self._fleet, seed=seed, clock=clock, probe=self._probe,
                                 readiness_interval_s=readiness_interval_s,
-                                on_probe_thread_exit=self._probes.release_thread)
+                                on_probe_thread_exit=self._probes.release_thread,
+                                probe_settings=ProbeSettings.for_http(ssl, ssl_options, ssl_context_factory, insecure))
         self._router = self._core.router
         self._lanes = self._router.lanes
         self._clock = clock
