@@ -35,6 +35,8 @@ class Health:
         self.grew = False
         self._grew_between = False
         self.live = live
+        #: start time of the probe whose answer set ready_i (an older answer landing late changes nothing)
+        self._ready_at = [float("-inf")] * n
 
     def update(self, now: float, ticks: Sequence[EndpointTick], service_s: Sequence[float],
                log: DecisionLog) -> List[str]:
@@ -67,9 +69,11 @@ class Health:
         shortfall events. O(1) unless something changed (then the panic check, O(n))."""
         events: List[str] = []
         changed, grew_at_tick, self.grew = False, self.grew, False
-        if ready is not None and ready != self.ready[index]:
-            events += self._set_ready(now, index, ready, now - started_s, log)
-            changed = True
+        if ready is not None and started_s >= self._ready_at[index]:
+            self._ready_at[index] = started_s
+            if ready != self.ready[index]:
+                events += self._set_ready(now, index, ready, now - started_s, log)
+                changed = True
         e = self.outliers.note_ready(now, index, ready, started_s)
         if e is not None:
             events += self._ejection(now, e, log)

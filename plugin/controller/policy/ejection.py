@@ -64,6 +64,7 @@ class OutlierDetector:
         self.cause: List[Optional[str]] = [None] * n
         self._ejected_at: List[float] = [-math.inf] * n
         self._down_seen: List[bool] = [False] * n
+        self._down_at: List[float] = [-math.inf] * n
         self.probation_until: List[Optional[float]] = [None] * n
         self._probation_s = probation_s
 
@@ -83,8 +84,9 @@ class OutlierDetector:
         if ready is False:
             if started_s >= self._ejected_at[i]:
                 self._down_seen[i] = True
+                self._down_at[i] = max(self._down_at[i], started_s)
             return None
-        if not self._down_seen[i]:
+        if not self._down_seen[i] or started_s <= self._down_at[i]:
             return None
         return self._end(now, i, "ready again after being down", {"ejections": float(self.ejections[i])})
 
@@ -145,6 +147,7 @@ class OutlierDetector:
         self.cause[i] = "latency" if reason.startswith("latency") else "failure"
         self._ejected_at[i] = now
         self._down_seen[i] = False
+        self._down_at[i] = -math.inf
         self.probation_until[i] = None
         return EjectionEvent("eject", i, reason, dict(figures, ejection=self.ejections[i], backoff_s=duration))
 
