@@ -48,7 +48,9 @@ class Health:
         ok = [t.ok for t in ticks]
         failed = [t.failed for t in ticks]
         latency = list(service_s)
-        for e in self.outliers.update(now, ok, failed, latency, self._pools):
+        over_slo = [t.over_slo for t in ticks]
+        ours_s = [t.latency_s for t in ticks]
+        for e in self.outliers.update(now, ok, failed, latency, self._pools, over_slo, ours_s):
             events.extend(self._ejection(now, e, log))
         self._update_panic(now, log)
         return events

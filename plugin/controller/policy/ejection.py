@@ -8,6 +8,12 @@ from typing import Dict, List, Optional, Sequence
 
 __all__ = ["EjectionEvent", "OutlierDetector", "in_panic"]
 
+#: the miss-share rule: an endpoint with at least MISS_MIN_OK of our completions in a tick, MISS_SHARE of them over
+#: the SLO, in a pool (>= 3 measured) whose median share is at most MISS_POOL_SHARE
+MISS_MIN_OK = 3
+MISS_SHARE = 0.5
+MISS_POOL_SHARE = 0.1
+
 
 @dataclasses.dataclass(frozen=True)
 class EjectionEvent:
@@ -31,7 +37,11 @@ class OutlierDetector:
         failure streak   ok == 0 in the tick: streak += failed;  else streak = failed if failed > ok else 0
                          eject when streak >= consecutive_failures
         latency outlier  latency_i > max(latency_factor x median latency of its pool, slo_s), with >= 3 endpoints
-                         of the pool measured and at least one completion of i this tick
+                         of the pool measured and at least one completion of i this tick; or, from the request
+                         path (no scrape lag: a slowed endpoint shows one tick sooner), >= 3 of our completions at
+                         i this tick, at least half of them over the SLO, while the median share over the SLO in
+                         its pool (>= 3 endpoints measured) is at most 10% (an overloaded pool is no outlier) and
+                         our latency at i is over latency_factor x its pool's median (queueing is no outlier)
         backoff          k-th ejection lasts min(base_s x 2^(k-1), max_s); k restarts at 0 when the previous
                          ejection ended more than max_s ago
         back up          an endpoint ejected for failures that a readiness probe then saw down (refused,
@@ -95,14 +105,30 @@ class OutlierDetector:
         return sum(u is not None for u in self.until)
 
     def update(self, now: float, ok: Sequence[int], failed: Sequence[int], latency_s: Sequence[float],
-               pools: Sequence[str]) -> List[EjectionEvent]:
+               pools: Sequence[str], over_slo: Optional[Sequence[int]] = None,
+               ours_s: Optional[Sequence[float]] = None) -> List[EjectionEvent]:
+        """One tick: readmissions whose backoff ended, then the ejections. ``over_slo``: our completions of the tick
+        over the SLO per endpoint, ``ours_s``: our EWMA latency per endpoint (the request path's own figures, no
+        scrape lag), for the miss-share rule."""
         events = self._readmit(now)
         medians = _pool_medians(latency_s, pools)
+        shares = _miss_shares(ok, over_slo) if over_slo is not None else [math.nan] * self.n
+        share_medians = _pool_medians(shares, pools, positive=False)
+        ours = list(ours_s) if ours_s is not None else [math.nan] * self.n
+        ours_medians = _pool_medians(ours, pools)
         for i in range(self.n):
             self.streak[i] = self.streak[i] + failed[i] if ok[i] == 0 else (failed[i] if failed[i] > ok[i] else 0)
             if self.until[i] is not None:
                 continue
             reason, figures = self._why(i, ok[i], latency_s[i], medians.get(pools[i]), self.on_probation(i, now))
+            if reason is None and ok[i] >= MISS_MIN_OK and shares[i] >= MISS_SHARE:
+                median, ours_median = share_medians.get(pools[i]), ours_medians.get(pools[i])
+                if (median is not None and median <= MISS_POOL_SHARE and ours_median is not None
+                        and ours[i] > self._factor * ours_median):
+                    reason, figures = "latency outlier (SLO misses)", {"miss_share": shares[i],
+                                                                       "pool_median_miss_share": median,
+                                                                       "latency_s": ours[i],
+                                                                       "pool_median_s": ours_median}
             if reason is None:
                 self._refused[i] = False
             elif self.ejected_count >= self._cap:
@@ -173,9 +199,13 @@ class OutlierDetector:
         return EjectionEvent("readmit", i, reason, figures)
 
 
-def _pool_medians(latency_s: Sequence[float], pools: Sequence[str]) -> Dict[str, float]:
+def _miss_shares(ok: Sequence[int], over_slo: Sequence[int]) -> List[float]:
+    return [min(1.0, o / k) if k > 0 else math.nan for k, o in zip(ok, over_slo)]
+
+
+def _pool_medians(latency_s: Sequence[float], pools: Sequence[str], positive: bool = True) -> Dict[str, float]:
     by_pool: Dict[str, List[float]] = {}
     for lat, pool in zip(latency_s, pools):
-        if lat == lat and lat > 0.0:
+        if lat == lat and (lat > 0.0 or not positive):
             by_pool.setdefault(pool, []).append(lat)
     return {pool: statistics.median(v) for pool, v in by_pool.items() if len(v) >= 3}
