@@ -267,3 +267,39 @@ def test_the_loop_probes_down_endpoints_between_ticks_and_readmits_within_two_in
         assert back and back[0] - ready_at < 2 * 0.2, f"weight back after {back[0] - ready_at if back else None} s"
     finally:
         ctl.stop()
+
+
+def test_grpc_endpoints_are_probed_live_ready_then_down_then_ready() -> None:
+    """A real Triton server over gRPC (nothing probed gRPC endpoints before: their readiness was always unknown)."""
+    from clients_support import REPO
+    from tritonmix.local import LocalTritonServer
+
+    server = LocalTritonServer(REPO, ready_timeout_s=60.0).start()
+    ports = {"http_port": int(server.http_url.rsplit(":", 1)[1]), "grpc_port": int(server.grpc_url.rsplit(":", 1)[1]),
+             "metrics_port": int(server.metrics_url.rsplit(":", 1)[1])}
+    fleet = Fleet.from_urls(server.grpc_url, protocol="grpc")
+    scraper = HttpScraper.for_fleet(fleet, timeout_s=1.0)
+    answers: List[Optional[bool]] = []
+    scraper.set_readiness_listener(lambda i, ready, started_s: answers.append(ready))
+
+    def answer_after(count: int) -> Optional[bool]:
+        deadline = time.monotonic() + 10.0
+        while len(answers) <= count and time.monotonic() < deadline:
+            scraper.probe([0])
+            time.sleep(0.05)
+        return answers[-1]
+
+    try:
+        assert answer_after(0) is True
+        server.kill()
+        seen = len(answers)
+        assert answer_after(seen) is False
+        server = LocalTritonServer(REPO, ready_timeout_s=60.0, **ports).start()
+        started = time.monotonic()
+        while answers[-1] is not True and time.monotonic() < started + 5.0:
+            answer_after(len(answers))
+        assert answers[-1] is True, "the probe channel did not see the restarted server"
+        assert time.monotonic() - started < 1.0, "the probe channel's reconnect backoff delayed the comeback"
+    finally:
+        scraper.close()
+        server.stop()

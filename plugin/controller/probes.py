@@ -20,6 +20,7 @@ import dataclasses
 import logging
 import socket
 import ssl as ssl_module
+import threading
 import urllib.error
 import urllib.request
 from typing import Any, Callable, Dict, Mapping, Optional, Tuple
@@ -142,18 +143,27 @@ class GrpcProber:
         self._url = url
         self._settings = settings or ProbeSettings()
         self._client: Any = None
+        self._lock = threading.Lock()
+        self._closed = False
+
+    def _get_client(self) -> Any:
+        with self._lock:
+            if self._client is None and not self._closed:
+                import tritonclient.grpc as tc
+
+                self._client = tc.InferenceServerClient(self._url, channel_args=PROBE_CHANNEL_ARGS,
+                                                        **dict(self._settings.grpc))
+            return self._client
 
     def ready(self, timeout_s: float) -> Optional[bool]:
         from tritonclient.utils import InferenceServerException
 
         try:
-            if self._client is None:
-                import tritonclient.grpc as tc
-
-                self._client = tc.InferenceServerClient(self._url, channel_args=PROBE_CHANNEL_ARGS,
-                                                        **dict(self._settings.grpc))
+            client = self._get_client()
+            if client is None:
+                return None
             metadata: Dict[str, str] = dict(self._settings.headers)
-            return bool(self._client.is_server_ready(headers=metadata or None, client_timeout=timeout_s))
+            return bool(client.is_server_ready(headers=metadata or None, client_timeout=timeout_s))
         except InferenceServerException as exc:
             status = str(exc.status())
             if status in AUTH_CODES or status == "StatusCode.DEADLINE_EXCEEDED":
@@ -164,7 +174,9 @@ class GrpcProber:
             return None
 
     def close(self) -> None:
-        client, self._client = self._client, None
+        with self._lock:
+            self._closed = True
+            client, self._client = self._client, None
         if client is not None:
             try:
                 client.close()
