@@ -303,3 +303,30 @@ def test_grpc_endpoints_are_probed_live_ready_then_down_then_ready() -> None:
     finally:
         scraper.close()
         server.stop()
+
+
+def test_a_connection_failure_while_the_probes_say_ready_is_readmitted_after_a_short_growing_grace() -> None:
+    """A restarted gRPC endpoint: the probe's channel sees it ready, the client's channel is still in its reconnect
+    backoff and fails the first request (a connection failure, never sent): readmitted by a ready probe 0.25 s
+    later, then 0.5 s, ..., not after the 4 s, 8 s backoff (nothing will ever see it down: it is up)."""
+    from tritonmix.controller.policy.ejection import RECONNECT_GRACE_S
+
+    clock = FakeClock(100.0)
+    ctl, router, source = _controller(clock)
+    ctl.tick()
+    det = ctl._health.outliers
+    det.ejections[1] = 1
+    det._ended[1] = clock()                                   # a first ejection just ended: this one lasts 4 s
+    ctl._on_failure(1, "connection failure", clock())
+    assert router.ejected()[1] and det.until[1] - clock() == 4.0
+    source.answer(1, True, clock() + 0.1)                     # too soon: the client may still be reconnecting
+    assert router.ejected()[1]
+    grace = 2 * RECONNECT_GRACE_S                             # the 2nd ejection of the episode
+    clock.advance(grace)
+    source.answer(1, True, clock())
+    assert not router.ejected()[1], "a reachable endpoint waited out a 4 s backoff for its client's reconnect"
+    # "consecutive failures" while up is an up-but-bad endpoint: no grace readmission
+    ctl._on_failure(2, "consecutive failures", clock())
+    clock.advance(1.0)
+    source.answer(2, True, clock())
+    assert router.ejected()[2]

@@ -8,6 +8,10 @@ from typing import Dict, List, Optional, Sequence
 
 __all__ = ["EjectionEvent", "OutlierDetector", "in_panic"]
 
+#: a connection failure (never reached the server) of an endpoint that its probes find ready is a client reconnecting
+#: (a gRPC channel in its reconnect backoff after a restart): readmitted by a ready probe started this long after the
+#: ejection, doubling with each further ejection in the episode (capped by the backoff), not after the whole backoff
+RECONNECT_GRACE_S = 0.25
 #: the miss-share rule: an endpoint with at least MISS_MIN_OK of our completions in a tick, MISS_SHARE of them over
 #: the SLO, in a pool (>= 3 measured) whose median share is at most MISS_POOL_SHARE
 MISS_MIN_OK = 3
@@ -47,7 +51,9 @@ class OutlierDetector:
         back up          an endpoint ejected for failures that a readiness probe then saw down (refused,
                          unavailable: ``note_ready(False)``) is readmitted by the first probe started after that
                          which says ready (``note_ready(True)``): the backoff is for endpoints that are up but bad,
-                         not for dead ones that came back (Envoy: successful_active_health_check_uneject_host)
+                         not for dead ones that came back (Envoy: successful_active_health_check_uneject_host);
+                         one ejected for a connection failure while its probes say ready (a client's channel still
+                         reconnecting) by a ready probe started RECONNECT_GRACE_S x 2^(k-2) after the ejection
         probation        an endpoint readmitted when the backoff of a latency ejection ended is on probation for
                          ``probation_s`` (the plan gives it a trial share only, ``on_probation``); a tick in it with
                          one completion of its over max(factor x pool median, SLO) or over the SLO alone ejects it
@@ -75,6 +81,7 @@ class OutlierDetector:
         self._ejected_at: List[float] = [-math.inf] * n
         self._down_seen: List[bool] = [False] * n
         self._down_at: List[float] = [-math.inf] * n
+        self._unreached: List[bool] = [False] * n
         self.probation_until: List[Optional[float]] = [None] * n
         self._probation_s = probation_s
 
@@ -96,9 +103,17 @@ class OutlierDetector:
                 self._down_seen[i] = True
                 self._down_at[i] = max(self._down_at[i], started_s)
             return None
-        if not self._down_seen[i] or started_s <= self._down_at[i]:
+        if self._down_seen[i]:
+            if started_s <= self._down_at[i]:
+                return None
+            return self._end(now, i, "ready again after being down", {"ejections": float(self.ejections[i])})
+        if not self._unreached[i]:
             return None
-        return self._end(now, i, "ready again after being down", {"ejections": float(self.ejections[i])})
+        grace_s = min(RECONNECT_GRACE_S * 2 ** max(0, self.ejections[i] - 2), self.until[i] - self._ejected_at[i])
+        if started_s < self._ejected_at[i] + grace_s:
+            return None
+        return self._end(now, i, "ready; its connection failed while it was up (reconnecting)",
+                         {"ejections": float(self.ejections[i]), "grace_s": grace_s})
 
     @property
     def ejected_count(self) -> int:
@@ -174,6 +189,7 @@ class OutlierDetector:
         self._ejected_at[i] = now
         self._down_seen[i] = False
         self._down_at[i] = -math.inf
+        self._unreached[i] = reason == "connection failure"
         self.probation_until[i] = None
         return EjectionEvent("eject", i, reason, dict(figures, ejection=self.ejections[i], backoff_s=duration))
 
