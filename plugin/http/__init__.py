@@ -145,7 +145,11 @@ class InferenceServerClient(SyncClientMixin, InferenceServerClientBase):
         if lane is not None and deadline_s is None and not sequence_id and not self._closed:
             t0 = self._clock()  # lane.arrive(), inline (see tritonmix.routing: a call costs microseconds when cold)
             next(lane.arrivals)
-            lane.budget.record_request()
+            budget = lane.budget  # budget.record_request(), inline: the same statements (tritonmix.retry)
+            if t0 >= budget._next_rotation:
+                budget.record_request()
+            else:
+                budget._requests[1] += 1
             if t0 >= lane.router._next_readmit_at:
                 lane.router._readmit(t0)
             d = lane.dispatcher
