@@ -220,8 +220,12 @@ def test_a_death_gets_weight_zero_within_one_interval_and_recovery_returns_cost_
 
             healthy_fleet.restart("cheap")
             restarted_at = time.monotonic()
-            back = ticks.wait_for(lambda s: s.endpoints[CHEAP].healthy and s.endpoints[CHEAP].interactive_weight > 0.0,
-                                  15.0, "the cheap endpoint re-admitted with weight")
+            ticks.wait_for(lambda s: s.endpoints[CHEAP].healthy and s.endpoints[CHEAP].interactive_weight > 0.0,
+                           15.0, "the cheap endpoint re-admitted with weight")
+            # the re-admission itself: its readiness probe may see it ready (and a tick plan it) before restart()
+            # has returned
+            back = next(s for s in ticks.after(one_interval.at_s)
+                        if s.endpoints[CHEAP].healthy and s.endpoints[CHEAP].interactive_weight > 0.0)
             cost = ticks.wait_for(lambda s: s.mode == "cost", 20.0, "COST mode after the recovery")
             settled = ticks.wait_for(lambda s: s.endpoints[CHEAP].interactive_weight > 0.5, 15.0,
                                      "the cheap endpoint carrying most of the load again")

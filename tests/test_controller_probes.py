@@ -143,7 +143,7 @@ def test_scraper_probes_tls_endpoints_of_a_fleet_and_hands_each_answer_over(serv
             time.sleep(0.02)
             samples = list(scraper.poll(0.0))
         assert [s.ready for s in samples] == [True, False]  # type: ignore[union-attr]
-        assert sorted(answers)[:2] == [(0, True), (1, False)]
+        assert (0, True) in answers and (1, False) in answers
     finally:
         scraper.close()
 
