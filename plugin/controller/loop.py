@@ -12,6 +12,11 @@
            plan (make_plan per model) and apply (each dispatcher its model's weights; set_endpoint_available)
            publish (snapshot for metrics and ``tritonmix status``)
 Cost: O(models x n log n + dispatchers x n) per tick; no I/O (scrapes run in HttpScraper's pool).
+Between ticks: readiness answers apply as they land (``_on_ready``, on the scraper's threads, under the health
+lock): an endpoint ejected for failures that a probe saw down is readmitted by its first ready probe, and a
+comeback brings the next tick forward; endpoints down or ejected are probed every PROBE_PERIOD of an interval.
+After a latency ejection the endpoint is on probation (PROBATION_SHARE of the interactive weight) for
+PROBATION_INTERVALS intervals.
 """
 from __future__ import annotations
 
