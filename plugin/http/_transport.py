@@ -10,6 +10,7 @@ import logging
 import socket
 import threading
 from typing import Any, Callable, List, Optional, Tuple
+from urllib.parse import quote
 
 import tritonclient.http as _tc
 from geventhttpclient.response import HTTPParseError
@@ -118,5 +119,18 @@ def probe_factory(kwargs: dict, timeout_s: float = 2.0) -> Callable[[str], Any]:
     return make
 
 
+#: answers that say the server is up but this probe may not ask (an authenticating proxy in front of Triton)
+_AUTH_STATUSES = frozenset((401, 403, 407))
+
+
 def model_ready(client: Any, model: str) -> Optional[bool]:
-    return bool(client.is_model_ready(model))
+    """Tri-state readiness of ``model``: True (200), None when the answer is an auth refusal (the endpoint is up but
+    the probe carries no credentials: readiness unknown, never "not ready"), False otherwise (404, 503, ...).
+    tritonclient's ``is_model_ready`` folds a 401 into False, hence the direct GET on the same client."""
+    response = client._get(request_uri="v2/models/{}/ready".format(quote(model)), headers=None, query_params=None)
+    status = response.status_code
+    if status == 200:
+        return True
+    if status in _AUTH_STATUSES:
+        return None
+    return False
