@@ -145,7 +145,11 @@ class ControlServer:
         return 200, {"ok": True}
 
     def close(self) -> None:
-        self.httpd.shutdown()
+        """Stop serving and release the port; safe before ``start()`` (socketserver's shutdown() would wait forever
+        for a serve loop that never ran)."""
+        if self._thread.is_alive():
+            self.httpd.shutdown()
+            self._thread.join(timeout=5.0)
         self.httpd.server_close()
 
 

@@ -120,8 +120,9 @@ def test_fleet_supervisor_control_port_listens_on_loopback_only(tmp_path: Path) 
         new = set(_listening(os.getpid())) - before
         assert len(new) == 1 and all(_loopback(a) for a in new), f"control port beyond loopback: {new}"
         assert control.url.startswith("127.0.0.1:")
-    finally:  # not control.close(): socketserver's shutdown() waits forever for a serve_forever never started
-        control.httpd.server_close()
+    finally:
+        control.close()  # before start(): must return (socketserver's shutdown() alone would wait forever)
+    assert set(_listening(os.getpid())) <= before, "the control port still listens after close()"
 
 
 # ---- TLS endpoints ----------------------------------------------------------------------------------------------
