@@ -24,6 +24,7 @@ from typing import Any, Awaitable, Callable, Optional
 
 from tritonclient.utils import InferenceServerException
 
+from ._hedging import HedgeDelay, HedgedCall, Start, run_hedged_async
 from .dispatch_core import NoEndpointAvailable
 from .retry import Attempt, Outcome, RetryPolicy
 from .routing import REQUEST_CLASSES, Router
@@ -45,6 +46,10 @@ class Engine:
         self.clock = clock
         self.on_not_found = on_not_found
         self.policy = RetryPolicy(max_retries=router.fleet.controller.max_retries)
+        self.hedge = router.fleet.controller.hedge
+        #: the hedge delay rule when the fleet enables hedging (``tritonmix._hedging``), else None
+        self.hedge_delay: Optional[HedgeDelay] = (HedgeDelay(router.fleet, self.hedge, clock)
+                                                  if self.hedge.enabled else None)
         self.closed = False
 
     def close(self) -> None:
@@ -79,10 +84,18 @@ class Engine:
             att.succeeded(i, t0)
             return result
 
+    def run_hedged(self, model: str, request_class: str, deadline_s: Optional[float], start: Start) -> Any:
+        """``run`` with hedging (``tritonmix._hedging``; the fleet must enable it): ``start(i, remaining_s, done)``
+        starts one attempt and calls ``done(result, error)`` when it ends. Batch requests are not hedged."""
+        return HedgedCall(self, Attempts(self, model, request_class, deadline_s), start).run()
+
     async def run_async(self, model: str, request_class: str, deadline_s: Optional[float],
-                        send: Callable[[int, Optional[float]], Awaitable[Any]]) -> Any:
-        """``run`` for coroutines; a cancellation records the attempt as failed and propagates."""
+                        send: Callable[[int, Optional[float]], Awaitable[Any]], hedged: bool = False) -> Any:
+        """``run`` for coroutines; a cancellation records the attempt as failed and propagates. ``hedged``: an
+        interactive request is hedged when the fleet enables hedging (``tritonmix._hedging``)."""
         att = Attempts(self, model, request_class, deadline_s)
+        if hedged and self.hedge_delay is not None and request_class == "interactive":
+            return await run_hedged_async(self, att, send)
         while True:
             remaining_s = att.remaining_s(self.clock())
             i = att.pick()
@@ -130,6 +143,26 @@ class Attempts:
         self.deadline_at = None if deadline_s is None else now + deadline_s
         self.policy = engine.policy
 
+    def noted(self, i: int, t0: float, exc: BaseException) -> float:
+        """Record a failed attempt and add it to the history; returns the time. Raises what ends the request
+        whatever else is in flight: a cancellation, the client closed, the server's error about the request."""
+        now = self.e.clock()
+        self.d.record(i, max(0.0, now - t0), False)
+        if not isinstance(exc, Exception):
+            raise exc  # cancellation, KeyboardInterrupt: recorded, propagated
+        if self.e.closed:
+            self.e.router.failed(i, Outcome.MAYBE_RAN, now)
+            raise self.e.closed_error(self.model) from exc
+        outcome = self.e.classify(exc)
+        self.e.router.failed(i, outcome, now)
+        if outcome is Outcome.REQUEST:
+            if self.e.on_not_found is not None and _is_not_found(exc):
+                self.e.on_not_found(self.model)
+            raise exc
+        name = self.e.router.endpoint_names()[i]
+        self.policy = self.policy.after(Attempt(i, name, outcome, _reason(exc)))
+        return now
+
     def remaining_s(self, now: float) -> Optional[float]:
         if self.deadline_at is None:
             return None
@@ -153,21 +186,7 @@ class Attempts:
 
     def failed(self, i: int, t0: float, exc: BaseException) -> None:
         """Record the failure, then return to retry or raise (the server's error, or the summary)."""
-        now = self.e.clock()
-        self.d.record(i, max(0.0, now - t0), False)
-        if not isinstance(exc, Exception):
-            raise exc  # cancellation, KeyboardInterrupt: recorded, propagated
-        if self.e.closed:
-            self.e.router.failed(i, Outcome.MAYBE_RAN, now)
-            raise self.e.closed_error(self.model) from exc
-        outcome = self.e.classify(exc)
-        self.e.router.failed(i, outcome, now)
-        if outcome is Outcome.REQUEST:
-            if self.e.on_not_found is not None and _is_not_found(exc):
-                self.e.on_not_found(self.model)
-            raise exc
-        name = self.e.router.endpoint_names()[i]
-        self.policy = self.policy.after(Attempt(i, name, outcome, _reason(exc)))
+        now = self.noted(i, t0, exc)
         if not self.policy.can_retry():
             why = f"{len(self.policy.history)} attempt(s), no retries left"
             raise self.e.exhausted(self.model, self.policy, why) from exc

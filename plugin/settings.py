@@ -1,16 +1,67 @@
-"""Controller and routing settings: the ``controller:`` section of the fleet file, as a frozen dataclass.
+"""Controller and routing settings: the ``controller:`` section of the fleet file, as frozen dataclasses.
 
-Unknown keys and values of the wrong type or range are ConfigErrors naming ``controller.<field>``.
+Unknown keys and values of the wrong type or range are ConfigErrors naming ``controller.<field>`` (and
+``controller.hedge.<field>`` for the hedging policy, ``HedgeSettings``).
 """
 from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, Mapping, Optional, Tuple
+from typing import Any, Dict, Mapping, Optional, Tuple
 
 from .errors import ConfigError
 
-__all__ = ["ControllerSettings"]
+__all__ = ["ControllerSettings", "HedgeSettings"]
+
+
+@dataclasses.dataclass(frozen=True)
+class HedgeSettings:
+    """Hedged requests (``controller: {hedge: {...}}``; see ``tritonmix._hedging``). Off unless the section is given
+    (a ``hedge:`` section is on unless it says ``enabled: false``). An interactive request still outstanding after
+    its endpoint's hedge delay gets one copy on another endpoint; the first success wins::
+
+        delay_i = max(min_delay_s, min(delay_factor x expected_i, SLO - expected of the fastest other endpoint))
+
+    expected_i is the dispatcher's EWMA latency of endpoint i (the fleet's max_concurrency / max_rps hint until it
+    has one). Each hedge spends one token of the retry budget (``retry_budget_share``)."""
+
+    enabled: bool = False
+    #: k: hedge after k x the endpoint's expected latency ...
+    delay_factor: float = 2.0
+    #: ... but never sooner than this
+    min_delay_s: float = 0.02
+    #: hedged copies per request (1: one extra at most)
+    max_hedges: int = 1
+    #: sync clients: threads of the client's attempt pool (made as needed, shut down by close())
+    max_threads: int = 64
+
+    @classmethod
+    def from_dict(cls, data: Any) -> "HedgeSettings":
+        if isinstance(data, bool):
+            return cls(enabled=data)
+        if not isinstance(data, Mapping):
+            raise ConfigError(f"controller.hedge: must be a mapping or true/false, got {type(data).__name__}")
+        fields = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(str(k) for k in data if k not in fields)
+        if unknown:
+            raise ConfigError(f"controller.hedge: unknown field(s) {', '.join(unknown)} "
+                              f"(allowed: {', '.join(sorted(fields))})")
+        values: Dict[str, Any] = {"enabled": True}
+        for name, value in data.items():
+            where = f"controller.hedge.{name}"
+            if name == "enabled":
+                if not isinstance(value, bool):
+                    raise ConfigError(f"{where}: {value!r} must be true or false")
+            elif name in ("max_hedges", "max_threads"):
+                if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                    raise ConfigError(f"{where}: {value!r} must be an integer >= 1")
+            else:
+                if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+                        or value < 0 or (value == 0 and name == "delay_factor"):
+                    raise ConfigError(f"{where}: {value!r} must be a number {'> 0' if name == 'delay_factor' else '>= 0'}")
+                value = float(value)
+            values[name] = value
+        return cls(**values)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,6 +113,8 @@ class ControllerSettings:
     metrics_host: str = "127.0.0.1"
     #: start the control loop with the clients (False: static weights from the hints)
     enabled: bool = True
+    #: hedged requests (off by default; see HedgeSettings)
+    hedge: HedgeSettings = dataclasses.field(default_factory=HedgeSettings)
 
     @classmethod
     def from_dict(cls, data: Any) -> "ControllerSettings":
@@ -71,7 +124,8 @@ class ControllerSettings:
         unknown = sorted(str(k) for k in data if k not in fields)
         if unknown:
             raise ConfigError(f"controller: unknown field(s) {', '.join(unknown)} (allowed: {', '.join(fields)})")
-        values = {name: _coerce(name, value, getattr(cls, name, None)) for name, value in data.items()}
+        values = {name: HedgeSettings.from_dict(value) if name == "hedge" else
+                  _coerce(name, value, getattr(cls, name, None)) for name, value in data.items()}
         return cls(**values)
 
 

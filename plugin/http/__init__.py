@@ -27,6 +27,7 @@ from tritonclient.utils import InferenceServerException, raise_error
 
 from .._client_common import ClientCore, SyncClientMixin, resolve_fleet
 from .._failover import Engine
+from .._hedging import SyncHedger
 from ..dispatch_core import NoEndpointAvailable
 from .._server_calls import POLICIES, aggregate, call_in_order, endpoint_order, make_method, sum_statistics
 from ..controller.probes import ProbeSettings
@@ -93,6 +94,9 @@ class InferenceServerClient(SyncClientMixin, InferenceServerClientBase):
         self._controller = self._core.controller
         self._engine = Engine(self._router, classify_http, unavailable_status=UNAVAILABLE_STATUS, clock=clock,
                               on_not_found=self._core.readiness.request_refresh)
+        self._hedger = SyncHedger.for_engine(self._engine)  # None unless the fleet enables hedging
+        if self._hedger is not None:
+            self._lanes = {}  # hedged: every request takes the engine's path (the fast path's lane lookup misses)
         self._closed = False
 
     # ---- life cycle --------------------------------------------------------------------------------------------
@@ -106,6 +110,8 @@ class InferenceServerClient(SyncClientMixin, InferenceServerClientBase):
         pool = getattr(self._local, "pool", None)
         if pool is not None:
             pool.join()
+        if self._hedger is not None:
+            self._hedger.close()
         self._core.stop()
         self._controller = None
         self._clients.close_all()
@@ -189,6 +195,8 @@ class InferenceServerClient(SyncClientMixin, InferenceServerClientBase):
             return self._engine.resume(args[0], request_class, send, *failure)
         if self._closed:
             raise_error("tritonmix: the client is closed")
+        if self._hedger is not None:
+            return self._hedger.run(args[0], request_class, deadline_s, send)
         return self._engine.run(args[0], request_class, deadline_s, send)
 
     def _sender(self, args: tuple) -> Callable[[int, Optional[float]], InferResult]:

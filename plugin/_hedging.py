@@ -1,0 +1,346 @@
+"""Hedged requests ("The Tail at Scale"; gRPC's hedging policy; Envoy's hedge_on_per_try_timeout): an interactive
+request still outstanding after its endpoint's hedge delay gets one copy on another endpoint; the first success
+wins and the other attempt is discarded. Opt-in per fleet: ``controller: {hedge: {...}}`` (``HedgeSettings``).
+
+    arrive -> pick i -> start(i)                        (through the dispatcher: every pick matched by one record)
+    wait until the first completion or t0 + delay_i
+        delay passed, hedges left, a retry-budget token  pick j not in {i} | tried, start(j)     (the hedge)
+        success                                          record it, return it; every other attempt is abandoned
+        REQUEST error (400 ...)                          record it, raise it unchanged (others abandoned)
+        no-response failure, another attempt in flight   record it, keep waiting for the other
+        no-response failure, nothing else in flight      the failover rules of ``tritonmix._failover``
+        deadline passed                                  "deadline passed" (others abandoned)
+
+    delay_i = max(min_delay_s, min(delay_factor x expected_i, SLO - min_{j != i, available} expected_j))
+
+expected_i is the dispatcher's EWMA latency of endpoint i (its max_concurrency / max_rps hint before the first
+success; half the SLO when neither is known), recomputed at most every REFRESH_S per dispatcher: O(n) then, O(1)
+per request. The cap sends the hedge while a faster endpoint can still answer within the SLO.
+
+Abandoned attempts (losers) are cancelled where the transport can (an aio task, a gRPC CallContext) and otherwise
+complete and are recorded then (the sync HTTP client cannot cancel a request in flight). Each loser is recorded
+exactly once, when it ends: a success as a success (the server served it), a failure as a failure, and an attempt
+that ended because we cancelled it as a completion with latency max(elapsed, the endpoint's EWMA): it did not fail,
+it was slower, and counting it as a failure would let hedging eject slow but healthy endpoints.
+
+Budget: each hedge takes one token of the client's retry budget (``RetryBudget.try_acquire``): hedges and retries
+together add at most ``retry_budget_share`` extra requests. ``batch`` requests and requests of a sequence are
+never hedged (a sequence's state must live on one server); neither is gRPC's callback ``async_infer``.
+"""
+from __future__ import annotations
+
+import asyncio
+import functools
+import math
+import queue
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Dict, List, Optional, Sequence, Tuple
+
+from .dispatch_core import NoEndpointAvailable
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ._failover import Attempts, Engine
+
+__all__ = ["HedgeDelay", "HedgedCall", "SyncHedger", "run_hedged_async", "REFRESH_S"]
+
+#: how long a dispatcher's hedge delays are reused before they are computed again from its stats
+REFRESH_S = 0.05
+
+Done = Callable[[Any, Optional[BaseException]], None]
+#: start(i, remaining_s, done) starts one attempt; done(result, error) is called once when it ends (any thread);
+#: returns a cancel callable (None: cannot be cancelled; a cancel that returns False did not cancel)
+Start = Callable[[int, Optional[float], Done], Optional[Callable[[], Any]]]
+
+
+class HedgeDelay:
+    """``delay(d, i)``: the hedge delay of a request on endpoint i of dispatcher d (module docstring's rule)."""
+
+    def __init__(self, fleet: Any, settings: Any, clock: Callable[[], float]) -> None:
+        self.factor = settings.delay_factor
+        self.floor_s = settings.min_delay_s
+        self.slo_s = fleet.slo_s
+        self.clock = clock
+        self._hints = [e.max_concurrency / e.max_rps if e.max_concurrency and e.max_rps else math.nan
+                       for e in fleet.endpoints]
+        self._cache: Dict[int, Tuple[float, Tuple[float, ...]]] = {}
+
+    def __call__(self, d: Any, i: int) -> float:
+        now = self.clock()
+        entry = self._cache.get(id(d))
+        if entry is None or now >= entry[0]:
+            entry = (now + REFRESH_S, self.compute(d))
+            self._cache[id(d)] = entry
+        return entry[1][i]
+
+    def expected_s(self, d: Any) -> List[float]:
+        ewma = d.stats().ewma_latency_s
+        return [e if e == e else h for e, h in zip(ewma, self._hints)]
+
+    def compute(self, d: Any) -> Tuple[float, ...]:
+        expected = self.expected_s(d)
+        usable = [x if x == x and d.is_available(j) else math.inf for j, x in enumerate(expected)]
+        best = sorted(range(len(usable)), key=usable.__getitem__)[:2]
+        out = []
+        for i, x in enumerate(expected):
+            delay = self.factor * x if x == x else 0.5 * self.slo_s
+            other = [usable[j] for j in best if j != i]
+            if other and other[0] < math.inf:
+                delay = min(delay, self.slo_s - other[0])
+            out.append(max(self.floor_s, delay))
+        return tuple(out)
+
+
+class _Flight:
+    """One attempt in flight: endpoint, start time, how to cancel it, whether we did."""
+
+    __slots__ = ("i", "t0", "cancel", "cancelled")
+
+    def __init__(self, i: int, t0: float) -> None:
+        self.i = i
+        self.t0 = t0
+        self.cancel: Optional[Callable[[], Any]] = None
+        self.cancelled = False
+
+
+def record_loser(att: "Attempts", flight: _Flight, error: Optional[BaseException]) -> None:
+    """Record an abandoned attempt as it ends (module docstring): once, never raising."""
+    e = att.e
+    if error is None:
+        att.succeeded(flight.i, flight.t0)
+        return
+    now = e.clock()
+    elapsed_s = max(0.0, now - flight.t0)
+    if flight.cancelled:
+        ewma = att.d.stats().ewma_latency_s[flight.i]
+        att.d.record(flight.i, max(elapsed_s, ewma) if ewma == ewma else elapsed_s, True)
+        return
+    att.d.record(flight.i, elapsed_s, False)
+    if isinstance(error, Exception):
+        from .retry import Outcome  # noqa: PLC0415 - tiny, avoids an import cycle at load
+
+        e.router.failed(flight.i, Outcome.MAYBE_RAN if e.closed else e.classify(error), now)
+
+
+def _cancel(flight: _Flight) -> None:
+    """Cancel where the transport can. ``cancelled`` is set first: a transport may call ``done`` from inside
+    ``cancel()`` (a queued pool future does), and that ending must be recorded as our cancellation."""
+    cancel = flight.cancel
+    if cancel is None:
+        return
+    flight.cancelled = True
+    try:
+        if cancel() is False:
+            flight.cancelled = False  # already running or done: it ends by itself and is recorded as it ends
+    except Exception:  # noqa: BLE001 - a failed cancel leaves the attempt to end by itself
+        flight.cancelled = False
+
+
+class _Plan:
+    """What the hedged loops share: the next hedge's time, the deadline, the hedge pick."""
+
+    def __init__(self, att: "Attempts", delay: HedgeDelay, max_hedges: int) -> None:
+        self.att = att
+        self.delay = delay
+        self.hedges = max_hedges
+        self.hedge_at = math.inf
+
+    def started(self, i: int, t0: float) -> None:
+        self.hedge_at = t0 + self.delay(self.att.d, i) if self.hedges > 0 else math.inf
+
+    def timeout_s(self, now: float, live: int) -> Optional[float]:
+        at = self.hedge_at if self.hedges > 0 and live else math.inf
+        if self.att.deadline_at is not None:
+            at = min(at, self.att.deadline_at)
+        return None if at == math.inf else max(0.0, at - now)
+
+    def due(self, now: float, live: Sequence[int]) -> Optional[int]:
+        """The wait ended with nothing done: raise past the deadline, else pick the hedge (None: no hedge now)."""
+        att = self.att
+        if att.deadline_at is not None and now >= att.deadline_at:
+            raise att.e.exhausted(att.model, att.policy, "deadline passed")
+        if self.hedges <= 0 or now < self.hedge_at:
+            return None
+        self.hedges -= 1
+        self.hedge_at = math.inf
+        if not att.e.router.budget.try_acquire():
+            self.hedges = 0
+            return None
+        try:
+            return att.d.pick(att.policy.tried() | frozenset(live))
+        except NoEndpointAvailable:
+            return None
+
+
+class HedgedCall:
+    """One hedged request of a sync client, over callback-driven attempts (``Start``); ``run()`` blocks until the
+    first success, the request's end, or the deadline."""
+
+    def __init__(self, engine: "Engine", att: "Attempts", start: Start) -> None:
+        self.e = engine
+        self.att = att
+        self.start = start
+        self.plan = _Plan(att, engine.hedge_delay, engine.hedge.max_hedges if att.rc == "interactive" else 0)
+        self._q: "queue.SimpleQueue[Tuple[_Flight, Any, Optional[BaseException]]]" = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._finished = False
+        self._live: Dict[int, _Flight] = {}
+
+    def run(self) -> Any:
+        att, plan = self.att, self.plan
+        try:
+            remaining_s = att.remaining_s(self.e.clock())
+            self._launch(att.pick(), remaining_s)
+            while True:
+                try:
+                    flight, result, error = self._q.get(timeout=plan.timeout_s(self.e.clock(), len(self._live)))
+                except queue.Empty:
+                    now = self.e.clock()
+                    j = plan.due(now, tuple(self._live))
+                    if j is not None:
+                        self._launch(j, att.remaining_s(now) if att.deadline_at is not None else None)
+                    continue
+                del self._live[flight.i]
+                if error is None:
+                    att.succeeded(flight.i, flight.t0)
+                    return result
+                if self._live:
+                    att.noted(flight.i, flight.t0, error)  # raises what ends the request; else wait for the other
+                    continue
+                att.failed(flight.i, flight.t0, error)  # raises, or returns to fail over
+                remaining_s = att.remaining_s(self.e.clock())
+                self._launch(att.pick(), remaining_s)
+        finally:
+            self._finish()
+
+    def _launch(self, i: int, remaining_s: Optional[float]) -> None:
+        flight = _Flight(i, self.e.clock())
+        self._live[i] = flight
+        self.plan.started(i, flight.t0)
+        try:
+            flight.cancel = self.start(i, remaining_s, functools.partial(self._done, flight))
+        except Exception as exc:  # noqa: BLE001 - an attempt that failed to start is a failed attempt
+            self._done(flight, None, exc)
+
+    def _done(self, flight: _Flight, result: Any, error: Optional[BaseException]) -> None:
+        with self._lock:
+            if not self._finished:
+                self._q.put((flight, result, error))
+                return
+        record_loser(self.att, flight, error)
+
+    def _finish(self) -> None:
+        with self._lock:
+            self._finished = True
+        for flight in self._live.values():
+            _cancel(flight)
+        while True:
+            try:
+                flight, _, error = self._q.get_nowait()
+            except queue.Empty:
+                return
+            record_loser(self.att, flight, error)
+
+
+class PoolShutDown(ConnectionAbortedError):
+    """An attempt queued on the client's pool when close() shut it down (it never ran)."""
+
+
+class SyncHedger:
+    """The sync clients' hedged path: attempts (blocking ``send(i, remaining_s)``) run on a pool of threads owned
+    by the client, made as needed up to ``max_threads``; the caller waits for the first to finish. ``close()``
+    shuts the pool down: queued attempts end with PoolShutDown, running ones finish and are recorded."""
+
+    def __init__(self, engine: "Engine") -> None:
+        self.engine = engine
+        self._pool = ThreadPoolExecutor(max_workers=engine.hedge.max_threads, thread_name_prefix="tritonmix-hedge")
+
+    @classmethod
+    def for_engine(cls, engine: "Engine") -> Optional["SyncHedger"]:
+        """A hedger when the engine's fleet enables hedging, else None (the client keeps its fast path)."""
+        return cls(engine) if engine.hedge_delay is not None else None
+
+    def run(self, model: str, request_class: str, deadline_s: Optional[float],
+            send: Callable[[int, Optional[float]], Any]) -> Any:
+        """``Engine.run`` with hedging, for a blocking ``send``."""
+        return self.run_started(model, request_class, deadline_s, functools.partial(self._start, send))
+
+    def run_started(self, model: str, request_class: str, deadline_s: Optional[float], start: Start) -> Any:
+        """``Engine.run`` with hedging, for a callback-driven ``start`` (gRPC's async_infer, cancellable)."""
+        return self.engine.run_hedged(model, request_class, deadline_s, start)
+
+    def _start(self, send: Callable[[int, Optional[float]], Any], i: int, remaining_s: Optional[float],
+               done: Done) -> Callable[[], bool]:
+        def attempt() -> None:
+            try:
+                result = send(i, remaining_s)
+            except BaseException as exc:  # noqa: BLE001 - handed to the waiting caller
+                done(None, exc)
+                return
+            done(result, None)
+
+        future = self._pool.submit(attempt)
+        future.add_done_callback(lambda f: done(None, PoolShutDown("the attempt never ran")) if f.cancelled() else None)
+        return future.cancel
+
+    def close(self) -> None:
+        self.engine.close()
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+async def run_hedged_async(engine: "Engine", att: "Attempts",
+                           send: Callable[[int, Optional[float]], Awaitable[Any]]) -> Any:
+    """``HedgedCall.run`` for coroutines: each attempt is a task; asyncio.wait(FIRST_COMPLETED); losers are
+    cancelled (and recorded when they end). A cancellation of the caller cancels and records every attempt."""
+    from ._failover import _transport_cancelled  # noqa: PLC0415 - import cycle
+
+    plan = _Plan(att, engine.hedge_delay, engine.hedge.max_hedges if att.rc == "interactive" else 0)
+    live: Dict["asyncio.Future[Any]", _Flight] = {}
+
+    def launch(i: int, remaining_s: Optional[float]) -> None:
+        flight = _Flight(i, engine.clock())
+        plan.started(i, flight.t0)
+        try:
+            task = asyncio.ensure_future(send(i, remaining_s))
+        except Exception as exc:  # noqa: BLE001 - failed to start: a failed attempt
+            task = asyncio.get_running_loop().create_future()
+            task.set_exception(exc)
+        flight.cancel = task.cancel
+        live[task] = flight
+
+    try:
+        launch(att.pick(), att.remaining_s(engine.clock()))
+        while True:
+            done, _ = await asyncio.wait(list(live), timeout=plan.timeout_s(engine.clock(), len(live)),
+                                         return_when=asyncio.FIRST_COMPLETED)
+            if not done:
+                now = engine.clock()
+                j = plan.due(now, [f.i for f in live.values()])
+                if j is not None:
+                    launch(j, att.remaining_s(now) if att.deadline_at is not None else None)
+                continue
+            for task in sorted(done, key=lambda t: t.cancelled() or t.exception() is not None):
+                flight = live.pop(task)
+                error = _transport_cancelled(asyncio.CancelledError()) if task.cancelled() else task.exception()
+                if error is None:
+                    att.succeeded(flight.i, flight.t0)
+                    return task.result()
+                if live:
+                    att.noted(flight.i, flight.t0, error)
+                    continue
+                att.failed(flight.i, flight.t0, error)
+                launch(att.pick(), att.remaining_s(engine.clock()))
+    finally:
+        for task, flight in live.items():
+            flight.cancelled = not task.done()
+            task.add_done_callback(functools.partial(_record_task, att, flight))
+            task.cancel()
+
+
+def _record_task(att: "Attempts", flight: _Flight, task: "asyncio.Future[Any]") -> None:
+    if task.cancelled():
+        flight.cancelled = True
+        record_loser(att, flight, asyncio.CancelledError())
+        return
+    error = task.exception()
+    record_loser(att, flight, error)
