@@ -195,7 +195,7 @@ class Attempts:
         # The budget bounds the *extra* load retries put on servers. An attempt that never reached a server
         # (connection refused) loaded none, so sending the request elsewhere adds nothing: it is not charged.
         # That keeps a client that just saw the whole fleet down from refusing retries while servers come back.
-        if outcome.reached_server and not self.e.router.budget.try_acquire():
+        if self.policy.history[-1].outcome.reached_server and not self.e.router.budget.try_acquire():
             raise self.e.exhausted(self.model, self.policy, "retry budget spent") from exc
 
 
