@@ -1,0 +1,122 @@
+"""Hedged requests (``controller.hedge``, ``tritonmix._hedging``) on the sync HTTP client, with fake endpoint clients
+(no Triton needed): a request stuck on a slow endpoint is answered by a copy on another one; without hedging it waits;
+a request error is not hedged; ``batch`` requests are never hedged; every pick is matched by one record."""
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any, List, Optional
+
+import pytest
+from tritonclient.utils import InferenceServerException
+
+import tritonmix.http
+from clients_support import assert_nothing_in_flight
+from tritonmix.errors import ConfigError
+from tritonmix.fleet import Fleet
+
+UNREACHABLE = "127.0.0.1:9,127.0.0.1:10"  # readiness probes fail at once: readiness unknown, counts as ready
+
+
+class SlowEndpoint:
+    """tritonclient's infer that takes ``delay_s``; raises ``error`` when set."""
+
+    def __init__(self, delay_s: float, error: Any = None) -> None:
+        self.delay_s = delay_s
+        self.error = error
+        self.calls = 0
+        self.lock = threading.Lock()
+
+    def infer(self, model_name: str, inputs: Any, *args: Any) -> Any:
+        with self.lock:
+            self.calls += 1
+        time.sleep(self.delay_s)
+        if self.error is not None:
+            raise self.error
+        return ("result", self.delay_s)
+
+    def is_model_ready(self, *args: Any, **kwargs: Any) -> bool:
+        return True
+
+    def close(self) -> None:
+        pass
+
+
+def _client(endpoints: List[SlowEndpoint], hedge: Optional[dict]) -> Any:
+    controller: dict = {"enabled": False}
+    if hedge is not None:
+        controller["hedge"] = hedge
+    fleet = Fleet.from_urls(UNREACHABLE, protocol="http", slo_ms=600, controller=controller)
+    client = tritonmix.http.InferenceServerClient(fleet=fleet, seed=5)
+    urls = [e.url for e in fleet.endpoints]
+    client._clients._factory = lambda url: endpoints[urls.index(url)]
+    client.router.set_ejector(lambda i, reason, now: None)  # keep both endpoints in rotation
+    return client
+
+
+def _latencies(client: Any, n: int, **kwargs: Any) -> List[float]:
+    out = []
+    for _ in range(n):
+        t0 = time.monotonic()
+        client.infer("add_sub", [], **kwargs)
+        out.append(time.monotonic() - t0)
+    return out
+
+
+def _settle(client: Any, endpoints: List[SlowEndpoint]) -> None:
+    """Wait for abandoned (unhedgeable HTTP) attempts to end, then check every pick was recorded."""
+    time.sleep(max(e.delay_s for e in endpoints) + 0.2)
+    assert_nothing_in_flight(client)
+
+
+def test_a_request_stuck_on_a_slow_endpoint_is_answered_by_its_hedge() -> None:
+    endpoints = [SlowEndpoint(1.0), SlowEndpoint(0.01)]
+    client = _client(endpoints, hedge={"min_delay_s": 0.02})
+    try:
+        latencies = _latencies(client, 12)
+        assert endpoints[0].calls >= 1, "the slow endpoint was never picked: nothing to hedge"
+        assert max(latencies) < 0.6, f"a request waited for the slow endpoint despite hedging: {latencies}"
+        _settle(client, endpoints)
+    finally:
+        client.close()
+
+
+def test_without_hedging_the_slow_endpoint_holds_its_requests() -> None:
+    endpoints = [SlowEndpoint(1.0), SlowEndpoint(0.01)]
+    client = _client(endpoints, hedge=None)
+    try:
+        latencies = _latencies(client, 12)
+        assert endpoints[0].calls >= 1
+        assert max(latencies) >= 0.95, f"no request waited for the slow endpoint: {latencies}"
+    finally:
+        client.close()
+
+
+def test_batch_requests_are_never_hedged() -> None:
+    endpoints = [SlowEndpoint(0.8), SlowEndpoint(0.8)]
+    client = _client(endpoints, hedge={"min_delay_s": 0.02})
+    try:
+        _latencies(client, 3, request_class="batch")
+        assert endpoints[0].calls + endpoints[1].calls == 3, "a batch request was sent twice"
+    finally:
+        client.close()
+
+
+def test_a_request_error_passes_through_once_without_a_hedge() -> None:
+    error = InferenceServerException("bad shape", status="400")
+    endpoints = [SlowEndpoint(0.05, error), SlowEndpoint(0.05, error)]
+    client = _client(endpoints, hedge={"min_delay_s": 0.5})
+    try:
+        with pytest.raises(InferenceServerException) as info:
+            client.infer("add_sub", [])
+        assert "bad shape" in info.value.message()
+        assert endpoints[0].calls + endpoints[1].calls == 1, "a request error was retried or hedged"
+    finally:
+        client.close()
+
+
+@pytest.mark.parametrize("hedge, field", [({"delay_factor": 0}, "delay_factor"), ({"max_hedges": -1}, "max_hedges"),
+                                          ({"nope": 1}, "nope")])
+def test_bad_hedge_settings_name_the_field(hedge: dict, field: str) -> None:
+    with pytest.raises(ConfigError, match=field):
+        Fleet.from_urls(UNREACHABLE, protocol="http", controller={"hedge": hedge})
