@@ -127,3 +127,33 @@ def wait_until(predicate: Callable[[], bool], timeout_s: float, every_s: float =
             return True
         time.sleep(every_s)
     return predicate()
+
+
+#: two endpoints that are never reached: fake endpoint clients answer; readiness probes fail at once (unknown = ready)
+UNREACHABLE = "127.0.0.1:9,127.0.0.1:10"
+
+
+class FakeEndpoint:
+    """tritonclient's sync infer and is_model_ready, for tests with no server: infer counts its calls, takes
+    ``delay_s``, then raises ``error`` (an exception type or instance) when set, or answers."""
+
+    def __init__(self, error: Any = None, delay_s: float = 0.0) -> None:
+        self.error = error
+        self.delay_s = delay_s
+        self.calls = 0
+        self.lock = threading.Lock()
+
+    def infer(self, model_name: str, inputs: Any, *args: Any) -> Any:
+        with self.lock:
+            self.calls += 1
+        if self.delay_s:
+            time.sleep(self.delay_s)
+        if self.error is not None:
+            raise self.error
+        return ("result", model_name, inputs)
+
+    def is_model_ready(self, *args: Any, **kwargs: Any) -> bool:
+        return True
+
+    def close(self) -> None:
+        pass

@@ -12,33 +12,10 @@ from tritonclient.utils import InferenceServerException
 
 import tritonmix.grpc
 import tritonmix.http
-from clients_support import assert_nothing_in_flight
+from clients_support import UNREACHABLE, FakeEndpoint, assert_nothing_in_flight
 from tritonmix.fleet import Fleet
 
 KEY = ("add_sub", "interactive")
-UNREACHABLE = "127.0.0.1:9,127.0.0.1:10"  # readiness probes fail at once: readiness unknown, counts as ready
-
-
-class FakeEndpoint:
-    """tritonclient's infer and is_model_ready; ``error`` (an exception type or instance) is raised by infer."""
-
-    def __init__(self, error: Any = None) -> None:
-        self.error = error
-        self.calls = 0
-        self.lock = threading.Lock()
-
-    def infer(self, model_name: str, inputs: Any, *args: Any) -> Any:
-        with self.lock:
-            self.calls += 1
-        if self.error is not None:
-            raise self.error
-        return ("result", model_name, inputs)
-
-    def is_model_ready(self, *args: Any, **kwargs: Any) -> bool:
-        return True
-
-    def close(self) -> None:
-        pass
 
 
 def _client(protocol: str, endpoints: List[FakeEndpoint], *, slo_ms: Optional[float] = None,

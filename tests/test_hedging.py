@@ -3,7 +3,6 @@
 a request error is not hedged; ``batch`` requests are never hedged; every pick is matched by one record."""
 from __future__ import annotations
 
-import threading
 import time
 from typing import Any, List, Optional
 
@@ -11,38 +10,13 @@ import pytest
 from tritonclient.utils import InferenceServerException
 
 import tritonmix.http
-from clients_support import assert_nothing_in_flight
+from clients_support import UNREACHABLE, FakeEndpoint, assert_nothing_in_flight
 from tritonmix.errors import ConfigError
 from tritonmix.fleet import Fleet
 
-UNREACHABLE = "127.0.0.1:9,127.0.0.1:10"  # readiness probes fail at once: readiness unknown, counts as ready
 
 
-class SlowEndpoint:
-    """tritonclient's infer that takes ``delay_s``; raises ``error`` when set."""
-
-    def __init__(self, delay_s: float, error: Any = None) -> None:
-        self.delay_s = delay_s
-        self.error = error
-        self.calls = 0
-        self.lock = threading.Lock()
-
-    def infer(self, model_name: str, inputs: Any, *args: Any) -> Any:
-        with self.lock:
-            self.calls += 1
-        time.sleep(self.delay_s)
-        if self.error is not None:
-            raise self.error
-        return ("result", self.delay_s)
-
-    def is_model_ready(self, *args: Any, **kwargs: Any) -> bool:
-        return True
-
-    def close(self) -> None:
-        pass
-
-
-def _client(endpoints: List[SlowEndpoint], hedge: Optional[dict]) -> Any:
+def _client(endpoints: List[FakeEndpoint], hedge: Optional[dict]) -> Any:
     controller: dict = {"enabled": False}
     if hedge is not None:
         controller["hedge"] = hedge
@@ -63,14 +37,14 @@ def _latencies(client: Any, n: int, **kwargs: Any) -> List[float]:
     return out
 
 
-def _settle(client: Any, endpoints: List[SlowEndpoint]) -> None:
+def _settle(client: Any, endpoints: List[FakeEndpoint]) -> None:
     """Wait for abandoned (unhedgeable HTTP) attempts to end, then check every pick was recorded."""
     time.sleep(max(e.delay_s for e in endpoints) + 0.2)
     assert_nothing_in_flight(client)
 
 
 def test_a_request_stuck_on_a_slow_endpoint_is_answered_by_its_hedge() -> None:
-    endpoints = [SlowEndpoint(1.0), SlowEndpoint(0.01)]
+    endpoints = [FakeEndpoint(delay_s=1.0), FakeEndpoint(delay_s=0.01)]
     client = _client(endpoints, hedge={"min_delay_s": 0.02})
     try:
         latencies = _latencies(client, 12)
@@ -82,7 +56,7 @@ def test_a_request_stuck_on_a_slow_endpoint_is_answered_by_its_hedge() -> None:
 
 
 def test_without_hedging_the_slow_endpoint_holds_its_requests() -> None:
-    endpoints = [SlowEndpoint(1.0), SlowEndpoint(0.01)]
+    endpoints = [FakeEndpoint(delay_s=1.0), FakeEndpoint(delay_s=0.01)]
     client = _client(endpoints, hedge=None)
     try:
         latencies = _latencies(client, 12)
@@ -93,7 +67,7 @@ def test_without_hedging_the_slow_endpoint_holds_its_requests() -> None:
 
 
 def test_batch_requests_are_never_hedged() -> None:
-    endpoints = [SlowEndpoint(0.8), SlowEndpoint(0.8)]
+    endpoints = [FakeEndpoint(delay_s=0.8), FakeEndpoint(delay_s=0.8)]
     client = _client(endpoints, hedge={"min_delay_s": 0.02})
     try:
         _latencies(client, 3, request_class="batch")
@@ -104,7 +78,7 @@ def test_batch_requests_are_never_hedged() -> None:
 
 def test_a_request_error_passes_through_once_without_a_hedge() -> None:
     error = InferenceServerException("bad shape", status="400")
-    endpoints = [SlowEndpoint(0.05, error), SlowEndpoint(0.05, error)]
+    endpoints = [FakeEndpoint(error, delay_s=0.05), FakeEndpoint(error, delay_s=0.05)]
     client = _client(endpoints, hedge={"min_delay_s": 0.5})
     try:
         with pytest.raises(InferenceServerException) as info:
