@@ -7,6 +7,7 @@ cdef struct Endpoint:
     double ewma_latency_s    # NaN until the first successful record
     double error_rate        # EWMA of (0 if ok else 1)
     int64_t in_flight        # picks not yet recorded; never negative
+    int64_t limit            # in-flight limit for the pick rule (0: none)
     uint64_t picks
     uint64_t successes
     uint64_t failures
@@ -27,6 +28,7 @@ cdef class Dispatcher:
     cdef void _rebuild(self) noexcept
     cdef Py_ssize_t _draw(self) noexcept
     cdef Py_ssize_t _draw_excluding(self) noexcept
+    cdef Py_ssize_t _draw_open(self) noexcept
     cdef object _pick_excluding(self, exclude)
     cdef Py_ssize_t _choose(self, Py_ssize_t a, Py_ssize_t b) noexcept
     cdef Py_ssize_t _check_index(self, Py_ssize_t i) except -1

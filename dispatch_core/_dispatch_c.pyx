@@ -59,6 +59,13 @@ cdef class Dispatcher:
         exactly; an endpoint with more requests in flight than its share loses the comparison.
         Cost: O(log n) per pick, O(1) per record, O(n) per set_weights / set_available / resize (they
         rebuild the cumulative array).
+    Limits (``set_limits``, 0 = none): when the chosen endpoint has ``limit`` or more requests in flight, the
+        other candidate is taken if it is under its limit or has none, else one draw by weight over the eligible,
+        not excluded endpoints that have a limit and are under it (one linear scan, O(n)); when there is none the
+        choice stands (the request queues where the weights say). An endpoint without a limit takes overflow only
+        as a weighted candidate: the controller gives none to endpoints it cannot vouch for (unknown or too slow
+        service time, on probation), and their small trial weight must not turn into all the overflow. The controller sets a limit at the depth past which a new
+        request would wait beyond the SLO, so a queue that grew between two ticks overflows at once.
     Exclusion: each candidate is redrawn up to EXCLUDE_RETRIES times while it is in ``exclude``; after that
         it is drawn by one linear scan over the endpoints that are eligible and not excluded (O(n)).
         Indexes in ``exclude`` outside [0, n_endpoints) are ignored (such an endpoint cannot be picked).
@@ -130,6 +137,24 @@ cdef class Dispatcher:
         free(tmp)
         self._rebuild()
 
+    def set_limits(self, limits):
+        """In-flight limits per endpoint (ints >= 0; 0 = no limit), see the class docstring. ValueError names a bad
+        index."""
+        values = [_index(x) for x in limits]
+        if len(values) != self._n:
+            raise ValueError(f"limits has length {len(values)}, expected {self._n}")
+        for k, v in enumerate(values):
+            if v < 0:
+                raise ValueError(f"limits[{k}] = {v!r}: must be >= 0")
+        cdef Py_ssize_t i
+        for i in range(self._n):
+            self._ep[i].limit = values[i]
+
+    def limits(self):
+        """The in-flight limits (0: none)."""
+        cdef Py_ssize_t i
+        return tuple(self._ep[i].limit for i in range(self._n))
+
     def set_available(self, Py_ssize_t i, bint available):
         """Health mask: an unavailable endpoint is never picked (its weight is kept)."""
         self._check_index(i)
@@ -186,6 +211,7 @@ cdef class Dispatcher:
         a = self._draw_excluding()
         if a >= 0:
             b = self._draw_excluding()
+            a = self._choose(a, b)  # with the marks still set: a full endpoint's replacement is not excluded
         for k in range(m):
             j = idx[k]
             if 0 <= j < self._n:
@@ -193,7 +219,7 @@ cdef class Dispatcher:
         free(idx)
         if a < 0:
             raise NoEndpointAvailable("every available endpoint with weight > 0 is excluded")
-        return self._choose(a, b)
+        return a
 
     def record(self, Py_ssize_t i, double latency_s, bint ok):
         """The one completion of a pick of ``i``: in_flight -= 1, counters and EWMAs updated (class docstring)."""
@@ -275,6 +301,7 @@ cdef class Dispatcher:
             ep[i].ewma_latency_s = NAN
             ep[i].error_rate = 0.0
             ep[i].in_flight = 0
+            ep[i].limit = 0
             ep[i].picks = 0
             ep[i].successes = 0
             ep[i].failures = 0
@@ -325,13 +352,45 @@ cdef class Dispatcher:
                     return i
         return last
 
+    cdef Py_ssize_t _draw_open(self) noexcept:
+        """A draw by weight over the eligible, not excluded endpoints with a limit and under it; -1 if none."""
+        cdef Py_ssize_t i, last = -1
+        cdef double rest = 0.0, acc = 0.0, u
+        cdef Endpoint* e
+        for i in range(self._n):
+            e = &self._ep[i]
+            if not e.excluded and _eligible(e) and 0 < e.limit and e.in_flight < e.limit:
+                rest += e.weight
+        if rest <= 0.0:
+            return -1
+        u = tm_splitmix64_double(&self._state) * rest
+        for i in range(self._n):
+            e = &self._ep[i]
+            if not e.excluded and _eligible(e) and 0 < e.limit and e.in_flight < e.limit:
+                acc += e.weight
+                last = i
+                if acc > u:
+                    return i
+        return last
+
     cdef Py_ssize_t _choose(self, Py_ssize_t a, Py_ssize_t b) noexcept:
-        """Keep b only when it carries less load per unit of weight; count the pick."""
+        """Keep b only when it carries less load per unit of weight; a full choice overflows (class docstring);
+        count the pick."""
         cdef Endpoint* ea = &self._ep[a]
         cdef Endpoint* eb = &self._ep[b]
+        cdef Py_ssize_t o
         if <double>eb.in_flight * ea.weight < <double>ea.in_flight * eb.weight:
-            ea = eb
-            a = b
+            ea, eb = eb, ea
+            a, b = b, a
+        if ea.limit and ea.in_flight >= ea.limit:
+            if eb.limit == 0 or eb.in_flight < eb.limit:
+                ea = eb
+                a = b
+            else:
+                o = self._draw_open()
+                if o >= 0:
+                    a = o
+                    ea = &self._ep[o]
         ea.in_flight += 1
         ea.picks += 1
         return a

@@ -42,6 +42,13 @@ class Dispatcher:
         exactly; an endpoint with more requests in flight than its share loses the comparison.
         Cost: O(log n) per pick, O(1) per record, O(n) per set_weights / set_available / resize (they
         rebuild the cumulative array).
+    Limits (``set_limits``, 0 = none): when the chosen endpoint has ``limit`` or more requests in flight, the
+        other candidate is taken if it is under its limit or has none, else one draw by weight over the eligible,
+        not excluded endpoints that have a limit and are under it (one linear scan, O(n)); when there is none the
+        choice stands (the request queues where the weights say). An endpoint without a limit takes overflow only
+        as a weighted candidate: the controller gives none to endpoints it cannot vouch for (unknown or too slow
+        service time, on probation), and their small trial weight must not turn into all the overflow. The controller sets a limit at the depth past which a new
+        request would wait beyond the SLO, so a queue that grew between two ticks overflows at once.
     Exclusion: each candidate is redrawn up to EXCLUDE_RETRIES times while it is in ``exclude``; after that
         it is drawn by one linear scan over the endpoints that are eligible and not excluded (O(n)).
         Indexes in ``exclude`` outside [0, n_endpoints) are ignored (such an endpoint cannot be picked).
@@ -68,6 +75,7 @@ class Dispatcher:
         self._w: List[float] = []
         self._avail: List[bool] = []
         self._in_flight: List[int] = []
+        self._limit: List[int] = []
         self._picks: List[int] = []
         self._successes: List[int] = []
         self._failures: List[int] = []
@@ -100,6 +108,22 @@ class Dispatcher:
         with self._lock:
             self._w = values
             self._rebuild()
+
+    def set_limits(self, limits: Sequence[int]) -> None:
+        """In-flight limits per endpoint (ints >= 0; 0 = no limit), see the class docstring. ValueError names a bad
+        index."""
+        values = [operator.index(x) for x in limits]
+        if len(values) != self._n:
+            raise ValueError(f"limits has length {len(values)}, expected {self._n}")
+        for k, v in enumerate(values):
+            if v < 0:
+                raise ValueError(f"limits[{k}] = {v!r}: must be >= 0")
+        with self._lock:
+            self._limit = values
+
+    def limits(self) -> Tuple[int, ...]:
+        """The in-flight limits (0: none)."""
+        return tuple(self._limit)
 
     def set_available(self, i: int, available: bool) -> None:
         """Health mask: an unavailable endpoint is never picked (its weight is kept)."""
@@ -145,7 +169,15 @@ class Dispatcher:
             w = self._w
             fl = self._in_flight
             if fl[b] * w[a] < fl[a] * w[b]:
-                a = b
+                a, b = b, a
+            lim = self._limit
+            if lim[a] and fl[a] >= lim[a]:
+                if lim[b] == 0 or fl[b] < lim[b]:
+                    a = b
+                else:
+                    o = self._draw_open(excluded or frozenset())
+                    if o >= 0:
+                        a = o
             fl[a] += 1
             self._picks[a] += 1
             return a
@@ -204,13 +236,13 @@ class Dispatcher:
     # ---- internals (call with the lock held) ---------------------------------------------------------------
 
     def _columns(self) -> Tuple[list, ...]:
-        return (self._w, self._avail, self._in_flight, self._picks, self._successes, self._failures,
+        return (self._w, self._avail, self._in_flight, self._limit, self._picks, self._successes, self._failures,
                 self._ewma_latency_s, self._error_rate)
 
     def _grow(self, k: int) -> None:
         self._w.extend([0.0] * k)
         self._avail.extend([True] * k)
-        for col in (self._in_flight, self._picks, self._successes, self._failures):
+        for col in (self._in_flight, self._limit, self._picks, self._successes, self._failures):
             col.extend([0] * k)
         self._ewma_latency_s.extend([math.nan] * k)
         self._error_rate.extend([0.0] * k)
@@ -249,6 +281,26 @@ class Dispatcher:
         """First index whose cumulative weight exceeds u * total; rounding past the end takes the last eligible."""
         i = bisect.bisect_right(self._cum, self._next_double() * self._total)
         return i if i < self._n else self._last
+
+    def _draw_open(self, excluded: frozenset) -> int:
+        """A draw by weight over the eligible, not excluded endpoints with a limit and under it; -1 if none."""
+        fl, lim = self._in_flight, self._limit
+        open_ = [i for i in range(self._n) if i not in excluded and self._avail[i] and self._w[i] > 0.0
+                 and 0 < lim[i] and fl[i] < lim[i]]
+        rest = 0.0
+        for i in open_:
+            rest += self._w[i]
+        if rest <= 0.0:
+            return -1
+        u = self._next_double() * rest
+        acc = 0.0
+        last = -1
+        for i in open_:
+            acc += self._w[i]
+            last = i
+            if acc > u:
+                return i
+        return last
 
     def _draw_excluding(self, excluded: frozenset) -> int:
         """A draw by weight that is not in ``excluded``, or -1 when every eligible endpoint is excluded."""

@@ -6,6 +6,7 @@ Contract with the controller (``tritonmix.controller.start_controller(fleet, rou
     router.endpoint_names()                    tuple of names
     router.dispatchers()                       {(model, request_class): Dispatcher}, a snapshot; created lazily
     router.set_weights(model, rc, weights)     explicit weights of one dispatcher (kept across later changes)
+    router.set_limits(model, rc, limits)       in-flight limits of one dispatcher (0 = none; the controller's)
     router.set_default_weights(weights)        for dispatchers created later and those without explicit weights
     router.set_endpoint_available(i, bool)     the controller's health / ejection mask, on every dispatcher
     router.arrivals()                          {(model, rc): user requests so far} (retries not counted)
@@ -163,6 +164,14 @@ class Router:
         with self._lock:
             d.set_weights(values)
             self._explicit[(model, request_class)] = values
+
+    def set_limits(self, model: str, request_class: str, limits: Sequence[int]) -> None:
+        """In-flight limits of one dispatcher (``Dispatcher.set_limits``: 0 = none; a full endpoint's picks
+        overflow to one under its limit)."""
+        values = tuple(int(x) for x in limits)
+        d = self.dispatcher(model, request_class)
+        with self._lock:
+            d.set_limits(values)
 
     def set_default_weights(self, weights: Sequence[float]) -> None:
         values = tuple(float(w) for w in weights)

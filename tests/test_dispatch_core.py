@@ -343,6 +343,63 @@ def test_threads_lose_no_in_flight_counts(impl: ModuleType) -> None:
     assert sum(s.failures) == n_threads * n_pairs // 10
 
 
+# ---- in-flight limits ----------------------------------------------------------------------------------------
+
+def test_a_full_endpoint_overflows_to_one_under_its_limit(impl: ModuleType) -> None:
+    d = impl.Dispatcher(3, seed=7)
+    d.set_weights([100.0, 1.0, 1.0])
+    d.set_limits([2, 50, 50])
+    picks = [d.pick() for _ in range(40)]  # nothing recorded: endpoint 0 stays full after its first 2
+    assert picks.count(0) == 2
+    assert d.in_flight(0) == 2 and d.in_flight(1) + d.in_flight(2) == 38
+    d.record(0, 0.1, True)
+    assert d.pick() == 0  # room again: the weights rule
+    assert d.limits() == (2, 50, 50)
+
+
+def test_an_endpoint_without_a_limit_takes_no_overflow(impl: ModuleType) -> None:
+    """A trial endpoint (no limit, tiny weight) must not become the target of all the overflow."""
+    d = impl.Dispatcher(2, seed=5)
+    d.set_weights([1.0, 0.02])
+    d.set_limits([3, 0])
+    picks = [d.pick() for _ in range(400)]  # nothing recorded: endpoint 0 is full after 3
+    assert picks.count(1) < 40, picks.count(1)  # only its weighted draws (~2 x 2%), not the 397 overflowing
+
+
+def test_every_endpoint_full_keeps_the_weighted_choice(impl: ModuleType) -> None:
+    d = impl.Dispatcher(2, seed=3)
+    d.set_weights([1.0, 1.0])
+    d.set_limits([1, 1])
+    first = {d.pick(), d.pick()}
+    assert first == {0, 1}
+    more = [d.pick() for _ in range(20)]  # all full: never refused, still spread by the pick rule
+    assert set(more) == {0, 1}
+    assert d.in_flight(0) + d.in_flight(1) == 22
+
+
+def test_limits_respect_exclude_availability_and_zero_weight(impl: ModuleType) -> None:
+    d = impl.Dispatcher(4, seed=11)
+    d.set_weights([5.0, 1.0, 1.0, 0.0])
+    d.set_available(2, False)
+    d.set_limits([1, 100, 100, 100])
+    assert d.pick() == 0
+    for _ in range(20):  # 0 full, 2 unavailable, 3 weight 0: only 1 may take them
+        assert d.pick() == 1
+    with pytest.raises(NoEndpointAvailable):
+        d.pick([0, 1])  # 0 is excluded, not merely full: nothing left
+    assert d.pick(1) == 0  # 1 excluded, 0 full: every allowed one is full, the choice stands
+
+
+def test_bad_limits_name_the_index(impl: ModuleType) -> None:
+    d = impl.Dispatcher(3)
+    with pytest.raises(ValueError, match=r"limits\[1\]"):
+        d.set_limits([0, -1, 0])
+    with pytest.raises(ValueError, match="length"):
+        d.set_limits([0, 0])
+    d.resize(4)
+    assert d.limits() == (0, 0, 0, 0)
+
+
 # ---- the two builds agree -----------------------------------------------------------------------------------
 
 _MAX_N = 12
@@ -353,6 +410,7 @@ _op = st.one_of(
     st.tuples(st.just("pick"), st.none() | st.integers(0, _MAX_N) | st.lists(st.integers(-1, _MAX_N), max_size=4)),
     st.tuples(st.just("record"), st.integers(0, 1000), st.floats(0.0, 5.0), st.booleans()),
     st.tuples(st.just("resize"), st.integers(0, _MAX_N)),
+    st.tuples(st.just("limits"), st.lists(st.integers(0, 3), min_size=_MAX_N, max_size=_MAX_N)),
 )
 
 
@@ -365,6 +423,8 @@ def _apply(d: Any, op: Tuple[Any, ...], outstanding: List[int]) -> Tuple[str, An
             return ("ok", d.set_available(op[1], op[2]))
         if kind == "pick":
             return ("ok", d.pick(op[1]))
+        if kind == "limits":
+            return ("ok", d.set_limits(op[1][: d.n_endpoints]))
         if kind == "record":
             if not outstanding:
                 return ("ok", "skip")
@@ -397,3 +457,4 @@ def test_builds_agree(n: int, seed: int, alpha: float, ops: List[Tuple[Any, ...]
             outstanding.remove(outstanding[op[1] % len(outstanding)])
         assert repr(comp.stats()) == repr(ref.stats()), (step, op)
     assert comp.weights() == ref.weights() and comp.n_endpoints == ref.n_endpoints
+    assert comp.limits() == ref.limits()
