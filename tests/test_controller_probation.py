@@ -1,7 +1,7 @@
 """Latency outliers: the request-path miss-share rule (no scrape lag), probation after a latency ejection (a trial
 share, fast re-ejection with the doubled backoff), and an endpoint that recovers getting its share back.
 
-Simulated time (FakeClock); fleet of test_controller_sim: 4 x inf2 (67 ms, 1 slot) and 2 x trn1 (51 ms), SLO 150 ms,
+Simulated time (FakeClock); fleet of test_controller_sim: 4 x inf2 (67 ms, 1 slot) and 2 x trn1 (51 ms), SLO 250 ms,
 ticks every 0.5 s.
 """
 from __future__ import annotations
@@ -26,7 +26,7 @@ def make_fleet(**controller: Any) -> Fleet:
             "max_rps": 14.9, "max_concurrency": 1} for k in range(4)]
     eps += [{"name": f"trn1-{k}", "url": f"127.0.0.1:{9100 + k}", "accelerator": "trainium",
              "price_per_hour": 1.3438, "max_rps": 19.6, "max_concurrency": 1} for k in range(2)]
-    return Fleet.from_dict({"endpoints": eps, "slo_ms": 150, "controller": {"interval_s": 0.5, **controller}})
+    return Fleet.from_dict({"endpoints": eps, "slo_ms": 250, "controller": {"interval_s": 0.5, **controller}})
 
 
 def slowed(seed: int, recover_at_s: float = math.inf, until_s: float = 45.0) -> Simulation:

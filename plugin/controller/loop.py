@@ -35,8 +35,10 @@ from .per_model import ModelState, binding, combine_plans, demand_by_model, mode
 from .plugins import build_filters, build_scorers
 from .policy import AutoMode, OutlierDetector, PlanSettings, detect_shortfall, make_plan
 from .policy.probation import with_trial_share
+from .queueing import inflight_limit, slo_utilisation
 from .signals import HttpScraper, ProbeSettings, SignalSource
 from .snapshot import ControllerSnapshot, build_snapshot
+from .stall import WATCH_PERIOD_S, StallWatch
 
 __all__ = ["Controller", "PriceFeed"]
 
@@ -106,6 +108,7 @@ class Controller:
         #: serialises Health between the tick and the router's request-path reports (``_on_failure``)
         self._health_lock = threading.Lock()
         self._reported: List[str] = []
+        self._stalls = StallWatch(self.n, slo_s=fleet.slo_s)
         self.registry = new_registry(lambda: self._snapshot)
         router.add_listener(self._on_new_dispatcher)
         if hasattr(router, "set_ejector"):
@@ -203,7 +206,7 @@ class Controller:
         return tuple(
             EndpointView(i, eps[i].name, self._pools[i], self._prices[i], est.mu_rps, est.service_s, healthy[i],
                          est.meets_slo, ticks[i].external_rps if ticks else 0.0, eps[i].capacity_type,
-                         est.rated_rps)
+                         est.rated_rps, slo_utilisation(est.concurrency, est.service_s, self.fleet.slo_s))
             for i, est in enumerate(state.capacity))
 
     def _log_cuts(self, now: float, previous: Mapping[str, Sequence[float]]) -> None:
@@ -233,7 +236,7 @@ class Controller:
         room, rated, known = {}, {}, {}
         for m, vs in views.items():
             eligible = [v for v in vs if v.healthy and v.meets_slo and all(f.keep(v, INTERACTIVE) for f in self._filters)]
-            room[m] = sum(v.room_rps(s.target_utilisation) for v in eligible)
+            room[m] = sum(v.safe_room_rps(s.target_utilisation) for v in eligible)
             rated[m] = sum(s.target_utilisation * v.service_rps for v in eligible if v.service_rps > 0.0)
             known[m] = all(self._states()[m].capacity[v.index].measured for v in eligible)
         judged = [m for m in views if known[m]] or list(views)
@@ -268,6 +271,22 @@ class Controller:
         with self._health_lock:
             self._reported += self._health.report(self._clock(), index, reason, self._log)
             self._push_availability()
+
+    def watch_stalls(self) -> None:
+        """Eject the endpoints that stopped answering while requests of ours wait on them (``stall``), between
+        ticks; an ejection brings the next tick forward (the plan moves the rest of the load)."""
+        outliers, now = self._health.outliers, self._clock()
+        frozen = {i for i in range(self.n) if outliers.until[i] is not None or outliers.on_probation(i, now)}
+        try:
+            stalled = self._stalls.look(now, [d.stats() for d in self.router.dispatchers().values()], frozen)
+        except Exception:  # noqa: BLE001 - a failed look only delays what the tick will see
+            _log.exception("stall watch failed")
+            return
+        for index, reason in stalled:
+            before = self._health.outliers.ejected(index)
+            self._on_failure(index, reason, self._clock())
+            if not before and self._health.outliers.ejected(index):
+                self._wake.set()
 
     def _on_ready(self, index: int, ready: Optional[bool], started_s: float) -> None:
         """The scraper's readiness listener (its thread): readiness and readmission apply as the answer lands, and
@@ -306,8 +325,21 @@ class Controller:
             self._push_availability()
         for model, request_class in self.router.dispatchers():
             self.router.set_weights(model, request_class, self._plan_of(model).weights(request_class))
+            if request_class == INTERACTIVE and hasattr(self.router, "set_limits"):
+                self.router.set_limits(model, request_class, self._limits_of(model))
         if sum(plan.interactive_weights) > 0.0:
             self.router.set_default_weights(plan.interactive_weights)
+
+    def _limits_of(self, model: str) -> List[int]:
+        """Interactive in-flight limits of a model's dispatcher (``queueing.inflight_limit`` from its estimators:
+        slots C and service time s per endpoint); none (0) for a model the controller has no state for yet and for
+        an endpoint on probation (no limit: no overflow goes there, ``Dispatcher.set_limits``)."""
+        state = self._models.get(model)
+        if state is None:
+            return [0] * self.n
+        slo_s, outliers, now = self.fleet.slo_s, self._health.outliers, self._clock()
+        return [0 if outliers.probation_until[i] is not None and outliers.on_probation(i, now)
+                else inflight_limit(est.concurrency, est.service_s, slo_s) for i, est in enumerate(state.capacity)]
 
     def _plan_of(self, model: str) -> Plan:
         state = self._models.get(model)
@@ -380,7 +412,9 @@ class Controller:
                     self._source.probe(watched)  # type: ignore[attr-defined]
             except Exception:  # noqa: BLE001 - a broken source only costs freshness
                 _log.exception("starting scrapes failed")
-            wake_at = min(due, scrape_at if not scraped else due, now + PROBE_PERIOD * interval_s)
+            self.watch_stalls()
+            wake_at = min(due, scrape_at if not scraped else due, now + PROBE_PERIOD * interval_s,
+                          now + WATCH_PERIOD_S)
             waiter = self._wake
             if self._wake.is_set():  # woken early, too soon after the last tick: sleep until the gap is over
                 wake_at, waiter = min(wake_at, started + EARLY_TICK_GAP * interval_s), self._stop

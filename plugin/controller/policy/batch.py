@@ -13,7 +13,8 @@ def allocate_batch(views: Sequence[EndpointView], demand_rps: float, eligible: S
                    interactive_rps: Sequence[float], utilisation: float) -> List[float]:
     """Batch load per endpoint, in every mode.
 
-        room_i = max(0, utilisation x mu_i - external_i - interactive_i)    (interactive is placed first)
+        room_i = max(0, utilisation x mu_i - external_i - interactive_i)    (interactive is placed first; where
+                 interactive load runs, utilisation is capped by u_slo_i: batch queues in front of it too)
         1. fill the eligible endpoints (healthy; the SLO does not apply) by ascending c_i up to room_i;
         2. the rest queues: spread in proportion to mu_i over the eligible endpoints that carry no interactive
            load (so a batch queue never sits in front of an interactive request), or over all eligible if none.
@@ -21,7 +22,8 @@ def allocate_batch(views: Sequence[EndpointView], demand_rps: float, eligible: S
     """
     n = len(views)
     assigned = [0.0] * n
-    room = [max(0.0, v.room_rps(utilisation) - interactive_rps[i]) for i, v in enumerate(views)]
+    room = [max(0.0, (v.safe_room_rps(utilisation) if interactive_rps[i] > 0.0 else v.room_rps(utilisation))
+                    - interactive_rps[i]) for i, v in enumerate(views)]
     order = sorted(eligible, key=lambda i: (views[i].cost_per_inference, i))
     rest = fill_in_order(demand_rps, order, room, assigned)
     if rest > 0.0:

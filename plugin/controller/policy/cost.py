@@ -50,7 +50,8 @@ def allocate_cost(views: Sequence[EndpointView], demand_rps: float, order: Seque
     """Interactive load per endpoint in COST mode.
 
         1. fill the eligible endpoints (healthy, SLO met, filters passed) tier by tier (``tiers``: best score
-           first, i.e. the lowest c_i with the default ``cost`` scorer) up to utilisation x mu_i - external_i;
+           first, i.e. the lowest c_i with the default ``cost`` scorer) up to min(utilisation, u_slo_i) x mu_i -
+           external_i (``EndpointView.safe_room_rps``: u_slo_i keeps the queue wait within the SLO's slack);
            within a tier the load is spread in proportion to that room (equal cost, lower queueing);
         2. overflow: spread what is left over the eligible endpoints' remaining room up to mu_i, in proportion
            to that room (no single endpoint is driven to 100% first);
@@ -60,7 +61,7 @@ def allocate_cost(views: Sequence[EndpointView], demand_rps: float, order: Seque
     """
     n = len(views)
     assigned = [0.0] * n
-    target = [v.room_rps(utilisation) for v in views]
+    target = [v.safe_room_rps(utilisation) for v in views]
     rest = demand_rps
     for tier in tiers(views, order, eligible):
         if rest <= 0.0:

@@ -1,0 +1,88 @@
+"""The stall watch (plugin/controller/stall.py) on hand-made dispatcher counters: what trips it and what does not."""
+from __future__ import annotations
+
+import math
+
+from tritonmix.controller.stall import StallWatch
+from tritonmix.dispatch_core import DispatchStats
+
+
+def stats(in_flight, done, ewma):
+    n = len(in_flight)
+    return DispatchStats(tuple(in_flight), tuple(done), tuple(done), tuple([0] * n), tuple(ewma), tuple([0.0] * n))
+
+
+def test_silence_with_requests_in_flight_past_twice_the_latency_is_a_stall():
+    w = StallWatch(2)
+    assert w.look(0.0, [stats([4, 4], [10, 10], [0.1, 0.1])]) == []
+    # endpoint 0 keeps completing, endpoint 1 goes silent
+    assert w.look(0.1, [stats([4, 4], [12, 10], [0.1, 0.1])]) == []
+    assert w.look(0.2, [stats([4, 4], [14, 10], [0.1, 0.1])]) == []
+    out = w.look(0.21, [stats([4, 4], [15, 10], [0.1, 0.1])])
+    assert [i for i, _ in out] == [1]
+    assert "stalled" in out[0][1] and out[0][1].startswith("latency outlier")
+    # judged once per silence: the next look does not repeat it
+    assert w.look(0.25, [stats([4, 4], [16, 10], [0.1, 0.1])]) == []
+
+
+def test_a_slow_queue_that_keeps_completing_is_not_a_stall():
+    w = StallWatch(1)
+    done = 0
+    for k in range(100):  # one completion every 0.15 s with a latency EWMA of 0.1 s: slower, but answering
+        if k % 3 == 0:
+            done += 1
+        assert w.look(k * 0.05, [stats([10], [done], [0.1])]) == []
+
+
+def test_nothing_in_flight_or_no_latency_yet_is_never_judged():
+    w = StallWatch(2)
+    for k in range(50):
+        # endpoint 0: idle; endpoint 1: requests in flight but no success ever (EWMA NaN: unknown)
+        assert w.look(k * 0.1, [stats([0, 3], [5, 0], [0.01, math.nan])]) == []
+
+
+def test_counts_add_up_over_dispatchers_and_the_best_latency_sets_the_limit():
+    w = StallWatch(1, factor=2.0, slack_s=0.0)
+    a, b = stats([1], [3], [0.1]), stats([1], [0], [1.0])
+    assert w.look(0.0, [a, b]) == []
+    assert w.look(0.19, [a, b]) == []          # limit 2 x 0.1 s (the faster dispatcher's EWMA), not 2 x 1 s
+    assert [i for i, _ in w.look(0.21, [a, b])] == [0]
+    # a completion seen through the other dispatcher resets the silence
+    w2 = StallWatch(1, factor=2.0, slack_s=0.0)
+    w2.look(0.0, [a, b])
+    assert w2.look(0.15, [a, stats([1], [1], [1.0])]) == []
+    assert w2.look(0.3, [a, stats([1], [1], [1.0])]) == []
+
+
+def test_a_fast_endpoint_gets_the_slack():
+    w = StallWatch(1)  # defaults: max(2 x EWMA, EWMA + 0.05 s)
+    w.look(0.0, [stats([1], [7], [0.005])])
+    assert w.look(0.05, [stats([1], [7], [0.005])]) == []
+    assert [i for i, _ in w.look(0.06, [stats([1], [7], [0.005])])] == [0]
+
+
+def test_an_endpoint_that_still_answers_within_the_slo_is_not_judged_before_it_could_miss():
+    w = StallWatch(1, slo_s=0.6)  # EWMA 0.13 s: 2x is 0.26 s, but a request sent now still has 0.47 s
+    w.look(0.0, [stats([2], [5], [0.13])])
+    assert w.look(0.4, [stats([2], [5], [0.13])]) == []
+    assert [i for i, _ in w.look(0.48, [stats([2], [5], [0.13])])] == [0]
+
+
+def test_the_usual_latency_rises_slowly_after_a_stall():
+    """Slow answers that finally come back raise the EWMA; a still-stalled endpoint is judged by what it used to take."""
+    w = StallWatch(1, slo_s=0.3)
+    w.look(0.0, [stats([2], [10], [0.05])])
+    w.look(0.1, [stats([2], [11], [0.5])])  # the EWMA jumps to 0.5 s
+    assert w.usual[0] < 0.07  # 0.1 s of a 5 s time constant
+    # no answer for 0.26 s > max(2 x usual, SLO - usual = 0.25 s): stalled, though 0.26 s < 2 x the EWMA
+    assert [i for i, _ in w.look(0.36, [stats([2], [11], [0.5])])] == [0]
+
+
+def test_the_usual_latency_is_frozen_while_ejected():
+    w = StallWatch(1, slo_s=0.3)
+    w.look(0.0, [stats([2], [10], [0.05])])
+    for k in range(1, 40):  # 2 s ejected: the stall's slow answers come back, the EWMA is 0.5 s
+        w.look(k * 0.05, [stats([1], [10 + k], [0.5])], frozen={0})
+    assert w.usual[0] == 0.05
+    w.look(2.0, [stats([0], [50], [0.5])])  # readmitted: nothing in flight
+    assert [i for i, _ in w.look(2.3, [stats([1], [50], [0.5])])] == [0]  # a trial request unanswered for 0.3 s
