@@ -11,11 +11,15 @@ wins and the other attempt is discarded. Opt-in per fleet: ``controller: {hedge:
         no-response failure, nothing else in flight      the failover rules of ``tritonmix._failover``
         deadline passed                                  "deadline passed" (others abandoned)
 
-    delay_i = max(min_delay_s, min(delay_factor x expected_i, SLO - min_{j != i, available} expected_j))
+    delay_i = max(min_delay_s, min(delay_factor x usual_i, SLO - HEDGE_ROOM x min_{j != i, available} usual_j))
 
-expected_i is the dispatcher's EWMA latency of endpoint i (its max_concurrency / max_rps hint before the first
-success; half the SLO when neither is known), recomputed at most every REFRESH_S per dispatcher: O(n) then, O(1)
-per request. The cap sends the hedge while a faster endpoint can still answer within the SLO.
+usual_i is endpoint i's usual latency: the dispatcher's EWMA latency (its max_concurrency / max_rps hint before the
+first success; half the SLO when neither is known) followed at once when it falls and with a time constant of
+USUAL_TAU_S when it rises. An endpoint that slows down must not push its own hedges later: with the EWMA itself,
+the requests stuck behind a capacity cut were hedged only once their slow answers had raised the EWMA, too late
+for the SLO. The cap sends the hedge while another endpoint can still answer within the SLO with room to spare
+(HEDGE_ROOM of its usual latency: its own queue and jitter). Recomputed at most every REFRESH_S per dispatcher:
+O(n) then, O(1) per request.
 
 Abandoned attempts (losers) are cancelled where the transport can (an aio task, a gRPC CallContext) and otherwise
 complete and are recorded then (the sync HTTP client cannot cancel a request in flight). Each loser is recorded
@@ -46,6 +50,10 @@ __all__ = ["HedgeDelay", "HedgedCall", "SyncHedger", "run_hedged_async", "REFRES
 
 #: how long a dispatcher's hedge delays are reused before they are computed again from its stats
 REFRESH_S = 0.05
+#: time constant (s) with which an endpoint's usual latency follows a rise of its EWMA latency
+USUAL_TAU_S = 5.0
+#: the hedge leaves this many usual latencies of the best other endpoint before the SLO
+HEDGE_ROOM = 1.5
 
 Done = Callable[[Any, Optional[BaseException]], None]
 #: start(i, remaining_s, done) starts one attempt; done(result, error) is called once when it ends (any thread);
@@ -64,6 +72,8 @@ class HedgeDelay:
         self._hints = [e.max_concurrency / e.max_rps if e.max_concurrency and e.max_rps else math.nan
                        for e in fleet.endpoints]
         self._cache: Dict[int, Tuple[float, Tuple[float, ...]]] = {}
+        #: per dispatcher: (when last updated, usual latency per endpoint)
+        self._usual: Dict[int, Tuple[float, List[float]]] = {}
 
     def __call__(self, d: Any, i: int) -> float:
         now = self.clock()
@@ -74,19 +84,38 @@ class HedgeDelay:
         return entry[1][i]
 
     def expected_s(self, d: Any) -> List[float]:
+        """The dispatcher's EWMA latency per endpoint, the hint where it has none yet."""
         ewma = d.stats().ewma_latency_s
         return [e if e == e else h for e, h in zip(ewma, self._hints)]
 
-    def compute(self, d: Any) -> Tuple[float, ...]:
+    def usual_s(self, d: Any) -> List[float]:
+        """usual_i (module docstring): the EWMA at once when lower, else rising towards it with USUAL_TAU_S."""
+        now = self.clock()
         expected = self.expected_s(d)
-        usable = [x if x == x and d.is_available(j) else math.inf for j, x in enumerate(expected)]
+        entry = self._usual.get(id(d))
+        if entry is None:
+            self._usual[id(d)] = (now, list(expected))
+            return list(expected)
+        last, usual = entry
+        rise = 1.0 - math.exp(-max(0.0, now - last) / USUAL_TAU_S)
+        for j, x in enumerate(expected):
+            u = usual[j]
+            if not x == x:
+                continue
+            usual[j] = x if not u == u or x <= u else u + rise * (x - u)
+        self._usual[id(d)] = (now, usual)
+        return list(usual)
+
+    def compute(self, d: Any) -> Tuple[float, ...]:
+        usual = self.usual_s(d)
+        usable = [x if x == x and d.is_available(j) else math.inf for j, x in enumerate(usual)]
         best = sorted(range(len(usable)), key=usable.__getitem__)[:2]
         out = []
-        for i, x in enumerate(expected):
+        for i, x in enumerate(usual):
             delay = self.factor * x if x == x else 0.5 * self.slo_s
             other = [usable[j] for j in best if j != i]
             if other and other[0] < math.inf:
-                delay = min(delay, self.slo_s - other[0])
+                delay = min(delay, self.slo_s - HEDGE_ROOM * other[0])
             out.append(max(self.floor_s, delay))
         return tuple(out)
 
