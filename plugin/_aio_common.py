@@ -55,7 +55,7 @@ class AioClientCore:
         if sequence_id:
             return await self._run_sequence(model, request_class, deadline_s, send, (model, sequence_id),
                                             sequence_start, sequence_end)
-        return await self.engine.run_async(model, request_class, deadline_s, send)
+        return await self.engine.run_async(model, request_class, deadline_s, send, hedged=True)
 
     async def _run_sequence(self, model: str, request_class: str, deadline_s: Optional[float],
                             send: Callable[[int, Optional[float]], Awaitable[Any]], key: Tuple[str, Any],

@@ -30,6 +30,8 @@ it was slower, and counting it as a failure would let hedging eject slow but hea
 Budget: each hedge takes one token of the client's retry budget (``RetryBudget.try_acquire``): hedges and retries
 together add at most ``retry_budget_share`` extra requests. ``batch`` requests and requests of a sequence are
 never hedged (a sequence's state must live on one server); neither is gRPC's callback ``async_infer``.
+Where: sync HTTP (``SyncHedger``: blocking attempts on a thread pool), sync gRPC (``Engine.run_hedged`` over
+tritonclient's async_infer, cancellable), and the aio clients (``run_hedged_async``).
 """
 from __future__ import annotations
 

@@ -20,10 +20,11 @@ class HedgeSettings:
     (a ``hedge:`` section is on unless it says ``enabled: false``). An interactive request still outstanding after
     its endpoint's hedge delay gets one copy on another endpoint; the first success wins::
 
-        delay_i = max(min_delay_s, min(delay_factor x expected_i, SLO - expected of the fastest other endpoint))
+        delay_i = max(min_delay_s, min(delay_factor x usual_i, SLO - 1.5 x usual latency of the fastest other))
 
-    expected_i is the dispatcher's EWMA latency of endpoint i (the fleet's max_concurrency / max_rps hint until it
-    has one). Each hedge spends one token of the retry budget (``retry_budget_share``)."""
+    usual_i is endpoint i's usual latency: the dispatcher's EWMA latency (the fleet's max_concurrency / max_rps hint
+    until it has one), followed slowly when it rises. Each hedge spends one token of the retry budget
+    (``retry_budget_share``). Sync HTTP and gRPC, and both aio clients, hedge."""
 
     enabled: bool = False
     #: k: hedge after k x the endpoint's expected latency ...

@@ -77,6 +77,10 @@ class InferenceServerClient(SyncClientMixin, InferenceServerClientBase):
         self._controller = self._core.controller
         self._engine = Engine(self._router, classify_grpc, unavailable_status=UNAVAILABLE_STATUS, clock=clock,
                               on_not_found=self._core.readiness.request_refresh)
+        #: hedged requests (``controller.hedge``): each attempt is tritonclient's async_infer, cancelled when it loses
+        self._hedged = self._engine.hedge_delay is not None
+        if self._hedged:
+            self._lanes = {}  # hedged: every request takes the engine's path (the fast path's lane lookup misses)
         self._closed = False
 
     # ---- life cycle --------------------------------------------------------------------------------------------
@@ -162,7 +166,27 @@ class InferenceServerClient(SyncClientMixin, InferenceServerClientBase):
         if failure is not None:
             return self._engine.resume(args[0], request_class, send, *failure)
         self._check_open()
+        if self._hedged:
+            return self._engine.run_hedged(args[0], request_class, deadline_s, self._starter(args))
         return self._engine.run(args[0], request_class, deadline_s, send)
+
+    def _starter(self, args: tuple) -> Callable[[int, Optional[float], Callable[..., None]], Any]:
+        """One cancellable attempt of ``infer(*args)`` on endpoint i (tritonclient's async_infer; a hedge's loser is
+        cancelled through its CallContext)."""
+        clients = self._clients
+        head, client_timeout, tail = args[:10], args[10], args[11:]
+        model_name, inputs, model_version, outputs, request_id, sequence_id, sequence_start, sequence_end, \
+            priority, timeout = head
+        headers, compression_algorithm, parameters = tail
+
+        def start(i: int, remaining_s: Optional[float], done: Callable[..., None]) -> Any:
+            ctx = clients[i].async_infer(model_name, inputs, done, model_version,
+                                         outputs, request_id, sequence_id, sequence_start, sequence_end, priority,
+                                         timeout, _remaining(client_timeout, remaining_s), headers,
+                                         compression_algorithm, parameters)
+            return ctx.cancel
+
+        return start
 
     def _sender(self, args: tuple) -> Callable[[int, Optional[float]], InferResult]:
         """One attempt of ``infer(*args)`` on endpoint i; args[10] (client_timeout) bounded by remaining_s."""

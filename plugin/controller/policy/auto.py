@@ -29,13 +29,15 @@ def detect_shortfall(demand_rps: float, cheap_capacity_rps: float, miss_share: f
     """Enter thresholds (any one is a shortfall) and exit thresholds (all must hold to be clear):
 
         demand      enter: lambda > cost_margin x K              exit: lambda <= (cost_margin - hysteresis) x K
-                    with K = sum over the interactive-eligible endpoints of (target_utilisation x mu_i - external_i);
+                    with K = sum over the interactive-eligible endpoints of (min(target_utilisation, u_slo_i) x mu_i
+                    - external_i) (``EndpointView.safe_room_rps``: the load each can take within the SLO);
                     judged only when ``capacity_known`` (every such mu_i rests on a hint or a measurement: at
                     start-up K is the default prior, and "COST failed at this load" would be remembered for no
                     failure at all)
         slo_misses  enter: miss share > slo_miss_threshold      exit: miss share <= slo_miss_threshold / 2
         errors      enter: error share > slo_miss_threshold     exit: error share <= slo_miss_threshold / 2
-        events      an endpoint went down, was ejected, or lost over 25% of its capacity this tick
+        events      an endpoint that carried interactive load went down or was ejected this tick (a capacity cut
+                    is not an event: the plan moves the load off it, and demand above K shows a real shortfall)
     NaN shares (too few requests to tell) count as neither. ``rated_capacity_rps`` (K from the configured slots
     and the measured service times, see AutoMode) only rides along in the figures. O(1) plus the events.
     """
