@@ -26,7 +26,7 @@ from tritonclient.utils import InferenceServerException
 
 from ._hedging import HedgeDelay, HedgedCall, Start, run_hedged_async
 from .dispatch_core import NoEndpointAvailable
-from .retry import Attempt, Outcome, RetryPolicy
+from .retry import Attempt, Outcome, RetryBudget, RetryPolicy
 from .routing import REQUEST_CLASSES, Router
 
 __all__ = ["Engine", "Attempts", "Classifier"]
@@ -50,6 +50,8 @@ class Engine:
         #: the hedge delay rule when the fleet enables hedging (``tritonmix._hedging``), else None
         self.hedge_delay: Optional[HedgeDelay] = (HedgeDelay(router.fleet, self.hedge, clock)
                                                   if self.hedge.enabled else None)
+        #: hedges per hedgeable request over the last 10 s: at most max(2, max_share x requests)
+        self.hedge_budget = RetryBudget(self.hedge.max_share, min_retries=2, window_s=10.0, clock=clock)
         self.closed = False
 
     def close(self) -> None:

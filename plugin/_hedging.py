@@ -27,8 +27,9 @@ exactly once, when it ends: a success as a success (the server served it), a fai
 that ended because we cancelled it as a completion with latency max(elapsed, the endpoint's EWMA): it did not fail,
 it was slower, and counting it as a failure would let hedging eject slow but healthy endpoints.
 
-Budget: each hedge takes one token of the client's retry budget (``RetryBudget.try_acquire``): hedges and retries
-together add at most ``retry_budget_share`` extra requests. ``batch`` requests and requests of a sequence are
+Budget: each hedge takes one token of the hedge budget (``max_share`` of the hedgeable requests over the last 10 s,
+at least 2) and one of the client's retry budget (``RetryBudget.try_acquire``): hedges and retries together add at
+most ``retry_budget_share`` extra requests. ``batch`` requests and requests of a sequence are
 never hedged (a sequence's state must live on one server); neither is gRPC's callback ``async_infer``.
 Where: sync HTTP (``SyncHedger``: blocking attempts on a thread pool), sync gRPC (``Engine.run_hedged`` over
 tritonclient's async_infer, cancellable), and the aio clients (``run_hedged_async``).
@@ -174,6 +175,8 @@ class _Plan:
         self.att = att
         self.delay = delay
         self.hedges = max_hedges
+        if max_hedges > 0:
+            att.e.hedge_budget.record_request()
         self.hedge_at = math.inf
 
     def started(self, i: int, t0: float) -> None:
@@ -194,7 +197,7 @@ class _Plan:
             return None
         self.hedges -= 1
         self.hedge_at = math.inf
-        if not att.e.router.budget.try_acquire():
+        if not att.e.hedge_budget.try_acquire() or not att.e.router.budget.try_acquire():
             self.hedges = 0
             return None
         try:

@@ -33,6 +33,9 @@ class HedgeSettings:
     min_delay_s: float = 0.02
     #: hedged copies per request (1: one extra at most)
     max_hedges: int = 1
+    #: hedges over the last 10 s stay within this share of the hedgeable requests (at least 2): a fleet near
+    #: capacity queues everywhere, and hedging every late request there only adds load (The Tail at Scale: ~5%)
+    max_share: float = 0.05
     #: sync clients: threads of the client's attempt pool (made as needed, shut down by close())
     max_threads: int = 64
 
@@ -58,8 +61,9 @@ class HedgeSettings:
                     raise ConfigError(f"{where}: {value!r} must be an integer >= 1")
             else:
                 if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
-                        or value < 0 or (value == 0 and name == "delay_factor"):
-                    raise ConfigError(f"{where}: {value!r} must be a number {'> 0' if name == 'delay_factor' else '>= 0'}")
+                        or value < 0 or (value == 0 and name == "delay_factor") or (name == "max_share" and value > 1):
+                    rule = {"delay_factor": "> 0", "max_share": "in [0, 1]"}.get(name, ">= 0")
+                    raise ConfigError(f"{where}: {value!r} must be a number {rule}")
                 value = float(value)
             values[name] = value
         return cls(**values)

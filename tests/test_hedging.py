@@ -45,7 +45,7 @@ def _settle(client: Any, endpoints: List[FakeEndpoint]) -> None:
 
 def test_a_request_stuck_on_a_slow_endpoint_is_answered_by_its_hedge() -> None:
     endpoints = [FakeEndpoint(delay_s=1.0), FakeEndpoint(delay_s=0.01)]
-    client = _client(endpoints, hedge={"min_delay_s": 0.02})
+    client = _client(endpoints, hedge={"min_delay_s": 0.02, "max_share": 1.0})
     try:
         latencies = _latencies(client, 12)
         assert endpoints[0].calls >= 1, "the slow endpoint was never picked: nothing to hedge"
@@ -89,8 +89,23 @@ def test_a_request_error_passes_through_once_without_a_hedge() -> None:
         client.close()
 
 
+def test_the_hedge_budget_caps_hedges_at_its_share() -> None:
+    """max_share 0.05 over 10 requests allows max(2, 0.5) = 2 hedges: later requests on the slow endpoint wait."""
+    endpoints = [FakeEndpoint(delay_s=1.0), FakeEndpoint(delay_s=0.01)]
+    client = _client(endpoints, hedge={"min_delay_s": 0.02, "max_share": 0.05})
+    try:
+        latencies = _latencies(client, 10)
+        slow_calls = endpoints[0].calls
+        waited = sum(1 for x in latencies if x >= 0.9)
+        assert slow_calls >= 3, f"the slow endpoint was picked {slow_calls} times: too few to show the cap"
+        assert slow_calls - waited == 2, (slow_calls, sorted(latencies))  # exactly two were answered by a hedge
+        _settle(client, endpoints)
+    finally:
+        client.close()
+
+
 @pytest.mark.parametrize("hedge, field", [({"delay_factor": 0}, "delay_factor"), ({"max_hedges": -1}, "max_hedges"),
-                                          ({"nope": 1}, "nope")])
+                                          ({"max_share": 1.5}, "max_share"), ({"nope": 1}, "nope")])
 def test_bad_hedge_settings_name_the_field(hedge: dict, field: str) -> None:
     with pytest.raises(ConfigError, match=field):
         Fleet.from_urls(UNREACHABLE, protocol="http", controller={"hedge": hedge})

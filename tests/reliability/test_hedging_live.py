@@ -24,7 +24,7 @@ def test_a_hedge_answers_requests_stuck_on_a_slowed_endpoint(healthy: Any, mode:
     local = healthy
     protocol = mode.split("-")[1]
     module = module_of(mode)
-    fleet = client_fleet(local, protocol, enabled=False, hedge={})
+    fleet = client_fleet(local, protocol, enabled=False, hedge={"max_share": 1.0})  # every late request
     names = list(local.fleet.names)
     slow = 0
     latencies: List[float] = []
