@@ -146,3 +146,19 @@ def test_scenario_fleets_validate() -> None:
         assert fleet.names[0] == "inf2" and len(fleet) == 6
         assert all(e.is_local and e.profile for e in fleet.endpoints)
         assert oracle_cost_per_1k(spec.units(), spec.trace())["unplaced_requests"] == 0
+
+
+def test_scenario_protocol_and_hedge_options() -> None:
+    import dataclasses
+
+    from tritonmix.bench.senders import grpc_fleet
+
+    spec = dataclasses.replace(QUICK, protocol="grpc", hedge={"max_share": 0.2})
+    fleet = spec.fleet()
+    assert fleet.controller.hedge.enabled and fleet.controller.hedge.max_share == 0.2
+    assert not QUICK.fleet().controller.hedge.enabled
+    urls = {name: f"127.0.0.1:{9001 + k}" for k, name in enumerate(fleet.names)}
+    moved = grpc_fleet(fleet, urls)
+    assert [e.url for e in moved.endpoints] == list(urls.values())
+    assert {e.protocol for e in moved.endpoints} == {"grpc"}
+    assert [e.price_per_hour for e in moved.endpoints] == [e.price_per_hour for e in fleet.endpoints]

@@ -11,7 +11,7 @@ from .baselines import LeastOutstandingP2C, RoundRobin, StaticWeights, static_we
 from .loadgen import RequestRecord, replay
 from .sampler import MetricsSampler, Sample, scrape_pending
 from .scenario import ScenarioSpec
-from .senders import BaselineSender, TritonmixSender
+from .senders import BaselineSender, TritonmixSender, grpc_fleet
 from .trace import ArrivalTrace, Event
 
 __all__ = ["PolicyRun", "run_policy", "apply_event", "reset_fleet"]
@@ -33,6 +33,8 @@ class PolicyRun:
 
 def make_sender(policy: str, local_fleet: Any, spec: ScenarioSpec) -> Any:
     fleet = local_fleet.fleet
+    if spec.protocol == "grpc":
+        fleet = grpc_fleet(fleet, {name: local_fleet.endpoints[name].grpc_url for name in fleet.names})
     names = list(fleet.names)
     if policy.startswith("tritonmix-"):
         return TritonmixSender(fleet, policy.split("-", 1)[1], spec.model, spec.request_timeout_s, spec.seed)

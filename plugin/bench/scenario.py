@@ -9,7 +9,7 @@ one endpoint (g5-triton) is killed under load; one endpoint (trn1) slows down.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Dict, List, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 from ..emulation.profiles import BUILTIN_PROFILES
 from ..fleet import Fleet
@@ -55,6 +55,10 @@ class ScenarioSpec:
     request_timeout_s: float = 10.0
     seed: int = 2024
     model: str = "stable_diffusion"
+    #: every policy's client speaks this protocol to the fleet (gRPC: a hedge's losing copy can be cancelled)
+    protocol: str = "http"
+    #: the tritonmix policies' ``controller.hedge`` section (None: no hedging)
+    hedge: Optional[Dict[str, Any]] = None
 
     def trace(self) -> ArrivalTrace:
         return ArrivalTrace.build(self.duration_s, self.base_rps, self.peak_rps, self.duration_s, self.events,
@@ -79,7 +83,8 @@ class ScenarioSpec:
             "time_scale": self.time_scale,
             # the controller's time constants follow the scenario's time scale, as a user running a 4x faster
             # fleet would set them: the tick (interval_s) and AUTO's dwell (default 5 s -> 5 x time_scale)
-            "controller": {"interval_s": self.interval_s, "dwell_s": round(5.0 * self.time_scale, 3)},
+            "controller": dict({"interval_s": self.interval_s, "dwell_s": round(5.0 * self.time_scale, 3)},
+                               **({"hedge": dict(self.hedge)} if self.hedge is not None else {})),
             "endpoints": endpoints,
         }
 

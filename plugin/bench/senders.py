@@ -1,6 +1,7 @@
 """How each policy sends one request of the replay: tritonmix's client, or a baseline picker over tritonclient.
 
-Both send the same request (the SD ensemble's I/O: a prompt, a seed) to the same model, with the same timeout.
+Both send the same request (the SD ensemble's I/O: a prompt, a seed) to the same model, with the same timeout,
+over the same protocol (the scenario's ``protocol``).
 """
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import numpy as np
 from ..fleet import Fleet
 from .baselines import Picker
 
-__all__ = ["make_inputs", "TritonmixSender", "BaselineSender"]
+__all__ = ["make_inputs", "grpc_fleet", "TritonmixSender", "BaselineSender"]
 
 
 def make_inputs(module: Any, prompt: str = "an astronaut riding a horse", seed: int = 0) -> List[Any]:
@@ -26,17 +27,30 @@ def make_inputs(module: Any, prompt: str = "an astronaut riding a horse", seed: 
     return [text, seed_input]
 
 
+def grpc_fleet(fleet: Fleet, grpc_urls: Dict[str, str]) -> Fleet:
+    """``fleet`` with each endpoint's URL replaced by its gRPC URL (``grpc_urls`` by endpoint name)."""
+    endpoints = tuple(dataclasses.replace(e, url=grpc_urls[e.name], protocol="grpc") for e in fleet.endpoints)
+    return dataclasses.replace(fleet, endpoints=endpoints)
+
+
 class TritonmixSender:
-    """tritonmix's drop-in HTTP client over the whole fleet, in one mode (auto, cost or capacity)."""
+    """tritonmix's drop-in client (HTTP or gRPC, as the fleet's endpoints say) over the whole fleet, in one mode
+    (auto, cost or capacity)."""
 
     def __init__(self, fleet: Fleet, mode: str, model: str, timeout_s: float, seed: int = 0) -> None:
-        import tritonmix.http as httpclient
-
-        self._module = httpclient
         self._fleet = dataclasses.replace(fleet, mode=mode)
-        self._client = httpclient.InferenceServerClient(
-            fleet=self._fleet, concurrency=8, network_timeout=timeout_s, connection_timeout=timeout_s
-        )
+        if all(e.protocol == "grpc" for e in fleet.endpoints):
+            import tritonmix.grpc as grpcclient
+
+            self._module = grpcclient
+            self._client = grpcclient.InferenceServerClient(fleet=self._fleet)
+        else:
+            import tritonmix.http as httpclient
+
+            self._module = httpclient
+            self._client = httpclient.InferenceServerClient(
+                fleet=self._fleet, concurrency=8, network_timeout=timeout_s, connection_timeout=timeout_s
+            )
         self._model = model
         self._timeout_s = timeout_s
 
@@ -55,9 +69,15 @@ class BaselineSender:
     thread-safe), retrying once elsewhere when an attempt never reached a server."""
 
     def __init__(self, fleet: Fleet, picker: Picker, model: str, timeout_s: float) -> None:
-        import tritonclient.http as httpclient
+        self._grpc = all(e.protocol == "grpc" for e in fleet.endpoints)
+        if self._grpc:
+            import tritonclient.grpc as grpcclient
 
-        self._module = httpclient
+            self._module = grpcclient
+        else:
+            import tritonclient.http as httpclient
+
+            self._module = httpclient
         self._urls = [e.url for e in fleet.endpoints]
         self._picker = picker
         self._model = model
@@ -71,9 +91,9 @@ class BaselineSender:
         if clients is None:
             clients = self._local.clients = {}
         if index not in clients:
-            client = self._module.InferenceServerClient(
-                self._urls[index], network_timeout=self._timeout_s, connection_timeout=self._timeout_s
-            )
+            timeouts = {} if self._grpc else {"network_timeout": self._timeout_s,
+                                                "connection_timeout": self._timeout_s}
+            client = self._module.InferenceServerClient(self._urls[index], **timeouts)
             clients[index] = client
             with self._lock:
                 self._all_clients.append(client)
@@ -85,7 +105,10 @@ class BaselineSender:
             index = self._picker.pick(tried)
             tried.add(index)
             try:
-                self._client(index).infer(self._model, make_inputs(self._module))
+                if self._grpc:
+                    self._client(index).infer(self._model, make_inputs(self._module), client_timeout=self._timeout_s)
+                else:
+                    self._client(index).infer(self._model, make_inputs(self._module))
                 return
             except Exception as exc:  # noqa: BLE001 - classified below
                 if attempt == 1 or not _never_reached(exc):

@@ -26,6 +26,11 @@ def register(subparsers: Any) -> None:
     scenario.add_argument("--out", default="bench-results/scenario", help="output folder")
     scenario.add_argument("--policies", default="", help="comma-separated subset of policies")
     scenario.add_argument("--seed", type=int, default=None, help="trace seed")
+    scenario.add_argument("--protocol", choices=("http", "grpc"), default="http",
+                          help="what every policy's client speaks (gRPC: a hedge's losing copy is cancelled)")
+    scenario.add_argument("--hedge", type=float, nargs="?", const=0.05, default=None, metavar="MAX_SHARE",
+                          help="hedged requests for the tritonmix policies, at most MAX_SHARE of requests "
+                               "(default 0.05)")
     scenario.set_defaults(func=run)
 
 
@@ -37,13 +42,18 @@ def run(args: argparse.Namespace) -> int:
     spec = QUICK if args.quick else FULL
     if args.seed is not None:
         spec = dataclasses.replace(spec, seed=args.seed)
+    if args.hedge is not None and not 0.0 <= args.hedge <= 1.0:
+        raise CLIError(f"--hedge: {args.hedge} must be a share in [0, 1]")
+    spec = dataclasses.replace(spec, protocol=args.protocol,
+                               hedge=None if args.hedge is None else {"max_share": args.hedge})
     policies = [p.strip() for p in args.policies.split(",") if p.strip()] or list(POLICIES)
     unknown = [p for p in policies if p not in POLICIES]
     if unknown:
         raise CLIError(f"unknown policy {unknown[0]!r} (known: {', '.join(POLICIES)})")
     started = time.monotonic()
-    print(f"scenario '{spec.name}': EMULATED accelerators (time_scale {spec.time_scale}), SLO {spec.slo_ms:.0f} ms",
-          flush=True)
+    hedging = "off" if spec.hedge is None else f"on (max_share {spec.hedge['max_share']})"
+    print(f"scenario '{spec.name}': EMULATED accelerators (time_scale {spec.time_scale}), SLO {spec.slo_ms:.0f} ms, "
+          f"{spec.protocol}, hedging {hedging}", flush=True)
     summary = run_scenario(spec, Path(args.out), policies, progress=lambda m: print(m, flush=True))
     print()
     print(markdown_table(summary))
