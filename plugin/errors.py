@@ -16,6 +16,8 @@
 """
 from __future__ import annotations
 
+from typing import Optional
+
 __all__ = [
     "TritonMixError",
     "ConfigError",
@@ -58,7 +60,12 @@ class ModelLoadError(LaunchError):
 
 
 class ServerExited(LaunchError):
-    """The server process exited before it became ready."""
+    """The server process exited before it became ready; ``signal`` is the signal that killed it (None: it exited
+    with a status)."""
+
+    def __init__(self, message: str, signal: Optional[int] = None) -> None:
+        super().__init__(message)
+        self.signal = signal
 
 
 class ExportError(TritonMixError, RuntimeError):

@@ -187,3 +187,34 @@ def test_picked_port_taken_before_bind_is_retried(example_repository: Path, monk
             assert server.ports["http"] != taken
             assert httpclient.InferenceServerClient(server.http_url).is_server_ready()
     assert len(picks) >= 4  # a second round of picks happened
+
+
+def test_a_crash_while_starting_is_retried_and_an_exit_status_is_not(tmp_path: Path, monkeypatch) -> None:
+    """tritonserver 2.51 now and then aborts on a quick restart; a crash (a signal) while starting is retried,
+    an exit with a status (a configuration error) is raised at once. ``_start_once`` is stubbed: no server runs."""
+    from tritonmix.errors import ServerExited
+
+    repo = tmp_path / "repo"
+    (repo / "m").mkdir(parents=True)
+    server = LocalTritonServer(repo)
+    calls = []
+
+    def crash_once() -> LocalTritonServer:
+        calls.append(1)
+        if len(calls) == 1:
+            raise ServerExited("tritonserver exited with status -6 before it was ready", signal=6)
+        return server
+
+    monkeypatch.setattr(server, "_start_once", crash_once)
+    assert server.start() is server and len(calls) == 2
+
+    calls.clear()
+
+    def bad_config() -> LocalTritonServer:
+        calls.append(1)
+        raise ServerExited("tritonserver exited with status 1 before it was ready: bad flag")
+
+    monkeypatch.setattr(server, "_start_once", bad_config)
+    with pytest.raises(ServerExited, match="status 1"):
+        server.start()
+    assert len(calls) == 1

@@ -153,7 +153,8 @@ class LocalTritonServer:
         """Start the server and wait until it is ready; raise a LaunchError subclass naming what went wrong.
 
         Ports picked here (none given) can be taken by another process between the pick and the server's bind;
-        then the server is started again on fresh ports, up to three times.
+        then the server is started again on fresh ports, up to three times. A server killed by a signal while it
+        starts (a crash, not a configuration error: those exit with a status) is started again too.
         """
         auto_ports = all(port is None for port in self._requested.values())
         for attempt in range(3):
@@ -163,6 +164,12 @@ class LocalTritonServer:
                 if not auto_ports or attempt == 2:
                     raise
                 logger.info("a picked port was taken before tritonserver bound it; retrying on fresh ports")
+            except ServerExited as exc:
+                if exc.signal is None or attempt == 2:
+                    raise
+                # killed by a signal while starting (tritonserver 2.51 aborts now and then on a quick restart:
+                # "epoll_wait error: Bad file descriptor"): a crash, not a configuration error; start it again
+                logger.warning("tritonserver crashed while starting (%s); starting it again", exc)
         raise AssertionError("unreachable")
 
     def _start_once(self) -> "LocalTritonServer":
@@ -288,7 +295,8 @@ class LocalTritonServer:
         lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
         errors = [ln for ln in lines if ln.startswith("E") or "error" in ln.lower()]
         detail = (errors or lines or ["no output"])[-1]
-        return ServerExited(f"tritonserver exited with status {code} before it was ready: {detail}")
+        return ServerExited(f"tritonserver exited with status {code} before it was ready: {detail}",
+                            signal=-code if code < 0 else None)
 
     def stop(self, timeout_s: float = 15.0) -> Optional[int]:
         """Graceful stop (SIGTERM, then SIGKILL after ``timeout_s``); returns the exit status."""
