@@ -44,6 +44,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, Awaitable, Callable, Dict, List, Optional, Sequence, Tuple
 
+from ._usual import USUAL_TAU_S, UsualLatency
 from .dispatch_core import NoEndpointAvailable
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -53,8 +54,6 @@ __all__ = ["HedgeDelay", "HedgedCall", "SyncHedger", "run_hedged_async", "REFRES
 
 #: how long a dispatcher's hedge delays are reused before they are computed again from its stats
 REFRESH_S = 0.05
-#: time constant (s) with which an endpoint's usual latency follows a rise of its EWMA latency
-USUAL_TAU_S = 5.0
 #: the hedge leaves this many usual latencies of the best other endpoint before the SLO
 HEDGE_ROOM = 1.5
 
@@ -75,8 +74,8 @@ class HedgeDelay:
         self._hints = [e.max_concurrency / e.max_rps if e.max_concurrency and e.max_rps else math.nan
                        for e in fleet.endpoints]
         self._cache: Dict[int, Tuple[float, Tuple[float, ...]]] = {}
-        #: per dispatcher: (when last updated, usual latency per endpoint)
-        self._usual: Dict[int, Tuple[float, List[float]]] = {}
+        #: per dispatcher: the usual latency per endpoint
+        self._usual: Dict[int, UsualLatency] = {}
 
     def __call__(self, d: Any, i: int) -> float:
         now = self.clock()
@@ -92,22 +91,11 @@ class HedgeDelay:
         return [e if e == e else h for e, h in zip(ewma, self._hints)]
 
     def usual_s(self, d: Any) -> List[float]:
-        """usual_i (module docstring): the EWMA at once when lower, else rising towards it with USUAL_TAU_S."""
-        now = self.clock()
-        expected = self.expected_s(d)
-        entry = self._usual.get(id(d))
-        if entry is None:
-            self._usual[id(d)] = (now, list(expected))
-            return list(expected)
-        last, usual = entry
-        rise = 1.0 - math.exp(-max(0.0, now - last) / USUAL_TAU_S)
-        for j, x in enumerate(expected):
-            u = usual[j]
-            if not x == x:
-                continue
-            usual[j] = x if not u == u or x <= u else u + rise * (x - u)
-        self._usual[id(d)] = (now, usual)
-        return list(usual)
+        """usual_i (module docstring, ``tritonmix._usual``) of dispatcher d's endpoints."""
+        usual = self._usual.get(id(d))
+        if usual is None:
+            usual = self._usual[id(d)] = UsualLatency(len(self._hints), USUAL_TAU_S)
+        return list(usual.update(self.clock(), self.expected_s(d)))
 
     def compute(self, d: Any) -> Tuple[float, ...]:
         usual = self.usual_s(d)

@@ -86,3 +86,14 @@ def test_the_usual_latency_is_frozen_while_ejected():
     assert w.usual[0] == 0.05
     w.look(2.0, [stats([0], [50], [0.5])])  # readmitted: nothing in flight
     assert [i for i, _ in w.look(2.3, [stats([1], [50], [0.5])])] == [0]  # a trial request unanswered for 0.3 s
+
+
+def test_usual_latency_falls_at_once_and_rises_slowly():
+    from tritonmix._usual import UsualLatency
+
+    u = UsualLatency(2, tau_s=5.0)
+    assert u.update(0.0, [0.1, float("nan")])[0] == 0.1 and u.values[1] != u.values[1]
+    assert u.update(0.1, [0.05, float("inf")])[0] == 0.05  # a fall is taken at once; inf is no observation
+    risen = u.update(1.1, [1.05, 0.2])
+    assert 0.05 < risen[0] < 0.05 + 0.2 * 1.0 and risen[1] == 0.2  # 1 s of a 5 s time constant: ~18% of the rise
+    assert u.update(2.1, [5.0, 0.3], frozen={0, 1})[0] == risen[0]  # frozen: kept

@@ -24,7 +24,9 @@ O(dispatchers x n) per look.
 from __future__ import annotations
 
 import math
-from typing import Container, Iterable, List, Sequence, Tuple
+from typing import Container, Iterable, List, Tuple
+
+from .._usual import USUAL_TAU_S, UsualLatency
 
 __all__ = ["StallWatch", "WATCH_PERIOD_S", "STALL_FACTOR", "STALL_SLACK_S", "USUAL_TAU_S"]
 
@@ -34,8 +36,6 @@ WATCH_PERIOD_S = 0.05
 STALL_FACTOR = 2.0
 #: ... longer than the EWMA latency plus this (s): a fast endpoint's single slow request is no stall
 STALL_SLACK_S = 0.05
-#: time constant (s) with which the usual latency follows a rise of the EWMA
-USUAL_TAU_S = 5.0
 
 
 class StallWatch:
@@ -49,8 +49,7 @@ class StallWatch:
         self.slack_s = slack_s
         self._done = [-1] * n
         self._since = [math.inf] * n
-        self.usual = [math.nan] * n
-        self._last = math.nan
+        self._usual = UsualLatency(n, USUAL_TAU_S)
 
     def look(self, now: float, stats: Iterable[object], frozen: Container[int] = ()) -> List[Tuple[int, str]]:
         """Stalled endpoints with the reason to log, given every dispatcher's ``DispatchStats``; the usual latency
@@ -64,13 +63,7 @@ class StallWatch:
                 e = s.ewma_latency_s[i]  # type: ignore[attr-defined]
                 if e == e and e < ewma[i]:
                     ewma[i] = e
-        rise = 1.0 - math.exp(-max(0.0, now - self._last) / USUAL_TAU_S) if self._last == self._last else 1.0
-        self._last = now
-        usual = self.usual
-        for i in range(n):
-            e, u = ewma[i], usual[i]
-            if e < math.inf and (not u == u or i not in frozen):
-                usual[i] = e if not u == u or e <= u else u + rise * (e - u)
+        usual = self._usual.update(now, ewma, frozen)
         out: List[Tuple[int, str]] = []
         for i in range(n):
             if done[i] != self._done[i] or in_flight[i] == 0:
@@ -87,6 +80,7 @@ class StallWatch:
                 self._since[i] = now  # judged once per silence: the detector's backoff takes it from here
         return out
 
-    def forget(self, indices: Sequence[int], now: float) -> None:
-        for i in indices:
-            self._since[i] = now
+    @property
+    def usual(self) -> List[float]:
+        """The usual latency per endpoint (``tritonmix._usual``); NaN until it has a success."""
+        return self._usual.values
