@@ -29,6 +29,8 @@ cdef class Dispatcher:
     cdef Py_ssize_t _draw(self) noexcept
     cdef Py_ssize_t _draw_excluding(self) noexcept
     cdef Py_ssize_t _draw_open(self) noexcept
+    cdef Py_ssize_t _draw_scan(self, bint under_limit) noexcept
+    cdef bint _member(self, const Endpoint* e, bint under_limit) noexcept
     cdef object _pick_excluding(self, exclude)
     cdef Py_ssize_t _choose(self, Py_ssize_t a, Py_ssize_t b) noexcept
     cdef Py_ssize_t _check_index(self, Py_ssize_t i) except -1

@@ -332,46 +332,39 @@ cdef class Dispatcher:
     cdef Py_ssize_t _draw_excluding(self) noexcept:
         """A draw by weight that is not marked excluded, or -1 when every eligible endpoint is excluded."""
         cdef int t
-        cdef Py_ssize_t i, last = -1
-        cdef double rest = 0.0, acc = 0.0, u
+        cdef Py_ssize_t i
         for t in range(EXCLUDE_RETRIES):
             i = self._draw()
             if not self._ep[i].excluded:
                 return i
+        return self._draw_scan(0)
+
+    cdef Py_ssize_t _draw_open(self) noexcept:
+        """A draw by weight over the eligible, not excluded endpoints with a limit and under it; -1 if none."""
+        return self._draw_scan(1)
+
+    cdef Py_ssize_t _draw_scan(self, bint under_limit) noexcept:
+        """One draw by weight over the eligible, not excluded endpoints (and, with ``under_limit``, only those with
+        a limit and under it) by a linear scan, summed left to right; -1 without drawing when their weight is 0."""
+        cdef Py_ssize_t i, last = -1
+        cdef double rest = 0.0, acc = 0.0, u
         for i in range(self._n):
-            if not self._ep[i].excluded and _eligible(&self._ep[i]):
+            if self._member(&self._ep[i], under_limit):
                 rest += self._ep[i].weight
         if rest <= 0.0:
             return -1
         u = tm_splitmix64_double(&self._state) * rest
         for i in range(self._n):
-            if not self._ep[i].excluded and _eligible(&self._ep[i]):
+            if self._member(&self._ep[i], under_limit):
                 acc += self._ep[i].weight
                 last = i
                 if acc > u:
                     return i
         return last
 
-    cdef Py_ssize_t _draw_open(self) noexcept:
-        """A draw by weight over the eligible, not excluded endpoints with a limit and under it; -1 if none."""
-        cdef Py_ssize_t i, last = -1
-        cdef double rest = 0.0, acc = 0.0, u
-        cdef Endpoint* e
-        for i in range(self._n):
-            e = &self._ep[i]
-            if not e.excluded and _eligible(e) and 0 < e.limit and e.in_flight < e.limit:
-                rest += e.weight
-        if rest <= 0.0:
-            return -1
-        u = tm_splitmix64_double(&self._state) * rest
-        for i in range(self._n):
-            e = &self._ep[i]
-            if not e.excluded and _eligible(e) and 0 < e.limit and e.in_flight < e.limit:
-                acc += e.weight
-                last = i
-                if acc > u:
-                    return i
-        return last
+    cdef inline bint _member(self, const Endpoint* e, bint under_limit) noexcept:
+        return (not e.excluded and _eligible(e)
+                and (not under_limit or (0 < e.limit and e.in_flight < e.limit)))
 
     cdef Py_ssize_t _choose(self, Py_ssize_t a, Py_ssize_t b) noexcept:
         """Keep b only when it carries less load per unit of weight; a full choice overflows (class docstring);

@@ -285,22 +285,8 @@ class Dispatcher:
     def _draw_open(self, excluded: frozenset) -> int:
         """A draw by weight over the eligible, not excluded endpoints with a limit and under it; -1 if none."""
         fl, lim = self._in_flight, self._limit
-        open_ = [i for i in range(self._n) if i not in excluded and self._avail[i] and self._w[i] > 0.0
-                 and 0 < lim[i] and fl[i] < lim[i]]
-        rest = 0.0
-        for i in open_:
-            rest += self._w[i]
-        if rest <= 0.0:
-            return -1
-        u = self._next_double() * rest
-        acc = 0.0
-        last = -1
-        for i in open_:
-            acc += self._w[i]
-            last = i
-            if acc > u:
-                return i
-        return last
+        return self._draw_among([i for i in range(self._n) if i not in excluded and self._avail[i]
+                                 and self._w[i] > 0.0 and 0 < lim[i] and fl[i] < lim[i]])
 
     def _draw_excluding(self, excluded: frozenset) -> int:
         """A draw by weight that is not in ``excluded``, or -1 when every eligible endpoint is excluded."""
@@ -308,21 +294,25 @@ class Dispatcher:
             i = self._draw()
             if i not in excluded:
                 return i
+        return self._draw_among([i for i in range(self._n)
+                                 if i not in excluded and self._avail[i] and self._w[i] > 0.0])
+
+    def _draw_among(self, members: List[int]) -> int:
+        """One draw by weight over ``members`` (ascending; weights summed left to right as the compiled build
+        does), or -1 without drawing when their total weight is 0."""
         rest = 0.0
-        for i in range(self._n):
-            if i not in excluded and self._avail[i] and self._w[i] > 0.0:
-                rest += self._w[i]
+        for i in members:
+            rest += self._w[i]
         if rest <= 0.0:
             return -1
         u = self._next_double() * rest
         acc = 0.0
         last = -1
-        for i in range(self._n):
-            if i not in excluded and self._avail[i] and self._w[i] > 0.0:
-                acc += self._w[i]
-                last = i
-                if acc > u:
-                    return i
+        for i in members:
+            acc += self._w[i]
+            last = i
+            if acc > u:
+                return i
         return last
 
 

@@ -174,17 +174,12 @@ class InferenceServerClient(SyncClientMixin, InferenceServerClientBase):
         """One cancellable attempt of ``infer(*args)`` on endpoint i (tritonclient's async_infer; a hedge's loser is
         cancelled through its CallContext)."""
         clients = self._clients
-        head, client_timeout, tail = args[:10], args[10], args[11:]
-        model_name, inputs, model_version, outputs, request_id, sequence_id, sequence_start, sequence_end, \
-            priority, timeout = head
-        headers, compression_algorithm, parameters = tail
+        (model_name, inputs), middle, client_timeout, tail = args[:2], args[2:10], args[10], args[11:]
 
         def start(i: int, remaining_s: Optional[float], done: Callable[..., None]) -> Any:
-            ctx = clients[i].async_infer(model_name, inputs, done, model_version,
-                                         outputs, request_id, sequence_id, sequence_start, sequence_end, priority,
-                                         timeout, _remaining(client_timeout, remaining_s), headers,
-                                         compression_algorithm, parameters)
-            return ctx.cancel
+            # async_infer takes infer's arguments with the callback third
+            return clients[i].async_infer(model_name, inputs, done, *middle, _remaining(client_timeout, remaining_s),
+                                          *tail).cancel
 
         return start
 
