@@ -338,8 +338,8 @@ class Controller:
         if state is None:
             return [0] * self.n
         slo_s, outliers, now = self.fleet.slo_s, self._health.outliers, self._clock()
-        return [0 if outliers.probation_until[i] is not None and outliers.on_probation(i, now)
-                else inflight_limit(est.concurrency, est.service_s, slo_s) for i, est in enumerate(state.capacity)]
+        return [0 if outliers.on_probation(i, now) else inflight_limit(est.concurrency, est.service_s, slo_s)
+                for i, est in enumerate(state.capacity)]
 
     def _plan_of(self, model: str) -> Plan:
         state = self._models.get(model)

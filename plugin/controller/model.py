@@ -56,7 +56,7 @@ class EndpointView:
         """Capacity left within the SLO: ``room_rps(min(utilisation, slo_utilisation))``. The planned load of an
         endpoint with few slots stays low enough that its queue wait rarely exceeds the SLO's slack
         (``queueing``): one slot at 80% load missed the SLO for ~15% of its requests."""
-        return max(0.0, min(utilisation, self.slo_utilisation) * self.mu_rps - self.external_rps)
+        return self.room_rps(min(utilisation, self.slo_utilisation))
 
 
 def cost_per_inference(price_per_hour: float, mu_rps: float) -> float:
