@@ -488,3 +488,36 @@ class FlappingProxy:
 
 def is_unavailable(exc: BaseException, protocol: str) -> bool:
     return isinstance(exc, InferenceServerException) and exc.status() == UNAVAILABLE[protocol]
+
+
+class LagMonitor:
+    """How late this process's threads get to run: a thread that sleeps ``tick_s`` over and over and records each
+    oversleep above ``floor_s`` as (when it woke, how late it was). A late wake-up is the machine (or the test
+    process) not scheduling anyone, which the router cannot help; the slow-endpoint test reports it with its misses.
+    """
+
+    def __init__(self, tick_s: float = 0.005, floor_s: float = 0.05) -> None:
+        self.tick_s, self.floor_s = tick_s, floor_s
+        self.stalls: List[Tuple[float, float]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="lag-monitor", daemon=True)
+
+    def __enter__(self) -> "LagMonitor":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
+        self._thread.join(5.0)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            t0 = time.monotonic()
+            time.sleep(self.tick_s)
+            now = time.monotonic()
+            late = now - t0 - self.tick_s
+            if late > self.floor_s:
+                self.stalls.append((now, late))
+
+    def worst_s(self, t0: float = float("-inf")) -> float:
+        return max((late for at, late in self.stalls if at >= t0), default=0.0)
