@@ -147,7 +147,7 @@ def slow_endpoint_run(local: LocalFleet, mode: str, run_s: float) -> Dict[str, A
 
 
 class SloMissed(AssertionError):
-    """SLO attainment fell below 99%."""
+    """The slow endpoint was shed too late, or SLO attainment after shedding fell below 99%, in two runs."""
 
 
 @pytest.mark.parametrize("mode", ["sync-http", "aio-grpc"])
@@ -161,18 +161,22 @@ def test_ten_times_slower_endpoint_is_shed_and_the_slo_holds(healthy: LocalFleet
         figures.update(result, attempt=attempt)
         assert result["failures_seen"] == 0
         assert result["slow_share_after_shed"] <= 0.05, result
-        # the stall watch ejects it between ticks (measured 0.53-0.59 s; by the ticks' evidence alone it took ~1.33 s)
-        assert result["time_to_shed_s"] <= 2 * INTERVAL_S, result
-        if result["slo_attainment_after_shed"] >= 0.99:
+        # timing: shed within two controller intervals (the stall watch does it in 0.53-0.59 s; by the ticks'
+        # evidence alone it took ~1.33 s), then >= 99% within the SLO
+        missed = []
+        if result["time_to_shed_s"] > 2 * INTERVAL_S:
+            missed.append(f"shed after {result['time_to_shed_s']:.2f} s > {2 * INTERVAL_S:.2f} s")
+        if result["slo_attainment_after_shed"] < 0.99:
+            missed.append(f"SLO attainment after shedding {result['slo_attainment_after_shed']:.3f} < 0.99 (misses "
+                          f"at {result['misses_after_shed']})")
+        if not missed:
             return
         # One run of ~340 requests after shedding allows 3 misses; a single ~0.4 s stall of the 2-core CI machine
-        # makes ~20 (seen once in CI, with 0.3% of picks on the slow endpoint). Such a run is measured once more;
-        # two runs in a row below 99% fail.
-        figures[f"attempt_{attempt}_missed"] = (f"{result['slo_attainment_after_shed']:.3f} after shed, misses at "
-                                                f"{result['misses_after_shed']}, worst stall "
+        # makes ~20 (seen once in CI, with 0.3% of picks on the slow endpoint). A run that misses a timing floor is
+        # measured once more; two in a row fail.
+        figures[f"attempt_{attempt}_missed"] = (f"{'; '.join(missed)}; worst stall of the test process "
                                                 f"{result['worst_stall_after_shed_s']:.3f} s")
-    raise SloMissed(f"SLO attainment after shedding {result['slo_attainment_after_shed']:.3f} < 0.99 twice: "
-                    f"{figures}")
+    raise SloMissed(f"twice: {figures}")
 
 
 @pytest.mark.parametrize("mode", ["sync-http", "aio-grpc"])
