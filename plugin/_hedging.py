@@ -252,11 +252,14 @@ class _Plan:
             return None
         self.hedges -= 1
         self.hedge_at = math.inf
+        exclude = att.policy.tried() | frozenset(live) | self.too_slow(now)
+        if len(exclude) >= att.d.n_endpoints:
+            return None  # nowhere a copy could help: no budget spent
         if not att.e.hedge_budget.try_acquire() or not att.e.router.budget.try_acquire():
             self.hedges = 0
             return None
         try:
-            return att.d.pick(att.policy.tried() | frozenset(live) | self.too_slow(now))
+            return att.d.pick(exclude)
         except NoEndpointAvailable:
             return None
 

@@ -196,6 +196,17 @@ def test_projected_miss_hedges_a_request_stuck_in_service() -> None:
     assert plan.will_miss(now[0], [0])
 
 
+def test_projected_miss_sends_no_copy_where_none_could_answer_in_time() -> None:
+    """Stuck at 0.5 s: 0.1 s left of the SLO, and both others usually take longer: no copy, no budget spent."""
+    plan, d, now = _projected_plan([0.15, 0.2, 0.35], ahead=0)
+    spent = []
+    plan.att.e.hedge_budget.try_acquire = lambda: spent.append(1) or True
+    now[0] = plan.hedge_at = 0.5
+    assert plan.will_miss(now[0], [0])
+    assert {1, 2} <= plan.too_slow(now[0])
+    assert plan.due(now[0], (0,)) is None and not spent
+
+
 @pytest.mark.parametrize("case", ["no answer", "unavailable"])
 def test_projected_miss_hedges_when_the_endpoint_went_silent_or_away(case: str) -> None:
     plan, d, now = _projected_plan([0.15, 0.1, 0.35], ahead=2)
