@@ -40,8 +40,8 @@ POLICIES: Tuple[str, ...] = (
 )
 
 
-#: the tritonmix policies' hedging unless told otherwise (``tritonmix bench scenario --hedge``)
-SCENARIO_HEDGE: Dict[str, Any] = {"trigger": "projected_miss", "max_share": 0.1}
+#: ``tritonmix bench scenario --hedge TRIGGER``: the hedge section of the tritonmix policies (``trigger`` added)
+SCENARIO_HEDGE: Dict[str, Any] = {"max_share": 0.1}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,9 +61,8 @@ class ScenarioSpec:
     model: str = "stable_diffusion"
     #: every policy's client speaks this protocol to the fleet (gRPC: a hedge's losing copy can be cancelled)
     protocol: str = "http"
-    #: the tritonmix policies' ``controller.hedge`` section (None: no hedging); by default the copies go only to
-    #: requests projected to miss the SLO where they wait (``tritonmix._hedging``), at most 10% of requests
-    hedge: Optional[Dict[str, Any]] = dataclasses.field(default_factory=lambda: dict(SCENARIO_HEDGE))
+    #: the tritonmix policies' ``controller.hedge`` section (None: no hedging, as a fleet file without one)
+    hedge: Optional[Dict[str, Any]] = None
 
     def trace(self) -> ArrivalTrace:
         return ArrivalTrace.build(self.duration_s, self.base_rps, self.peak_rps, self.duration_s, self.events,

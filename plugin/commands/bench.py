@@ -28,9 +28,9 @@ def register(subparsers: Any) -> None:
     scenario.add_argument("--seed", type=int, default=None, help="trace seed")
     scenario.add_argument("--protocol", choices=("http", "grpc"), default="http",
                           help="what every policy's client speaks (gRPC: a hedge's losing copy is cancelled)")
-    scenario.add_argument("--hedge", choices=("projected_miss", "delay", "off"), default="projected_miss",
-                          help="hedged requests for the tritonmix policies: only those projected to miss the SLO "
-                               "(default), every late one, or none")
+    scenario.add_argument("--hedge", choices=("off", "projected_miss", "delay"), default="off",
+                          help="hedged requests for the tritonmix policies: none (default, as a fleet file without a "
+                               "hedge section), only those projected to miss the SLO, or every late one")
     scenario.add_argument("--hedge-share", type=float, default=None, metavar="MAX_SHARE",
                           help="hedges stay within this share of requests (default 0.1)")
     scenario.set_defaults(func=run)
@@ -48,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
     if not 0.0 <= share <= 1.0:
         raise CLIError(f"--hedge-share: {share} must be a share in [0, 1]")
     if args.hedge == "off" and args.hedge_share is not None:
-        raise CLIError("--hedge-share: hedging is off (--hedge off)")
+        raise CLIError("--hedge-share: hedging is off; give --hedge projected_miss or --hedge delay with it")
     spec = dataclasses.replace(spec, protocol=args.protocol,
                                hedge=None if args.hedge == "off" else {"trigger": args.hedge, "max_share": share})
     policies = [p.strip() for p in args.policies.split(",") if p.strip()] or list(POLICIES)

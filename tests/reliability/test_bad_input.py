@@ -222,6 +222,20 @@ def test_exporter_bad_input_writes_nothing(tmp_path: Path, capsys: Any, case: st
     assert after == before, "a refused export wrote or removed files"
 
 
+@pytest.mark.parametrize("args, needle", [
+    (["--hedge-share", "0.2"], "hedging is off"),
+    (["--hedge", "delay", "--hedge-share", "1.5"], "must be a share in [0, 1]"),
+    (["--policies", "tritonmix-auto,fastest"], "unknown policy 'fastest'"),
+])
+def test_scenario_bad_options_start_nothing(tmp_path: Path, capsys: Any, args: List[str], needle: str) -> None:
+    out = tmp_path / "out"
+    code = main(["bench", "scenario", "--quick", "--out", str(out)] + args)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2
+    assert err and needle in err[-1], err
+    assert not out.exists(), "a refused scenario wrote its output folder"
+
+
 # ---- the server's own errors, through the clients: passed through once, never retried ----------------------------
 
 def _malformed(module: Any) -> list:
