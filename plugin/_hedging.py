@@ -21,24 +21,6 @@ for the SLO. The cap sends the hedge while another endpoint can still answer wit
 (HEDGE_ROOM of its usual latency: its own queue and jitter). Recomputed at most every REFRESH_S per dispatcher:
 O(n) then, O(1) per request.
 
-Trigger (``hedge.trigger``). "delay" (the default) hedges every request still outstanding at its delay.
-"projected_miss" hedges only the requests that will miss the SLO where they are, judged at the delay and every
-REFRESH_S after it from what the first attempt's endpoint i answered since the request was sent:
-
-    ahead = requests of ours in flight on i when it was sent; k = of those, answered since; age = now - sent
-    k < ahead, k > 0   queued: miss when age + (ahead - k) x age / k + usual_i > SLO  (the rest at the pace seen)
-    k = 0 < ahead      queued behind requests i has not answered at all: miss
-    k >= ahead         in service for about served = age x (1 - ahead / k) (since the pace cleared the ones ahead;
-                       age when none were): miss when served > STUCK_FACTOR x usual_i (stuck: a slow-down, a
-                       hang) or when age + (usual_i - served) > SLO (at the usual speed it ends too late)
-    i unavailable      miss
-
-and its copy goes only to an endpoint whose usual latency fits in what is left of the SLO. A capacity cut or a
-slow-down shows in the pace within a few answers, before the controller's estimates move: the copies rescue the
-requests already queued behind the lost capacity, and a request that is merely late in a healthy queue costs
-nothing extra (with "delay", a fleet planned near its SLO-safe load hedges many of those, and each losing copy still
-runs where it cannot be cancelled).
-
 Abandoned attempts (losers) are cancelled where the transport can (an aio task, a gRPC CallContext) and otherwise
 complete and are recorded then (the sync HTTP client cannot cancel a request in flight). Each loser is recorded
 exactly once, when it ends: a success as a success (the server served it), a failure as a failure, and an attempt
@@ -74,8 +56,6 @@ __all__ = ["HedgeDelay", "HedgedCall", "SyncHedger", "run_hedged_async", "REFRES
 REFRESH_S = 0.05
 #: the hedge leaves this many usual latencies of the best other endpoint before the SLO
 HEDGE_ROOM = 1.5
-#: trigger "projected_miss": a request in service for more than this many usual latencies is stuck there
-STUCK_FACTOR = 2.0
 
 Done = Callable[[Any, Optional[BaseException]], None]
 #: start(i, remaining_s, done) starts one attempt; done(result, error) is called once when it ends (any thread);
@@ -117,11 +97,6 @@ class HedgeDelay:
             usual = self._usual[id(d)] = UsualLatency(len(self._hints), USUAL_TAU_S)
         return list(usual.update(self.clock(), self.expected_s(d)))
 
-    def usual(self, d: Any, i: int) -> float:
-        """usual_i of dispatcher d as last computed (NaN before the first)."""
-        usual = self._usual.get(id(d))
-        return usual.values[i] if usual is not None else math.nan
-
     def compute(self, d: Any) -> Tuple[float, ...]:
         usual = self.usual_s(d)
         usable = [x if x == x and d.is_available(j) else math.inf for j, x in enumerate(usual)]
@@ -134,12 +109,6 @@ class HedgeDelay:
                 delay = min(delay, self.slo_s - HEDGE_ROOM * other[0])
             out.append(max(self.floor_s, delay))
         return tuple(out)
-
-
-def answered(d: Any, i: int) -> int:
-    """Requests of dispatcher d that endpoint i answered (successes and failures)."""
-    stats = d.stats()
-    return stats.successes[i] + stats.failures[i]
 
 
 class _Flight:
@@ -197,47 +166,15 @@ class _Plan:
         if max_hedges > 0:
             att.e.hedge_budget.record_request()
         self.hedge_at = math.inf
-        self.projected = att.e.hedge.trigger == "projected_miss"
-        #: projected_miss: the first attempt's endpoint, start, requests ahead of it there, its answers by then
-        self.first: Optional[Tuple[int, float, int, int]] = None
 
     def started(self, i: int, t0: float) -> None:
         self.hedge_at = t0 + self.delay(self.att.d, i) if self.hedges > 0 else math.inf
-        if self.projected and self.first is None and self.hedges > 0:
-            d = self.att.d
-            self.first = (i, t0, d.in_flight(i) - 1, answered(d, i))
 
     def timeout_s(self, now: float, live: int) -> Optional[float]:
         at = self.hedge_at if self.hedges > 0 and live else math.inf
         if self.att.deadline_at is not None:
             at = min(at, self.att.deadline_at)
         return None if at == math.inf else max(0.0, at - now)
-
-    def will_miss(self, now: float, live: Sequence[int]) -> bool:
-        """trigger "projected_miss": the first attempt will not be served within the SLO (module docstring)."""
-        i, t0, ahead, done0 = self.first  # type: ignore[misc]
-        if i not in live:
-            return True  # it failed over: the request is late anyway
-        d, age = self.att.d, now - t0
-        if not d.is_available(i):
-            return True
-        k = answered(d, i) - done0
-        usual = self.delay.usual(d, i)
-        usual = usual if usual == usual else 0.0
-        if k >= ahead:  # in service since about when the last one ahead was answered, at the pace seen
-            served_s = age * (1.0 - ahead / k) if k > 0 else age
-            return served_s > STUCK_FACTOR * usual or age + max(0.0, usual - served_s) > self.delay.slo_s
-        if k <= 0:
-            return True
-        return age + (ahead - k) * age / k + usual > self.delay.slo_s
-
-    def too_slow(self, now: float) -> frozenset:
-        """trigger "projected_miss": the endpoints whose usual latency does not fit in what is left of the SLO (a
-        copy there would be late too); none under "delay"."""
-        if self.first is None:
-            return frozenset()
-        d, left = self.att.d, self.first[1] + self.delay.slo_s - now
-        return frozenset(j for j in range(d.n_endpoints) if not self.delay.usual(d, j) <= left)
 
     def due(self, now: float, live: Sequence[int]) -> Optional[int]:
         """The wait ended with nothing done: raise past the deadline, else pick the hedge (None: no hedge now)."""
@@ -246,20 +183,13 @@ class _Plan:
             raise att.e.exhausted(att.model, att.policy, "deadline passed")
         if self.hedges <= 0 or now < self.hedge_at:
             return None
-        if self.first is not None and not self.will_miss(now, live):
-            look = now + REFRESH_S
-            self.hedge_at = look if look < self.first[1] + self.delay.slo_s else math.inf
-            return None
         self.hedges -= 1
         self.hedge_at = math.inf
-        exclude = att.policy.tried() | frozenset(live) | self.too_slow(now)
-        if len(exclude) >= att.d.n_endpoints:
-            return None  # nowhere a copy could help: no budget spent
         if not att.e.hedge_budget.try_acquire() or not att.e.router.budget.try_acquire():
             self.hedges = 0
             return None
         try:
-            return att.d.pick(exclude)
+            return att.d.pick(att.policy.tried() | frozenset(live))
         except NoEndpointAvailable:
             return None
 

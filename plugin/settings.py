@@ -14,10 +14,6 @@ from .errors import ConfigError
 __all__ = ["ControllerSettings", "HedgeSettings"]
 
 
-#: HedgeSettings.trigger's values
-TRIGGERS = ("delay", "projected_miss")
-
-
 @dataclasses.dataclass(frozen=True)
 class HedgeSettings:
     """Hedged requests (``controller: {hedge: {...}}``; see ``tritonmix._hedging``). Off unless the section is given
@@ -27,9 +23,7 @@ class HedgeSettings:
         delay_i = max(min_delay_s, min(delay_factor x usual_i, SLO - 1.5 x usual latency of the fastest other))
 
     usual_i is endpoint i's usual latency: the dispatcher's EWMA latency (the fleet's max_concurrency / max_rps hint
-    until it has one), followed slowly when it rises. With ``trigger: projected_miss`` only a request that the
-    answers of its endpoint since it was sent show will miss the SLO gets its copy (``tritonmix._hedging``). Each
-    hedge spends one token of the hedge budget (``max_share``) and one of the retry budget
+    until it has one), followed slowly when it rises. Each hedge spends one token of the retry budget
     (``retry_budget_share``). Sync HTTP and gRPC, and both aio clients, hedge."""
 
     enabled: bool = False
@@ -44,9 +38,6 @@ class HedgeSettings:
     max_share: float = 0.05
     #: sync clients: threads of the client's attempt pool (made as needed, shut down by close())
     max_threads: int = 64
-    #: when a request past its delay gets its copy: "delay" (always), or "projected_miss" (only when, by the
-    #: answers its endpoint gave since it was sent, it will not be served within the SLO: ``tritonmix._hedging``)
-    trigger: str = "delay"
 
     @classmethod
     def from_dict(cls, data: Any) -> "HedgeSettings":
@@ -65,9 +56,6 @@ class HedgeSettings:
             if name == "enabled":
                 if not isinstance(value, bool):
                     raise ConfigError(f"{where}: {value!r} must be true or false")
-            elif name == "trigger":
-                if value not in TRIGGERS:
-                    raise ConfigError(f"{where}: {value!r} must be one of {', '.join(map(repr, TRIGGERS))}")
             elif name in ("max_hedges", "max_threads"):
                 if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                     raise ConfigError(f"{where}: {value!r} must be an integer >= 1")

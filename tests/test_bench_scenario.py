@@ -157,8 +157,6 @@ def test_scenario_protocol_and_hedge_options() -> None:
     fleet = spec.fleet()
     assert fleet.controller.hedge.enabled and fleet.controller.hedge.max_share == 0.2
     assert not QUICK.fleet().controller.hedge.enabled
-    projected = dataclasses.replace(QUICK, hedge={"trigger": "projected_miss"}).fleet().controller.hedge
-    assert projected.enabled and projected.trigger == "projected_miss"
     urls = {name: f"127.0.0.1:{9001 + k}" for k, name in enumerate(fleet.names)}
     moved = grpc_fleet(fleet, urls)
     assert [e.url for e in moved.endpoints] == list(urls.values())

@@ -40,10 +40,6 @@ POLICIES: Tuple[str, ...] = (
 )
 
 
-#: ``tritonmix bench scenario --hedge TRIGGER``: the hedge section of the tritonmix policies (``trigger`` added)
-SCENARIO_HEDGE: Dict[str, Any] = {"max_share": 0.1}
-
-
 @dataclasses.dataclass(frozen=True)
 class ScenarioSpec:
     """One replay's settings; ``QUICK`` and ``FULL`` are the two presets."""
@@ -61,7 +57,7 @@ class ScenarioSpec:
     model: str = "stable_diffusion"
     #: every policy's client speaks this protocol to the fleet (gRPC: a hedge's losing copy can be cancelled)
     protocol: str = "http"
-    #: the tritonmix policies' ``controller.hedge`` section (None: no hedging, as a fleet file without one)
+    #: the tritonmix policies' ``controller.hedge`` section (None: no hedging)
     hedge: Optional[Dict[str, Any]] = None
 
     def trace(self) -> ArrivalTrace:

@@ -28,35 +28,30 @@ def register(subparsers: Any) -> None:
     scenario.add_argument("--seed", type=int, default=None, help="trace seed")
     scenario.add_argument("--protocol", choices=("http", "grpc"), default="http",
                           help="what every policy's client speaks (gRPC: a hedge's losing copy is cancelled)")
-    scenario.add_argument("--hedge", choices=("off", "projected_miss", "delay"), default="off",
-                          help="hedged requests for the tritonmix policies: none (default, as a fleet file without a "
-                               "hedge section), only those projected to miss the SLO, or every late one")
-    scenario.add_argument("--hedge-share", type=float, default=None, metavar="MAX_SHARE",
-                          help="hedges stay within this share of requests (default 0.1)")
+    scenario.add_argument("--hedge", type=float, nargs="?", const=0.05, default=None, metavar="MAX_SHARE",
+                          help="hedged requests for the tritonmix policies, at most MAX_SHARE of requests "
+                               "(default 0.05)")
     scenario.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from ..bench.report import markdown_table
     from ..bench.run import run_scenario
-    from ..bench.scenario import FULL, POLICIES, QUICK, SCENARIO_HEDGE
+    from ..bench.scenario import FULL, POLICIES, QUICK
 
     spec = QUICK if args.quick else FULL
     if args.seed is not None:
         spec = dataclasses.replace(spec, seed=args.seed)
-    share = SCENARIO_HEDGE["max_share"] if args.hedge_share is None else args.hedge_share
-    if not 0.0 <= share <= 1.0:
-        raise CLIError(f"--hedge-share: {share} must be a share in [0, 1]")
-    if args.hedge == "off" and args.hedge_share is not None:
-        raise CLIError("--hedge-share: hedging is off; give --hedge projected_miss or --hedge delay with it")
+    if args.hedge is not None and not 0.0 <= args.hedge <= 1.0:
+        raise CLIError(f"--hedge: {args.hedge} must be a share in [0, 1]")
     spec = dataclasses.replace(spec, protocol=args.protocol,
-                               hedge=None if args.hedge == "off" else {"trigger": args.hedge, "max_share": share})
+                               hedge=None if args.hedge is None else {"max_share": args.hedge})
     policies = [p.strip() for p in args.policies.split(",") if p.strip()] or list(POLICIES)
     unknown = [p for p in policies if p not in POLICIES]
     if unknown:
         raise CLIError(f"unknown policy {unknown[0]!r} (known: {', '.join(POLICIES)})")
     started = time.monotonic()
-    hedging = "off" if spec.hedge is None else f"{spec.hedge['trigger']} (max_share {spec.hedge['max_share']})"
+    hedging = "off" if spec.hedge is None else f"on (max_share {spec.hedge['max_share']})"
     print(f"scenario '{spec.name}': EMULATED accelerators (time_scale {spec.time_scale}), SLO {spec.slo_ms:.0f} ms, "
           f"{spec.protocol}, hedging {hedging}", flush=True)
     summary = run_scenario(spec, Path(args.out), policies, progress=lambda m: print(m, flush=True))

@@ -223,8 +223,7 @@ def test_exporter_bad_input_writes_nothing(tmp_path: Path, capsys: Any, case: st
 
 
 @pytest.mark.parametrize("args, needle", [
-    (["--hedge-share", "0.2"], "hedging is off"),
-    (["--hedge", "delay", "--hedge-share", "1.5"], "must be a share in [0, 1]"),
+    (["--hedge", "1.5"], "must be a share in [0, 1]"),
     (["--policies", "tritonmix-auto,fastest"], "unknown policy 'fastest'"),
 ])
 def test_scenario_bad_options_start_nothing(tmp_path: Path, capsys: Any, args: List[str], needle: str) -> None:
