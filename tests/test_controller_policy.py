@@ -155,6 +155,23 @@ def test_capacity_estimate_shows_a_halving_within_two_intervals():
     assert est.mu_rps < 9.0
 
 
+def test_capacity_estimate_takes_a_larger_pool_only_from_two_queueing_ticks():
+    """3 slots of 0.1675 s (inf2 in the scenario). One short tick whose answers burst (the slots that were busy when
+    a cut parked them) looks like 3.8 slots: ignored. The same on two ticks in a row is a larger pool. A smaller pool
+    shows at once."""
+    def queued(completed: int) -> CapacityObservation:  # 0.125 s ticks, a queue at the server
+        return CapacityObservation(0.125, completed=completed, service_s=0.1675, queue_s=0.2, pending=2.0, in_flight=5)
+
+    est = CapacityEstimator(17.9, 3, slo_s=0.6, slo_miss_threshold=0.05, alpha_down=0.6, alpha_up=0.3)
+    est.update(queued(3))  # x s = 24 x 0.1675 = 4.0 slots
+    assert est.concurrency == pytest.approx(3.0)
+    est.update(queued(3))
+    assert est.concurrency > 3.5
+    cut = CapacityEstimator(17.9, 3, slo_s=0.6, slo_miss_threshold=0.05, alpha_down=0.6, alpha_up=0.3)
+    cut.update(queued(1))  # 8 x 0.1675 = 1.3 slots
+    assert cut.concurrency < 2.0
+
+
 def test_capacity_estimate_learns_the_slo_factor_from_misses():
     est = CapacityEstimator(15.0, 1, slo_s=0.15, slo_miss_threshold=0.05, alpha_down=1.0, alpha_up=1.0)
     est.update(CapacityObservation(0.5, completed=6, service_s=1 / 15.0, ours_completed=6, ours_over_slo=3))

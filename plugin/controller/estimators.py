@@ -58,7 +58,8 @@ class CapacityEstimator:
                   the capacity, C_obs = x * s with x = completed / dt (Little's law), and
                   C <- C + 0.7 (C_obs - C) with C_obs >= 1, from one completion on (a model reload with fewer
                   instances shows here within a tick or two; the service time alone never changes; above C it
-                  re-learns a larger pool too);
+                  re-learns a larger pool too, once C_obs > C on two queueing ticks in a row: the burst of answers
+                  from slots that were busy when a cut parked them looks like a larger pool over one short tick);
                   no queue at all (pending = 0, queue wait < s / 10, ours in flight <= C) -> C <- C + b (C_0 - C),
                   b = 1 - exp(-dt / 2.5 s) (capacity that came back is re-trusted over a few seconds, the queue
                   cuts it again if not); a stall (below) is a reload: C <- max(C, C_0), the queue re-learns it
@@ -84,7 +85,7 @@ class CapacityEstimator:
     """
 
     __slots__ = ("mu_rps", "concurrency", "service_s", "slo_factor", "_slo_s", "_threshold", "_down", "_up",
-                 "_hint", "_ok", "_over", "_quiet_s", "_forgive", "_queued_ticks", "measured")
+                 "_hint", "_ok", "_over", "_quiet_s", "_forgive", "_queued_ticks", "_above", "measured")
 
     def __init__(self, prior_rps: float, concurrency: Optional[int], *, slo_s: float, slo_miss_threshold: float,
                  alpha_down: float, alpha_up: float, hinted: bool = True) -> None:
@@ -97,6 +98,7 @@ class CapacityEstimator:
         self._quiet_s = 0.0
         self._forgive = 0
         self._queued_ticks = 0
+        self._above = 0  # queueing ticks in a row whose C_obs was above C
         self.service_s = self.concurrency / self.mu_rps if self.mu_rps > 0 and hinted else math.nan
         #: mu rests on something: a max_rps hint or a measured service time (AUTO judges demand only then)
         self.measured = bool(hinted)
@@ -150,10 +152,12 @@ class CapacityEstimator:
         if queueing and obs.completed >= 1:
             c_obs = max(x_rps * obs.service_s, 1.0)
             cut = c_obs < self.concurrency
+            self._above = self._above + 1 if c_obs > self.concurrency else 0
             if cut:  # the misses so far are the old C's: counted there, not again in f
                 self._ok = self._over = 0
                 self._forgive = max(self._forgive, obs.in_flight)
-            self.concurrency += QUEUE_ALPHA * (c_obs - self.concurrency)
+            if cut or self._above >= 2:  # a larger pool on two ticks in a row: one tick's burst is not one
+                self.concurrency += QUEUE_ALPHA * (c_obs - self.concurrency)
             return cut
         if (obs.pending == 0.0 and obs.queue_s < 0.1 * obs.service_s and obs.in_flight <= self.concurrency
               and self.concurrency < self._hint):
