@@ -160,10 +160,15 @@ def test_capacity_estimate_takes_a_larger_pool_only_from_two_queueing_ticks():
     a cut parked them) looks like 3.8 slots: ignored. The same on two ticks in a row is a larger pool. A smaller pool
     shows at once."""
     def queued(completed: int) -> CapacityObservation:  # 0.125 s ticks, a queue at the server
-        return CapacityObservation(0.125, completed=completed, service_s=0.1675, queue_s=0.2, pending=2.0, in_flight=5)
+        return CapacityObservation(0.125, completed=completed, service_s=0.1675, queue_s=0.2, pending=2.0, in_flight=5,
+                                   ours_completed=completed)
 
     est = CapacityEstimator(17.9, 3, slo_s=0.6, slo_miss_threshold=0.05, alpha_down=0.6, alpha_up=0.3)
     est.update(queued(3))  # x s = 24 x 0.1675 = 4.0 slots
+    assert est.concurrency == pytest.approx(3.0)
+    est.update(CapacityObservation(0.125, completed=2, service_s=0.1675, queue_s=0.0, pending=0.0, in_flight=2,
+                                   ours_completed=2))
+    est.update(queued(3))  # a tick without a queue between: not two in a row
     assert est.concurrency == pytest.approx(3.0)
     est.update(queued(3))
     assert est.concurrency > 3.5

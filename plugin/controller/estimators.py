@@ -159,6 +159,7 @@ class CapacityEstimator:
             if cut or self._above >= 2:  # a larger pool on two ticks in a row: one tick's burst is not one
                 self.concurrency += QUEUE_ALPHA * (c_obs - self.concurrency)
             return cut
+        self._above = 0  # "in a row": a tick without a queue in between starts the count again
         if (obs.pending == 0.0 and obs.queue_s < 0.1 * obs.service_s and obs.in_flight <= self.concurrency
               and self.concurrency < self._hint):
             self.concurrency += (1.0 - math.exp(-obs.dt_s / CONCURRENCY_RECOVERY_S)) * (self._hint - self.concurrency)
