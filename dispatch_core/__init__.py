@@ -11,6 +11,13 @@ Two builds with one behaviour: the compiled ``_dispatch_c`` (Cython) and the pur
     d.pick(exclude=i)                  # a retry that must not go back to endpoint i
 
 The pick rule, its cost, the EWMA formulas and the thread-safety argument are in ``Dispatcher``'s docstring.
+
+Around it, the per-request bookkeeping of a client, compiled too (``Lane``; rules in its docstring)::
+
+    lane = Lane(d, tally, requests, clock, slo_s, on_due, on_slow, on_failed)
+    t0 = lane.begin()                  # arrival counted, retry budget's request count, due readmission
+    i = lane.pick()
+    lane.succeeded(i, t0)              # or lane.failed(i, t0, outcome)
 """
 from __future__ import annotations
 
@@ -22,6 +29,9 @@ from ._common import DispatchError, DispatchStats, NoEndpointAvailable, Unmatche
 __all__ = [
     "IMPLEMENTATION",
     "Dispatcher",
+    "Lane",
+    "EndpointTally",
+    "SlidingCount",
     "DispatchError",
     "DispatchStats",
     "NoEndpointAvailable",
@@ -34,14 +44,16 @@ NO_EXTENSIONS = os.environ.get("TRITONMIX_NO_EXTENSIONS", "") not in ("", "0")
 
 if NO_EXTENSIONS:
     from ._dispatch_py import Dispatcher
+    from ._lane_py import EndpointTally, Lane, SlidingCount
 
     IMPLEMENTATION = "python"
 else:
     try:
-        from ._dispatch_c import Dispatcher
+        from ._dispatch_c import Dispatcher, EndpointTally, Lane, SlidingCount
     except ImportError as exc:  # no compiler at install time: the twin, and say so
         _log.debug("compiled dispatch core unavailable (%s); using the Python twin", exc)
         from ._dispatch_py import Dispatcher
+        from ._lane_py import EndpointTally, Lane, SlidingCount
 
         IMPLEMENTATION = "python"
     else:

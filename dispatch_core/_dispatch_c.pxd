@@ -31,7 +31,40 @@ cdef class Dispatcher:
     cdef Py_ssize_t _draw_open(self) noexcept
     cdef Py_ssize_t _draw_scan(self, bint under_limit) noexcept
     cdef bint _member(self, const Endpoint* e, bint under_limit) noexcept
+    cdef Py_ssize_t _pick(self) except -1
+    cdef int _record(self, Py_ssize_t i, double latency_s, bint ok) except -1
     cdef object _pick_excluding(self, exclude)
     cdef Py_ssize_t _choose(self, Py_ssize_t a, Py_ssize_t b) noexcept
     cdef Py_ssize_t _check_index(self, Py_ssize_t i) except -1
     cdef Endpoint* _snapshot(self) except NULL
+
+
+cdef class SlidingCount:
+    cdef double _half_s
+    cdef int64_t _epoch
+    cdef int64_t _previous
+    cdef int64_t _current
+
+    cdef void _rotate(self, double now) noexcept
+    cdef void _add(self, double now) noexcept
+
+
+cdef class EndpointTally:
+    cdef Py_ssize_t _n
+    cdef int64_t* _ok        # successes per endpoint
+    cdef int64_t* _streak    # consecutive failures per endpoint
+    cdef public double readmit_at
+
+    cdef Py_ssize_t _check(self, Py_ssize_t i) except -1
+
+
+cdef class Lane:
+    cdef readonly Dispatcher dispatcher
+    cdef readonly EndpointTally tally
+    cdef readonly SlidingCount requests
+    cdef readonly double slo_s
+    cdef object _clock
+    cdef object _on_due
+    cdef object _on_slow
+    cdef object _on_failed
+    cdef int64_t _arrivals

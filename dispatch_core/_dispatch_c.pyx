@@ -1,6 +1,6 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
 """The compiled dispatch core: the same rule, PRNG and float arithmetic as the reference twin ``_dispatch_py.py``."""
-from libc.math cimport INFINITY, NAN
+from libc.math cimport INFINITY, NAN, floor
 from libc.stdint cimport int64_t, uint64_t
 from libc.stdlib cimport free, malloc, realloc
 from libc.string cimport memcpy
@@ -9,7 +9,7 @@ from operator import index as _index
 from ._common import DispatchStats, NoEndpointAvailable, UnmatchedRecord, initial_state
 from ._common import EXCLUDE_RETRIES as _PY_EXCLUDE_RETRIES
 
-__all__ = ["Dispatcher", "noop"]
+__all__ = ["Dispatcher", "SlidingCount", "EndpointTally", "Lane", "noop"]
 
 cdef extern from *:
     """
@@ -177,9 +177,12 @@ cdef class Dispatcher:
 
     def pick(self, exclude=None):
         """Choose an endpoint (see the class docstring) and count it in flight. Raises NoEndpointAvailable."""
-        cdef Py_ssize_t a, b
         if exclude is not None:
             return self._pick_excluding(exclude)
+        return self._pick()
+
+    cdef Py_ssize_t _pick(self) except -1:
+        cdef Py_ssize_t a, b
         if self._total <= 0.0:
             raise NoEndpointAvailable("no available endpoint with weight > 0")
         a = self._draw()
@@ -223,6 +226,9 @@ cdef class Dispatcher:
 
     def record(self, Py_ssize_t i, double latency_s, bint ok):
         """The one completion of a pick of ``i``: in_flight -= 1, counters and EWMAs updated (class docstring)."""
+        self._record(i, latency_s, ok)
+
+    cdef int _record(self, Py_ssize_t i, double latency_s, bint ok) except -1:
         self._check_index(i)
         if not (latency_s >= 0.0 and latency_s != INFINITY):
             raise ValueError(f"latency_s = {latency_s!r} for endpoint {i}: must be finite and >= 0")
@@ -241,6 +247,7 @@ cdef class Dispatcher:
         else:
             e.failures += 1
             e.error_rate = alpha + (1.0 - alpha) * e.error_rate
+        return 0
 
     # ---- reading -------------------------------------------------------------------------------------------
 
@@ -399,3 +406,155 @@ cdef class Dispatcher:
             raise MemoryError()
         memcpy(s, self._ep, self._n * sizeof(Endpoint))
         return s
+
+
+# ---- the per-request bookkeeping around the dispatcher (the twin is ``_lane_py.py``) -------------------------------
+
+cdef class SlidingCount:
+    """Events over a sliding window of ``window_s``, kept as two half-windows rotated on use: the count is the
+    previous half plus the current one (so it covers between window_s / 2 and window_s). The half a time falls
+    in is floor(now / (window_s / 2)); moving to the next half keeps the current half as the previous one, any
+    other move clears both. O(1) per add and per read; atomic under the GIL (no Python call inside)."""
+
+    def __init__(self, double window_s, double now):
+        if not (window_s > 0.0 and window_s != INFINITY):
+            raise ValueError(f"window_s must be finite and > 0, got {window_s!r}")
+        self._half_s = window_s / 2.0
+        self._epoch = <int64_t>floor(now / self._half_s)
+        self._previous = 0
+        self._current = 0
+
+    cdef void _rotate(self, double now) noexcept:
+        cdef int64_t epoch = <int64_t>floor(now / self._half_s)
+        if epoch != self._epoch:
+            self._previous = self._current if epoch == self._epoch + 1 else 0
+            self._current = 0
+            self._epoch = epoch
+
+    cdef void _add(self, double now) noexcept:
+        self._rotate(now)
+        self._current += 1
+
+    def add(self, double now):
+        """Count one event at ``now``."""
+        self._add(now)
+
+    def total(self, double now):
+        """Events in the window that ends at ``now``."""
+        self._rotate(now)
+        return self._previous + self._current
+
+
+cdef class EndpointTally:
+    """What every request of a client touches per endpoint, shared by all its lanes: successes, the current run of
+    consecutive failures (the streak, written by the router under its lock), and ``readmit_at``, the earliest time
+    an ejected endpoint is due back (infinity: none)."""
+
+    def __cinit__(self, *args, **kwargs):
+        self._n = 0
+        self._ok = NULL
+        self._streak = NULL
+        self.readmit_at = INFINITY
+
+    def __dealloc__(self):
+        free(self._ok)
+        free(self._streak)
+
+    def __init__(self, n_endpoints):
+        cdef Py_ssize_t n = _index(n_endpoints), i
+        if n < 0:
+            raise ValueError(f"n_endpoints must be >= 0, got {n}")
+        self._ok = <int64_t*>malloc((n if n > 0 else 1) * sizeof(int64_t))
+        self._streak = <int64_t*>malloc((n if n > 0 else 1) * sizeof(int64_t))
+        if self._ok == NULL or self._streak == NULL:
+            raise MemoryError()
+        for i in range(n):
+            self._ok[i] = 0
+            self._streak[i] = 0
+        self._n = n
+
+    @property
+    def n_endpoints(self):
+        return self._n
+
+    def successes(self):
+        """Successful attempts per endpoint so far."""
+        cdef Py_ssize_t i
+        return tuple([self._ok[i] for i in range(self._n)])
+
+    def streak(self, Py_ssize_t i):
+        """Consecutive failed attempts of endpoint i since its last success."""
+        return self._streak[self._check(i)]
+
+    def set_streak(self, Py_ssize_t i, int64_t value):
+        self._streak[self._check(i)] = value
+
+    cdef Py_ssize_t _check(self, Py_ssize_t i) except -1:
+        if i < 0 or i >= self._n:
+            raise IndexError(f"endpoint index {i} out of range for {self._n} endpoints")
+        return i
+
+
+cdef class Lane:
+    """The bookkeeping of one (model, request class) of a client, around its dispatcher: every attempt is
+    ``t0 = begin()`` (user requests only), ``i = pick()``, then exactly one of ``succeeded(i, t0)`` or
+    ``failed(i, t0, outcome)``.
+
+        begin()          one clock read; arrivals += 1; the retry budget's request count += 1; when
+                         ``tally.readmit_at`` has passed, ``on_due(now)`` (the router readmits)
+        pick(exclude)    the dispatcher's pick
+        succeeded(i, t0) record(i, now - t0, ok); successes[i] += 1; ``on_slow(i, latency_s)`` only when the
+                         endpoint has a failure streak to end or the latency is over ``slo_s`` (infinity for batch)
+        failed(i, t0, outcome)  record(i, max(0, now - t0), failed); ``on_failed(i, outcome, now)`` unless
+                         ``outcome`` is None (a cancellation: recorded, not held against the endpoint)
+
+    O(1) plus the pick's O(log n); the callbacks run only on the rare branches. Atomic under the GIL between the
+    clock read and a callback (no Python call in between)."""
+
+    def __init__(self, Dispatcher dispatcher not None, EndpointTally tally not None, SlidingCount requests not None,
+                 clock, double slo_s, on_due, on_slow, on_failed):
+        if tally._n != dispatcher._n:
+            raise ValueError(f"tally has {tally._n} endpoints, the dispatcher {dispatcher._n}")
+        self.dispatcher = dispatcher
+        self.tally = tally
+        self.requests = requests
+        self.slo_s = slo_s
+        self._clock = clock
+        self._on_due = on_due
+        self._on_slow = on_slow
+        self._on_failed = on_failed
+        self._arrivals = 0
+
+    @property
+    def arrivals(self):
+        """User requests begun on this lane (retries and hedges not counted)."""
+        return self._arrivals
+
+    def begin(self):
+        cdef double now = self._clock()
+        self._arrivals += 1
+        self.requests._add(now)
+        if now >= self.tally.readmit_at:
+            self._on_due(now)
+        return now
+
+    def pick(self, exclude=None):
+        if exclude is None:
+            return self.dispatcher._pick()
+        return self.dispatcher._pick_excluding(exclude)
+
+    def succeeded(self, Py_ssize_t i, double t0):
+        cdef double latency_s = self._clock() - t0
+        self.dispatcher._record(i, latency_s, True)
+        self.tally._ok[i] += 1
+        if self.tally._streak[i] or latency_s > self.slo_s:
+            self._on_slow(i, latency_s)
+        return latency_s
+
+    def failed(self, Py_ssize_t i, double t0, outcome=None):
+        cdef double now = self._clock()
+        cdef double latency_s = now - t0
+        self.dispatcher._record(i, latency_s if latency_s > 0.0 else 0.0, False)
+        if outcome is not None:
+            self._on_failed(i, outcome, now)
+        return now

@@ -1,19 +1,16 @@
-"""``config.pbtxt`` generation: Triton's ModelConfig protobuf (``tritonclient.grpc.model_config_pb2``), filled with
-``json_format.ParseDict`` and written with ``text_format``; never by string templates (pytriton's
-``model_config/generator.py`` does the same).
+"""``config.pbtxt`` generation for exported models: the ModelConfig of a ``ModelSpec``; written and read by
+``tritonmix.model_config`` (the one writer of every repository tritonmix makes).
 """
 from __future__ import annotations
 
-import logging
-from pathlib import Path
 from typing import Any, Optional
 
-from google.protobuf import json_format, text_format
 from tritonclient.grpc import model_config_pb2
 
+from ..model_config import build_config, config_text, read_config, write_config
 from .specs import ModelSpec, TensorSpec
 
-logger = logging.getLogger(__name__)
+__all__ = ["model_config", "config_text", "write_config", "read_config"]
 
 
 def _tensor(spec: TensorSpec, is_input: bool) -> dict[str, Any]:
@@ -52,22 +49,4 @@ def model_config(
     if spec.parameters:
         body["parameters"] = {k: {"string_value": v} for k, v in sorted(spec.parameters.items())}
     body.update(extra or {})
-    return json_format.ParseDict(body, model_config_pb2.ModelConfig())
-
-
-def config_text(config: model_config_pb2.ModelConfig) -> str:
-    """The canonical text form (stable across runs, so committed configs can be compared byte for byte)."""
-    return text_format.MessageToString(config)
-
-
-def write_config(model_dir: Path, config: model_config_pb2.ModelConfig) -> Path:
-    model_dir.mkdir(parents=True, exist_ok=True)
-    path = model_dir / "config.pbtxt"
-    path.write_text(config_text(config))
-    logger.debug("wrote %s", path)
-    return path
-
-
-def read_config(path: Path) -> model_config_pb2.ModelConfig:
-    """Parse a ``config.pbtxt`` back into a ModelConfig message (raises ``text_format.ParseError``)."""
-    return text_format.Parse(Path(path).read_text(), model_config_pb2.ModelConfig())
+    return build_config(body)

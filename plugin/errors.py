@@ -10,7 +10,13 @@
      │    ├── ModelRepositoryError                  the repository is missing or holds no model
      │    ├── ModelLoadError                        Triton refused a model; quotes Triton's own reason
      │    └── ServerExited                          the server died before it became ready
-     └── ExportError           (also RuntimeError) an export or its parity check failed
+     ├── ExportError           (also RuntimeError) an export or its parity check failed
+     ├── FaultError            (also RuntimeError) a local fleet's supervisor refused or failed a fault
+     └── AttemptAborted        (also ConnectionAbortedError) one attempt of a request ended by its client side,
+          │                                     not by the server: a failed attempt, failed over as "maybe ran"
+          ├── TransportCancelled                its transport cancelled it (a gRPC channel or aiohttp session
+          │                                     closed) while the awaiting task itself was not cancelled
+          └── PoolShutDown                      queued on the client's hedging pool when close() shut it down
 
 ``NoEndpointAvailable`` lives with the dispatcher (``tritonmix.dispatch_core``), which must not import this package.
 """
@@ -28,6 +34,10 @@ __all__ = [
     "ModelLoadError",
     "ServerExited",
     "ExportError",
+    "FaultError",
+    "AttemptAborted",
+    "TransportCancelled",
+    "PoolShutDown",
 ]
 
 
@@ -70,3 +80,19 @@ class ServerExited(LaunchError):
 
 class ExportError(TritonMixError, RuntimeError):
     """An export failed (bad model, unknown target, parity outside tolerance)."""
+
+
+class FaultError(TritonMixError, RuntimeError):
+    """The supervisor of a local fleet refused or failed a fault (``tritonmix fleet kill ...``); says why."""
+
+
+class AttemptAborted(TritonMixError, ConnectionAbortedError):
+    """One attempt ended on the client side (see the tree); the request fails over as after a reset."""
+
+
+class TransportCancelled(AttemptAborted):
+    """The transport cancelled an attempt (a gRPC call cancelled when its channel closed); the caller did not."""
+
+
+class PoolShutDown(AttemptAborted):
+    """An attempt queued on the client's hedging pool when close() shut it down (it never ran)."""

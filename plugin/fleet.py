@@ -75,9 +75,19 @@ class EndpointSpec:
         """A local endpoint has no URL yet: ``LocalFleet`` starts it and fills the URL in."""
         return self.url is None
 
-    @property
-    def price_per_second(self) -> float:
-        return self.price_per_hour / 3600.0
+    def to_dict(self) -> Dict[str, Any]:
+        """The fleet file's entry for this endpoint: the fields set, without defaults. An endpoint with a URL (a
+        local one that was started included) is written as a remote one: its profile and repository are how it
+        was started, not how to reach it."""
+        out: Dict[str, Any] = {"name": self.name}
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            if field.name == "name" or value == field.default or value is None:
+                continue
+            if self.url is not None and field.name in ("profile", "model_repository"):
+                continue
+            out[field.name] = dict(value) if isinstance(value, Mapping) else value
+        return out
 
     def with_url(self, url: str, metrics_url: Optional[str] = None) -> "EndpointSpec":
         return dataclasses.replace(self, url=url, metrics_url=metrics_url or self.metrics_url)
@@ -125,6 +135,34 @@ class Fleet:
         endpoints = tuple(e.with_url(urls[e.name], metrics.get(e.name)) if e.name in urls else e
                           for e in self.endpoints)
         return dataclasses.replace(self, endpoints=endpoints)
+
+    # -- writing ---------------------------------------------------------------------------------------------
+    def to_dict(self) -> Dict[str, Any]:
+        """The fleet file as a mapping: ``Fleet.from_dict(f.to_dict())`` equals ``f`` (but for ``source``; a local
+        endpoint that was started is written with its URL, see ``EndpointSpec.to_dict``)."""
+        out: Dict[str, Any] = {"slo_ms": self.slo_ms, "mode": self.mode}
+        if self.time_scale != 1.0:
+            out["time_scale"] = self.time_scale
+        if self.emulated_model != "stable_diffusion":
+            out["emulated_model"] = self.emulated_model
+        controller = self.controller.to_dict()
+        if controller:
+            out["controller"] = controller
+        out["endpoints"] = [e.to_dict() for e in self.endpoints]
+        return out
+
+    def to_yaml(self, path: Union[str, Path, None] = None) -> str:
+        """The fleet file as YAML text; with ``path``, also written there (whole or not at all: a temporary file
+        beside it, then renamed)."""
+        import yaml
+
+        text = yaml.safe_dump(self.to_dict(), sort_keys=False)
+        if path is not None:
+            file = Path(path)
+            tmp = file.with_name(f".{file.name}.tmp")
+            tmp.write_text(text)
+            tmp.replace(file)
+        return text
 
     # -- construction ----------------------------------------------------------------------------------------
     @classmethod

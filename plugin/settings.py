@@ -16,7 +16,7 @@ __all__ = ["ControllerSettings", "HedgeSettings"]
 
 @dataclasses.dataclass(frozen=True)
 class HedgeSettings:
-    """Hedged requests (``controller: {hedge: {...}}``; see ``tritonmix._hedging``). Off unless the section is given
+    """Hedged requests (``controller: {hedge: {...}}``; see ``tritonmix.request.hedging``). Off unless the section is given
     (a ``hedge:`` section is on unless it says ``enabled: false``). An interactive request still outstanding after
     its endpoint's hedge delay gets one copy on another endpoint; the first success wins::
 
@@ -68,6 +68,13 @@ class HedgeSettings:
             values[name] = value
         return cls(**values)
 
+    def to_dict(self) -> Any:
+        """What ``from_dict`` reads back as this value: False when off, else the fields that differ from the
+        defaults (a section is on unless it says otherwise)."""
+        if not self.enabled:
+            return False
+        return _changed(self, HedgeSettings(enabled=True), skip=("enabled",)) or True
+
 
 @dataclasses.dataclass(frozen=True)
 class ControllerSettings:
@@ -113,6 +120,9 @@ class ControllerSettings:
     #: scorers ("name" or "name:weight") and filters by registry name (empty: the defaults, see tritonmix.controller.plugins)
     scorers: Tuple[str, ...] = ()
     filters: Tuple[str, ...] = ()
+    #: how COST and CAPACITY mode turn the ranked endpoints into load, by registry name (tritonmix.controller.plugins)
+    cost_picker: str = "tiered_fill"
+    capacity_picker: str = "headroom_spread"
     #: serve the client's Prometheus metrics on <metrics_host>:<port> (None: no exporter)
     metrics_port: Optional[int] = None
     metrics_host: str = "127.0.0.1"
@@ -132,6 +142,24 @@ class ControllerSettings:
         values = {name: HedgeSettings.from_dict(value) if name == "hedge" else
                   _coerce(name, value, getattr(cls, name, None)) for name, value in data.items()}
         return cls(**values)
+
+    def to_dict(self) -> Dict[str, Any]:
+        """The fields that differ from the defaults, as the fleet file writes them (``from_dict`` reads it back as
+        this value)."""
+        out = _changed(self, ControllerSettings(), skip=("hedge",))
+        if self.hedge != HedgeSettings():
+            out["hedge"] = self.hedge.to_dict()
+        return out
+
+
+def _changed(value: Any, default: Any, skip: Tuple[str, ...] = ()) -> Dict[str, Any]:
+    """The fields of a settings dataclass that differ from ``default``'s, tuples as lists."""
+    out: Dict[str, Any] = {}
+    for field in dataclasses.fields(value):
+        mine = getattr(value, field.name)
+        if field.name not in skip and mine != getattr(default, field.name):
+            out[field.name] = list(mine) if isinstance(mine, tuple) else mine
+    return out
 
 
 _SHARES = {"target_utilisation", "cost_margin", "slo_miss_threshold", "max_ejected_share", "panic_threshold",
@@ -154,6 +182,10 @@ def _coerce(name: str, value: Any, default: Any) -> Any:
     if name == "metrics_host":
         if not isinstance(value, str) or not value:
             raise ConfigError(f"{where}: {value!r} must be a host name or address")
+        return value
+    if name in ("cost_picker", "capacity_picker"):
+        if not isinstance(value, str) or not value:
+            raise ConfigError(f"{where}: {value!r} must be a picker name")
         return value
     if name == "metrics_port":
         if value is None:

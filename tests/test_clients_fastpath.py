@@ -1,4 +1,4 @@
-"""The sync clients' fast path (the first attempt inline, ``tritonmix.routing.Lane``) keeps every behaviour of the
+"""The sync clients' fast path (the first attempt on the compiled lane, ``tritonmix.clients.sync``) keeps every behaviour of the
 engine's loop: one record per pick, failover, pass-through errors, cancellation, no endpoint, exact counters under
 threads, SLO misses and failure streaks. Fake endpoint clients stand in for the servers (no Triton needed)."""
 from __future__ import annotations
@@ -25,12 +25,9 @@ def _client(protocol: str, endpoints: List[FakeEndpoint], *, slo_ms: Optional[fl
         fields["slo_ms"] = slo_ms
     fleet = Fleet.from_urls(UNREACHABLE, protocol=protocol, **fields)
     extra = {} if clock is None else {"clock": clock}
-    client = getattr(tritonmix, protocol).InferenceServerClient(fleet=fleet, seed=5, **extra)
-    if protocol == "http":
-        urls = [e.url for e in fleet.endpoints]
-        client._clients._factory = lambda url: endpoints[urls.index(url)]
-    else:
-        client._clients[:] = endpoints
+    urls = [e.url for e in fleet.endpoints]
+    client = getattr(tritonmix, protocol).InferenceServerClient(
+        fleet=fleet, seed=5, endpoint_client_factory=lambda url: endpoints[urls.index(url)], **extra)
     client.router.set_ejector(lambda i, reason, now: None)  # keep every endpoint in rotation
     return client
 
@@ -149,10 +146,11 @@ def test_slo_misses_and_failure_streaks_are_kept(make: Any, protocol: str) -> No
     client.infer("add_sub", ["x"], request_class="batch")  # batch requests have no SLO
     assert sum(c[1] for c in client.router.endpoint_counters()) == 10
     router = client.router
-    router._consecutive[:] = [2, 2]  # a failure streak: the next success on each endpoint ends it
+    for i in (0, 1):
+        router.tally.set_streak(i, 2)  # a failure streak: the next success on each endpoint ends it
     for _ in range(20):
         client.infer("add_sub", ["x"])
-    assert router._consecutive == [0, 0]
+    assert [router.tally.streak(i) for i in (0, 1)] == [0, 0]
 
 
 def test_an_unknown_request_class_is_refused(make: Any) -> None:

@@ -49,11 +49,16 @@ def test_constructor_takes_tritonclients_arguments_in_order() -> None:
 
 
 def test_shared_modules_all() -> None:
-    import tritonmix._failover
-    import tritonmix.retry
-    import tritonmix.routing
+    import pkgutil
 
-    for module in (tritonmix.retry, tritonmix.routing, tritonmix._failover):
-        for name in module.__all__:
-            assert hasattr(module, name), f"{module.__name__}.{name}"
-    assert set(tritonmix.routing.__all__) >= {"Router"}
+    import tritonmix.clients
+    import tritonmix.request
+
+    for package in (tritonmix.request, tritonmix.clients):
+        for info in pkgutil.iter_modules(package.__path__):
+            module = importlib.import_module(f"{package.__name__}.{info.name}")
+            for name in module.__all__:
+                assert hasattr(module, name), f"{module.__name__}.{name}"
+        for name in package.__all__:
+            assert hasattr(package, name), f"{package.__name__}.{name}"
+    assert set(tritonmix.request.__all__) >= {"Router", "Engine", "RetryPolicy", "RetryBudget", "Sequences"}

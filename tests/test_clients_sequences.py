@@ -14,7 +14,7 @@ import tritonmix.grpc.aio
 import tritonmix.http
 import tritonmix.http.aio
 from clients_support import assert_nothing_in_flight
-from tritonmix._client_common import SequencePins
+from tritonmix.request import SequencePins
 from tritonmix.fleet import Fleet
 
 URLS = "127.0.0.1:9,127.0.0.1:10,127.0.0.1:11"  # never reached: fake clients answer
@@ -55,12 +55,9 @@ class AsyncFakeEndpoint(FakeEndpoint):
 
 def _sync_client(protocol: str, endpoints: List[FakeEndpoint]) -> Any:
     fleet = Fleet.from_urls(URLS, protocol=protocol, controller={"enabled": False})
-    client = getattr(tritonmix, protocol).InferenceServerClient(fleet=fleet, seed=3)
-    if protocol == "http":
-        urls = [e.url for e in fleet.endpoints]
-        client._clients._factory = lambda url: endpoints[urls.index(url)]
-    else:
-        client._clients[:] = endpoints
+    urls = [e.url for e in fleet.endpoints]
+    client = getattr(tritonmix, protocol).InferenceServerClient(
+        fleet=fleet, seed=3, endpoint_client_factory=lambda url: endpoints[urls.index(url)])
     client.router.set_ejector(lambda i, reason, now: None)
     return client
 
@@ -100,7 +97,7 @@ def test_every_request_of_a_sequence_goes_to_one_endpoint(client: Any, endpoints
         assert len(set(served)) == 1, (sid, served)
         homes.append(served[0])
     assert set(homes) == {0, 1, 2}  # sequences themselves are spread
-    assert len(client._core.pins) == 0  # every sequence ended: nothing pinned
+    assert client.pinned_sequences == 0  # every sequence ended: nothing pinned
     assert client.router.arrivals()[("add_sub", "interactive")] == 200
 
 
@@ -117,7 +114,7 @@ def test_a_pinned_endpoint_that_takes_no_requests_fails_the_request_clearly(clie
     client.router.set_endpoint_available(home, False)
     with pytest.raises(InferenceServerException, match="start the sequence again"):
         client.infer("add_sub", ["x"], sequence_id=5)
-    assert len(client._core.pins) == 0
+    assert client.pinned_sequences == 0
     again = client.infer("add_sub", ["x"], sequence_id=5, sequence_start=True)  # a new start goes elsewhere
     assert again != home and client.infer("add_sub", ["x"], sequence_id=5, sequence_end=True) == again
 
@@ -151,7 +148,7 @@ def test_the_server_error_of_a_pinned_request_passes_through(client: Any, endpoi
     endpoints[home].error = error
     with pytest.raises(InferenceServerException) as info:
         client.infer("add_sub", ["x"], sequence_id=3, sequence_end=True)
-    assert info.value is error and len(client._core.pins) == 0  # the end unpins, whatever the outcome
+    assert info.value is error and client.pinned_sequences == 0  # the end unpins, whatever the outcome
 
 
 def test_pins_are_bounded() -> None:
@@ -167,19 +164,16 @@ def test_aio_sequences_stick(protocol: str) -> None:
         fakes = [AsyncFakeEndpoint(k) for k in range(3)]
         fleet = Fleet.from_urls(URLS, protocol=protocol, controller={"enabled": False})
         module = tritonmix.http.aio if protocol == "http" else tritonmix.grpc.aio
-        async with module.InferenceServerClient(fleet=fleet, seed=2) as client:
-            real = list(client._clients)
-            client._clients[:] = fakes
-            client._aio.clients[:] = fakes
-            for c in real:
-                await c.close()
+        urls = [e.url for e in fleet.endpoints]
+        async with module.InferenceServerClient(fleet=fleet, seed=2,
+                                                endpoint_client_factory=lambda url: fakes[urls.index(url)]) as client:
             homes = set()
             for sid in range(1, 16):
                 served = [await client.infer("add_sub", ["x"], sequence_id=sid, sequence_start=step == 0,
                                              sequence_end=step == 3) for step in range(4)]
                 assert len(set(served)) == 1, served
                 homes.add(served[0])
-            assert homes == {0, 1, 2} and len(client._aio.core.pins) == 0
+            assert homes == {0, 1, 2} and client.pinned_sequences == 0
             assert_nothing_in_flight(client)
 
     asyncio.run(main())

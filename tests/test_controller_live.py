@@ -199,7 +199,7 @@ DEATH_RPS = 32.0
 def test_a_death_gets_weight_zero_within_one_interval_and_recovery_returns_cost_after_the_dwell(
         healthy_fleet: LocalFleet) -> None:
     client = httpclient.InferenceServerClient(fleet=healthy_fleet.fleet, seed=2)
-    controller = client._controller
+    controller = client.controller
     ticks = Ticks(controller)
     try:
         with OpenLoop(client, DEATH_RPS) as load:
@@ -273,7 +273,7 @@ def test_a_capacity_cut_in_half_shifts_traffic_within_two_intervals(healthy_flee
     shift has happened, and by k0 + 3 half of it. A slot cut is seen only once requests queue behind the one slot left: at 20 req/s on 14.9 that
     takes a few hundred ms, which is why the bar at k0 + 1 is a quarter and not all of it."""
     client = httpclient.InferenceServerClient(fleet=healthy_fleet.fleet, seed=3)
-    ticks = Ticks(client._controller)
+    ticks = Ticks(client.controller)
     lead_s = SCRAPE_LEAD * INTERVAL_S
     try:
         with OpenLoop(client, CUT_RPS):
@@ -311,12 +311,12 @@ def test_steady_load_at_70_percent_of_the_cheap_pool_switches_mode_at_most_once(
     """The fleet's time constants are scaled by 0.1 (dwell 0.5 s), so 15 s here are 30 dwell times: the 60 s of
     the issue at the scale of this fleet, and then some. Mode switches counted from the first request on."""
     client = httpclient.InferenceServerClient(fleet=healthy_fleet.fleet, seed=4)
-    ticks = Ticks(client._controller)
+    ticks = Ticks(client.controller)
     try:
         started = time.monotonic()
         with OpenLoop(client, STEADY_RPS) as load:
             time.sleep(STEADY_S)
-        switches = [(round(d.at_s - started, 2), d.new, d.reasons) for d in client._controller.decisions("mode")]
+        switches = [(round(d.at_s - started, 2), d.new, d.reasons) for d in client.controller.decisions("mode")]
         results = load.since(started + 1.0)
         within = sum(1 for r in results if r[2] is None and r[1] <= SLO_S) / len(results)
         share = [round(s.endpoints[CHEAP].interactive_weight, 2) for s in ticks.after(started)]

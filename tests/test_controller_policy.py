@@ -9,7 +9,7 @@ from tritonmix.controller.estimators import CapacityEstimator, CapacityObservati
 from tritonmix.controller.model import CAPACITY, COST, EndpointView
 from tritonmix.controller.plugins import build_filters, build_scorers, register_scorer
 from tritonmix.controller.policy import AutoMode, OutlierDetector, PlanSettings, detect_shortfall, make_plan
-from tritonmix.controller.policy.ejection import in_panic
+from tritonmix.request.ejection import in_panic
 from tritonmix.errors import ConfigError
 from tritonmix.settings import ControllerSettings
 
@@ -188,7 +188,7 @@ def test_demand_estimator_is_an_ewma_of_arrival_rates():
     dem.update({("m", "interactive"): 10}, 1.0)
     dem.update({("m", "interactive"): 30, ("m", "batch"): 4}, 1.0)
     assert dem.rates[("m", "interactive")] == pytest.approx(15.0)
-    assert dem.total("batch") == pytest.approx(4.0)
+    assert dem.rates[("m", "batch")] == pytest.approx(4.0)
 
 
 def test_scorer_registry_refuses_duplicates_and_names_unknown_ones():
@@ -232,3 +232,24 @@ def test_auto_keeps_a_load_driven_failure_while_capacity_mode_inflates_the_estim
     # the service times fell (rated room +33%): evidence, forgotten; COST after the dwell
     changes = [auto.update(60.0 + 0.5 * k, _shortfall(50.0, 80.0, rated=80.0)) for k in range(0, 12)]
     assert [(c.new, c.at_s) for c in changes if c] == [(COST, 65.0)]
+
+
+def test_a_registered_picker_decides_the_load_and_an_unknown_one_is_named() -> None:
+    from tritonmix.controller.decider import Decider
+    from tritonmix.controller.decisions import DecisionLog
+    from tritonmix.controller.plugins import build_picker, picker_names, register_picker
+
+    @register_picker("all_on_first_eligible")
+    class FirstEligible:
+        def allocate(self, views, demand_rps, order, eligible, fallback, utilisation):  # type: ignore[no-untyped-def]
+            out = [0.0] * len(views)
+            out[eligible[0]] = demand_rps
+            return out
+
+    assert {"tiered_fill", "headroom_spread", "all_on_first_eligible"} <= set(picker_names())
+    views = fleet()
+    pickers = (build_picker("all_on_first_eligible", "cost_picker"), build_picker("headroom_spread", "x"))
+    chosen = make_plan(views, COST, 5.0, 0.0, build_scorers(()), (), PlanSettings(0.8, 0.0), pickers=pickers)
+    assert chosen.interactive_rps == (5.0, 0.0, 0.0, 0.0)
+    with pytest.raises(ConfigError, match="controller.cost_picker: unknown picker 'nope'"):
+        Decider(ControllerSettings.from_dict({"cost_picker": "nope"}), "auto", 1.0, ("a",), DecisionLog())

@@ -9,8 +9,8 @@ from __future__ import annotations
 import math
 from typing import Any, List
 
-from tritonmix.controller.loop import PROBATION_SHARE
-from tritonmix.controller.model import Plan
+from tritonmix.controller.decider import PROBATION_SHARE
+from tritonmix.controller.model import ModelPlan
 from tritonmix.controller.policy import OutlierDetector
 from tritonmix.controller.policy.probation import with_trial_share
 from tritonmix.controller.simulation import ServerModel, Simulation
@@ -44,7 +44,7 @@ def _weights_after(sim: Simulation, t_s: float, count: int) -> List[float]:
 
 
 def test_trial_share_caps_and_grants_the_probation_weight() -> None:
-    plan = Plan("capacity", (0.0,) * 4, (0.0,) * 4, (0.5, 0.0, 0.25, 0.25), (0.25,) * 4)
+    plan = ModelPlan("capacity", (0.0,) * 4, (0.0,) * 4, (0.5, 0.0, 0.25, 0.25), (0.25,) * 4)
     out = with_trial_share(plan, [0, 1], 0.02)
     assert out.interactive_weights[0] == out.interactive_weights[1] == 0.02
     assert math.isclose(sum(out.interactive_weights), 1.0)
@@ -91,4 +91,4 @@ def test_an_endpoint_that_recovers_gets_its_share_back() -> None:
     sim = slowed(seed=4, recover_at_s=20.0)
     share = sim.share_by_endpoint(38.0).get(SLOW, 0.0)
     assert share >= 0.05, sim.share_by_endpoint(38.0)
-    assert sim.controller._states()["sd"].capacity[SLOW].meets_slo
+    assert sim.controller.observer.states()["sd"].capacity[SLOW].meets_slo

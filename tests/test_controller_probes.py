@@ -24,7 +24,7 @@ from tritonmix.controller.signals import HttpScraper, TritonSample
 from tritonmix.controller.simulation import FakeClock
 from tritonmix.fleet import Fleet
 from tritonmix.local.server import free_port
-from tritonmix.routing import Router
+from tritonmix.request import Router
 
 TOKEN = "Bearer probe-t0ken-9d1e"
 
@@ -309,7 +309,7 @@ def test_a_connection_failure_while_the_probes_say_ready_is_readmitted_after_a_s
     """A restarted gRPC endpoint: the probe's channel sees it ready, the client's channel is still in its reconnect
     backoff and fails the first request (a connection failure, never sent): readmitted by a ready probe 0.25 s
     later, then 0.5 s, ..., not after the 4 s, 8 s backoff (nothing will ever see it down: it is up)."""
-    from tritonmix.controller.policy.ejection import RECONNECT_GRACE_S
+    from tritonmix.request.ejection import RECONNECT_GRACE_S
 
     clock = FakeClock(100.0)
     ctl, router, source = _controller(clock)

@@ -18,7 +18,7 @@ from prometheus_client import generate_latest
 from tritonmix.controller import BATCH, CAPACITY, COST, INTERACTIVE, start_controller
 from tritonmix.controller.simulation import ServerModel, Simulation
 from tritonmix.fleet import Fleet
-from tritonmix.routing import Router
+from tritonmix.request import Router
 
 KEY = ("sd", INTERACTIVE)
 CHEAP = range(4)
@@ -172,7 +172,7 @@ def test_ejection_has_one_holder_the_controller_fed_by_the_routers_request_path(
     assert ejections[0].at_s - sim.t0 < 5.5  # on the request path, not at the next tick
     assert sim.router.dispatcher(*KEY).is_available(0) is False
     assert sim.controller.snapshot() is not None and sim.router.ejected()[0]
-    assert sim.router._ejected_until[0] == 0.0  # the router's own ejection state is unused
+    assert not any(sim.router.ejected_by_router())  # the router's own ejection state is unused
     sim.revive(0)
     sim.run(9.0, {KEY: 20.0})  # backoff 2 s: the controller re-admits at a tick
     readmits = sim.controller.decisions("readmit")

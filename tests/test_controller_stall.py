@@ -89,7 +89,7 @@ def test_the_usual_latency_is_frozen_while_ejected():
 
 
 def test_usual_latency_falls_at_once_and_rises_slowly():
-    from tritonmix._usual import UsualLatency
+    from tritonmix.request.baseline import UsualLatency
 
     u = UsualLatency(2, tau_s=5.0)
     assert u.update(0.0, [0.1, float("nan")])[0] == 0.1 and u.values[1] != u.values[1]

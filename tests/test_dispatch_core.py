@@ -75,7 +75,8 @@ def test_no_extensions_env_forces_the_twin() -> None:
 
 def test_public_names() -> None:
     assert sorted(dispatch_core.__all__) == sorted(
-        ["IMPLEMENTATION", "Dispatcher", "DispatchError", "DispatchStats", "NoEndpointAvailable", "UnmatchedRecord"]
+        ["IMPLEMENTATION", "Dispatcher", "DispatchError", "DispatchStats", "NoEndpointAvailable", "UnmatchedRecord",
+         "Lane", "EndpointTally", "SlidingCount"]
     )
     for name in dispatch_core.__all__:
         assert hasattr(dispatch_core, name)

@@ -97,3 +97,21 @@ def test_remote_and_local_mix() -> None:
     assert fleet.emulated_model == "sd"
     assert [e.is_local for e in fleet] == [True, False]
     assert fleet.with_urls({"a": "127.0.0.1:1"})["a"].url == "127.0.0.1:1"
+
+
+def test_a_fleet_writes_itself_back_to_a_file_it_reads_the_same(tmp_path: Path) -> None:
+    import dataclasses
+
+    source = Fleet.from_file(Path(__file__).resolve().parent.parent / "examples" / "fleet.yaml")
+    tuned = dataclasses.replace(source, controller=dataclasses.replace(
+        source.controller, interval_s=0.25, scorers=("cost",),
+        hedge=dataclasses.replace(source.controller.hedge, enabled=True, delay_factor=3.0)))
+    out = tmp_path / "fleet.yaml"
+    tuned.to_yaml(out)
+    again = Fleet.from_file(out)
+    assert dataclasses.replace(again, source=None) == dataclasses.replace(tuned, source=None)
+    # a started local fleet is written as the remote one a client reads: URLs, no profiles
+    started = tuned.with_urls({e.name: f"127.0.0.1:{9000 + i}" for i, e in enumerate(tuned.endpoints)})
+    client_view = Fleet.from_dict(started.to_dict())
+    assert [e.url for e in client_view] == [e.url for e in started] and all(e.profile is None for e in client_view)
+    assert not list(tmp_path.glob(".*.tmp"))  # the temporary file was renamed into place

@@ -21,9 +21,9 @@ def _client(endpoints: List[FakeEndpoint], hedge: Optional[dict]) -> Any:
     if hedge is not None:
         controller["hedge"] = hedge
     fleet = Fleet.from_urls(UNREACHABLE, protocol="http", slo_ms=600, controller=controller)
-    client = tritonmix.http.InferenceServerClient(fleet=fleet, seed=5)
     urls = [e.url for e in fleet.endpoints]
-    client._clients._factory = lambda url: endpoints[urls.index(url)]
+    client = tritonmix.http.InferenceServerClient(fleet=fleet, seed=5,
+                                                  endpoint_client_factory=lambda url: endpoints[urls.index(url)])
     client.router.set_ejector(lambda i, reason, now: None)  # keep both endpoints in rotation
     return client
 

@@ -20,9 +20,10 @@ import pytest
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 
+import tritonmix.http
 from tritonmix import Fleet
 from tritonmix.local import LocalFleet, format_table
-from tritonmix.local.status import scrape_metrics
+from tritonmix.triton_metrics import scrape as scrape_metrics
 
 MODEL = "stable_diffusion"
 FLEET = {
@@ -133,7 +134,7 @@ def test_capacity_cut_under_load_holds_nothing_and_queues_in_triton(local: Local
     longer than the smaller pool makes it, and the wait shows as Triton queue time, not as compute time."""
     endpoint = local.endpoints["g5-a"]
     latencies: List[float] = []
-    served_before = scrape_metrics(endpoint.metrics_url, MODEL)["served"]
+    served_before = scrape_metrics(endpoint.metrics_url, MODEL)["success"]
     compute_before = _counter(endpoint.metrics_url, "nv_inference_compute_infer_duration_us")
     load = threading.Thread(target=lambda: latencies.extend(_load(endpoint.http_url, clients=6, duration_s=3.0)[0]))
     load.start()
@@ -143,7 +144,7 @@ def test_capacity_cut_under_load_holds_nothing_and_queues_in_triton(local: Local
     took_s = time.monotonic() - started
     try:
         load.join()
-        served = scrape_metrics(endpoint.metrics_url, MODEL)["served"] - served_before
+        served = scrape_metrics(endpoint.metrics_url, MODEL)["success"] - served_before
         compute_s = (_counter(endpoint.metrics_url, "nv_inference_compute_infer_duration_us") - compute_before) / 1e6
     finally:
         local.set_capacity("g5-a", 4)
@@ -218,7 +219,7 @@ def _shm_of(pid: int) -> List[str]:
         return sorted({line.split()[-1] for line in maps if "/dev/shm/" in line})
 
 
-def test_cli_up_status_faults_down_leaves_nothing(tmp_path: Path) -> None:
+def test_cli_up_status_faults_down_leaves_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     fleet_file = tmp_path / "fleet.yaml"
     fleet_file.write_text(json.dumps({"time_scale": 0.1, "endpoints": FLEET["endpoints"][:2]}))
     env = {**os.environ, "TRITONMIX_RUN_DIR": str(tmp_path / "run")}
@@ -227,6 +228,14 @@ def test_cli_up_status_faults_down_leaves_nothing(tmp_path: Path) -> None:
     state = json.loads(next((tmp_path / "run").glob("fleet-*.json")).read_text())
     try:
         assert "EMULATED inf2.xlarge" in up.stdout and "EMULATED g5.xlarge-triton" in up.stdout
+        # every command and client given the fleet file finds the running fleet of that file
+        top = subprocess.run([sys.executable, "-m", "tritonmix", "status", str(fleet_file), "--once", "--interval",
+                              "0.2"], capture_output=True, text=True, timeout=120, env={**env, "COLUMNS": "200"})
+        assert top.returncode == 0 and "inf2-a" in top.stdout and "g5-a" in top.stdout, top.stderr
+        monkeypatch.setenv("TRITONMIX_RUN_DIR", str(tmp_path / "run"))
+        with tritonmix.http.InferenceServerClient(str(fleet_file)) as client:
+            assert client.is_server_ready()
+            assert [e.url for e in client.router.fleet] == [ep["http_url"] for ep in state["endpoints"].values()]
         assert _cli(env, "kill", str(fleet_file), "inf2-a").returncode == 0
         status = _cli(env, "status", str(fleet_file), "--json")
         rows = {row["name"]: row for row in json.loads(status.stdout)}

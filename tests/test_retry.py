@@ -1,7 +1,7 @@
 """The retry policy value and the retry budget (fake clock)."""
 from __future__ import annotations
 
-from tritonmix.retry import Outcome, RetryBudget
+from tritonmix.request.retry import Outcome, RetryBudget
 
 
 class FakeClock:

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from typing import Any, Dict, List, Mapping, Optional, Sequence
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 
 import numpy as np
 
@@ -50,24 +50,24 @@ def cost_per_1k(samples: Sequence[Sample], prices_per_hour: Mapping[str, float],
 
 def share_series(samples: Sequence[Sample], names: Sequence[str], duration_s: float) -> np.ndarray:
     """Array [bins, endpoints] of requests served per bin."""
-    bins = int(math.ceil(duration_s / BIN_S)) + 1
-    counts = np.zeros((bins, len(names)))
-    index = {n: i for i, n in enumerate(names)}
-    for s in samples:
-        b = min(int(s.t_s / BIN_S), bins - 1)
-        counts[b, index[s.endpoint]] += s.success + s.failure
-    return counts
+    return _binned(samples, names, duration_s, lambda cell, s: cell + s.success + s.failure)
 
 
 def pending_series(samples: Sequence[Sample], names: Sequence[str], duration_s: float) -> np.ndarray:
     """Array [bins, endpoints]: the most requests seen queued (Triton's pending gauge) in each bin."""
+    return _binned(samples, names, duration_s, lambda cell, s: max(cell, s.pending))
+
+
+def _binned(samples: Sequence[Sample], names: Sequence[str], duration_s: float,
+            fold: Callable[[float, Sample], float]) -> np.ndarray:
+    """Array [bins of BIN_S, endpoints], each cell ``fold``ed over the samples of its bin and endpoint from 0."""
     bins = int(math.ceil(duration_s / BIN_S)) + 1
-    pending = np.zeros((bins, len(names)))
+    out = np.zeros((bins, len(names)))
     index = {n: i for i, n in enumerate(names)}
     for s in samples:
-        b = min(int(s.t_s / BIN_S), bins - 1)
-        pending[b, index[s.endpoint]] = max(pending[b, index[s.endpoint]], s.pending)
-    return pending
+        b, i = min(int(s.t_s / BIN_S), bins - 1), index[s.endpoint]
+        out[b, i] = fold(out[b, i], s)
+    return out
 
 
 def smoothed_shares(counts: np.ndarray, width: int = 4) -> np.ndarray:

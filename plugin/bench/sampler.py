@@ -14,21 +14,13 @@ from __future__ import annotations
 import dataclasses
 import threading
 import time
-import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Dict, List, Mapping, Optional
 
-from prometheus_client.parser import text_string_to_metric_families
+from .. import triton_metrics
 
 __all__ = ["Sample", "MetricsSampler", "scrape_counters", "scrape_pending"]
 
-_WANTED = {
-    "nv_inference_request_success": "success",
-    "nv_inference_request_failure": "failure",
-    "nv_inference_compute_infer_duration_us": "compute_us",
-    "tritonmix_emulated_service_us": "service_us",
-    "nv_inference_pending_request_count": "pending",
-}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,21 +36,15 @@ class Sample:
 
 
 def scrape_counters(metrics_url: str, model: str, timeout_s: float = 0.5) -> Optional[Dict[str, float]]:
-    """Cumulative counters of ``model`` on one server, or None when the server does not answer."""
-    try:
-        with urllib.request.urlopen(f"http://{metrics_url}/metrics", timeout=timeout_s) as response:
-            text = response.read().decode()
-    except OSError:
+    """Cumulative counters of ``model`` on one server (``triton_metrics.scrape``) and ``busy_us``, the emulation's
+    service time where the server exports it, else Triton's compute time; None when the server does not answer."""
+    text = triton_metrics.fetch(metrics_url, timeout_s)
+    if text is None:
         return None
-    values = {key: 0.0 for key in _WANTED.values()}
-    emulated = False
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            key = _WANTED.get(sample.name) or _WANTED.get(sample.name.removesuffix("_total"))
-            if key and sample.labels.get("model") == model:
-                values[key] += sample.value
-                emulated = emulated or key == "service_us"
-    values["busy_us"] = values["service_us"] if emulated else values["compute_us"]
+    own = triton_metrics.parse(text).get(model, {})
+    values = dict.fromkeys(triton_metrics.SERIES.values(), 0.0)
+    values.update(own)
+    values["busy_us"] = values["service_us"] if "service_us" in own else values["compute_us"]
     return values
 
 
@@ -126,14 +112,5 @@ def _delta(current: float, previous: float) -> float:
 
 def scrape_pending(metrics_url: str, model: str, timeout_s: float = 1.0) -> float:
     """Requests queued or executing for ``model`` (Triton's pending request gauge); 0 when unreachable."""
-    try:
-        with urllib.request.urlopen(f"http://{metrics_url}/metrics", timeout=timeout_s) as response:
-            text = response.read().decode()
-    except OSError:
-        return 0.0
-    total = 0.0
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name == "nv_inference_pending_request_count" and sample.labels.get("model") == model:
-                total += sample.value
-    return total
+    values = triton_metrics.scrape(metrics_url, model, timeout_s)
+    return values["pending"] if values is not None else 0.0

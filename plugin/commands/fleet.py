@@ -78,24 +78,13 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _alive(pid: Any) -> bool:
-    """Running and not a zombie (a supervisor we spawned ourselves stays a zombie until reaped)."""
-    if not isinstance(pid, int) or pid <= 0:
-        return False
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as stat:
-            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return False
-
-
 def _running_state(path: Path, fleet_file: str) -> Dict[str, Any]:
-    from ..local.supervisor import read_state
+    from ..local.supervisor import alive, read_state
 
     state = read_state(path)
     if state is None:
         raise CLIError(f"no fleet is up for {fleet_file} (no state file {path}); start one with 'tritonmix fleet up'")
-    if not _alive(state.get("supervisor_pid")):
+    if not alive(state.get("supervisor_pid")):
         path.unlink(missing_ok=True)
         raise CLIError(f"the fleet for {fleet_file} is not running (its supervisor pid {state.get('supervisor_pid')} "
                        "is gone; removed the stale state file)")
@@ -113,11 +102,11 @@ def _load(fleet_file: str) -> Any:
 
 def _up(args: argparse.Namespace, path: Path) -> int:
     from ..local import LocalFleet, format_table
-    from ..local.supervisor import ControlServer, read_state
+    from ..local.supervisor import ControlServer, alive, read_state
 
     fleet = _load(args.fleet_file)
     previous = read_state(path)
-    if previous and _alive(previous.get("supervisor_pid")) and previous.get("supervisor_pid") != os.getpid():
+    if previous and alive(previous.get("supervisor_pid")) and previous.get("supervisor_pid") != os.getpid():
         raise CLIError(f"a fleet is already up for {args.fleet_file} (pid {previous['supervisor_pid']}); "
                        "run 'tritonmix fleet down' first")
     stop = threading.Event()
@@ -189,18 +178,19 @@ def _status(state: Dict[str, Any], as_json: bool, extra: str = "") -> int:
 
 def _down(state: Dict[str, Any], path: Path) -> int:
     from ..local.server import _kill_group, _shared_memory_of, _unlink_all
+    from ..local.supervisor import alive
 
     pid = state["supervisor_pid"]
-    servers: List[int] = [ep["pid"] for ep in state["endpoints"].values() if _alive(ep.get("pid"))]
+    servers: List[int] = [ep["pid"] for ep in state["endpoints"].values() if alive(ep.get("pid"))]
     regions = [region for server in servers for region in _shared_memory_of(server)]
     os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + 60
-    while _alive(pid) and time.monotonic() < deadline:
+    while alive(pid) and time.monotonic() < deadline:
         time.sleep(0.2)
-    if _alive(pid):
+    if alive(pid):
         os.kill(pid, signal.SIGKILL)  # its servers follow it (parent-death signal)
     for server in servers:
-        if _alive(server) and _is_tritonserver(server):
+        if alive(server) and _is_tritonserver(server):
             _kill_group(server)
     _unlink_all([region for region in regions if os.path.exists(region)])
     path.unlink(missing_ok=True)

@@ -1,7 +1,8 @@
 """``tritonmix status FLEET.yaml``: a live terminal table of the controller's view of a fleet.
 
-It builds a Router over the fleet's URLs and runs a Controller over it (no traffic of its own: it shows what the
-servers' metrics and readiness say), refreshing every ``--interval`` seconds until Ctrl-C, or once with ``--once``.
+It builds a Router over the fleet's URLs (for local endpoints: those of the fleet that ``tritonmix fleet up`` runs for
+the file) and runs a Controller over it (no traffic of its own: it shows what the servers' metrics and readiness
+say), refreshing every ``--interval`` seconds until Ctrl-C, or once with ``--once``.
 """
 from __future__ import annotations
 
@@ -43,16 +44,14 @@ def _metrics_urls(items: Any) -> Dict[str, str]:
 def run(args: argparse.Namespace) -> int:
     from ..controller import Controller
     from ..fleet import Fleet
-    from ..routing import Router
+    from ..request import Router
+
+    from ..local.supervisor import attach
 
     try:
-        fleet = Fleet.from_file(args.fleet)
+        fleet = attach(Fleet.from_file(args.fleet))  # local endpoints: the URLs of the fleet `fleet up` runs
     except ConfigError as exc:
         raise CLIError(str(exc)) from exc
-    local = [e.name for e in fleet.endpoints if e.url is None]
-    if local:
-        raise CLIError(f"endpoint(s) {', '.join(local)} have no url (local endpoints): start them with "
-                       "`tritonmix fleet up` and point status at the running fleet's file")
     interval_s = args.interval or fleet.controller.interval_s
     controller = Controller(fleet, Router(fleet), metrics_urls=_metrics_urls(args.metrics_url))
     try:

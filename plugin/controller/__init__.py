@@ -4,8 +4,12 @@
                                       ``fleet.controller.enabled`` is false; ``probe_settings=`` (ProbeSettings:
                                       the client's TLS settings and probe headers) for its probes and scrapes
     Controller                        the loop (tritonmix.controller.loop): tick(), start(), stop(), decisions(),
-                                      snapshot(), registry (its own prometheus_client CollectorRegistry)
-    policy / estimators / plugins     the pure parts: modes, ejection, capacity and demand estimators, scorers
+                                      snapshot(), plan, registry (its own prometheus_client CollectorRegistry);
+                                      its parts: observer.Observer (signals -> views), decider.Decider (views ->
+                                      Plan), applier.Applier (Plan -> router)
+    Plan                              the decision as a value (tritonmix.controller.plan): numbered, JSON round trip
+    policy / estimators / plugins     the pure parts: modes, ejection, capacity and demand estimators; the plug-in
+                                      points (filters/, scorers/, pickers/)
     per_model                         capacity per (endpoint, model), one plan per model (Triton: one instance
                                       group, queue and series per model)
 Ejection has one holder while a controller runs, its OutlierDetector: the Router reports request-path failures to
@@ -17,15 +21,17 @@ from __future__ import annotations
 import time
 from typing import Any, Callable, Mapping, Optional
 
+from . import filters, pickers, scorers  # noqa: F401 - the built-in plug-ins register themselves
 from .decisions import Decision
 from .loop import Controller, PriceFeed
-from .model import AUTO, BATCH, CAPACITY, COST, INTERACTIVE, EndpointView, Plan
-from .plugins import Filter, Scorer, register_filter, register_scorer
+from .model import AUTO, BATCH, CAPACITY, COST, INTERACTIVE, EndpointView, ModelPlan
+from .plan import Plan
+from .plugins import Filter, Picker, Scorer, register_filter, register_picker, register_scorer
 from .probes import ProbeSettings
 
 __all__ = [
-    "start_controller", "Controller", "Decision", "PriceFeed", "Plan", "EndpointView", "ProbeSettings",
-    "Scorer", "Filter", "register_scorer", "register_filter",
+    "start_controller", "Controller", "Decision", "PriceFeed", "Plan", "ModelPlan", "EndpointView", "ProbeSettings",
+    "Scorer", "Filter", "Picker", "register_scorer", "register_filter", "register_picker",
     "COST", "CAPACITY", "AUTO", "INTERACTIVE", "BATCH",
 ]
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 import math
 from typing import Dict, Hashable, Mapping, NamedTuple, Optional
 
+from .stall import STALL_SLACK_S
+
 __all__ = ["CapacityObservation", "CapacityEstimator", "DemandEstimator", "seed_capacity"]
 
 #: SLO factor bounds and steps (multiplicative decrease, additive increase)
@@ -24,8 +26,6 @@ MISS_WINDOW = 20
 CONCURRENCY_RECOVERY_S = 2.5
 #: EWMA weight of the busy-slot count C_obs = x s while queueing (a direct measurement: trusted fast)
 QUEUE_ALPHA = 0.7
-#: slack (s) over two service times of silence before an endpoint with requests in flight counts as stalled
-STALL_SLACK_S = 0.1
 
 
 class CapacityObservation(NamedTuple):
@@ -53,13 +53,12 @@ class CapacityEstimator:
         s       = mean service time per request in the interval (Triton compute_us delta / success delta)
         C       = concurrency: the max_concurrency hint C_0 (else 1), re-learnt from the server's queue:
                   queueing (pending >= 1 and mean queue wait >= s / 2, or >= C + 2 of ours in flight on two ticks in
-                  a row: a reloaded model's queue does not always show in Triton's pending count, and one tick's
-                  Poisson burst at 80% utilisation is not a smaller pool) -> every slot was busy, the busy slots are
-                  the capacity, C_obs = x * s with x = completed / dt (Little's law), and
-                  C <- C + 0.7 (C_obs - C) with C_obs >= 1, from one completion on (a model reload with fewer
-                  instances shows here within a tick or two; the service time alone never changes; above C it
-                  re-learns a larger pool too, once C_obs > C on two queueing ticks in a row: the burst of answers
-                  from slots that were busy when a cut parked them looks like a larger pool over one short tick);
+                  a row: a reloaded model's queue need not show in Triton's pending count, and one tick's Poisson
+                  burst is not a smaller pool) -> every slot was busy, the busy slots are the capacity,
+                  C_obs = x * s with x = completed / dt (Little's law), and C <- C + 0.7 (C_obs - C) with
+                  C_obs >= 1, from one completion on (fewer slots show here within a tick or two, where the service
+                  time alone does not change); C rises above its value only once C_obs > C on two queueing ticks in
+                  a row (one short tick's burst of answers from slots freed together is not a larger pool);
                   no queue at all (pending = 0, queue wait < s / 10, ours in flight <= C) -> C <- C + b (C_0 - C),
                   b = 1 - exp(-dt / 2.5 s) (capacity that came back is re-trusted over a few seconds, the queue
                   cuts it again if not); a stall (below) is a reload: C <- max(C, C_0), the queue re-learns it
@@ -67,20 +66,19 @@ class CapacityEstimator:
                   window of our completions m = over / max(completed, 20), from >= 5 on (one miss in 5 is not a 5%
                   rate, 3 in 6 are), the increase only on a full window of 20; less the requests that were
                   in flight through a stall or a cut of C (their misses are the stall's or the smaller pool's,
-                  already handled by mu_obs = 0 or by C; cutting f for them too kept mu low for good):
+                  already counted by mu_obs = 0 or by C, and must not cut mu twice):
                   m > threshold -> f <- max(0.2, 0.8 f); m <= threshold / 2 while carrying real load
                   (x >= 0.5 mu: success at a trickle says little of the target) -> f <- min(1, f + 0.1)
-                  (misses from a transient, e.g. a reload stalling the queue, must not shrink mu for good:
-                  CAPACITY mode spreads the load to ~50-70% utilisation, so a 0.7 mu bar never let f recover)
+                  (the bar is half of mu so that f recovers under CAPACITY mode's spread too: misses from a
+                  transient must not shrink mu for good)
         mu_obs  = f * C / s; 0 while stalled: >= 2 of ours in flight and none of ours completed for
-                  2 s + 0.1 s (a model reload holds every request for ~1.5 s on the emulated fleet; the service time
-                  shows nothing until they come out, so only the silence tells, and early)
+                  2 s + STALL_SLACK_S (a reload holds every request until it ends and the service time shows
+                  nothing until they come out: only the silence tells, and early)
         mu     <- mu + a * (mu_obs - mu),  a = alpha_down when mu_obs < mu (0.6: a halving shows 80% within two
                   ticks) else alpha_up (0.3: slow to trust good news); a = 1 when the queue cut C this tick (C is
-                  a smoothed measurement already: a second EWMA on it put a slot cut two ticks behind the
-                  queue that showed it) and on the first measurement of an
-                  endpoint with no max_rps hint (its prior is the default, not evidence: ramping up from it at 0.3
-                  made AUTO see a shortfall at start-up)
+                  a smoothed measurement already; a second EWMA would put a cut two ticks behind the queue that
+                  showed it) and on the first measurement of an endpoint with no max_rps hint (its prior is the
+                  default, not evidence)
     Cost: O(1) per update.
     """
 
@@ -212,7 +210,3 @@ class DemandEstimator:
                 continue
             self.rates[key] = lam + self._alpha * (rate - lam)
         return self.rates
-
-    def total(self, request_class: str) -> float:
-        """Sum of lambda over the models of one request class (keys are (model, request_class))."""
-        return sum(rate for key, rate in self.rates.items() if isinstance(key, tuple) and key[1] == request_class)

@@ -6,7 +6,7 @@ from typing import Any, List, Optional, Sequence, Tuple
 
 from .decisions import Decision, DecisionLog
 from .observe import EndpointTick
-from .policy.ejection import EjectionEvent, OutlierDetector, in_panic
+from ..request.ejection import EjectionEvent, OutlierDetector, in_panic
 
 __all__ = ["Health"]
 

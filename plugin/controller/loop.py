@@ -1,41 +1,38 @@
-"""The control loop: every ``interval_s``, read the signals, update the estimates, decide, set the weights.
+"""The Controller: the Observer, the Decider and the Applier on one router, run by one thread.
 
-    tick:  observe (router counters, dispatcher stats, newest Triton scrape)   -> per-endpoint deltas, and per
-                                                                                   (endpoint, model) observations
-           estimate (capacity mu_(i,m) per model, per_model.ModelState; demand lambda per (model, class); prices)
-                                                                                -> EndpointViews per model
-           health (readiness, outlier ejection, panic), per endpoint            -> decisions
-               (ejection has one holder, the OutlierDetector: the router reports request-path failures to it,
-                ``_on_failure``, and masks nothing itself while a controller runs)
-           mode (AutoMode over detect_shortfall: fleet-wide misses, errors and events, and the demand of the model
-                 nearest its cheap set's limit, per_model.binding)              -> decisions
-           plan (make_plan per model) and apply (each dispatcher its model's weights; set_endpoint_available)
-           publish (snapshot for metrics and ``tritonmix status``)
-Cost: O(models x n log n + dispatchers x n) per tick; no I/O (scrapes run in HttpScraper's pool).
-Between ticks: readiness answers apply as they land (``_on_ready``, on the scraper's threads, under the health
-lock): an endpoint ejected for failures that a probe saw down is readmitted by its first ready probe, and a
-comeback brings the next tick forward; endpoints down or ejected are probed every PROBE_PERIOD of an interval.
-After a latency ejection the endpoint is on probation (PROBATION_SHARE of the interactive weight) for
-PROBATION_INTERVALS intervals.
+    tick:  Observer.observe        signals -> per-endpoint ticks, per-model estimates        (observer.py)
+           Health.update           readiness, outlier ejection, panic -> events              (health.py)
+           Observer.views          per-model EndpointViews over the routable endpoints
+           Decider.decide          views + facts -> Plan (mode, weights, limits, generation) (decider.py)
+           Applier.apply           Plan -> the router's dispatchers                          (applier.py)
+           publish                 snapshot for metrics, ``tritonmix status`` and listeners
+    thread (``start``): a tick every ``interval_s``; between ticks, fresh scrapes SCRAPE_LEAD of an interval
+           before the next tick (so a tick reads server data about that old, not a whole interval), readiness
+           probes of the endpoints that are down or ejected every PROBE_PERIOD of an interval (their answers apply
+           as they land, ``_on_ready``), and the stall watch every WATCH_PERIOD_S; an endpoint that came back brings
+           the next tick forward, to no sooner than EARLY_TICK_GAP of an interval after the last.
+Ejection has one holder, Health's OutlierDetector: the router reports request-path failures to it (``_on_failure``)
+and masks nothing itself while a controller runs. After a latency ejection the endpoint is on probation (the
+Decider's PROBATION_SHARE of the interactive weight) for PROBATION_INTERVALS intervals (at least PROBATION_MIN_S).
+Cost of a tick: O(models x n log n + dispatchers x n); no I/O (scrapes run in the source's pool).
 """
 from __future__ import annotations
 
 import logging
 import threading
 import time
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 
+from .applier import Applier
+from .decider import Decider, Facts
 from .decisions import Decision, DecisionLog
-from .estimators import DemandEstimator
 from .health import Health
 from .metrics import new_registry, start_exporter
-from .model import BATCH, INTERACTIVE, EndpointView, Plan
-from .observe import Deltas, EndpointTick, Shares, dispatcher_totals
-from .per_model import ModelState, binding, combine_plans, demand_by_model, model_stats, share_misses
-from .plugins import build_filters, build_scorers
-from .policy import AutoMode, OutlierDetector, PlanSettings, detect_shortfall, make_plan
-from .policy.probation import with_trial_share
-from .queueing import inflight_limit, slo_utilisation
+from .model import EndpointView
+from .observe import EndpointTick
+from .observer import Observation, Observer, PriceFeed
+from .plan import Plan
+from .policy import OutlierDetector
 from .signals import HttpScraper, ProbeSettings, SignalSource
 from .snapshot import ControllerSnapshot, build_snapshot
 from .stall import WATCH_PERIOD_S, StallWatch
@@ -44,8 +41,6 @@ __all__ = ["Controller", "PriceFeed"]
 
 _log = logging.getLogger(__name__)
 
-#: a price feed: per-endpoint $/hour in fleet order, or {endpoint name: $/hour}; called once per tick, must be quick
-PriceFeed = Callable[[], Union[Sequence[float], Mapping[str, float]]]
 #: a tick that sees an endpoint's mu fall below this share of the previous tick's is a capacity cut
 CAPACITY_CUT = 0.75
 #: share of an interval before each tick at which the loop starts fresh scrapes
@@ -53,12 +48,11 @@ SCRAPE_LEAD = 0.25
 #: endpoints that are down or ejected are probed for readiness every this share of an interval (between ticks)
 PROBE_PERIOD = 0.2
 #: an endpoint that came back (ready again, readmitted) brings the next tick forward, to no sooner than this share
-#: of an interval after the last one: its weight comes from the plan, and the plan waited a whole interval
+#: of an interval after the last one: its weight comes from the plan
 EARLY_TICK_GAP = 0.2
-#: probation after a latency ejection lasts this many intervals (at least one second), with this interactive share
+#: probation after a latency ejection lasts this many intervals (at least PROBATION_MIN_S)
 PROBATION_INTERVALS = 4.0
 PROBATION_MIN_S = 1.0
-PROBATION_SHARE = 0.02
 
 
 class Controller:
@@ -73,34 +67,22 @@ class Controller:
         scrapes (``ProbeSettings.for_http`` / ``for_http_aio`` / ``for_grpc``); None: plain HTTP, no headers."""
         s = fleet.controller
         self.fleet, self.router, self.settings, self._clock = fleet, router, s, clock
-        eps = fleet.endpoints
-        self.n = len(eps)
+        self.n = len(fleet.endpoints)
+        self._names = tuple(e.name for e in fleet.endpoints)
         self._source = source if source is not None else HttpScraper.for_fleet(
             fleet, metrics_urls, settings=probe_settings, timeout_s=s.scrape_timeout_s, clock=clock)
         live = hasattr(self._source, "set_readiness_listener")
-        #: per model: capacity per (endpoint, model), deltas, plan (per_model); the prior stands in until a model
-        #: is seen (its estimators are never fed: they only turn the hints into the first weights)
-        self._models: Dict[str, ModelState] = {}
-        self._prior = ModelState(None, fleet)
-        self._demand = DemandEstimator(s.demand_alpha)
-        self._deltas = Deltas(self.n)
-        self._shares = Shares()
+        self._log = DecisionLog()
+        self.observer = Observer(fleet, router, self._source, prices)
+        self.decider = Decider(s, fleet.mode, fleet.slo_s, self._names, self._log)
+        self.applier = Applier(router)
         self._health = Health(fleet, OutlierDetector(
             self.n, consecutive_failures=s.eject_consecutive_failures, base_s=s.eject_base_s, max_s=s.eject_max_s,
             max_share=s.max_ejected_share, latency_factor=s.outlier_latency_factor, slo_s=fleet.slo_s,
             probation_s=max(PROBATION_INTERVALS * s.interval_s, PROBATION_MIN_S)), live=live)
-        self._auto = AutoMode(fleet.mode, s.dwell_s, s.hysteresis)
-        self._scorers, self._filters = build_scorers(s.scorers), build_filters(s.filters)
-        self._plan_settings = PlanSettings(s.target_utilisation, s.probe_share)
-        self._prices_feed = prices
-        self._prices = [e.price_per_hour for e in eps]
-        self._pools = [e.accelerator for e in eps]
-        self._log = DecisionLog()
-        self._plan: Optional[Plan] = None
         self._snapshot: Optional[ControllerSnapshot] = None
-        self._last_tick: Optional[float] = None
         self._stop = threading.Event()
-        #: set by a readiness answer that made an endpoint routable again: the loop ticks early
+        #: set by a readiness answer that made an endpoint routable again, or a stall ejection: the loop ticks early
         self._wake = threading.Event()
         self._thread: Optional[threading.Thread] = None
         self._exporter: Any = None
@@ -110,7 +92,6 @@ class Controller:
         self._reported: List[str] = []
         self._stalls = StallWatch(self.n, slo_s=fleet.slo_s)
         self.registry = new_registry(lambda: self._snapshot)
-        router.add_listener(self._on_new_dispatcher)
         if hasattr(router, "set_ejector"):
             router.set_ejector(self._on_failure)
         if live:
@@ -119,7 +100,7 @@ class Controller:
     # ---- reading ---------------------------------------------------------------------------------------------
     @property
     def mode(self) -> str:
-        return self._auto.mode
+        return self.decider.auto.mode
 
     def decisions(self, kind: Optional[str] = None) -> List[Decision]:
         return self._log.items(kind)
@@ -129,7 +110,8 @@ class Controller:
 
     @property
     def plan(self) -> Optional[Plan]:
-        return self._plan
+        """The last Plan (None before the first tick)."""
+        return self.decider.last
 
     def add_listener(self, callback: Callable[[ControllerSnapshot], None]) -> None:
         """``callback(snapshot)`` after every tick, on the controller's thread; it must be quick (tests record the
@@ -138,130 +120,49 @@ class Controller:
 
     # ---- the tick --------------------------------------------------------------------------------------------
     def tick(self) -> Plan:
-        """One step; returns the plan over every model (``combine_plans``: one model, its own plan)."""
+        """One step (module docstring); returns the Plan it applied."""
         now = self._clock()
-        dt_s = self.settings.interval_s if self._last_tick is None else max(now - self._last_tick, 1e-9)
-        self._last_tick = now
-        stats = {key: d.stats() for key, d in self.router.dispatchers().items()}
-        samples = self._source.poll(now)
-        in_flight, latency_s = dispatcher_totals(list(stats.values()), self.n)
-        ticks = self._deltas.tick(now, dt_s, self.router.endpoint_counters(), samples, in_flight, latency_s,
-                                  capacity=False)
-        self._update_prices()
-        self._demand.update(self.router.arrivals(), dt_s)
-        previous = self._observe_models(now, dt_s, stats, samples, ticks)
+        seen = self.observer.observe(now)
         with self._health_lock:
-            service_s = [c.service_s for c in self._states()[self._primary()].capacity]
-            events = self._reported + self._health.update(now, ticks, service_s, self._log)
+            events = self._reported + self._health.update(now, seen.ticks, self.observer.service_s(), self._log)
             self._reported = []
             healthy = self._health.routable()
-        views = {m: self._views(st, healthy) for m, st in self._states().items()}
-        self._log_cuts(now, previous)
-        plan = self._decide(now, views, ticks, events)
-        self._apply(plan)
-        self._publish(now, views, ticks, plan)
+        views = self.observer.views(healthy)
+        self._log_cuts(now, seen.previous_mu)
+        plan = self.decider.decide(now, views, self._facts(now, seen, events, healthy))
+        with self._health_lock:
+            self._push_availability()
+        self.applier.apply(plan)
+        self._publish(now, views, seen.ticks, plan)
         return plan
 
-    def _observe_models(self, now: float, dt_s: float, stats: Mapping[Tuple[str, str], Any],
-                        samples: Sequence[Any], ticks: Sequence[EndpointTick]) -> Dict[str, List[float]]:
-        """Feed every model's estimators (a model seen for the first time gets its own); returns the mu before."""
-        by_model = model_stats(stats, self.n)
-        for m in by_model:
-            if m not in self._models:
-                self._models[m] = ModelState(m, self.fleet)
-        fresh = {m: self._models[m].interactive_delta(ms.interactive_ok) for m, ms in by_model.items()}
-        misses = share_misses([t.over_slo for t in ticks], fresh)
-        previous = {}
-        for m, ms in by_model.items():
-            previous[m] = self._models[m].mu()
-            self._models[m].observe(now, dt_s, ms, misses[m], samples)
-        return previous
-
-    def _states(self) -> Mapping[Optional[str], ModelState]:
-        return self._models if self._models else {None: self._prior}
-
-    def _primary(self) -> Optional[str]:
-        """The model with the most demand (ties: by name): its service times stand for the endpoint where one
-        figure per endpoint is needed (latency outliers, the snapshot's rows)."""
-        if not self._models:
-            return None
-        lam = demand_by_model(self._demand.rates, INTERACTIVE)
-        batch = demand_by_model(self._demand.rates, BATCH)
-        return max(sorted(self._models), key=lambda m: lam.get(m, 0.0) + batch.get(m, 0.0))
-
-    def _update_prices(self) -> None:
-        if self._prices_feed is None:
-            return
-        try:
-            feed = self._prices_feed()
-            if isinstance(feed, Mapping):
-                self._prices = [float(feed.get(e.name, p)) for e, p in zip(self.fleet.endpoints, self._prices)]
-            else:
-                self._prices = [float(p) for p in feed][: self.n]
-        except Exception:  # noqa: BLE001 - a broken feed keeps the last prices
-            _log.exception("price feed failed; keeping the last prices")
-
-    def _views(self, state: ModelState, healthy: Sequence[bool]) -> Tuple[EndpointView, ...]:
-        eps, ticks = self.fleet.endpoints, state.ticks
-        return tuple(
-            EndpointView(i, eps[i].name, self._pools[i], self._prices[i], est.mu_rps, est.service_s, healthy[i],
-                         est.meets_slo, ticks[i].external_rps if ticks else 0.0, eps[i].capacity_type,
-                         est.rated_rps, slo_utilisation(est.concurrency, est.service_s, self.fleet.slo_s))
-            for i, est in enumerate(state.capacity))
+    def _facts(self, now: float, seen: Observation, events: Sequence[str], healthy: Sequence[bool]) -> Facts:
+        states, outliers = self.observer.states(), self._health.outliers
+        return Facts(
+            ticks=seen.ticks, events=events, rates=dict(self.observer.demand.rates),
+            measured={m: [c.measured for c in st.capacity] for m, st in states.items()},
+            slots={m: [(c.concurrency, c.service_s) for c in st.capacity] for m, st in self.observer.models.items()},
+            available=healthy, panic=self._health.panic, capacity_grew=self._health.grew,
+            probation=frozenset(i for i in range(self.n) if outliers.on_probation(i, now)))
 
     def _log_cuts(self, now: float, previous: Mapping[str, Sequence[float]]) -> None:
-        """A capacity cut (mu_i below 75% of the last tick's) on an endpoint that carried interactive load is logged;
-        it is not by itself a shortfall: the plan already moves the load off it, and AUTO leaves COST only when the
-        cheap set left cannot hold lambda (``demand``), misses rise or endpoints fail (switching on every cut spread
-        the load over the dearest endpoints for a dwell time each time a reload stalled one endpoint)."""
+        """A capacity cut (mu_i below CAPACITY_CUT of the last tick's) on an endpoint that carried interactive load
+        is logged; it is not by itself a shortfall: the plan already moves the load off it, and AUTO leaves COST
+        only when the cheap set left cannot hold the demand, misses rise or endpoints fail."""
+        last = self.decider.last
+        if last is None:
+            return
         for model, before in previous.items():
-            state = self._models[model]
-            if state.plan is None:
+            route = last.route(model)
+            if route is None:
                 continue
-            for i, (old, est) in enumerate(zip(before, state.capacity)):
-                if state.plan.interactive_rps[i] > 0.0 and est.mu_rps < CAPACITY_CUT * old:
-                    name = self.fleet.endpoints[i].name
+            for i, (old, est) in enumerate(zip(before, self.observer.models[model].capacity)):
+                if route.plan.interactive_rps[i] > 0.0 and est.mu_rps < CAPACITY_CUT * old:
+                    name = self._names[i]
                     self._log.add(Decision(now, "capacity_cut", f"{name} ({model}): mu {old:.1f} -> "
                                            f"{est.mu_rps:.1f} req/s", endpoint=name, model=model,
                                            figures={"old_rps": old, "new_rps": est.mu_rps,
                                                     "stalled": float(est.stalled)}))
-
-    def _decide(self, now: float, views: Mapping[Optional[str], Sequence[EndpointView]],
-                ticks: Sequence[EndpointTick], events: Sequence[str]) -> Plan:
-        """AUTO's mode from the fleet-wide signals and the binding model's demand, then one plan per model."""
-        s = self.settings
-        carried = [] if self._plan is None else [e for e in events if self._carried(e)]
-        fractions = self._shares.update(ticks)
-        lam, lam_batch = demand_by_model(self._demand.rates, INTERACTIVE), demand_by_model(self._demand.rates, BATCH)
-        room, rated, known = {}, {}, {}
-        for m, vs in views.items():
-            eligible = [v for v in vs if v.healthy and v.meets_slo and all(f.keep(v, INTERACTIVE) for f in self._filters)]
-            room[m] = sum(v.safe_room_rps(s.target_utilisation) for v in eligible)
-            rated[m] = sum(s.target_utilisation * v.service_rps for v in eligible if v.service_rps > 0.0)
-            known[m] = all(self._states()[m].capacity[v.index].measured for v in eligible)
-        judged = [m for m in views if known[m]] or list(views)
-        m = binding({k: lam.get(k, 0.0) for k in judged}, room)
-        shortfall = detect_shortfall(lam.get(m, 0.0), room[m], fractions["miss_share"], fractions["error_share"],
-                                     carried, cost_margin=s.cost_margin, hysteresis=s.hysteresis,
-                                     slo_miss_threshold=s.slo_miss_threshold, capacity_known=known[m],
-                                     rated_capacity_rps=rated[m])
-        change = self._auto.update(now, shortfall, capacity_grew=self._health.grew)
-        if change is not None:
-            self._log.add(Decision(now, "mode", f"mode {change.old} -> {change.new}: {', '.join(change.reasons)}",
-                                   old=change.old, new=change.new, reasons=change.reasons, figures=change.figures,
-                                   model=m if len(views) > 1 else None))
-        plans = {}
-        for k, vs in views.items():
-            plans[k] = self._states()[k].plan = self._with_probation(now, make_plan(
-                vs, self._auto.mode, lam.get(k, 0.0), lam_batch.get(k, 0.0), self._scorers, self._filters,
-                self._plan_settings, panic=self._health.panic))
-        return combine_plans(plans, lam)
-
-    def _carried(self, event: str) -> bool:
-        """Events name an endpoint; only one that carried interactive load in the last plan is a shortfall."""
-        name = event.partition(":")[2]
-        i = self.fleet.names.index(name) if name in self.fleet.names else -1
-        return i >= 0 and self._plan is not None and self._plan.interactive_rps[i] > 0.0
 
     def _on_failure(self, index: int, reason: str, now: float) -> None:
         """The router's ejector (``Router.set_ejector``): a failure on the request path that ejects at once. The
@@ -310,59 +211,18 @@ class Controller:
         ready, outliers = self._health.ready, self._health.outliers
         return [i for i in range(self.n) if not ready[i] or outliers.until[i] is not None]
 
-    def _with_probation(self, now: float, plan: Plan) -> Plan:
-        """Slow start after a latency ejection (``policy.probation.with_trial_share``)."""
-        outliers = self._health.outliers
-        trial = [i for i in range(self.n) if outliers.probation_until[i] is not None and outliers.on_probation(i, now)]
-        if not trial or self._health.panic:
-            return plan
-        return with_trial_share(plan, trial, PROBATION_SHARE)
-
-    def _apply(self, plan: Plan) -> None:
-        """Each dispatcher gets its model's plan; the combined plan is the default for models not planned yet."""
-        self._plan = plan
-        with self._health_lock:
-            self._push_availability()
-        for model, request_class in self.router.dispatchers():
-            self.router.set_weights(model, request_class, self._plan_of(model).weights(request_class))
-            if request_class == INTERACTIVE and hasattr(self.router, "set_limits"):
-                self.router.set_limits(model, request_class, self._limits_of(model))
-        if sum(plan.interactive_weights) > 0.0:
-            self.router.set_default_weights(plan.interactive_weights)
-
-    def _limits_of(self, model: str) -> List[int]:
-        """Interactive in-flight limits of a model's dispatcher (``queueing.inflight_limit`` from its estimators:
-        slots C and service time s per endpoint); none (0) for a model the controller has no state for yet and for
-        an endpoint on probation (no limit: no overflow goes there, ``Dispatcher.set_limits``)."""
-        state = self._models.get(model)
-        if state is None:
-            return [0] * self.n
-        slo_s, outliers, now = self.fleet.slo_s, self._health.outliers, self._clock()
-        return [0 if outliers.on_probation(i, now) else inflight_limit(est.concurrency, est.service_s, slo_s)
-                for i, est in enumerate(state.capacity)]
-
-    def _plan_of(self, model: str) -> Plan:
-        state = self._models.get(model)
-        plan = state.plan if state is not None else None
-        return plan if plan is not None else self._plan  # type: ignore[return-value]
-
-    def _on_new_dispatcher(self, key: Tuple[str, str]) -> None:
-        if self._plan is None:
-            return
-        plan = self._plan_of(key[0])
-        if sum(plan.weights(key[1])) > 0.0:
-            self.router.set_weights(key[0], key[1], plan.weights(key[1]))
-
     def _publish(self, now: float, views: Mapping[Optional[str], Sequence[EndpointView]],
                  ticks: Sequence[EndpointTick], plan: Plan) -> None:
         extras: Dict[str, Sequence] = {"ready": self._health.ready, "ejected": self._health.ejected_mask(),
                                        "in_flight": [t.in_flight for t in ticks],
                                        "stale_s": [t.stale_s for t in ticks]}
-        states = self._states()
-        per_model = [(m, views[m], states[m].plan.assigned_rps) for m in views]  # type: ignore[union-attr]
-        self._snapshot = build_snapshot(now, views[self._primary()], plan, extras, dict(self._demand.rates),
-                                        self._auto.configured, self.settings.target_utilisation, self._log.total,
-                                        per_model=per_model)
+        per_model = []
+        for m in views:
+            route = plan.route(m) if m is not None else None
+            per_model.append((m, views[m], (route.plan if route is not None else plan.default).assigned_rps))
+        self._snapshot = build_snapshot(now, views[self.observer.primary()], plan.default, extras,
+                                        dict(self.observer.demand.rates), self.decider.auto.configured,
+                                        self.settings.target_utilisation, self._log.total, per_model=per_model)
         for callback in self._listeners:
             try:
                 callback(self._snapshot)

@@ -9,7 +9,7 @@ import dataclasses
 import math
 from typing import Tuple
 
-__all__ = ["COST", "CAPACITY", "AUTO", "MODES", "INTERACTIVE", "BATCH", "REQUEST_CLASSES", "EndpointView", "Plan"]
+__all__ = ["COST", "CAPACITY", "AUTO", "MODES", "INTERACTIVE", "BATCH", "REQUEST_CLASSES", "EndpointView", "ModelPlan"]
 
 COST = "cost"
 CAPACITY = "capacity"
@@ -69,7 +69,7 @@ def cost_per_inference(price_per_hour: float, mu_rps: float) -> float:
 
 
 @dataclasses.dataclass(frozen=True)
-class Plan:
+class ModelPlan:
     """The policy's output for one tick: per request class, the load (req/s) it assigns to each endpoint.
 
     Weights are the assigned load normalised; ``assigned_rps`` also feeds the attributed cost and desired replicas.

@@ -23,7 +23,7 @@ from operator import add
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from .estimators import CapacityEstimator, seed_capacity
-from .model import INTERACTIVE, Plan
+from .model import INTERACTIVE, ModelPlan
 from .observe import Deltas, EndpointTick
 from .policy.planner import normalise
 from .signals import TritonSample
@@ -46,7 +46,7 @@ class ModelState:
         self._deltas = Deltas(n)
         self._over = [0.0] * n
         self._last_interactive = [0] * n
-        self.plan: Optional[Plan] = None
+        self.plan: Optional[ModelPlan] = None
         self.ticks: List[EndpointTick] = []
 
     def interactive_delta(self, interactive_ok: Sequence[int]) -> List[int]:
@@ -129,7 +129,7 @@ def binding(demand: Mapping[str, float], room: Mapping[str, float]) -> Optional[
     return best
 
 
-def combine_plans(plans: Mapping[Optional[str], Plan], demand: Mapping[Optional[str], float]) -> Plan:
+def combine_plans(plans: Mapping[Optional[str], ModelPlan], demand: Mapping[Optional[str], float]) -> ModelPlan:
     """One plan for the endpoint-level outputs (default weights, snapshot, cost, replicas): the models' loads
     summed, weights the models' weights averaged by their share of the interactive demand (equal shares when there
     is none). One model: its plan unchanged."""
@@ -147,7 +147,7 @@ def combine_plans(plans: Mapping[Optional[str], Plan], demand: Mapping[Optional[
         scaled = ([w * x for x in getattr(p, attr)] for w, (_, p) in zip(share, items))
         return normalise(list(map(sum, zip(*scaled))))
 
-    return Plan(mode=first.mode, interactive_rps=summed("interactive_rps"), batch_rps=summed("batch_rps"),
+    return ModelPlan(mode=first.mode, interactive_rps=summed("interactive_rps"), batch_rps=summed("batch_rps"),
                 interactive_weights=mixed("interactive_weights"), batch_weights=mixed("batch_weights"),
                 panic=first.panic)
 

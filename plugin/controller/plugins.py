@@ -1,14 +1,20 @@
-"""Plug-in points of the policy: filters (may this endpoint take this request class?) and scorers (how good is it?).
+"""Plug-in points of the policy, in the order a plan uses them (the Gateway API Inference Extension's Filter ->
+Scorer -> Picker): filters (may this endpoint take this request class?), scorers (how good is it?) and pickers (how
+much load does each endpoint get?).
 
 Narrow, one-method interfaces (``typing.Protocol``); a registry per kind that refuses a duplicate name. Scorers return a
-score in [0, 1]; the framework multiplies each by its weight and sums (``rank``), and COST mode fills endpoints in
-descending order of that sum. Names and weights come from the fleet file::
+score in [0, 1]; the framework multiplies each by its weight and sums (``rank``); the mode's picker turns that order
+and the eligible endpoints into load per endpoint. Built-ins live one per module in ``filters/``, ``scorers/`` and
+``pickers/``. Names and weights come from the fleet file::
 
     controller:
       scorers: ["cost", "latency:0.2"]     # name or name:weight (default weight 1)
       filters: ["on_demand"]               # in addition to the built-in health and SLO filters
+      cost_picker: tiered_fill             # COST mode's picker (the default)
+      capacity_picker: headroom_spread     # CAPACITY mode's picker (the default)
 
-Register your own before building a controller::
+The built-ins register themselves when ``tritonmix.controller`` is imported. Register your own before building a
+controller::
 
     @register_scorer("my_score")
     class MyScore:
@@ -23,8 +29,9 @@ from ..errors import ConfigError
 from .model import EndpointView
 
 __all__ = [
-    "Scorer", "Filter", "register_scorer", "register_filter", "scorer_names", "filter_names",
-    "WeightedScorer", "build_scorers", "build_filters", "rank", "DEFAULT_SCORERS",
+    "Scorer", "Filter", "Picker", "register_scorer", "register_filter", "register_picker", "scorer_names",
+    "filter_names", "picker_names", "WeightedScorer", "build_scorers", "build_filters", "build_picker", "rank",
+    "DEFAULT_SCORERS",
 ]
 
 DEFAULT_SCORERS: Tuple[str, ...] = ("cost",)
@@ -44,9 +51,21 @@ class Filter(Protocol):
     def keep(self, view: EndpointView, request_class: str) -> bool: ...
 
 
+@runtime_checkable
+class Picker(Protocol):
+    """allocate(views, demand_rps, order, eligible, fallback, utilisation) -> interactive load per endpoint (req/s,
+    indexed like ``views``). ``order``: every endpoint by descending score (``rank``); ``eligible``: healthy, SLO
+    met, every filter passed; ``fallback``: healthy and passed, SLO not met (for overflow only); ``utilisation``:
+    the target utilisation. The whole demand is placed (on the fallback, or queued, when the eligible are full)."""
+
+    def allocate(self, views: Sequence[EndpointView], demand_rps: float, order: Sequence[int],
+                 eligible: Sequence[int], fallback: Sequence[int], utilisation: float) -> List[float]: ...
+
+
 T = TypeVar("T")
 _SCORERS: Dict[str, Callable[[], Scorer]] = {}
 _FILTERS: Dict[str, Callable[[], Filter]] = {}
+_PICKERS: Dict[str, Callable[[], Picker]] = {}
 
 
 def _register(table: Dict[str, Callable[[], T]], kind: str, name: str) -> Callable[[Callable[[], T]], Callable[[], T]]:
@@ -69,14 +88,21 @@ def register_filter(name: str) -> Callable[[Callable[[], Filter]], Callable[[], 
     return _register(_FILTERS, "filter", name)
 
 
+def register_picker(name: str) -> Callable[[Callable[[], Picker]], Callable[[], Picker]]:
+    """Class decorator: adds a picker; ValueError on a duplicate name."""
+    return _register(_PICKERS, "picker", name)
+
+
 def scorer_names() -> Tuple[str, ...]:
-    _load_builtins()
     return tuple(sorted(_SCORERS))
 
 
 def filter_names() -> Tuple[str, ...]:
-    _load_builtins()
     return tuple(sorted(_FILTERS))
+
+
+def picker_names() -> Tuple[str, ...]:
+    return tuple(sorted(_PICKERS))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,7 +114,6 @@ class WeightedScorer:
 
 def build_scorers(specs: Sequence[str]) -> Tuple[WeightedScorer, ...]:
     """``["cost", "latency:0.2"]`` -> weighted scorers; ConfigError naming ``controller.scorers`` when unknown."""
-    _load_builtins()
     result: List[WeightedScorer] = []
     for spec in specs or DEFAULT_SCORERS:
         name, _, weight_text = spec.partition(":")
@@ -105,12 +130,18 @@ def build_scorers(specs: Sequence[str]) -> Tuple[WeightedScorer, ...]:
 
 
 def build_filters(names: Sequence[str]) -> Tuple[Filter, ...]:
-    _load_builtins()
     unknown = [n for n in names if n not in _FILTERS]
     if unknown:
         raise ConfigError(f"controller.filters: unknown filter(s) {', '.join(map(repr, unknown))} "
                           f"(known: {', '.join(sorted(_FILTERS))})")
     return tuple(_FILTERS[n]() for n in names)
+
+
+def build_picker(name: str, setting: str) -> Picker:
+    """The picker registered as ``name``; ConfigError naming ``controller.<setting>`` when unknown."""
+    if name not in _PICKERS:
+        raise ConfigError(f"controller.{setting}: unknown picker {name!r} (known: {', '.join(sorted(_PICKERS))})")
+    return _PICKERS[name]()
 
 
 def rank(views: Sequence[EndpointView], scorers: Sequence[WeightedScorer]) -> List[int]:
@@ -127,14 +158,3 @@ def rank(views: Sequence[EndpointView], scorers: Sequence[WeightedScorer]) -> Li
 
 def _latency_key(view: EndpointView) -> float:
     return view.latency_s if view.latency_s == view.latency_s else float("inf")
-
-
-_loaded = False
-
-
-def _load_builtins() -> None:
-    """Import the built-in scorers and filters (each registers itself) once."""
-    global _loaded
-    if not _loaded:
-        _loaded = True
-        from . import scorers  # noqa: F401, PLC0415

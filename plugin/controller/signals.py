@@ -14,6 +14,7 @@ import math
 import time
 from typing import Callable, Dict, List, Mapping, Optional, Protocol, Sequence
 
+from .. import triton_metrics
 from .probes import GrpcProber, ProbeSettings, http_get, http_ready
 
 __all__ = ["TritonSample", "SignalSource", "HttpScraper", "parse_triton_metrics", "NullSource", "ProbeSettings",
@@ -21,13 +22,8 @@ __all__ = ["TritonSample", "SignalSource", "HttpScraper", "parse_triton_metrics"
 
 _log = logging.getLogger(__name__)
 
-_COUNTERS = {
-    "nv_inference_request_success": "success",
-    "nv_inference_request_failure": "failure",
-    "nv_inference_queue_duration_us": "queue_us",
-    "nv_inference_compute_infer_duration_us": "compute_us",
-    "nv_inference_pending_request_count": "pending",
-}
+#: the short names (``tritonmix.triton_metrics.SERIES``) a TritonSample keeps
+_FIELDS = ("success", "failure", "queue_us", "compute_us", "pending")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,28 +76,15 @@ class NullSource:
 
 def parse_triton_metrics(text: str, at_s: float, ready: Optional[bool] = None) -> TritonSample:
     """Triton's series per model (the ``model`` label, versions summed) and their sums over models, in one sample
-    (prometheus_client's text parser). O(series)."""
-    from prometheus_client.parser import text_string_to_metric_families
-
-    totals: Dict[str, float] = {}
-    per_model: Dict[str, Dict[str, float]] = {}
-    for family in text_string_to_metric_families(text):
-        field = _COUNTERS.get(family.name)
-        if field is None:
-            continue
-        for sample in family.samples:
-            if sample.name in (family.name, family.name + "_total"):
-                totals[field] = totals.get(field, 0.0) + sample.value
-                model = sample.labels.get("model")
-                if model is not None:
-                    own = per_model.setdefault(model, {})
-                    own[field] = own.get(field, 0.0) + sample.value
-    models = {m: TritonSample(at_s=at_s, ready=ready, **_fields(v)) for m, v in per_model.items()}
+    (``tritonmix.triton_metrics.parse``). O(series)."""
+    series = triton_metrics.parse(text)
+    totals = series.pop(None)
+    models = {m: TritonSample(at_s=at_s, ready=ready, **_fields(v)) for m, v in series.items() if m is not None}
     return TritonSample(at_s=at_s, ready=ready, models=models, **_fields(totals))
 
 
 def _fields(values: Mapping[str, float]) -> Dict[str, float]:
-    return {f: values.get(f, math.nan) for f in _COUNTERS.values()}
+    return {f: values.get(f, math.nan) for f in _FIELDS}
 
 
 class HttpScraper:

@@ -5,7 +5,7 @@ import dataclasses
 import math
 from typing import Dict, Optional, Sequence, Tuple
 
-from .model import EndpointView, Plan
+from .model import EndpointView, ModelPlan
 
 __all__ = ["EndpointRow", "ControllerSnapshot", "desired_replicas", "desired_replicas_by_model", "build_snapshot"]
 
@@ -74,7 +74,7 @@ def desired_replicas_by_model(per_model: Sequence[Tuple[Sequence[EndpointView], 
     return {pool: math.ceil(f - 1e-9) if f > 0 else 0 for pool, f in fractional.items()}, demand
 
 
-def build_snapshot(at_s: float, views: Sequence[EndpointView], plan: Plan, extras: Dict[str, Sequence],
+def build_snapshot(at_s: float, views: Sequence[EndpointView], plan: ModelPlan, extras: Dict[str, Sequence],
                    demand: Dict[Tuple[str, str], float], configured: str, utilisation: float,
                    decisions_total: int,
                    per_model: Optional[Sequence[Tuple[Optional[str], Sequence[EndpointView], Sequence[float]]]] = None

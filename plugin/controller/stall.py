@@ -26,7 +26,7 @@ from __future__ import annotations
 import math
 from typing import Container, Iterable, List, Tuple
 
-from .._usual import USUAL_TAU_S, UsualLatency
+from ..request.baseline import USUAL_TAU_S, UsualLatency
 
 __all__ = ["StallWatch", "WATCH_PERIOD_S", "STALL_FACTOR", "STALL_SLACK_S", "USUAL_TAU_S"]
 
@@ -34,7 +34,8 @@ __all__ = ["StallWatch", "WATCH_PERIOD_S", "STALL_FACTOR", "STALL_SLACK_S", "USU
 WATCH_PERIOD_S = 0.05
 #: silence longer than this many EWMA latencies, and ...
 STALL_FACTOR = 2.0
-#: ... longer than the EWMA latency plus this (s): a fast endpoint's single slow request is no stall
+#: ... longer than the EWMA latency plus this (s): a fast endpoint's single slow request is no stall (the capacity
+#: estimator's stall rule, ``estimators``, uses the same slack over two service times)
 STALL_SLACK_S = 0.05
 
 
@@ -82,5 +83,5 @@ class StallWatch:
 
     @property
     def usual(self) -> List[float]:
-        """The usual latency per endpoint (``tritonmix._usual``); NaN until it has a success."""
+        """The usual latency per endpoint (``tritonmix.request.baseline``); NaN until it has a success."""
         return self._usual.values

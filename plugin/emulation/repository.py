@@ -26,9 +26,10 @@ import tempfile
 from pathlib import Path
 from typing import Any, Dict, Mapping
 
-from google.protobuf import json_format, text_format
 from tritonclient.grpc import model_config_pb2
 
+from .. import model_config
+from ..model_config import build_config
 from .profiles import Profile
 
 __all__ = ["DEFAULT_MODEL_NAME", "EmulationSettings", "emulation_config", "write_emulated_repository",
@@ -107,7 +108,7 @@ def sd_model_config(model_name: str, image_size: int, instances: int,
         "instance_group": [{"kind": "KIND_CPU", "count": instances}],
         "parameters": {k: {"string_value": v} for k, v in sorted(parameters.items())},
     }
-    return json_format.ParseDict(body, model_config_pb2.ModelConfig())
+    return build_config(body)
 
 
 def emulation_config(model_name: str, settings: EmulationSettings,
@@ -121,13 +122,11 @@ def emulation_config(model_name: str, settings: EmulationSettings,
 
 def write_config(repository: Path, model_name: str, settings: EmulationSettings) -> Path:
     """(Re)write ``config.pbtxt`` and ``control.json``; a running server sees a new config only after a reload."""
-    path = Path(repository) / model_name / "config.pbtxt"
-    path.parent.mkdir(parents=True, exist_ok=True)
+    (Path(repository) / model_name).mkdir(parents=True, exist_ok=True)
     control = write_control(repository, model_name, settings)
-    text = "# tritonmix EMULATED accelerator (generated; emulated: true)\n"
     config = emulation_config(model_name, settings, str(control.resolve()))
-    path.write_text(text + text_format.MessageToString(config))
-    return path
+    return model_config.write_config(Path(repository) / model_name, config,
+                                     "tritonmix EMULATED accelerator (generated; emulated: true)")
 
 
 def write_control(repository: Path, model_name: str, settings: EmulationSettings) -> Path:

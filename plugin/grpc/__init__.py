@@ -6,16 +6,16 @@
 
 Same names, signatures and return types as tritonclient 2.x's gRPC module (``InferInput``, ``InferResult``,
 ``KeepAliveOptions``, ... are tritonclient's own). Extra keywords: ``fleet=``, ``seed=``, ``clock=``,
-``readiness_interval_s=`` on the constructor; ``request_class=`` and ``deadline_s=`` on ``infer`` / ``async_infer``
+``readiness_interval_s=`` and ``endpoint_client_factory=`` (url -> a tritonclient client, for tests and custom
+transports) on the constructor; ``request_class=`` and ``deadline_s=`` on ``infer`` / ``async_infer``
 (``client_timeout`` still bounds each attempt). A stream (``start_stream``) is pinned to one endpoint: the first one
 not ejected, in fleet order. The requests of a sequence (``sequence_id``) sent with ``infer`` stay on the endpoint
-that holds its state (``tritonmix._client_common``); the callback form ``async_infer`` does not pin sequences yet.
+that holds its state (``tritonmix.request.sequences``); the callback form ``async_infer`` does not pin sequences yet.
 """
 from __future__ import annotations
 
-import inspect
 import time
-from typing import Any, Callable, Optional, Tuple
+from typing import Any, Callable, Optional
 
 import tritonclient.grpc as _tc
 from tritonclient._client import InferenceServerClientBase
@@ -23,13 +23,13 @@ from tritonclient.grpc import (InferInput, InferRequestedOutput, InferResult, Ke
                                model_config_pb2, service_pb2, service_pb2_grpc)
 from tritonclient.utils import InferenceServerException, raise_error
 
-from .._client_common import ClientCore, SyncClientMixin, resolve_fleet
-from .._failover import Engine
-from ..dispatch_core import NoEndpointAvailable
-from .._server_calls import POLICIES, aggregate, call_in_order, endpoint_order, make_method
+from ..clients.core import ClientCore, resolve_fleet
+from ..clients.sync import SyncClientMixin
 from ..controller.probes import ProbeSettings
 from ..fleet import Fleet
-from ._async import FailoverCall
+from ..request.callback import FailoverCall
+from ..request.engine import Send
+from ..request.fanout import aggregate, call_in_order, endpoint_order, install_server_calls
 from ._transport import UNAVAILABLE_STATUS, classify_grpc, endpoint_kwargs, sum_grpc_statistics
 
 __all__ = [
@@ -59,28 +59,23 @@ class InferenceServerClient(SyncClientMixin, InferenceServerClientBase):
                  root_certificates: Any = None, private_key: Any = None, certificate_chain: Any = None,
                  creds: Any = None, keepalive_options: Any = None, channel_args: Any = None, *,
                  fleet: Optional[Fleet] = None, seed: Optional[int] = None,
-                 clock: Callable[[], float] = time.monotonic, readiness_interval_s: float = 5.0) -> None:
+                 clock: Callable[[], float] = time.monotonic, readiness_interval_s: float = 5.0,
+                 endpoint_client_factory: Optional[Callable[[str], Any]] = None) -> None:
         super().__init__()
         self._closed = True
         self._fleet = resolve_fleet(url, fleet, "grpc")
         self._verbose = verbose
         kwargs = endpoint_kwargs(verbose, ssl, root_certificates, private_key, certificate_chain, creds,
                                  keepalive_options, channel_args)
-        self._clients = [_tc.InferenceServerClient(e.url, **kwargs) for e in self._fleet.endpoints]
+        factory = endpoint_client_factory or (lambda url: _tc.InferenceServerClient(url, **kwargs))
+        self._clients = [factory(e.url) for e in self._fleet.endpoints]
         self._stream_client: Optional[Any] = None
-        self._core = ClientCore(self._fleet, seed=seed, clock=clock, probe=self._probe,
-                                readiness_interval_s=readiness_interval_s, probe_settings=ProbeSettings.for_grpc(
-                                    ssl, root_certificates, private_key, certificate_chain, creds))
-        self._router = self._core.router
-        self._lanes = self._router.lanes
-        self._clock = clock
-        self._controller = self._core.controller
-        self._engine = Engine(self._router, classify_grpc, unavailable_status=UNAVAILABLE_STATUS, clock=clock,
-                              on_not_found=self._core.readiness.request_refresh)
+        self._core = ClientCore(self._fleet, classify_grpc, UNAVAILABLE_STATUS, seed=seed, clock=clock,
+                                probe=self._probe, readiness_interval_s=readiness_interval_s,
+                                probe_settings=ProbeSettings.for_grpc(ssl, root_certificates, private_key,
+                                                                      certificate_chain, creds))
         #: hedged requests (``controller.hedge``): each attempt is tritonclient's async_infer, cancelled when it loses
-        self._hedged = self._engine.hedge_delay is not None
-        if self._hedged:
-            self._lanes = {}  # hedged: every request takes the engine's path (the fast path's lane lookup misses)
+        self._lanes = {} if self._core.engine.hedged else self._core.router.lanes
         self._closed = False
 
     # ---- life cycle --------------------------------------------------------------------------------------------
@@ -91,7 +86,6 @@ class InferenceServerClient(SyncClientMixin, InferenceServerClientBase):
             return
         self._closed = True
         self._core.stop()
-        self._controller = None
         for client in self._clients:
             try:
                 client.close()
@@ -121,54 +115,15 @@ class InferenceServerClient(SyncClientMixin, InferenceServerClientBase):
               sequence_start=False, sequence_end=False, priority=0, timeout=None, client_timeout=None,
               headers=None, compression_algorithm=None, parameters=None, request_class="interactive",
               deadline_s=None):
-        # Fast path: as tritonmix.http's infer (the first attempt inline; failures and deadlines go to the engine)
-        lane = self._lanes.get((model_name, request_class))
-        failure = None
-        if lane is not None and deadline_s is None and not sequence_id and not self._closed:
-            t0 = self._clock()  # lane.arrive(), inline (see tritonmix.routing: a call costs microseconds when cold)
-            next(lane.arrivals)
-            budget = lane.budget  # budget.record_request(), inline: the same statements (tritonmix.retry)
-            if t0 >= budget._next_rotation:
-                budget.record_request()
-            else:
-                budget._requests[1] += 1
-            if t0 >= lane.router._next_readmit_at:
-                lane.router._readmit(t0)
-            d = lane.dispatcher
-            i = -1
-            try:
-                i = d.pick()
-                result = self._clients[i].infer(model_name, inputs, model_version, outputs, request_id,
-                                                 sequence_id, sequence_start, sequence_end, priority, timeout,
-                                                 client_timeout, headers, compression_algorithm, parameters)
-            except BaseException as exc:
-                if i < 0 and not isinstance(exc, NoEndpointAvailable):
-                    raise
-                failure = (i, t0, exc if i >= 0 else None)
-            else:
-                latency_s = self._clock() - t0
-                d.record(i, latency_s, True)
-                next(lane.successes[i])  # lane.succeeded(i, latency_s), inline
-                if lane.streaks[i] or latency_s > lane.slo_s:
-                    lane.router.note_success(i, latency_s, request_class)
-                return result
-        args = (model_name, inputs, model_version, outputs, request_id, sequence_id, sequence_start, sequence_end,
-                priority, timeout, client_timeout, headers, compression_algorithm, parameters)
-        if sequence_id:  # 0 and "" mean no sequence, as in Triton
-            return self._infer_sequence(args, sequence_id, sequence_start, sequence_end, request_class, deadline_s)
-        return self._failover(args, request_class, deadline_s, failure)
+        return self._infer((model_name, inputs, model_version, outputs, request_id, sequence_id, sequence_start,
+                            sequence_end, priority, timeout, client_timeout, headers, compression_algorithm,
+                            parameters), request_class, deadline_s, sequence_id, sequence_start, sequence_end)
 
-    def _failover(self, args: tuple, request_class: str, deadline_s: Optional[float],
-                  failure: Optional[Tuple[int, float, Optional[BaseException]]]) -> InferResult:
-        """The engine's failover loop for ``client.infer(*args)`` (args[10] is client_timeout, bounded by the
-        deadline): from the start, or after the fast path's first attempt failed (``failure``, as in HTTP's)."""
-        send = self._sender(args)
-        if failure is not None:
-            return self._engine.resume(args[0], request_class, send, *failure)
-        self._check_open()
-        if self._hedged:
-            return self._engine.run_hedged(args[0], request_class, deadline_s, self._starter(args))
-        return self._engine.run(args[0], request_class, deadline_s, send)
+    def _attempt(self, i: int, args: tuple) -> InferResult:
+        return self._clients[i].infer(*args)
+
+    def _run_hedged(self, args: tuple, request_class: str, deadline_s: Optional[float]) -> InferResult:
+        return self._core.engine.run_hedged(args[0], request_class, deadline_s, self._starter(args))
 
     def _starter(self, args: tuple) -> Callable[[int, Optional[float], Callable[..., None]], Any]:
         """One cancellable attempt of ``infer(*args)`` on endpoint i (tritonclient's async_infer; a hedge's loser is
@@ -183,7 +138,7 @@ class InferenceServerClient(SyncClientMixin, InferenceServerClientBase):
 
         return start
 
-    def _sender(self, args: tuple) -> Callable[[int, Optional[float]], InferResult]:
+    def _sender(self, args: tuple) -> Send:
         """One attempt of ``infer(*args)`` on endpoint i; args[10] (client_timeout) bounded by remaining_s."""
         clients = self._clients
         head, client_timeout, tail = args[:10], args[10], args[11:]
@@ -206,7 +161,7 @@ class InferenceServerClient(SyncClientMixin, InferenceServerClientBase):
                                           compression_algorithm, parameters)
 
         self._check_open()
-        return FailoverCall(self._engine, model_name, request_class, deadline_s, start, callback).begin()
+        return FailoverCall(self._core.engine, model_name, request_class, deadline_s, start, callback).begin()
 
     # ---- streams: pinned to one endpoint -------------------------------------------------------------------
 
@@ -215,7 +170,7 @@ class InferenceServerClient(SyncClientMixin, InferenceServerClientBase):
         if self._stream_client is not None:
             raise_error("cannot start another stream with one already running. "
                         "'InferenceServerClient' supports only a single active stream at a given time.")
-        ejected = self._router.ejected()
+        ejected = self._core.router.ejected()
         i = next((k for k, e in enumerate(ejected) if not e), 0)
         self._clients[i].start_stream(callback, stream_timeout, headers, compression_algorithm)
         self._stream_client = self._clients[i]
@@ -234,22 +189,15 @@ class InferenceServerClient(SyncClientMixin, InferenceServerClientBase):
                                                       sequence_id, sequence_start, sequence_end,
                                                       enable_empty_final_response, priority, timeout, parameters)
 
-    # ---- server-level calls (aggregations in tritonmix._server_calls) ------------------------------------------
+    # ---- server-level calls (aggregations in tritonmix.request.fanout) ------------------------------------------
 
     def _fan_out(self, name: str, policy: str, args: tuple, kwargs: dict) -> Any:
         self._check_open()
-        order = endpoint_order(self._router, policy, args, kwargs)
+        router = self._core.router
+        order = endpoint_order(router, policy, args, kwargs)
         results = call_in_order(order, lambda i: getattr(self._clients[i], name)(*args, **kwargs), policy)
-        return aggregate(policy, order, self._router.endpoint_names(), results, name, sum_grpc_statistics)
+        return aggregate(policy, order, router.endpoint_names(), results, name, sum_grpc_statistics)
 
 
-def _install_server_calls() -> None:
-    for name in POLICIES:
-        original = getattr(_tc.InferenceServerClient, name, None)
-        if original is not None and inspect.isfunction(original):
-            setattr(InferenceServerClient, name, make_method(name, original, InferenceServerClient._fan_out))
-    for name in ("infer", "async_infer", "start_stream", "stop_stream", "async_stream_infer"):
-        getattr(InferenceServerClient, name).__doc__ = getattr(_tc.InferenceServerClient, name).__doc__
-
-
-_install_server_calls()
+install_server_calls(InferenceServerClient, _tc.InferenceServerClient,
+                     ("infer", "async_infer", "start_stream", "stop_stream", "async_stream_infer"))

@@ -10,8 +10,8 @@ from google.protobuf.json_format import MessageToDict, ParseDict
 from tritonclient.grpc import MAX_GRPC_MESSAGE_SIZE, KeepAliveOptions
 from tritonclient.utils import InferenceServerException
 
-from .._server_calls import sum_statistics
-from ..retry import Outcome
+from ..request.fanout import sum_statistics
+from ..request.retry import Outcome
 
 __all__ = ["classify_grpc", "UNAVAILABLE_STATUS", "channel_kwargs", "sum_grpc_statistics", "endpoint_kwargs"]
 

@@ -6,17 +6,17 @@
 
 Same names, signatures and return types as tritonclient 2.x's HTTP module; ``InferInput``,
 ``InferRequestedOutput``, ``InferResult`` and ``InferenceServerException`` are tritonclient's own. Extra keywords:
-``fleet=``, ``seed=``, ``clock=``, ``readiness_interval_s=`` on the constructor; ``request_class=`` and
-``deadline_s=`` on ``infer`` / ``async_infer``. Failover, retry budget and readiness are described in
-``tritonmix._failover``, ``tritonmix.retry`` and ``tritonmix.routing``. The requests of a sequence (``sequence_id``)
-stay on the endpoint that holds its state (``tritonmix._client_common``), with ``infer`` and ``async_infer``.
+``fleet=``, ``seed=``, ``clock=``, ``readiness_interval_s=`` and ``endpoint_client_factory=`` (url -> a
+tritonclient client, for tests and custom transports) on the constructor; ``request_class=`` and ``deadline_s=`` on
+``infer`` / ``async_infer``. The request path (failover, retry budget, hedging, sequences) is
+``tritonmix.request``; what the drop-ins share is ``tritonmix.clients``. The requests of a sequence
+(``sequence_id``) stay on the endpoint that holds its state, with ``infer`` and ``async_infer``.
 """
 from __future__ import annotations
 
-import inspect
 import threading
 import time
-from typing import Any, Callable, List, Optional, Tuple
+from typing import Any, Callable, List, Optional
 
 import gevent
 import gevent.pool
@@ -25,12 +25,12 @@ from tritonclient._client import InferenceServerClientBase
 from tritonclient.http import InferInput, InferRequestedOutput, InferResult
 from tritonclient.utils import InferenceServerException, raise_error
 
-from .._client_common import ClientCore, SyncClientMixin, resolve_fleet
-from .._failover import Engine
-from .._hedging import SyncHedger
-from ..dispatch_core import NoEndpointAvailable
-from .._server_calls import POLICIES, aggregate, call_in_order, endpoint_order, make_method, sum_statistics
+from ..clients.core import ClientCore, resolve_fleet
+from ..clients.sync import SyncClientMixin
 from ..controller.probes import ProbeSettings
+from ..request import SyncHedger
+from ..request.engine import Send
+from ..request.fanout import aggregate, call_in_order, endpoint_order, install_server_calls, sum_statistics
 from ..fleet import Fleet
 from ._transport import UNAVAILABLE_STATUS, ThreadClients, classify_http, model_ready, probe_factory
 
@@ -68,7 +68,8 @@ class InferenceServerClient(SyncClientMixin, InferenceServerClientBase):
                  max_greenlets: Optional[int] = None, ssl: bool = False, ssl_options: Any = None,
                  ssl_context_factory: Any = None, insecure: bool = False, *, fleet: Optional[Fleet] = None,
                  seed: Optional[int] = None, clock: Callable[[], float] = time.monotonic,
-                 readiness_interval_s: float = 5.0) -> None:
+                 readiness_interval_s: float = 5.0,
+                 endpoint_client_factory: Optional[Callable[[str], Any]] = None) -> None:
         super().__init__()
         self._closed = True
         if url is not None and (url.startswith("http://") or url.startswith("https://")):
@@ -76,6 +77,7 @@ class InferenceServerClient(SyncClientMixin, InferenceServerClientBase):
         self._fleet = resolve_fleet(url, fleet, "http")
         self._verbose = verbose
         self._max_greenlets = max_greenlets
+        self._factory = endpoint_client_factory
         self._kwargs = dict(verbose=verbose, concurrency=concurrency, connection_timeout=connection_timeout,
                             network_timeout=network_timeout, ssl=ssl, ssl_options=ssl_options,
                             ssl_context_factory=ssl_context_factory, insecure=insecure)
@@ -84,19 +86,12 @@ class InferenceServerClient(SyncClientMixin, InferenceServerClientBase):
         self._probes = ThreadClients(urls, probe_factory(self._kwargs))
         self._local = threading.local()
         self._pools: List[gevent.pool.Pool] = []
-        self._core = ClientCore(self._fleet, seed=seed, clock=clock, probe=self._probe,
-                                readiness_interval_s=readiness_interval_s,
+        self._core = ClientCore(self._fleet, classify_http, UNAVAILABLE_STATUS, seed=seed, clock=clock,
+                                probe=self._probe, readiness_interval_s=readiness_interval_s,
                                 on_probe_thread_exit=self._probes.release_thread,
                                 probe_settings=ProbeSettings.for_http(ssl, ssl_options, ssl_context_factory, insecure))
-        self._router = self._core.router
-        self._lanes = self._router.lanes
-        self._clock = clock
-        self._controller = self._core.controller
-        self._engine = Engine(self._router, classify_http, unavailable_status=UNAVAILABLE_STATUS, clock=clock,
-                              on_not_found=self._core.readiness.request_refresh)
-        self._hedger = SyncHedger.for_engine(self._engine)  # None unless the fleet enables hedging
-        if self._hedger is not None:
-            self._lanes = {}  # hedged: every request takes the engine's path (the fast path's lane lookup misses)
+        self._hedger = SyncHedger.for_engine(self._core.engine)  # None unless the fleet enables hedging
+        self._lanes = self._core.router.lanes if self._hedger is None else {}
         self._closed = False
 
     # ---- life cycle --------------------------------------------------------------------------------------------
@@ -113,7 +108,6 @@ class InferenceServerClient(SyncClientMixin, InferenceServerClientBase):
         if self._hedger is not None:
             self._hedger.close()
         self._core.stop()
-        self._controller = None
         self._clients.close_all()
         self._probes.close_all()
 
@@ -129,7 +123,8 @@ class InferenceServerClient(SyncClientMixin, InferenceServerClientBase):
             client.unregister_plugin()
 
     def _make_endpoint_client(self, url: str) -> Any:
-        client = _tc.InferenceServerClient(url, **self._kwargs)
+        factory = self._factory
+        client = factory(url) if factory is not None else _tc.InferenceServerClient(url, **self._kwargs)
         if self._plugin is not None:
             client.register_plugin(self._plugin)
         return client
@@ -143,63 +138,22 @@ class InferenceServerClient(SyncClientMixin, InferenceServerClientBase):
               sequence_start=False, sequence_end=False, priority=0, timeout=None, headers=None,
               query_params=None, request_compression_algorithm=None, response_compression_algorithm=None,
               parameters=None, request_class="interactive", deadline_s=None):
-        # Fast path (see tritonmix.routing.Lane): the first attempt inline, with no closure, no per-request object
-        # and no lock; any failure of it, and every request with a deadline or before its lane exists, goes to the
-        # engine's failover loop (tritonmix._failover), which records the attempt and carries on.
-        lane = self._lanes.get((model_name, request_class))
-        failure = None
-        if lane is not None and deadline_s is None and not sequence_id and not self._closed:
-            t0 = self._clock()  # lane.arrive(), inline (see tritonmix.routing: a call costs microseconds when cold)
-            next(lane.arrivals)
-            budget = lane.budget  # budget.record_request(), inline: the same statements (tritonmix.retry)
-            if t0 >= budget._next_rotation:
-                budget.record_request()
-            else:
-                budget._requests[1] += 1
-            if t0 >= lane.router._next_readmit_at:
-                lane.router._readmit(t0)
-            d = lane.dispatcher
-            i = -1
-            try:
-                i = d.pick()
-                client = self._clients.local.clients[i]
-                if client is None:
-                    client = self._clients.get(i)
-                result = client.infer(model_name, inputs, model_version, outputs, request_id, sequence_id,
-                                      sequence_start, sequence_end, priority, timeout, headers, query_params,
-                                      request_compression_algorithm, response_compression_algorithm, parameters)
-            except BaseException as exc:
-                if i < 0 and not isinstance(exc, NoEndpointAvailable):
-                    raise
-                failure = (i, t0, exc if i >= 0 else None)
-            else:
-                latency_s = self._clock() - t0
-                d.record(i, latency_s, True)
-                next(lane.successes[i])  # lane.succeeded(i, latency_s), inline
-                if lane.streaks[i] or latency_s > lane.slo_s:
-                    lane.router.note_success(i, latency_s, request_class)
-                return result
-        args = (model_name, inputs, model_version, outputs, request_id, sequence_id, sequence_start, sequence_end,
-                priority, timeout, headers, query_params, request_compression_algorithm,
-                response_compression_algorithm, parameters)
-        if sequence_id:  # 0 and "" mean no sequence, as in Triton
-            return self._infer_sequence(args, sequence_id, sequence_start, sequence_end, request_class, deadline_s)
-        return self._failover(args, request_class, deadline_s, failure)
+        return self._infer((model_name, inputs, model_version, outputs, request_id, sequence_id, sequence_start,
+                            sequence_end, priority, timeout, headers, query_params, request_compression_algorithm,
+                            response_compression_algorithm, parameters), request_class, deadline_s, sequence_id,
+                           sequence_start, sequence_end)
 
-    def _failover(self, args: tuple, request_class: str, deadline_s: Optional[float],
-                  failure: Optional[Tuple[int, float, Optional[BaseException]]]) -> InferResult:
-        """The engine's failover loop for ``client.infer(*args)``: from the start, or after the fast path's first
-        attempt failed (``failure`` = (endpoint, t0, exception), exception None when its pick found none)."""
-        send = self._sender(args)
-        if failure is not None:
-            return self._engine.resume(args[0], request_class, send, *failure)
-        if self._closed:
-            raise_error("tritonmix: the client is closed")
-        if self._hedger is not None:
-            return self._hedger.run(args[0], request_class, deadline_s, send)
-        return self._engine.run(args[0], request_class, deadline_s, send)
+    def _attempt(self, i: int, args: tuple) -> InferResult:
+        """One attempt of ``infer(*args)`` on endpoint i, with this thread's client of it."""
+        client = self._clients.local.clients[i]
+        if client is None:
+            client = self._clients.get(i)
+        return client.infer(*args)
 
-    def _sender(self, args: tuple) -> Callable[[int, Optional[float]], InferResult]:
+    def _run_hedged(self, args: tuple, request_class: str, deadline_s: Optional[float]) -> InferResult:
+        return self._hedger.run(args[0], request_class, deadline_s, self._sender(args))  # type: ignore[union-attr]
+
+    def _sender(self, args: tuple) -> Send:
         """One attempt of ``infer(*args)`` on endpoint i, bounded by the deadline's remaining_s (gevent)."""
         clients = self._clients
 
@@ -236,23 +190,15 @@ class InferenceServerClient(SyncClientMixin, InferenceServerClientBase):
     generate_request_body = staticmethod(_tc.InferenceServerClient.generate_request_body)
     parse_response_body = staticmethod(_tc.InferenceServerClient.parse_response_body)
 
-    # ---- server-level calls (aggregations in tritonmix._server_calls) ------------------------------------------
+    # ---- server-level calls (aggregations in tritonmix.request.fanout) ------------------------------------------
 
     def _fan_out(self, name: str, policy: str, args: tuple, kwargs: dict) -> Any:
         if self._closed:
             raise_error("tritonmix: the client is closed")
-        order = endpoint_order(self._router, policy, args, kwargs)
+        router = self._core.router
+        order = endpoint_order(router, policy, args, kwargs)
         results = call_in_order(order, lambda i: getattr(self._clients.get(i), name)(*args, **kwargs), policy)
-        return aggregate(policy, order, self._router.endpoint_names(), results, name, sum_statistics)
+        return aggregate(policy, order, router.endpoint_names(), results, name, sum_statistics)
 
 
-def _install_server_calls() -> None:
-    for name in POLICIES:
-        original = getattr(_tc.InferenceServerClient, name, None)
-        if original is not None and inspect.isfunction(original):
-            setattr(InferenceServerClient, name, make_method(name, original, InferenceServerClient._fan_out))
-
-
-_install_server_calls()
-InferenceServerClient.infer.__doc__ = _tc.InferenceServerClient.infer.__doc__
-InferenceServerClient.async_infer.__doc__ = _tc.InferenceServerClient.async_infer.__doc__
+install_server_calls(InferenceServerClient, _tc.InferenceServerClient, ("infer", "async_infer"))

@@ -16,7 +16,7 @@ import tritonclient.http as _tc
 from geventhttpclient.response import HTTPParseError
 from tritonclient.utils import InferenceServerException
 
-from ..retry import Outcome
+from ..request.retry import Outcome
 
 __all__ = ["ThreadClients", "classify_http", "UNAVAILABLE_STATUS"]
 

@@ -19,18 +19,12 @@ import urllib.error
 import urllib.request
 from typing import Dict, Iterable, List, Optional, Sequence
 
-from prometheus_client.parser import text_string_to_metric_families
+from .. import triton_metrics
 
-__all__ = ["EndpointStatus", "probe", "format_table", "scrape_metrics"]
+__all__ = ["EndpointStatus", "probe", "format_table"]
 
 logger = logging.getLogger(__name__)
 
-_METRICS = {
-    "nv_inference_pending_request_count": "pending",
-    "nv_inference_request_success": "served",
-    "nv_inference_request_failure": "failed",
-    "nv_inference_request_duration_us": "duration_us",
-}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,23 +56,6 @@ def _get(url: str, timeout_s: float) -> Optional[bytes]:
             return response.read() if response.status == 200 else None
     except (urllib.error.URLError, ConnectionError, OSError, ValueError):
         return None
-
-
-def scrape_metrics(metrics_url: str, model_name: Optional[str], timeout_s: float = 1.0) -> Optional[Dict[str, float]]:
-    """Sums of the request counters over ``model_name``'s series (all models when None); None if unreachable."""
-    body = _get(f"http://{metrics_url}/metrics", timeout_s)
-    if body is None:
-        return None
-    totals = {key: 0.0 for key in _METRICS.values()}
-    for family in text_string_to_metric_families(body.decode("utf-8", errors="replace")):
-        for sample in family.samples:
-            key = _METRICS.get(sample.name) or _METRICS.get(sample.name.removesuffix("_total"))
-            if key is None:
-                continue
-            if model_name is not None and sample.labels.get("model") != model_name:
-                continue
-            totals[key] += sample.value
-    return totals
 
 
 def _model_parameters(http_url: str, model_name: str, timeout_s: float) -> Dict[str, str]:
@@ -113,16 +90,16 @@ def probe(
 ) -> EndpointStatus:
     """Ask one server how it is doing (see the module docstring); ``emulated``/``profile`` label a dead one."""
     ready = _get(f"http://{http_url}/v2/health/ready", timeout_s) is not None
-    totals = scrape_metrics(metrics_url, model_name, timeout_s) if ready else None
+    totals = triton_metrics.scrape(metrics_url, model_name, timeout_s) if ready else None
     params = _model_parameters(http_url, model_name, timeout_s) if ready and model_name else {}
     emulated = params.get("emulated") == "true" if params else emulated
-    served = int(totals["served"]) if totals else 0
+    served = int(totals["success"]) if totals else 0
     mean_ms = totals["duration_us"] / served / 1000.0 if totals and served else None
     return EndpointStatus(
         name=name, accelerator=accelerator, price_per_hour=price_per_hour, url=http_url, ready=ready,
         emulated=emulated, pid=pid,
         pending=int(totals["pending"]) if totals else 0, served=served,
-        failed=int(totals["failed"]) if totals else 0, mean_latency_ms=mean_ms,
+        failed=int(totals["failure"]) if totals else 0, mean_latency_ms=mean_ms,
         profile=params.get("profile", profile),
         concurrency=int(params["concurrency"]) if params.get("concurrency", "").isdigit() else None,
         slow_down=float(params["slow_down"]) if "slow_down" in params else None,

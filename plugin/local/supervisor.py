@@ -15,6 +15,7 @@ supervisor SIGTERM, waits for it, and then makes sure no recorded server pid is 
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import http.server
 import json
@@ -27,20 +28,18 @@ import urllib.request
 from pathlib import Path
 from typing import Any, Dict, Optional, Union
 
-from ..errors import TritonMixError
+from ..errors import ConfigError, FaultError, TritonMixError
+from ..fleet import Fleet
 from .fleet import LocalFleet
 
 __all__ = ["RUN_DIR_ENV", "run_dir", "state_path", "read_state", "write_state", "ControlServer", "send_fault",
-           "FaultError"]
+           "FaultError", "alive", "running_state", "attach"]
 
 logger = logging.getLogger(__name__)
 
 RUN_DIR_ENV = "TRITONMIX_RUN_DIR"
 ACTIONS = ("kill", "stop", "restart", "set-capacity", "slow-down")
 
-
-class FaultError(TritonMixError, RuntimeError):
-    """The supervisor refused or failed a fault; the message says why."""
 
 
 def run_dir() -> Path:
@@ -66,6 +65,47 @@ def write_state(path: Path, state: Dict[str, Any]) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_text(json.dumps(state, indent=2))  # endpoints stay in file order
     tmp.replace(path)
+
+
+def alive(pid: Any) -> bool:
+    """Running and not a zombie (a supervisor we spawned ourselves stays a zombie until reaped)."""
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+def running_state(fleet_file: Union[str, Path]) -> Optional[Dict[str, Any]]:
+    """The state of the fleet that ``tritonmix fleet up`` runs for ``fleet_file``; None when none runs."""
+    state = read_state(state_path(fleet_file))
+    return state if state is not None and alive(state.get("supervisor_pid")) else None
+
+
+def attach(fleet: Fleet, protocol: str = "http") -> Fleet:
+    """``fleet`` with its local endpoints' URLs (``protocol``'s, and the metrics port) taken from the running fleet of
+    its file, so that a client or ``tritonmix status`` given the fleet file reaches the servers that ``tritonmix
+    fleet up`` started. A fleet without local endpoints is returned as it is; ConfigError when it has some and no
+    fleet of its file is up."""
+    local = [e.name for e in fleet.endpoints if e.url is None]
+    if not local:
+        return fleet
+    state = running_state(fleet.source) if fleet.source else None
+    if state is None:
+        raise ConfigError(f"endpoint(s) {', '.join(local)} are local (no url) and no fleet is up for "
+                          f"{fleet.source or 'this fleet'}: start it with `tritonmix fleet up {fleet.source or 'FLEET'} "
+                          "--detach`, or use tritonmix.local.LocalFleet")
+    eps = state.get("endpoints", {})
+    missing = [name for name in local if name not in eps]
+    if missing:
+        raise ConfigError(f"the running fleet of {fleet.source} has no endpoint(s) {', '.join(missing)}: "
+                          "its file changed since `tritonmix fleet up`; restart the fleet")
+    key = "grpc_url" if protocol == "grpc" else "http_url"
+    return dataclasses.replace(fleet, endpoints=tuple(
+        dataclasses.replace(e.with_url(eps[e.name][key], eps[e.name].get("metrics_url")), protocol=protocol)
+        if e.url is None else e for e in fleet.endpoints))
 
 
 def fleet_state(local: LocalFleet, fleet_file: str, control_url: str) -> Dict[str, Any]:

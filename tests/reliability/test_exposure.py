@@ -393,7 +393,7 @@ def test_controller_health_probes_reach_tls_endpoints(tls: Dict[str, Any]) -> No
             _infer_checked(client, tritonmix.http, k, headers={"Authorization": TOKEN})
             k += 1
         _served_everywhere(client)
-        snapshot = client._controller.snapshot()
+        snapshot = client.controller_view()
         not_ready = [row.name for row in snapshot.endpoints if not row.ready]
         down = [d for d in client.decisions() if "not ready" in str(d)]
     if not_ready or down or snapshot.panic:

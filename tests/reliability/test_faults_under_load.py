@@ -97,7 +97,7 @@ def _picks(client: Any, index: int) -> Tuple[int, int]:
 
 
 def _shed(client: Any, index: int) -> bool:
-    snap = client._controller.snapshot()
+    snap = client.controller_view()
     row = snap.endpoints[index] if snap is not None else None
     return row is not None and (row.interactive_weight == 0.0 or row.ejected or not row.healthy)
 

@@ -17,10 +17,10 @@ import shutil
 from pathlib import Path
 from typing import Dict
 
-from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
 from ...emulation.repository import sd_model_config
+from ...model_config import write_config
 
 __all__ = ["RealSDSettings", "real_sd_config", "write_real_sd_repository", "MODEL_SOURCE", "DEFAULT_MODEL_NAME"]
 
@@ -82,7 +82,6 @@ def write_real_sd_repository(repository: Path, settings: RealSDSettings,
     version.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(MODEL_SOURCE, version / "model.py")
     shutil.copyfile(_tiny_source(), version / "tiny_sd.py")
-    text = f"# tritonmix REAL tiny Stable Diffusion on {settings.device} (generated)\n"
-    (repository / model_name / "config.pbtxt").write_text(
-        text + text_format.MessageToString(real_sd_config(model_name, settings)))
+    write_config(repository / model_name, real_sd_config(model_name, settings),
+                 f"tritonmix REAL tiny Stable Diffusion on {settings.device} (generated)")
     return repository

@@ -4,7 +4,7 @@ Everything here is a function or a small state machine over plain data (``triton
 as an argument (``now``), never from a clock.
 """
 from .auto import AutoMode, Shortfall, detect_shortfall
-from .ejection import OutlierDetector
+from ...request.ejection import OutlierDetector
 from .planner import PlanSettings, make_plan
 
 __all__ = ["AutoMode", "Shortfall", "detect_shortfall", "OutlierDetector", "PlanSettings", "make_plan"]

@@ -87,10 +87,9 @@ class AutoMode:
                                 request, measured at any load, so CAPACITY mode's lighter load does not fake it;
                               - memory_s (20 dwell times) passed: a capacity that came back with no sign (a reload
                                 with more instances) is tried again at most that late.
-                              Not on the estimated room K itself: CAPACITY mode loads the cheap set lightly, its
-                              mu estimates re-trust the configured slots and the SLO factor when no queue shows,
-                              K grows, and forgetting then (the old rule, K > 1.25 x K at the failure) sent
-                              steady load back to a COST mode that fails again: a flap every few dwell times.
+                              Not on the estimated room K itself: under CAPACITY mode's light load the mu
+                              estimates re-trust the configured slots, so K grows without any capacity coming
+                              back, and forgetting on it would send steady load back to a COST mode that fails.
     The gap between the enter and exit thresholds, the dwell and lambda_fail are the hysteresis: steady load
     never flaps.
     """

@@ -2,15 +2,13 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import List, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
-from ..model import BATCH, CAPACITY, INTERACTIVE, EndpointView, Plan
-from ..plugins import Filter, WeightedScorer, rank
+from ..model import BATCH, CAPACITY, INTERACTIVE, EndpointView, ModelPlan
+from ..plugins import Filter, Picker, WeightedScorer, build_picker, rank
 from .batch import allocate_batch
-from .capacity import allocate_capacity
-from .cost import allocate_cost
 
-__all__ = ["PlanSettings", "make_plan", "normalise", "MIN_DEMAND_RPS"]
+__all__ = ["PlanSettings", "make_plan", "default_pickers", "normalise", "MIN_DEMAND_RPS"]
 
 #: a class with no measured demand is planned as if it had this much, so its first requests go somewhere sensible
 MIN_DEMAND_RPS = 1e-3
@@ -24,12 +22,14 @@ class PlanSettings:
 
 def make_plan(views: Sequence[EndpointView], mode: str, interactive_rps: float, batch_rps: float,
               scorers: Sequence[WeightedScorer], filters: Sequence[Filter], settings: PlanSettings,
-              panic: bool = False) -> Plan:
+              panic: bool = False, pickers: Optional[Tuple[Picker, Picker]] = None) -> ModelPlan:
     """The plan for ``mode`` (COST or CAPACITY):
 
         eligible_interactive = healthy, meets the SLO, passes every filter
         fallback_interactive = healthy, passes the filters, SLO not met (used only when the eligible set is full)
-        interactive: allocate_cost (COST) or allocate_capacity (CAPACITY); batch: allocate_batch (cost-first)
+        interactive: the mode's picker, ``pickers`` = (COST's, CAPACITY's), by default tiered_fill
+                     (policy.cost.allocate_cost) and headroom_spread (policy.capacity.allocate_capacity)
+        batch: allocate_batch (cost-first)
         weight_i = a_i / sum(a); in COST mode the eligible endpoints that got nothing share ``probe_share`` of the
         interactive weight, so their latency keeps being measured.
     O(n log n) per tick.
@@ -38,16 +38,20 @@ def make_plan(views: Sequence[EndpointView], mode: str, interactive_rps: float, 
     eligible_i, fallback_i = _eligible(views, filters, INTERACTIVE, require_slo=True)
     eligible_b, _ = _eligible(views, filters, BATCH, require_slo=False)
     demand_i = max(interactive_rps, MIN_DEMAND_RPS)
-    if mode == CAPACITY:
-        inter = allocate_capacity(views, demand_i, eligible_i, fallback_i)
-    else:
-        inter = allocate_cost(views, demand_i, rank(views, scorers), eligible_i, fallback_i, u)
+    cost_picker, capacity_picker = pickers or default_pickers()
+    picker = capacity_picker if mode == CAPACITY else cost_picker
+    inter = picker.allocate(views, demand_i, rank(views, scorers), eligible_i, fallback_i, u)
     batch = allocate_batch(views, max(batch_rps, MIN_DEMAND_RPS), eligible_b, inter, u)
     inter_w = normalise(inter)
     if mode != CAPACITY and settings.probe_share > 0.0:
         inter_w = _with_probes(inter_w, eligible_i, settings.probe_share)
-    return Plan(mode=mode, interactive_rps=_zero_floor(inter, interactive_rps), batch_rps=_zero_floor(batch, batch_rps),
+    return ModelPlan(mode=mode, interactive_rps=_zero_floor(inter, interactive_rps), batch_rps=_zero_floor(batch, batch_rps),
                 interactive_weights=inter_w, batch_weights=normalise(batch), panic=panic)
+
+
+def default_pickers() -> Tuple[Picker, Picker]:
+    """The built-in pickers of COST and CAPACITY mode."""
+    return build_picker("tiered_fill", "cost_picker"), build_picker("headroom_spread", "capacity_picker")
 
 
 def _eligible(views: Sequence[EndpointView], filters: Sequence[Filter], request_class: str,

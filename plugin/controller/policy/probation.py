@@ -4,12 +4,12 @@ from __future__ import annotations
 import dataclasses
 from typing import Sequence
 
-from ..model import Plan
+from ..model import ModelPlan
 
 __all__ = ["with_trial_share"]
 
 
-def with_trial_share(plan: Plan, trial: Sequence[int], share: float) -> Plan:
+def with_trial_share(plan: ModelPlan, trial: Sequence[int], share: float) -> ModelPlan:
     """Each endpoint in ``trial`` (on probation: readmitted when the backoff of a latency ejection ended) gets
     ``share`` of the interactive weight, whatever the plan gave it: less when the plan gave more (a slow start, as
     Envoy's slow_start_config), and the trial share when it gave nothing because its last known service time missed

@@ -1,2 +1,2 @@
-"""Built-in scorers and filters, one per module; each registers itself with ``tritonmix.controller.plugins``."""
-from . import cost, headroom, latency, on_demand, spot  # noqa: F401
+"""Built-in scorers, one per module; each registers itself with ``tritonmix.controller.plugins``."""
+from . import cost, headroom, latency, spot  # noqa: F401

@@ -9,8 +9,8 @@ import random
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 from ...dispatch_core import NoEndpointAvailable
-from ...retry import Outcome
-from ...routing import Router
+from ...request.retry import Outcome
+from ...request.router import Router
 from .clock import FakeClock
 from .server import ServerModel, SimServer, SimSource
 
@@ -120,15 +120,15 @@ class Simulation:
     def _on_arrival(self, payload: Tuple[Key, Rate]) -> None:
         key, rate = payload
         now = self.clock()
-        self.router.arrive(key, now)
+        self.router.lane(*key).begin()
         self._dispatch(_Request(key, now), now)
         self._next_arrival(key, rate, now)
 
     def _dispatch(self, req: _Request, now: float) -> None:
-        d = self.router.dispatcher(*req.key)
+        lane = self.router.lane(*req.key)
         while True:
             try:
-                i = d.pick(exclude=req.tried or None)
+                i = lane.pick(req.tried or None)
             except NoEndpointAvailable:
                 self._finish(req, now, ok=False)
                 return
@@ -140,8 +140,7 @@ class Simulation:
                 if done is not None:
                     self._push(done, "done", req)
                 return
-            d.record(i, 0.0, False)
-            self.router.failed(i, Outcome.NOT_SENT, now)
+            lane.failed(i, now, Outcome.NOT_SENT)
             req.tried += (i,)
             if req.attempts > self._max_retries:
                 self._finish(req, now, ok=False)
@@ -154,17 +153,14 @@ class Simulation:
         if req.epoch != server.epoch:  # the server died while it ran: lost (no retry: it may have run)
             self._lost(req, now)
             return
-        latency_s = now - req.arrived_s
-        self.router.dispatcher(*req.key).record(i, latency_s, True)
-        self.router.succeeded(i, latency_s, req.key[1])
+        self.router.lane(*req.key).succeeded(i, req.arrived_s)
         self._finish(req, now, ok=True)
         started = server.finish(now)
         if started is not None:
             self._push(started[1], "done", started[0])
 
     def _lost(self, req: _Request, now: float) -> None:
-        self.router.dispatcher(*req.key).record(req.endpoint, now - req.arrived_s, False)
-        self.router.failed(req.endpoint, Outcome.MAYBE_RAN, now)
+        self.router.lane(*req.key).failed(req.endpoint, req.arrived_s, Outcome.MAYBE_RAN)
         self._finish(req, now, ok=False)
 
     def _finish(self, req: _Request, now: float, ok: bool) -> None:

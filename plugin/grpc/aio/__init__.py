@@ -9,7 +9,6 @@ in ``tritonmix.grpc``. ``stream_infer`` is pinned to one endpoint: the first one
 """
 from __future__ import annotations
 
-import inspect
 import time
 from typing import Any, Callable, Optional
 
@@ -19,9 +18,9 @@ from tritonclient.grpc import (InferInput, InferRequestedOutput, InferResult, Ke
                                service_pb2, service_pb2_grpc)
 from tritonclient.utils import InferenceServerException
 
-from ..._aio_common import AioClientCore, AioClientMixin
-from ..._client_common import resolve_fleet
-from ..._server_calls import POLICIES, make_async_method
+from ...clients.aio import AioClientCore, AioClientMixin
+from ...clients.core import resolve_fleet
+from ...request.fanout import install_server_calls
 from ...controller.probes import ProbeSettings
 from ...fleet import Fleet
 from .. import _remaining
@@ -39,19 +38,19 @@ class InferenceServerClient(AioClientMixin, InferenceServerClientBase):
                  root_certificates: Any = None, private_key: Any = None, certificate_chain: Any = None,
                  creds: Any = None, keepalive_options: Any = None, channel_args: Any = None, *,
                  fleet: Optional[Fleet] = None, seed: Optional[int] = None,
-                 clock: Callable[[], float] = time.monotonic, readiness_interval_s: float = 5.0) -> None:
+                 clock: Callable[[], float] = time.monotonic, readiness_interval_s: float = 5.0,
+                 endpoint_client_factory: Optional[Callable[[str], Any]] = None) -> None:
         super().__init__()
         fleet = resolve_fleet(url, fleet, "grpc")
         kwargs = endpoint_kwargs(verbose, ssl, root_certificates, private_key, certificate_chain, creds,
                                  keepalive_options, channel_args)
-        clients = [_tc.InferenceServerClient(e.url, **kwargs) for e in fleet.endpoints]
+        factory = endpoint_client_factory or (lambda url: _tc.InferenceServerClient(url, **kwargs))
+        clients = [factory(e.url) for e in fleet.endpoints]
         self._aio = AioClientCore(fleet, clients, classify_grpc, UNAVAILABLE_STATUS, seed=seed, clock=clock,
                                   readiness_interval_s=readiness_interval_s, sum_statistics=sum_grpc_statistics,
                                   probe_settings=ProbeSettings.for_grpc(ssl, root_certificates, private_key,
                                                                         certificate_chain, creds))
         self._clients = clients
-        self._router = self._aio.router
-        self._controller = self._aio.core.controller
 
     async def infer(self, model_name, inputs, model_version="", outputs=None, request_id="", sequence_id=0,
                     sequence_start=False, sequence_end=False, priority=0, timeout=None, client_timeout=None,
@@ -69,7 +68,7 @@ class InferenceServerClient(AioClientMixin, InferenceServerClientBase):
                                    sequence_end)
 
     def stream_infer(self, inputs_iterator, stream_timeout=None, headers=None, compression_algorithm=None):
-        ejected = self._router.ejected()
+        ejected = self._aio.router.ejected()
         i = next((k for k, e in enumerate(ejected) if not e), 0)
         return self._clients[i].stream_infer(inputs_iterator, stream_timeout, headers, compression_algorithm)
 
@@ -77,9 +76,4 @@ class InferenceServerClient(AioClientMixin, InferenceServerClientBase):
         return await self._aio.fan_out(name, policy, args, kwargs)
 
 
-for _name in POLICIES:
-    _original = getattr(_tc.InferenceServerClient, _name, None)
-    if _original is not None and inspect.iscoroutinefunction(_original):
-        setattr(InferenceServerClient, _name, make_async_method(_name, _original, InferenceServerClient._fan_out))
-for _name in ("infer", "stream_infer"):
-    getattr(InferenceServerClient, _name).__doc__ = getattr(_tc.InferenceServerClient, _name).__doc__
+install_server_calls(InferenceServerClient, _tc.InferenceServerClient, ("infer", "stream_infer"))

@@ -11,7 +11,6 @@ timeouts and 503; a cancelled ``infer`` records its attempt and propagates the c
 from __future__ import annotations
 
 import asyncio
-import inspect
 import time
 from typing import Any, Callable, Optional
 
@@ -21,12 +20,12 @@ from tritonclient._client import InferenceServerClientBase
 from tritonclient.http import InferInput, InferRequestedOutput, InferResult
 from tritonclient.utils import InferenceServerException, raise_error
 
-from ..._aio_common import AioClientCore, AioClientMixin, timed
-from ..._client_common import resolve_fleet
-from ..._server_calls import POLICIES, make_async_method, sum_statistics
+from ...clients.aio import AioClientCore, AioClientMixin, timed
+from ...clients.core import resolve_fleet
+from ...request.fanout import install_server_calls, sum_statistics
 from ...controller.probes import ProbeSettings
 from ...fleet import Fleet
-from ...retry import Outcome
+from ...request.retry import Outcome
 from .._transport import UNAVAILABLE_STATUS
 
 __all__ = ["InferenceServerClient", "InferInput", "InferRequestedOutput", "InferResult", "InferenceServerException"]
@@ -50,19 +49,19 @@ class InferenceServerClient(AioClientMixin, InferenceServerClientBase):
     def __init__(self, url: Optional[str] = None, verbose: bool = False, conn_limit: int = 100,
                  conn_timeout: float = 60.0, ssl: bool = False, ssl_context: Any = None, *,
                  fleet: Optional[Fleet] = None, seed: Optional[int] = None,
-                 clock: Callable[[], float] = time.monotonic, readiness_interval_s: float = 5.0) -> None:
+                 clock: Callable[[], float] = time.monotonic, readiness_interval_s: float = 5.0,
+                 endpoint_client_factory: Optional[Callable[[str], Any]] = None) -> None:
         super().__init__()
         if url is not None and (url.startswith("http://") or url.startswith("https://")):
             raise_error("url should not include the scheme")
         fleet = resolve_fleet(url, fleet, "http")
-        clients = [_tc.InferenceServerClient(e.url, verbose=verbose, conn_limit=conn_limit, conn_timeout=conn_timeout,
-                                             ssl=ssl, ssl_context=ssl_context) for e in fleet.endpoints]
+        factory = endpoint_client_factory or (lambda url: _tc.InferenceServerClient(
+            url, verbose=verbose, conn_limit=conn_limit, conn_timeout=conn_timeout, ssl=ssl, ssl_context=ssl_context))
+        clients = [factory(e.url) for e in fleet.endpoints]
         self._aio = AioClientCore(fleet, clients, classify_aio_http, UNAVAILABLE_STATUS, seed=seed, clock=clock,
                                   readiness_interval_s=readiness_interval_s, sum_statistics=sum_statistics,
                                   probe_settings=ProbeSettings.for_http_aio(ssl, ssl_context))
         self._clients = clients
-        self._router = self._aio.router
-        self._controller = self._aio.core.controller
 
     async def infer(self, model_name, inputs, model_version="", outputs=None, request_id="", sequence_id=0,
                     sequence_start=False, sequence_end=False, priority=0, timeout=None, headers=None,
@@ -86,8 +85,4 @@ class InferenceServerClient(AioClientMixin, InferenceServerClientBase):
         return await self._aio.fan_out(name, policy, args, kwargs)
 
 
-for _name in POLICIES:
-    _original = getattr(_tc.InferenceServerClient, _name, None)
-    if _original is not None and inspect.iscoroutinefunction(_original):
-        setattr(InferenceServerClient, _name, make_async_method(_name, _original, InferenceServerClient._fan_out))
-InferenceServerClient.infer.__doc__ = _tc.InferenceServerClient.infer.__doc__
+install_server_calls(InferenceServerClient, _tc.InferenceServerClient, ("infer",))

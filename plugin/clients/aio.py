@@ -1,10 +1,10 @@
 """What ``tritonmix.http.aio`` and ``tritonmix.grpc.aio`` share: one tritonclient aio client per endpoint, the
 failover loop as a coroutine, server-level fan-out, and readiness probed from the event loop.
 
-Readiness (see ``tritonmix._client_common``): a model's first request awaits one probe of every endpoint
+Readiness (see ``tritonmix.clients.readiness``): a model's first request awaits one probe of every endpoint
 (concurrently); after that a refresh is started as a background task when ``readiness_interval_s`` has passed or
 after an "unknown model" answer; the request that notices does not wait for it. ``close()`` cancels those tasks.
-Requests of a sequence stick to one endpoint as in the sync clients (``tritonmix._client_common``).
+Requests of a sequence stick to one endpoint as in the sync clients (``tritonmix.request.sequences``).
 """
 from __future__ import annotations
 
@@ -13,10 +13,10 @@ from typing import Any, Awaitable, Callable, Dict, List, Optional, Set, Tuple
 
 from tritonclient.utils import raise_error
 
-from ._client_common import ClientCore, pick_pinned, pinned_attempts
-from ._failover import Classifier, Engine, _task_cancelled, _transport_cancelled
-from ._server_calls import aggregate, endpoint_order, stops_early
-from .fleet import Fleet
+from ..fleet import Fleet
+from ..request.engine import AsyncSend, Classifier
+from ..request.fanout import aggregate, endpoint_order, stops_early
+from .core import ClientCore, EndpointReport
 
 __all__ = ["AioClientCore"]
 
@@ -30,20 +30,19 @@ class AioClientCore:
         self.fleet = fleet
         self.clients = clients
         self.clock = clock
-        self.core = ClientCore(fleet, seed=seed, clock=clock, probe=None, readiness_interval_s=readiness_interval_s,
+        self.core = ClientCore(fleet, classify, unavailable_status, seed=seed, clock=clock, probe=None,
+                               readiness_interval_s=readiness_interval_s, on_not_found=self._not_found,
                                probe_settings=probe_settings)
         self.router = self.core.router
-        self.engine = Engine(self.router, classify, unavailable_status=unavailable_status, clock=clock,
-                             on_not_found=self._not_found)
+        self.engine = self.core.engine
         self.interval_s = readiness_interval_s
         self.sum_statistics = sum_statistics
         self.closed = False
         self._probed_at: Dict[str, float] = {}
         self._tasks: Set[asyncio.Task] = set()
 
-    async def run(self, model: str, request_class: str, deadline_s: Optional[float],
-                  send: Callable[[int, Optional[float]], Awaitable[Any]], sequence_id: Any = 0,
-                  sequence_start: bool = False, sequence_end: bool = False) -> Any:
+    async def run(self, model: str, request_class: str, deadline_s: Optional[float], send: AsyncSend,
+                  sequence_id: Any = 0, sequence_start: bool = False, sequence_end: bool = False) -> Any:
         if self.closed:
             raise_error("tritonmix: the client is closed")
         probed_at = self._probed_at.get(model)
@@ -53,55 +52,9 @@ class AioClientCore:
         elif self.clock() - probed_at >= self.interval_s:
             self._refresh_soon(model)
         if sequence_id:
-            return await self._run_sequence(model, request_class, deadline_s, send, (model, sequence_id),
-                                            sequence_start, sequence_end)
+            return await self.core.sequences.run_async(model, request_class, deadline_s, send, sequence_id,
+                                                       sequence_start, sequence_end)
         return await self.engine.run_async(model, request_class, deadline_s, send, hedged=True)
-
-    async def _run_sequence(self, model: str, request_class: str, deadline_s: Optional[float],
-                            send: Callable[[int, Optional[float]], Awaitable[Any]], key: Tuple[str, Any],
-                            start: bool, end: bool) -> Any:
-        pins = self.core.pins
-        i = None if start else pins.get(key)
-        try:
-            if i is None:
-                served: List[int] = []
-
-                async def tracked(j: int, remaining_s: Optional[float]) -> Any:
-                    result = await send(j, remaining_s)
-                    served.append(j)
-                    return result
-
-                result = await self.engine.run_async(model, request_class, deadline_s, tracked)
-                i = served[-1]
-            else:
-                result = await self._send_pinned(model, request_class, deadline_s, key, i, send)
-        except BaseException:
-            if start or end:
-                pins.unpin(key)
-            raise
-        if end:
-            pins.unpin(key)
-        else:
-            pins.pin(key, i)
-        return result
-
-    async def _send_pinned(self, model: str, request_class: str, deadline_s: Optional[float], key: Tuple[str, Any],
-                           i: int, send: Callable[[int, Optional[float]], Awaitable[Any]]) -> Any:
-        engine = self.engine
-        att = pinned_attempts(engine, model, request_class, deadline_s)
-        remaining_s = att.remaining_s(engine.clock())
-        pick_pinned(att, self.core.pins, key, i)
-        t0 = engine.clock()
-        try:
-            result = await send(i, remaining_s)
-        except asyncio.CancelledError as exc:
-            att.failed(i, t0, exc if _task_cancelled() else _transport_cancelled(exc))
-            raise  # not reached: no retries are left
-        except BaseException as exc:
-            att.failed(i, t0, exc)  # records, then raises: the server's error, or one naming the endpoint
-            raise  # not reached
-        att.succeeded(i, t0)
-        return result
 
     async def refresh(self, model: str) -> None:
         ready = await asyncio.gather(*(self._probe(c, model) for c in self.clients))
@@ -165,14 +118,12 @@ def timed(remaining_s: Optional[float], call: Awaitable[Any]) -> Awaitable[Any]:
 class AioClientMixin:
     """What the HTTP and gRPC aio drop-ins share: life cycle, router, decisions and the plugin hook.
 
-    The class using it sets ``self._aio`` (an AioClientCore), ``self._clients`` (one tritonclient aio client per
-    endpoint), ``self._router`` and ``self._controller``; it must come before tritonclient's base in the bases.
+    The class using it sets ``self._aio`` (an AioClientCore) and ``self._clients`` (one tritonclient aio client per
+    endpoint); it must come before tritonclient's base in the bases.
     """
 
     _aio: "AioClientCore"
     _clients: List[Any]
-    _router: Any
-    _controller: Any
 
     async def __aenter__(self) -> Any:
         return self
@@ -182,17 +133,35 @@ class AioClientMixin:
 
     async def close(self) -> None:
         """Cancel readiness refreshes, stop the controller, close every endpoint's session or channel."""
-        self._controller = None
         await self._aio.close()
 
     @property
     def router(self) -> Any:
-        """The Router (dispatchers, masks, counters) of this client."""
-        return self._router
+        """The Router (dispatchers, lanes, masks, counters) of this client."""
+        return self._aio.router
+
+    @property
+    def controller(self) -> Any:
+        """This client's Controller (``tritonmix.controller``), None when the fleet turns it off."""
+        return self._aio.core.controller
+
+    @property
+    def pinned_sequences(self) -> int:
+        """Sequences this client holds pinned to an endpoint (started and not yet ended)."""
+        return len(self._aio.core.pins)
 
     def decisions(self) -> List[Any]:
         """The controller's decision log (empty while no controller runs)."""
         return self._aio.core.decisions()
+
+    def controller_view(self) -> Any:
+        """The controller's current view (``ControllerSnapshot``), None while no controller runs or before its first
+        tick."""
+        return self._aio.core.view()
+
+    def endpoint_reports(self) -> Tuple[EndpointReport, ...]:
+        """Per endpoint: how many attempts this client sent there and how they went."""
+        return self._aio.core.endpoint_reports()
 
     def register_plugin(self, plugin: Any) -> None:
         """tritonclient's plugin hook, applied to every endpoint's client."""

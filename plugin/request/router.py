@@ -1,4 +1,5 @@
-"""The Router: one per client; owns one ``Dispatcher`` per (model, request class) and the masks they obey.
+"""The Router: one per client; owns one ``Dispatcher`` and its ``Lane`` per (model, request class) and the masks
+they obey.
 
 Contract with the controller (``tritonmix.controller.start_controller(fleet, router)``)::
 
@@ -10,6 +11,8 @@ Contract with the controller (``tritonmix.controller.start_controller(fleet, rou
     router.set_default_weights(weights)        for dispatchers created later and those without explicit weights
     router.set_endpoint_available(i, bool)     the controller's health / ejection mask, on every dispatcher
     router.arrivals()                          {(model, rc): user requests so far} (retries not counted)
+    router.lane(model, rc)                     the Lane of (model, rc) (dispatcher.Lane: begin, pick, succeeded,
+                                               failed), created on first use
     router.endpoint_counters()                 [(completed_ok, over_slo, failed_attempts)] per endpoint
     router.add_listener(cb)                    cb((model, rc)) after a dispatcher is created
     router.set_ejector(cb)                     cb(i, reason, now) decides ejection instead of the router (or None)
@@ -18,32 +21,26 @@ Availability of endpoint i in the dispatcher of model m is the AND of three mask
     controller[i]      set_endpoint_available (default True)
     not ejected[i]     the client's own passive ejection after connection failures (Envoy's outlier detection:
                        eject on a failure that never reached the server, or after eject_consecutive_failures in a
-                       row; eject_base_s doubling per ejection up to eject_max_s; never more than
-                       max_ejected_share of the fleet at once; readmitted lazily when the time is up), used only
-                       while no controller runs: ``set_ejector(cb)`` hands that decision to the controller (one
-                       source of truth), and the router then only reports the failure, ``cb(i, reason, now)``
+                       row), decided by an ``OutlierDetector`` (``tritonmix.request.ejection``: the backoff and the
+                       cap, never more than max_ejected_share of the fleet) and readmitted lazily when the time is
+                       up; used only while no controller runs: ``set_ejector(cb)`` hands the decision to the
+                       controller's own detector, and the router then only reports the failure, ``cb(i, reason, now)``
     ready[m][i]        model readiness as last probed (unknown counts as ready; a model ready nowhere keeps every
                        endpoint, so the servers' own "unknown model" error reaches the user)
 Thread safety: one lock guards the masks, the dispatcher table and the rarely written counters. The hot path
-takes no lock: it reads the table (a dict lookup), and the two counters every request touches, arrivals per key and
-successes per endpoint, are ``itertools.count`` objects, whose ``next()`` is one C call and so atomic under the GIL
-(exact, never a lost increment). A success takes the lock only when it has something to reset or to count as
-over the SLO.
+takes no lock: it reads the lane table (a dict lookup) and runs the lane (``tritonmix.dispatch_core.Lane``,
+compiled): arrivals, the retry budget's request count and the successes per endpoint are counted there, and the
+lane calls back into the router only when an ejected endpoint is due back (``readmit_due``), a success ends a
+failure streak or misses the SLO (``note_success``), or an attempt failed (``failed``).
 
-Hot path (what the sync clients run per request; see ``Lane``)::
+Per request (every client, every driver)::
 
-    lane = router.lanes.get((model, request_class))    # None until the dispatcher exists: the full path creates it
-    t0 = lane.arrive()                                 # count the arrival, retry budget, lazy readmission; one clock read
-    i = lane.dispatcher.pick()  ...send...  lane.dispatcher.record(i, latency_s, ok)
-    lane.succeeded(i, latency_s)                       # one clock read per completion
-
-The sync clients write ``arrive`` and ``succeeded`` out inline (same statements, on the Lane's attributes): each
-Python call they save is ~3 us per request once the tritonclient call in between has evicted the caches (measured
-with the endpoint stubbed and the caches polluted between calls), against ~0.3 us when hot.
+    lane = router.lanes.get((model, request_class)) or router.lane(model, request_class)
+    t0 = lane.begin();  i = lane.pick()  ...send...  lane.succeeded(i, t0)   # or lane.failed(i, t0, outcome)
 """
 from __future__ import annotations
 
-import itertools
+import functools
 import logging
 import math
 import threading
@@ -51,11 +48,12 @@ import time
 import zlib
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
-from .dispatch_core import Dispatcher
-from .fleet import Fleet
+from ..dispatch_core import Dispatcher, EndpointTally, Lane
+from ..fleet import Fleet
+from .ejection import OutlierDetector
 from .retry import Outcome, RetryBudget
 
-__all__ = ["Router", "Lane", "REQUEST_CLASSES", "hint_weights"]
+__all__ = ["Router", "REQUEST_CLASSES", "hint_weights"]
 
 logger = logging.getLogger(__name__)
 
@@ -72,49 +70,6 @@ def hint_weights(fleet: Fleet) -> List[float]:
     if all(e.max_concurrency for e in eps):
         return [float(e.max_concurrency) for e in eps]
     return [1.0] * len(eps)
-
-
-def _count_value(counter: "itertools.count[int]") -> int:
-    """The next value of an ``itertools.count`` started at 0, i.e. how many times ``next()`` was called on it."""
-    return int(repr(counter)[6:-1])  # "count(N)"
-
-
-class Lane:
-    """The hot-path state of one (model, request class), made once when its dispatcher is: the dispatcher, its
-    counters and what ``arrive`` / ``succeeded`` need, so that a request does no key building, lookup or locking.
-
-    Read-only for callers: ``router``, ``dispatcher``, ``arrivals`` (itertools.count), ``budget``, ``successes`` and
-    ``streaks`` (the router's per-endpoint success counters and failure streaks, shared), ``slo_s`` (the SLO for an
-    interactive lane, infinity for batch: batch requests never count as over the SLO)."""
-
-    __slots__ = ("key", "router", "dispatcher", "arrivals", "budget", "successes", "streaks", "slo_s", "_clock")
-
-    def __init__(self, router: "Router", key: Key, dispatcher: Dispatcher,
-                 arrivals: "itertools.count[int]") -> None:
-        self.key = key
-        self.router = router
-        self.dispatcher = dispatcher
-        self.arrivals = arrivals
-        self.budget = router.budget
-        self.successes = router._ok
-        self.streaks = router._consecutive
-        self.slo_s = router._slo_s if key[1] == "interactive" else math.inf
-        self._clock = router._clock
-
-    def arrive(self) -> float:
-        """``Router.arrive(key, now)`` for this lane; returns ``now`` (the caller's t0: one clock read per arrival)."""
-        now = self._clock()
-        next(self.arrivals)
-        self.budget.record_request()
-        if now >= self.router._next_readmit_at:
-            self.router._readmit(now)
-        return now
-
-    def succeeded(self, i: int, latency_s: float) -> None:
-        """``Router.succeeded(i, latency_s, request_class)`` for this lane."""
-        next(self.successes[i])
-        if self.streaks[i] or latency_s > self.slo_s:
-            self.router.note_success(i, latency_s, self.key[1])
 
 
 class Router:
@@ -134,18 +89,20 @@ class Router:
         self._default = tuple(hint_weights(fleet))
         self._controller_mask = [True] * n
         self._ready: Dict[str, List[bool]] = {}
-        self._ejected_until = [0.0] * n
-        self._ejections = [0] * n
-        self._consecutive = [0] * n
-        self._next_readmit_at = math.inf
-        self._arrivals: Dict[Key, "itertools.count[int]"] = {}
+        s = fleet.controller
+        #: the router's own ejection while no controller runs (module docstring)
+        self._outliers = OutlierDetector(n, consecutive_failures=s.eject_consecutive_failures, base_s=s.eject_base_s,
+                                         max_s=s.eject_max_s, max_share=s.max_ejected_share, min_cap=0)
+        #: successes and failure streaks per endpoint, and when the next ejected endpoint is due back: what every
+        #: lane touches (compiled, shared by the lanes)
+        self.tally = EndpointTally(n)
+        #: every lane, and the published table of the fast path (a lane joins it once its listeners have run)
+        self._lane_of: Dict[Key, Lane] = {}
         self._lanes: Dict[Key, Lane] = {}
-        self._ok = [itertools.count() for _ in range(n)]
         self._over_slo = [0] * n
         self._failed = [0] * n
         self._listeners: List[Callable[[Key], None]] = []
         self._ejector: Optional[Callable[[int, str, float], None]] = None
-        s = fleet.controller
         self.budget = RetryBudget(s.retry_budget_share, clock=clock)
         self._slo_s = fleet.slo_s
 
@@ -190,11 +147,11 @@ class Router:
 
     def arrivals(self) -> Dict[Key, int]:
         with self._lock:
-            return {key: _count_value(c) for key, c in self._arrivals.items()}
+            return {key: lane.arrivals for key, lane in self._lane_of.items()}
 
     def endpoint_counters(self) -> List[Tuple[int, int, int]]:
         with self._lock:
-            return list(zip(map(_count_value, self._ok), self._over_slo, self._failed))
+            return list(zip(self.tally.successes(), self._over_slo, self._failed))
 
     def add_listener(self, callback: Callable[[Key], None]) -> None:
         with self._lock:
@@ -211,7 +168,7 @@ class Router:
     @property
     def lanes(self) -> Dict[Key, Lane]:
         """{(model, request_class): Lane}, the live table (read it, never write it): a key appears once its
-        dispatcher exists and the listeners (the first readiness probe) have run."""
+        dispatcher exists and the listeners (the first readiness probe) have run. ``lane()`` creates one."""
         return self._lanes
 
     def dispatcher(self, model: str, request_class: str = "interactive") -> Dispatcher:
@@ -219,28 +176,19 @@ class Router:
         d = self._dispatchers.get((model, request_class))
         return d if d is not None else self._create((model, request_class))
 
-    def arrive(self, key: Key, now: float) -> None:
-        """Count one user request of ``key``; readmit ejected endpoints whose time is up."""
-        counter = self._arrivals.get(key)
-        if counter is None:
-            with self._lock:
-                counter = self._arrivals.setdefault(key, itertools.count())
-        next(counter)
-        self.budget.record_request()
-        if now >= self._next_readmit_at:
-            self._readmit(now)
-
-    def succeeded(self, i: int, latency_s: float, request_class: str) -> None:
-        """Count a success; the lock only when a failure streak is to be reset or the SLO was missed."""
-        next(self._ok[i])
-        if self._consecutive[i] or (latency_s > self._slo_s and request_class == "interactive"):
-            self.note_success(i, latency_s, request_class)
+    def lane(self, model: str, request_class: str = "interactive") -> Lane:
+        """The Lane of (model, request_class), created with its dispatcher on first use."""
+        lane = self._lane_of.get((model, request_class))
+        if lane is None:
+            self._create((model, request_class))
+            lane = self._lane_of[(model, request_class)]
+        return lane
 
     def note_success(self, i: int, latency_s: float, request_class: str) -> None:
-        """The locked half of ``succeeded`` (the success itself already counted): end the failure streak of i and
-        count an SLO miss of an interactive request."""
+        """A lane's success that ended a failure streak of i or missed the SLO (the success itself is counted by the
+        lane): end the streak and count an SLO miss of an interactive request."""
         with self._lock:
-            self._consecutive[i] = 0
+            self.tally.set_streak(i, 0)
             if latency_s > self._slo_s and request_class == "interactive":
                 self._over_slo[i] += 1
 
@@ -249,17 +197,18 @@ class Router:
         with self._lock:
             self._failed[i] += 1
             if outcome is Outcome.REQUEST:
-                self._consecutive[i] = 0
+                self.tally.set_streak(i, 0)
                 return
-            self._consecutive[i] += 1
+            streak = self.tally.streak(i) + 1
+            self.tally.set_streak(i, streak)
             limit = max(1, self.fleet.controller.eject_consecutive_failures)
-            if outcome is not Outcome.NOT_SENT and self._consecutive[i] < limit:
+            if outcome is not Outcome.NOT_SENT and streak < limit:
                 return
             ejector = self._ejector
-            if ejector is None:
-                self._eject(i, now)
-                return
             reason = "connection failure" if outcome is Outcome.NOT_SENT else "consecutive failures"
+            if ejector is None:
+                self._eject(i, reason, now)
+                return
         ejector(i, reason, now)
 
     # ---- readiness and ejection ------------------------------------------------------------------------------
@@ -289,39 +238,36 @@ class Router:
     def ejected(self) -> List[bool]:
         """Per endpoint: ejected, by the router itself or by the controller's mask."""
         with self._lock:
-            return [t > 0.0 or not c for t, c in zip(self._ejected_until, self._controller_mask)]
+            return [t is not None or not c for t, c in zip(self._outliers.until, self._controller_mask)]
+
+    def ejected_by_router(self) -> List[bool]:
+        """Per endpoint: ejected by the router's own detector (always False while a controller holds ejection)."""
+        with self._lock:
+            return [t is not None for t in self._outliers.until]
 
     def is_available(self, model: str, i: int) -> bool:
         """Whether endpoint ``i`` may take requests for ``model`` now (all three masks)."""
         with self._lock:
             return self._available(model, i)
 
-    def _eject(self, i: int, now: float) -> None:
-        if self._ejected_until[i] > 0.0:
+    def _eject(self, i: int, reason: str, now: float) -> None:
+        event = self._outliers.report(now, i, reason)
+        if event is None or event.kind != "eject":
             return
-        cap = int(self.fleet.controller.max_ejected_share * self._n)
-        if sum(1 for t in self._ejected_until if t > 0.0) >= cap:
-            return
-        s = self.fleet.controller
-        duration_s = min(s.eject_max_s, s.eject_base_s * (2 ** self._ejections[i]))
-        self._ejections[i] += 1
-        self._ejected_until[i] = now + duration_s
-        self._next_readmit_at = min(self._next_readmit_at, now + duration_s)
+        until = self._outliers.until[i]
+        self.tally.readmit_at = min(self.tally.readmit_at, until if until is not None else math.inf)
         self._apply_all(i)
-        logger.warning("endpoint %s ejected for %.1f s after a connection failure", self._names[i], duration_s)
+        logger.warning("endpoint %s ejected for %.1f s: %s", self._names[i], event.figures["backoff_s"], reason)
 
-    def _readmit(self, now: float) -> None:
+    def readmit_due(self, now: float) -> None:
+        """Readmit the endpoints the router ejected whose time is up (the lanes call it when ``tally.readmit_at``
+        has passed)."""
         with self._lock:
-            upcoming = math.inf
-            for i, until in enumerate(self._ejected_until):
-                if 0.0 < until <= now:
-                    self._ejected_until[i] = 0.0
-                    self._consecutive[i] = 0
-                    self._apply_all(i)
-                    logger.info("endpoint %s readmitted", self._names[i])
-                elif until > now:
-                    upcoming = min(upcoming, until)
-            self._next_readmit_at = upcoming
+            for event in self._outliers.readmit_due(now):
+                self.tally.set_streak(event.index, 0)
+                self._apply_all(event.index)
+                logger.info("endpoint %s readmitted", self._names[event.index])
+            self.tally.readmit_at = min((u for u in self._outliers.until if u is not None), default=math.inf)
 
     # ---- internals (lock held) -----------------------------------------------------------------------------
 
@@ -334,8 +280,11 @@ class Router:
             d = Dispatcher(self._n, seed=seed)
             d.set_weights(self._explicit.get(key, self._default))
             self._dispatchers[key] = d
+            slo_s = self._slo_s if key[1] == "interactive" else math.inf
+            lane = Lane(d, self.tally, self.budget.requests, self._clock, slo_s, self.readmit_due,
+                        functools.partial(self._lane_success, key[1]), self.failed)
+            self._lane_of[key] = lane
             self._apply_key(key)
-            arrivals = self._arrivals.setdefault(key, itertools.count())
             listeners = list(self._listeners)
         for callback in listeners:
             try:
@@ -343,12 +292,15 @@ class Router:
             except Exception:  # noqa: BLE001 - a listener must not break a request
                 logger.exception("dispatcher listener failed for %s", key)
         with self._lock:
-            self._lanes[key] = Lane(self, key, d, arrivals)
+            self._lanes[key] = lane
         return d
+
+    def _lane_success(self, request_class: str, i: int, latency_s: float) -> None:
+        self.note_success(i, latency_s, request_class)
 
     def _available(self, model: str, i: int) -> bool:
         ready = self._ready.get(model)
-        return (self._controller_mask[i] and self._ejected_until[i] == 0.0
+        return (self._controller_mask[i] and self._outliers.until[i] is None
                 and (ready is None or ready[i]))
 
     def _apply_key(self, key: Key) -> None:

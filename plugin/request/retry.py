@@ -9,8 +9,8 @@ Two pieces, after urllib3's ``util/retry.py`` and Envoy's retry budget:
   Inference is idempotent, so both fail over by default; ``retry_maybe_executed=False`` keeps only the first kind.
 - ``RetryBudget``: the fleet-wide brake (thread-safe, one per client). Retries are allowed while
   ``retries + 1 <= max(min_retries, share * requests)`` over a sliding window of the last ``window_s`` seconds
-  (two half-windows, rotated on use: O(1)). The minimum lets a lone client retry at all; the share stops a dying
-  fleet from being flooded by a storm of retries.
+  (the dispatch core's ``SlidingCount``: two half-windows, rotated on use, O(1)). The minimum lets a lone client
+  retry at all; the share stops a dying fleet from being flooded by a storm of retries.
 
 Failure kinds (``Outcome``)::
 
@@ -25,7 +25,9 @@ import dataclasses
 import enum
 import threading
 import time
-from typing import Callable, FrozenSet, Optional, Tuple
+from typing import Callable, FrozenSet, Tuple
+
+from ..dispatch_core import SlidingCount
 
 __all__ = ["Outcome", "Attempt", "RetryPolicy", "RetryBudget"]
 
@@ -87,9 +89,10 @@ class RetryPolicy:
 class RetryBudget:
     """Retries allowed while ``retries + 1 <= max(min_retries, share * requests)`` over the last ``window_s``.
 
-    The window is two half-windows; counts older than one full window are dropped as time moves on. Counting a
-    request is one clock read and one add (no lock: a lost increment under a thread switch only makes the budget
-    a request tighter); a retry takes the lock so that concurrent retries cannot overdraw it.
+    Both counts are ``SlidingCount``s of the dispatch core (two half-windows, O(1)). ``requests`` is public: each
+    lane of the client counts its user requests into it (``Lane.begin``, compiled, no lock); a retry takes the
+    lock so that concurrent retries cannot overdraw the budget. ``granted`` and ``refused`` count the answers of
+    ``try_acquire`` since the budget was made.
     """
 
     def __init__(self, share: float = 0.2, *, min_retries: int = 10, window_s: float = 10.0,
@@ -98,50 +101,33 @@ class RetryBudget:
             raise ValueError(f"share must be in [0, 1], got {share!r}")
         self.share = float(share)
         self.min_retries = int(min_retries)
-        self._half_s = float(window_s) / 2.0
         self._clock = clock
         self._lock = threading.Lock()
-        self._epoch = int(clock() // self._half_s)
-        self._next_rotation = (self._epoch + 1) * self._half_s
-        self._requests = [0, 0]  # [previous half, current half]
-        self._retries = [0, 0]
-
-    def _rotate(self, now: float) -> None:
-        epoch = int(now // self._half_s)
-        if epoch != self._epoch:
-            keep = epoch == self._epoch + 1
-            self._requests = [self._requests[1] if keep else 0, 0]
-            self._retries = [self._retries[1] if keep else 0, 0]
-            self._epoch = epoch
-            self._next_rotation = (epoch + 1) * self._half_s
+        now = clock()
+        #: user requests (not retries) in the window; the lanes add to it
+        self.requests = SlidingCount(window_s, now)
+        self._retries = SlidingCount(window_s, now)
+        self.granted = 0
+        self.refused = 0
 
     def record_request(self) -> None:
-        """Count one user request (not a retry)."""
-        now = self._clock()
-        if now >= self._next_rotation:
-            with self._lock:
-                self._rotate(now)
-        self._requests[1] += 1
+        """Count one user request (not a retry); the lanes do it themselves (``Lane.begin``)."""
+        self.requests.add(self._clock())
 
     def try_acquire(self) -> bool:
         """Take one retry from the budget; False when it is spent."""
         with self._lock:
-            self._rotate(self._clock())
-            allowed = max(float(self.min_retries), self.share * sum(self._requests))
-            if sum(self._retries) + 1 > allowed:
+            now = self._clock()
+            allowed = max(float(self.min_retries), self.share * self.requests.total(now))
+            if self._retries.total(now) + 1 > allowed:
+                self.refused += 1
                 return False
-            self._retries[1] += 1
+            self._retries.add(now)
+            self.granted += 1
             return True
 
     def snapshot(self) -> Tuple[int, int]:
         """(requests, retries) in the current window."""
         with self._lock:
-            self._rotate(self._clock())
-            return sum(self._requests), sum(self._retries)
-
-
-def remaining_s(deadline_at: Optional[float], now: float) -> Optional[float]:
-    """Seconds left before ``deadline_at`` (None: no deadline); never negative."""
-    if deadline_at is None:
-        return None
-    return max(0.0, deadline_at - now)
+            now = self._clock()
+            return self.requests.total(now), self._retries.total(now)

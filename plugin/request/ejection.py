@@ -1,4 +1,6 @@
-"""Outlier ejection with a growing backoff, a cap on the ejected share, and Envoy's panic mode."""
+"""Outlier ejection with a growing backoff, a cap on the ejected share, and Envoy's panic mode: the one ejection
+rule. A controller holds it (``tritonmix.controller.health``: tick counts, request-path reports, readiness probes);
+a router without a controller holds its own for the request-path reports alone (``tritonmix.request.router``)."""
 from __future__ import annotations
 
 import dataclasses
@@ -58,18 +60,20 @@ class OutlierDetector:
                          ``probation_s`` (the plan gives it a trial share only, ``on_probation``); a tick in it with
                          one completion of its over max(factor x pool median, SLO) or over the SLO alone ejects it
                          again at once, with the next (doubled) backoff
-        cap              an ejection that would put more than floor(max_share x n) (at least 1) endpoints out is
-                         refused (logged once per episode)
+        cap              an ejection that would put more than floor(max_share x n) (at least ``min_cap``) endpoints
+                         out is refused (logged once per episode)
     O(n) per tick (plus a median per pool).
     """
 
     def __init__(self, n: int, *, consecutive_failures: int = 3, base_s: float = 2.0, max_s: float = 60.0,
                  max_share: float = 0.5, latency_factor: float = 3.0, slo_s: float = 1.0,
-                 probation_s: float = 1.0) -> None:
+                 probation_s: float = 1.0, min_cap: int = 1) -> None:
+        """``min_cap``: the cap is at least this many endpoints (1 under a controller, whose panic mode routes over
+        every endpoint when too few are left; 0 without one: a fleet of one is never ejected whole)."""
         self.n = n
         self._k_fail = max(1, consecutive_failures)
         self._base_s, self._max_s = base_s, max_s
-        self._cap = max(1, math.floor(max_share * n)) if max_share > 0 else 0
+        self._cap = max(min_cap, math.floor(max_share * n)) if max_share > 0 else 0
         self._factor, self._slo_s = latency_factor, slo_s
         self.streak: List[int] = [0] * n
         self.ejections: List[int] = [0] * n
@@ -125,7 +129,7 @@ class OutlierDetector:
         """One tick: readmissions whose backoff ended, then the ejections. ``over_slo``: our completions of the tick
         over the SLO per endpoint, ``ours_s``: our EWMA latency per endpoint (the request path's own figures, no
         scrape lag), for the miss-share rule."""
-        events = self._readmit(now)
+        events = self.readmit_due(now)
         medians = _pool_medians(latency_s, pools)
         shares = _miss_shares(ok, over_slo) if over_slo is not None else [math.nan] * self.n
         share_medians = _pool_medians(shares, pools, positive=False)
@@ -193,7 +197,8 @@ class OutlierDetector:
         self.probation_until[i] = None
         return EjectionEvent("eject", i, reason, dict(figures, ejection=self.ejections[i], backoff_s=duration))
 
-    def _readmit(self, now: float) -> List[EjectionEvent]:
+    def readmit_due(self, now: float) -> List[EjectionEvent]:
+        """Readmit the endpoints whose backoff has ended (a latency ejection's with probation). O(n)."""
         events = []
         for i, until in enumerate(self.until):
             if until is not None and now >= until:

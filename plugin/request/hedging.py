@@ -8,16 +8,15 @@ wins and the other attempt is discarded. Opt-in per fleet: ``controller: {hedge:
         success                                          record it, return it; every other attempt is abandoned
         REQUEST error (400 ...)                          record it, raise it unchanged (others abandoned)
         no-response failure, another attempt in flight   record it, keep waiting for the other
-        no-response failure, nothing else in flight      the failover rules of ``tritonmix._failover``
+        no-response failure, nothing else in flight      the failover rules of ``tritonmix.request.engine``
         deadline passed                                  "deadline passed" (others abandoned)
 
     delay_i = max(min_delay_s, min(delay_factor x usual_i, SLO - HEDGE_ROOM x min_{j != i, available} usual_j))
 
 usual_i is endpoint i's usual latency: the dispatcher's EWMA latency (its max_concurrency / max_rps hint before the
 first success; half the SLO when neither is known) followed at once when it falls and with a time constant of
-USUAL_TAU_S when it rises. An endpoint that slows down must not push its own hedges later: with the EWMA itself,
-the requests stuck behind a capacity cut were hedged only once their slow answers had raised the EWMA, too late
-for the SLO. The cap sends the hedge while another endpoint can still answer within the SLO with room to spare
+USUAL_TAU_S when it rises, so that an endpoint that slows down does not push its own hedges later (its slow
+answers would raise a plain EWMA before the requests stuck behind them are hedged). The cap sends the hedge while another endpoint can still answer within the SLO with room to spare
 (HEDGE_ROOM of its usual latency: its own queue and jitter). Recomputed at most every REFRESH_S per dispatcher:
 O(n) then, O(1) per request.
 
@@ -44,11 +43,14 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, Awaitable, Callable, Dict, List, Optional, Sequence, Tuple
 
-from ._usual import USUAL_TAU_S, UsualLatency
-from .dispatch_core import NoEndpointAvailable
+from ..dispatch_core import NoEndpointAvailable
+from ..errors import PoolShutDown
+from .attempts import Attempts, transport_cancelled
+from .baseline import USUAL_TAU_S, UsualLatency
+from .retry import Outcome
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ._failover import Attempts, Engine
+    from .engine import Engine
 
 __all__ = ["HedgeDelay", "HedgedCall", "SyncHedger", "run_hedged_async", "REFRESH_S"]
 
@@ -91,7 +93,7 @@ class HedgeDelay:
         return [e if e == e else h for e, h in zip(ewma, self._hints)]
 
     def usual_s(self, d: Any) -> List[float]:
-        """usual_i (module docstring, ``tritonmix._usual``) of dispatcher d's endpoints."""
+        """usual_i (module docstring, ``tritonmix.request.baseline``) of dispatcher d's endpoints."""
         usual = self._usual.get(id(d))
         if usual is None:
             usual = self._usual[id(d)] = UsualLatency(len(self._hints), USUAL_TAU_S)
@@ -123,23 +125,21 @@ class _Flight:
         self.cancelled = False
 
 
-def record_loser(att: "Attempts", flight: _Flight, error: Optional[BaseException]) -> None:
+def record_loser(att: Attempts, flight: _Flight, error: Optional[BaseException]) -> None:
     """Record an abandoned attempt as it ends (module docstring): once, never raising."""
-    e = att.e
     if error is None:
         att.succeeded(flight.i, flight.t0)
         return
-    now = e.clock()
-    elapsed_s = max(0.0, now - flight.t0)
+    engine, lane = att.engine, att.lane
     if flight.cancelled:
-        ewma = att.d.stats().ewma_latency_s[flight.i]
-        att.d.record(flight.i, max(elapsed_s, ewma) if ewma == ewma else elapsed_s, True)
+        elapsed_s = max(0.0, engine.clock() - flight.t0)
+        ewma = lane.dispatcher.stats().ewma_latency_s[flight.i]
+        lane.dispatcher.record(flight.i, max(elapsed_s, ewma) if ewma == ewma else elapsed_s, True)
         return
-    att.d.record(flight.i, elapsed_s, False)
+    outcome = None
     if isinstance(error, Exception):
-        from .retry import Outcome  # noqa: PLC0415 - tiny, avoids an import cycle at load
-
-        e.router.failed(flight.i, Outcome.MAYBE_RAN if e.closed else e.classify(error), now)
+        outcome = Outcome.MAYBE_RAN if engine.closed else engine.classify(error)
+    lane.failed(flight.i, flight.t0, outcome)
 
 
 def _cancel(flight: _Flight) -> None:
@@ -159,16 +159,16 @@ def _cancel(flight: _Flight) -> None:
 class _Plan:
     """What the hedged loops share: the next hedge's time, the deadline, the hedge pick."""
 
-    def __init__(self, att: "Attempts", delay: HedgeDelay, max_hedges: int) -> None:
+    def __init__(self, att: Attempts, delay: HedgeDelay, max_hedges: int) -> None:
         self.att = att
         self.delay = delay
         self.hedges = max_hedges
         if max_hedges > 0:
-            att.e.hedge_budget.record_request()
+            att.engine.hedge_budget.record_request()
         self.hedge_at = math.inf
 
     def started(self, i: int, t0: float) -> None:
-        self.hedge_at = t0 + self.delay(self.att.d, i) if self.hedges > 0 else math.inf
+        self.hedge_at = t0 + self.delay(self.att.lane.dispatcher, i) if self.hedges > 0 else math.inf
 
     def timeout_s(self, now: float, live: int) -> Optional[float]:
         at = self.hedge_at if self.hedges > 0 and live else math.inf
@@ -180,16 +180,16 @@ class _Plan:
         """The wait ended with nothing done: raise past the deadline, else pick the hedge (None: no hedge now)."""
         att = self.att
         if att.deadline_at is not None and now >= att.deadline_at:
-            raise att.e.exhausted(att.model, att.policy, "deadline passed")
+            raise att.engine.exhausted(att.model, att.policy, "deadline passed")
         if self.hedges <= 0 or now < self.hedge_at:
             return None
         self.hedges -= 1
         self.hedge_at = math.inf
-        if not att.e.hedge_budget.try_acquire() or not att.e.router.budget.try_acquire():
+        if not att.engine.hedge_budget.try_acquire() or not att.engine.router.budget.try_acquire():
             self.hedges = 0
             return None
         try:
-            return att.d.pick(att.policy.tried() | frozenset(live))
+            return att.lane.pick(att.policy.tried() | frozenset(live))
         except NoEndpointAvailable:
             return None
 
@@ -198,11 +198,11 @@ class HedgedCall:
     """One hedged request of a sync client, over callback-driven attempts (``Start``); ``run()`` blocks until the
     first success, the request's end, or the deadline."""
 
-    def __init__(self, engine: "Engine", att: "Attempts", start: Start) -> None:
+    def __init__(self, engine: "Engine", att: Attempts, start: Start) -> None:
         self.e = engine
         self.att = att
         self.start = start
-        self.plan = _Plan(att, engine.hedge_delay, engine.hedge.max_hedges if att.rc == "interactive" else 0)
+        self.plan = _Plan(att, engine.hedge_delay, engine.hedge.max_hedges if att.request_class == "interactive" else 0)
         self._q: "queue.SimpleQueue[Tuple[_Flight, Any, Optional[BaseException]]]" = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._finished = False
@@ -264,10 +264,6 @@ class HedgedCall:
             record_loser(self.att, flight, error)
 
 
-class PoolShutDown(ConnectionAbortedError):
-    """An attempt queued on the client's pool when close() shut it down (it never ran)."""
-
-
 class SyncHedger:
     """The sync clients' hedged path: attempts (blocking ``send(i, remaining_s)``) run on a pool of threads owned
     by the client, made as needed up to ``max_threads``; the caller waits for the first to finish. ``close()``
@@ -310,13 +306,11 @@ class SyncHedger:
         self._pool.shutdown(wait=True, cancel_futures=True)
 
 
-async def run_hedged_async(engine: "Engine", att: "Attempts",
+async def run_hedged_async(engine: "Engine", att: Attempts,
                            send: Callable[[int, Optional[float]], Awaitable[Any]]) -> Any:
     """``HedgedCall.run`` for coroutines: each attempt is a task; asyncio.wait(FIRST_COMPLETED); losers are
     cancelled (and recorded when they end). A cancellation of the caller cancels and records every attempt."""
-    from ._failover import _transport_cancelled  # noqa: PLC0415 - import cycle
-
-    plan = _Plan(att, engine.hedge_delay, engine.hedge.max_hedges if att.rc == "interactive" else 0)
+    plan = _Plan(att, engine.hedge_delay, engine.hedge.max_hedges if att.request_class == "interactive" else 0)
     live: Dict["asyncio.Future[Any]", _Flight] = {}
 
     def launch(i: int, remaining_s: Optional[float]) -> None:
@@ -343,7 +337,7 @@ async def run_hedged_async(engine: "Engine", att: "Attempts",
                 continue
             for task in sorted(done, key=lambda t: t.cancelled() or t.exception() is not None):
                 flight = live.pop(task)
-                error = _transport_cancelled(asyncio.CancelledError()) if task.cancelled() else task.exception()
+                error = transport_cancelled(asyncio.CancelledError()) if task.cancelled() else task.exception()
                 if error is None:
                     att.succeeded(flight.i, flight.t0)
                     return task.result()
@@ -359,7 +353,7 @@ async def run_hedged_async(engine: "Engine", att: "Attempts",
             task.cancel()
 
 
-def _record_task(att: "Attempts", flight: _Flight, task: "asyncio.Future[Any]") -> None:
+def _record_task(att: Attempts, flight: _Flight, task: "asyncio.Future[Any]") -> None:
     if task.cancelled():
         flight.cancelled = True
         record_loser(att, flight, asyncio.CancelledError())

@@ -1,4 +1,4 @@
-"""gRPC's callback form of ``async_infer`` with failover: each attempt is an endpoint's own ``async_infer``; its
+"""The callback driver of failover (gRPC's callback form of ``async_infer``): each attempt is an endpoint's own ``async_infer``; its
 callback either delivers the answer to the user's callback or starts the next attempt (from gRPC's callback
 thread). The user's callback runs exactly once, with ``result=`` or ``error=``, as tritonclient calls it.
 """
@@ -10,7 +10,8 @@ from typing import Any, Callable, Optional
 
 from tritonclient.utils import InferenceServerException
 
-from .._failover import Attempts, Engine
+from .attempts import Attempts
+from .engine import Engine
 
 __all__ = ["FailoverCall"]
 
@@ -37,7 +38,7 @@ class FailoverCall:
 
     def begin(self) -> "FailoverCall":
         try:
-            self._att = Attempts(self._engine, self._model, self._rc, self._deadline_s)
+            self._att = self._engine.attempts(self._model, self._rc, self._deadline_s)
         except InferenceServerException as exc:
             self._deliver(None, exc)
             return self

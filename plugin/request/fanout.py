@@ -18,11 +18,13 @@ the generated method keeps tritonclient's signature and docstring, with the aggr
 from __future__ import annotations
 
 import functools
+import inspect
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from tritonclient.utils import InferenceServerException
 
-__all__ = ["POLICIES", "DOCS", "sum_statistics", "combine_errors", "make_method", "make_async_method"]
+__all__ = ["POLICIES", "DOCS", "sum_statistics", "combine_errors", "make_method", "make_async_method",
+           "install_server_calls"]
 
 POLICIES: Dict[str, str] = {
     "is_server_live": "any_true", "is_server_ready": "any_true", "is_model_ready": "any_true",
@@ -139,6 +141,21 @@ def make_async_method(name: str, original: Callable, fan_out: Callable[..., Any]
 
     method.__doc__ = DOCS[policy] + "\n\n" + (original.__doc__ or "")
     return method
+
+
+def install_server_calls(cls: type, original_cls: type, documented: Sequence[str] = ()) -> None:
+    """Give ``cls`` (a drop-in client with a ``_fan_out`` method, sync or coroutine) one method per name in
+    POLICIES that ``original_cls`` (tritonclient's client) has, with its signature; and the docstrings of
+    tritonclient's own for the methods named in ``documented``."""
+    asynchronous = inspect.iscoroutinefunction(cls._fan_out)  # type: ignore[attr-defined]
+    make = make_async_method if asynchronous else make_method
+    same_kind = inspect.iscoroutinefunction if asynchronous else inspect.isfunction
+    for name in POLICIES:
+        original = getattr(original_cls, name, None)
+        if original is not None and same_kind(original):
+            setattr(cls, name, make(name, original, cls._fan_out))  # type: ignore[attr-defined]
+    for name in documented:
+        getattr(cls, name).__doc__ = getattr(original_cls, name).__doc__
 
 
 # ---- statistics ----------------------------------------------------------------------------------------------

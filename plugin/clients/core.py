@@ -1,0 +1,102 @@
+"""What every drop-in client holds: its fleet (from ``url=`` or ``fleet=``), router, engine, sequence pins,
+readiness refresher and controller, and the public read-outs of them (``EndpointReport``)."""
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Any, Callable, List, Optional, Tuple
+
+from ..controller import start_controller
+from ..errors import ConfigError
+from ..fleet import Fleet
+from ..request import Engine, Router, SequencePins, Sequences
+from ..request.engine import Classifier
+from .readiness import Probe, ReadinessRefresher
+
+__all__ = ["resolve_fleet", "ClientCore", "EndpointReport"]
+
+
+def resolve_fleet(url: Optional[str], fleet: Optional[Fleet], protocol: str) -> Fleet:
+    """``fleet=`` as given, else ``url=``: a fleet file path, or one ``host:port`` or a comma-separated list. Local
+    endpoints (no url) get the URLs of the fleet that ``tritonmix fleet up`` runs for the file
+    (``tritonmix.local.supervisor.attach``)."""
+    if fleet is None:
+        if not url:
+            raise ConfigError("give url= (host:port, a comma-separated list, or a fleet file) or fleet=")
+        is_file = url.endswith((".yaml", ".yml", ".json")) or os.path.isfile(url)
+        fleet = Fleet.from_file(url) if is_file else Fleet.from_urls(url, protocol=protocol)
+    if any(e.url is None for e in fleet.endpoints):
+        from ..local.supervisor import attach  # noqa: PLC0415 - only for fleets with local endpoints
+
+        fleet = attach(fleet, protocol)
+    wrong = [e.name for e in fleet.endpoints if e.protocol != protocol]
+    if wrong:
+        raise ConfigError(f"endpoints {', '.join(wrong)} are not {protocol} endpoints; a {protocol} client needs "
+                          f"{protocol} URLs")
+    return fleet
+
+
+@dataclasses.dataclass(frozen=True)
+class EndpointReport:
+    """How one endpoint's attempts went for this client, over every model and request class so far."""
+
+    name: str
+    url: str
+    attempts: int           # picks: every attempt sent (retries and hedges included)
+    succeeded: int
+    failed: int             # attempts that failed (any reason; a server's error about the request included)
+    over_slo: int           # interactive successes slower than the SLO
+    in_flight: int
+    ewma_latency_s: float   # NaN before the first success (the busiest dispatcher's figure)
+    available: bool         # takes new requests now (not ejected, not masked by the controller)
+
+
+class ClientCore:
+    """The router, engine, sequences, readiness refresher and controller of one client."""
+
+    def __init__(self, fleet: Fleet, classify: Classifier, unavailable_status: str, *, seed: Optional[int],
+                 clock: Callable[[], float], probe: Optional[Probe], readiness_interval_s: float,
+                 on_not_found: Optional[Callable[[str], None]] = None,
+                 on_probe_thread_exit: Optional[Callable[[], None]] = None, probe_settings: Any = None) -> None:
+        self.fleet = fleet
+        self.router = Router(fleet, seed=seed, clock=clock)
+        self.readiness = ReadinessRefresher(self.router, probe, interval_s=readiness_interval_s, clock=clock,
+                                            on_thread_exit=on_probe_thread_exit) if probe is not None else None
+        if self.readiness is not None:  # the aio clients probe from their event loop instead
+            self.router.add_listener(self.readiness.on_new_dispatcher)
+            on_not_found = self.readiness.request_refresh
+        self.engine = Engine(self.router, classify, unavailable_status=unavailable_status, clock=clock,
+                             on_not_found=on_not_found)
+        self.pins = SequencePins(len(fleet.endpoints))
+        self.sequences = Sequences(self.engine, self.pins)
+        self.controller: Any = start_controller(fleet, self.router, probe_settings=probe_settings)
+
+    def decisions(self) -> List[Any]:
+        return list(self.controller.decisions()) if self.controller is not None else []
+
+    def view(self) -> Any:
+        """The controller's current view (``ControllerSnapshot``: mode, weights, estimates), None while no
+        controller runs or before its first tick."""
+        return self.controller.snapshot() if self.controller is not None else None
+
+    def endpoint_reports(self) -> Tuple[EndpointReport, ...]:
+        """Per endpoint, how this client's attempts went (``EndpointReport``)."""
+        stats = [d.stats() for d in self.router.dispatchers().values()]
+        counters = self.router.endpoint_counters()
+        ejected = self.router.ejected()
+        out = []
+        for i, e in enumerate(self.fleet.endpoints):
+            ewma = [s.ewma_latency_s[i] for s in stats if s.successes[i]]
+            busiest = max(((s.successes[i], s.ewma_latency_s[i]) for s in stats), default=(0, float("nan")))
+            out.append(EndpointReport(
+                e.name, e.url or "", sum(s.picks[i] for s in stats), counters[i][0], counters[i][2], counters[i][1],
+                sum(s.in_flight[i] for s in stats), busiest[1] if ewma else float("nan"), not ejected[i]))
+        return tuple(out)
+
+    def stop(self) -> None:
+        self.engine.close()
+        controller, self.controller = self.controller, None
+        if controller is not None:
+            controller.stop()
+        if self.readiness is not None:
+            self.readiness.stop()

@@ -1,0 +1,118 @@
+"""What the HTTP and gRPC sync drop-ins share: life cycle, read-outs, and the request path of ``infer``.
+
+    infer(*args)
+      first attempt, when the lane exists, with no deadline, no sequence and no hedging (the common case):
+          t0 = lane.begin(); i = lane.pick(); result = self._attempt(i, args); lane.succeeded(i, t0)
+      a failure of it (or a pick that found no endpoint): Engine.resume records it and carries on with failover
+      a sequence: Sequences.run (sticky to the endpoint that holds its state)
+      hedged (the fleet enables hedging): the protocol's _run_hedged
+      otherwise (a deadline, or the model's first request): Engine.run
+
+The first attempt runs without a closure, a per-request object or a lock: the lane (``tritonmix.dispatch_core``)
+does the bookkeeping in compiled code.
+"""
+from __future__ import annotations
+
+from typing import Any, List, Optional, Tuple
+
+from tritonclient.utils import InferenceServerException
+
+from ..dispatch_core import NoEndpointAvailable
+from ..request.engine import Send
+from .core import ClientCore, EndpointReport
+
+__all__ = ["SyncClientMixin"]
+
+
+class SyncClientMixin:
+    """The class using it sets ``self._core`` (a ClientCore), ``self._lanes`` (the router's lane table, or {} when
+    hedged: every request then takes the engine) and ``self._closed``, defines ``close()``, ``_attempt(i, args)``
+    (one attempt of ``infer(*args)`` on endpoint i), ``_sender(args)`` (the same as a ``Send`` bounded by the
+    deadline) and ``_run_hedged(args, request_class, deadline_s)``; it must come before tritonclient's base."""
+
+    _core: ClientCore
+    _lanes: dict
+    _closed: bool
+
+    def __enter__(self) -> Any:
+        return self
+
+    def __exit__(self, type: Any, value: Any, traceback: Any) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        if not getattr(self, "_closed", True):
+            self.close()
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    @property
+    def router(self) -> Any:
+        """The Router (dispatchers, lanes, masks, counters) of this client."""
+        return self._core.router
+
+    @property
+    def controller(self) -> Any:
+        """This client's Controller (``tritonmix.controller``), None when the fleet turns it off."""
+        return self._core.controller
+
+    @property
+    def pinned_sequences(self) -> int:
+        """Sequences this client holds pinned to an endpoint (started and not yet ended)."""
+        return len(self._core.pins)
+
+    def decisions(self) -> List[Any]:
+        """The controller's decision log (empty while no controller runs)."""
+        return self._core.decisions()
+
+    def controller_view(self) -> Any:
+        """The controller's current view (mode, weights, capacity estimates: a ``ControllerSnapshot``), None while
+        no controller runs or before its first tick."""
+        return self._core.view()
+
+    def endpoint_reports(self) -> Tuple[EndpointReport, ...]:
+        """Per endpoint: how many attempts this client sent there and how they went."""
+        return self._core.endpoint_reports()
+
+    # ---- protocol hooks -----------------------------------------------------------------------------------------
+
+    def _attempt(self, i: int, args: tuple) -> Any:
+        raise NotImplementedError
+
+    def _sender(self, args: tuple) -> Send:
+        raise NotImplementedError
+
+    def _run_hedged(self, args: tuple, request_class: str, deadline_s: Optional[float]) -> Any:
+        raise NotImplementedError
+
+    # ---- the request path (module docstring) ------------------------------------------------------------------
+
+    def _infer(self, args: tuple, request_class: str, deadline_s: Optional[float], sequence_id: Any = 0,
+               sequence_start: bool = False, sequence_end: bool = False) -> Any:
+        lane = self._lanes.get((args[0], request_class))
+        failure = None
+        if lane is not None and deadline_s is None and not sequence_id and not self._closed:
+            t0 = lane.begin()
+            i = -1
+            try:
+                i = lane.pick()
+                result = self._attempt(i, args)
+            except BaseException as exc:
+                if i < 0 and not isinstance(exc, NoEndpointAvailable):
+                    raise
+                failure = (i, t0, exc if i >= 0 else None)
+            else:
+                lane.succeeded(i, t0)
+                return result
+        engine = self._core.engine
+        if failure is not None:
+            return engine.resume(args[0], request_class, self._sender(args), *failure)
+        if self._closed:
+            raise InferenceServerException(msg="tritonmix: the client is closed")
+        if sequence_id:  # 0 and "" mean no sequence, as in Triton
+            return self._core.sequences.run(args[0], request_class, deadline_s, self._sender(args), sequence_id,
+                                            sequence_start, sequence_end)
+        if engine.hedged:
+            return self._run_hedged(args, request_class, deadline_s)
+        return engine.run(args[0], request_class, deadline_s, self._sender(args))

@@ -1,0 +1,122 @@
+"""The Decider: per-model views and this tick's facts -> a ``Plan``. No I/O and no clock of its own: the same
+inputs in the same state give the same plan. Its state is AUTO's mode (``policy.AutoMode``: dwell and hysteresis)
+and the smoothed fleet-wide miss and error shares (``observe.Shares``).
+
+    mode    AUTO over ``detect_shortfall``: fleet-wide misses, errors and events (an event counts only when it
+            names an endpoint that carried interactive load in the last plan), and the demand of the model
+            nearest its cheap set's limit (``per_model.binding``)
+    plans   ``make_plan`` per model, with the trial share of the endpoints on probation (after a latency ejection)
+    limits  per model, the interactive in-flight limits (``queueing.inflight_limit`` from each endpoint's slots and
+            service time; none for an endpoint on probation)
+    plan    one ``Plan``: the models' plans combined as the default, numbered by generation
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Dict, FrozenSet, Mapping, Optional, Sequence, Tuple
+
+from .decisions import Decision, DecisionLog
+from .model import BATCH, INTERACTIVE, EndpointView, ModelPlan
+from .observe import EndpointTick, Shares
+from .per_model import binding, combine_plans, demand_by_model
+from .plan import ModelRoute, Plan
+from .plugins import build_filters, build_picker, build_scorers
+from .policy import AutoMode, PlanSettings, detect_shortfall, make_plan
+from .policy.probation import with_trial_share
+from .queueing import inflight_limit
+
+__all__ = ["Decider", "Facts", "PROBATION_SHARE"]
+
+#: the interactive share of each endpoint on probation after a latency ejection
+PROBATION_SHARE = 0.02
+
+Views = Mapping[Optional[str], Sequence[EndpointView]]
+
+
+@dataclasses.dataclass(frozen=True)
+class Facts:
+    """What else the Decider needs of one tick, besides the views."""
+
+    ticks: Sequence[EndpointTick]                      # per endpoint (miss and error shares)
+    events: Sequence[str]                              # health events, "kind:endpoint name"
+    rates: Mapping[Any, float]                         # demand per (model, request class), req/s
+    measured: Mapping[Optional[str], Sequence[bool]]   # per model: capacity measured (not only hinted) per endpoint
+    slots: Mapping[str, Sequence[Tuple[float, float]]]  # per model seen: (slots C, service time s) per endpoint
+    available: Sequence[bool]                          # routable per endpoint (health and ejection)
+    panic: bool
+    capacity_grew: bool
+    probation: FrozenSet[int] = frozenset()            # endpoints on probation now
+
+
+class Decider:
+    """Views + facts -> Plan (module docstring). ``settings``: the fleet's ControllerSettings; ``mode``: the
+    configured mode; ``names``: the endpoints in fleet order."""
+
+    def __init__(self, settings: Any, mode: str, slo_s: float, names: Sequence[str], log: DecisionLog) -> None:
+        self.settings = settings
+        self.slo_s = slo_s
+        self.names = tuple(names)
+        self.auto = AutoMode(mode, settings.dwell_s, settings.hysteresis)
+        self.scorers, self.filters = build_scorers(settings.scorers), build_filters(settings.filters)
+        self.pickers = (build_picker(settings.cost_picker, "cost_picker"),
+                        build_picker(settings.capacity_picker, "capacity_picker"))
+        self._plan_settings = PlanSettings(settings.target_utilisation, settings.probe_share)
+        self._shares = Shares()
+        self._log = log
+        self.last: Optional[Plan] = None
+
+    def decide(self, now: float, views: Views, facts: Facts) -> Plan:
+        s = self.settings
+        carried = [] if self.last is None else [e for e in facts.events if self._carried(e)]
+        fractions = self._shares.update(facts.ticks)
+        lam, lam_batch = demand_by_model(facts.rates, INTERACTIVE), demand_by_model(facts.rates, BATCH)
+        room, rated, known = {}, {}, {}
+        for m, vs in views.items():
+            eligible = [v for v in vs if v.healthy and v.meets_slo and all(f.keep(v, INTERACTIVE) for f in self.filters)]
+            room[m] = sum(v.safe_room_rps(s.target_utilisation) for v in eligible)
+            rated[m] = sum(s.target_utilisation * v.service_rps for v in eligible if v.service_rps > 0.0)
+            known[m] = all(facts.measured[m][v.index] for v in eligible)
+        judged = [m for m in views if known[m]] or list(views)
+        m = binding({k: lam.get(k, 0.0) for k in judged}, room)
+        shortfall = detect_shortfall(lam.get(m, 0.0), room[m], fractions["miss_share"], fractions["error_share"],
+                                     carried, cost_margin=s.cost_margin, hysteresis=s.hysteresis,
+                                     slo_miss_threshold=s.slo_miss_threshold, capacity_known=known[m],
+                                     rated_capacity_rps=rated[m])
+        change = self.auto.update(now, shortfall, capacity_grew=facts.capacity_grew)
+        if change is not None:
+            self._log.add(Decision(now, "mode", f"mode {change.old} -> {change.new}: {', '.join(change.reasons)}",
+                                   old=change.old, new=change.new, reasons=change.reasons, figures=change.figures,
+                                   model=m if len(views) > 1 else None))
+        plans: Dict[Optional[str], ModelPlan] = {}
+        for k, vs in views.items():
+            plans[k] = self._with_probation(facts, make_plan(
+                vs, self.auto.mode, lam.get(k, 0.0), lam_batch.get(k, 0.0), self.scorers, self.filters,
+                self._plan_settings, panic=facts.panic, pickers=self.pickers))
+        routes = tuple(sorted((k, ModelRoute(p, self._limits(facts, k))) for k, p in plans.items() if k is not None))
+        generation = 1 if self.last is None else self.last.generation + 1
+        self.last = Plan(generation, now, self.names, tuple(bool(a) for a in facts.available),
+                         combine_plans(plans, lam), routes)
+        return self.last
+
+    def _carried(self, event: str) -> bool:
+        """Events name an endpoint; only one that carried interactive load in the last plan is a shortfall."""
+        name = event.partition(":")[2]
+        i = self.names.index(name) if name in self.names else -1
+        return i >= 0 and self.last is not None and self.last.interactive_rps[i] > 0.0
+
+    def _with_probation(self, facts: Facts, plan: ModelPlan) -> ModelPlan:
+        """Slow start after a latency ejection (``policy.probation.with_trial_share``)."""
+        if not facts.probation or facts.panic:
+            return plan
+        return with_trial_share(plan, sorted(facts.probation), PROBATION_SHARE)
+
+    def _limits(self, facts: Facts, model: str) -> Tuple[int, ...]:
+        """Interactive in-flight limits of a model (``queueing.inflight_limit`` from its slots C and service time s
+        per endpoint); none (0) for an endpoint on probation (no limit: no overflow goes there)."""
+        slots = facts.slots.get(model)
+        if slots is None:
+            return (0,) * len(self.names)
+        return tuple(0 if i in facts.probation else inflight_limit(c, s_, self.slo_s)
+                     for i, (c, s_) in enumerate(slots))
+
+

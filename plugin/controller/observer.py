@@ -1,0 +1,125 @@
+"""The Observer: one pass per tick over the signals (the router's counters, the dispatchers' stats, the newest
+Triton scrape, prices, arrivals) into per-model views. It owns the state that follows the signals: the deltas,
+the demand estimator, the per-model capacity estimators (``per_model.ModelState``) and the prices.
+
+    observe(now)   -> Observation: per-endpoint ticks, the mu of every model before this tick, the scrape
+    views(healthy) -> {model: (EndpointView, ...)}  after Health has had its say on this tick
+Cost: O(models x n + dispatchers x n) per tick; no I/O (the scrapes run in the source's own pool).
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+
+from .estimators import DemandEstimator
+from .model import BATCH, INTERACTIVE, EndpointView
+from .observe import Deltas, EndpointTick, dispatcher_totals
+from .per_model import ModelState, demand_by_model, model_stats, share_misses
+from .queueing import slo_utilisation
+
+__all__ = ["Observer", "Observation", "PriceFeed"]
+
+_log = logging.getLogger(__name__)
+
+#: a price feed: per-endpoint $/hour in fleet order, or {endpoint name: $/hour}; called once per tick, must be quick
+PriceFeed = Callable[[], Union[Sequence[float], Mapping[str, float]]]
+
+
+@dataclasses.dataclass(frozen=True)
+class Observation:
+    """One tick's reading: per-endpoint ticks and the scrape, and every model's mu before the tick."""
+
+    now: float
+    dt_s: float
+    ticks: Sequence[EndpointTick]
+    samples: Sequence[Any]
+    previous_mu: Mapping[str, Sequence[float]]
+
+
+class Observer:
+    """Signals -> per-model views (module docstring). ``router`` is read only; ``source`` gives the scrapes."""
+
+    def __init__(self, fleet: Any, router: Any, source: Any, prices: Optional[PriceFeed] = None) -> None:
+        s = fleet.controller
+        self.fleet, self.router, self.source = fleet, router, source
+        self.n = len(fleet.endpoints)
+        #: per model: capacity per (endpoint, model), deltas, plan (per_model); the prior stands in until a model
+        #: is seen (its estimators are never fed: they only turn the hints into the first weights)
+        self.models: Dict[str, ModelState] = {}
+        self.prior = ModelState(None, fleet)
+        self.demand = DemandEstimator(s.demand_alpha)
+        self._deltas = Deltas(self.n)
+        self._feed = prices
+        self.prices = [e.price_per_hour for e in fleet.endpoints]
+        self._pools = [e.accelerator for e in fleet.endpoints]
+        self._interval_s = s.interval_s
+        self._last: Optional[float] = None
+
+    def observe(self, now: float) -> Observation:
+        dt_s = self._interval_s if self._last is None else max(now - self._last, 1e-9)
+        self._last = now
+        stats = {key: d.stats() for key, d in self.router.dispatchers().items()}
+        samples = self.source.poll(now)
+        in_flight, latency_s = dispatcher_totals(list(stats.values()), self.n)
+        ticks = self._deltas.tick(now, dt_s, self.router.endpoint_counters(), samples, in_flight, latency_s,
+                                  capacity=False)
+        self._update_prices()
+        self.demand.update(self.router.arrivals(), dt_s)
+        previous = self._observe_models(now, dt_s, stats, samples, ticks)
+        return Observation(now, dt_s, ticks, samples, previous)
+
+    def states(self) -> Mapping[Optional[str], ModelState]:
+        """Every model's state (the prior alone until a model is seen)."""
+        return self.models if self.models else {None: self.prior}
+
+    def primary(self) -> Optional[str]:
+        """The model with the most demand (ties: by name): its service times stand for the endpoint where one
+        figure per endpoint is needed (latency outliers, the snapshot's rows)."""
+        if not self.models:
+            return None
+        lam = demand_by_model(self.demand.rates, INTERACTIVE)
+        batch = demand_by_model(self.demand.rates, BATCH)
+        return max(sorted(self.models), key=lambda m: lam.get(m, 0.0) + batch.get(m, 0.0))
+
+    def service_s(self) -> List[float]:
+        """The primary model's service time per endpoint."""
+        return [c.service_s for c in self.states()[self.primary()].capacity]
+
+    def views(self, healthy: Sequence[bool]) -> Dict[Optional[str], Tuple[EndpointView, ...]]:
+        return {m: self._views(st, healthy) for m, st in self.states().items()}
+
+    def _observe_models(self, now: float, dt_s: float, stats: Mapping[Tuple[str, str], Any],
+                        samples: Sequence[Any], ticks: Sequence[EndpointTick]) -> Dict[str, List[float]]:
+        """Feed every model's estimators (a model seen for the first time gets its own); returns the mu before."""
+        by_model = model_stats(stats, self.n)
+        for m in by_model:
+            if m not in self.models:
+                self.models[m] = ModelState(m, self.fleet)
+        fresh = {m: self.models[m].interactive_delta(ms.interactive_ok) for m, ms in by_model.items()}
+        misses = share_misses([t.over_slo for t in ticks], fresh)
+        previous = {}
+        for m, ms in by_model.items():
+            previous[m] = self.models[m].mu()
+            self.models[m].observe(now, dt_s, ms, misses[m], samples)
+        return previous
+
+    def _update_prices(self) -> None:
+        if self._feed is None:
+            return
+        try:
+            feed = self._feed()
+            if isinstance(feed, Mapping):
+                self.prices = [float(feed.get(e.name, p)) for e, p in zip(self.fleet.endpoints, self.prices)]
+            else:
+                self.prices = [float(p) for p in feed][: self.n]
+        except Exception:  # noqa: BLE001 - a broken feed keeps the last prices
+            _log.exception("price feed failed; keeping the last prices")
+
+    def _views(self, state: ModelState, healthy: Sequence[bool]) -> Tuple[EndpointView, ...]:
+        eps, ticks, slo_s = self.fleet.endpoints, state.ticks, self.fleet.slo_s
+        return tuple(
+            EndpointView(i, eps[i].name, self._pools[i], self.prices[i], est.mu_rps, est.service_s, healthy[i],
+                         est.meets_slo, ticks[i].external_rps if ticks else 0.0, eps[i].capacity_type,
+                         est.rated_rps, slo_utilisation(est.concurrency, est.service_s, slo_s))
+            for i, est in enumerate(state.capacity))

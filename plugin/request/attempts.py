@@ -1,0 +1,131 @@
+"""The bookkeeping of one request, shared by every driver (``engine``, ``hedging``, ``callback``, ``sequences``):
+its lane, deadline and retry policy, and the errors that end it.
+
+    Attempts(engine, model, rc, deadline_s)   lane.begin() (unless the caller began it), the deadline from now
+    pick()                                    lane.pick(exclude=endpoints tried); none left: the summary error
+    succeeded(i, t0)                          lane.succeeded
+    noted(i, t0, exc)                         lane.failed with the classified outcome; raises what ends the request
+                                              whatever else is in flight (a cancellation, the client closed, the
+                                              server's answer about the request); else the attempt joins the history
+    failed(i, t0, exc)                        noted, then raises unless a retry is allowed (policy, deadline, budget)
+
+Every pick is matched by exactly one lane.succeeded or lane.failed. What the user sees is tritonclient's
+InferenceServerException: the server's own, or one naming every endpoint tried and why. An attempt that the
+transport cancelled while the awaiting task was not cancelled is ``tritonmix.errors.TransportCancelled``: a failed
+attempt, not a cancellation.
+"""
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING, Optional
+
+from tritonclient.utils import InferenceServerException
+
+from ..dispatch_core import NoEndpointAvailable
+from ..errors import TransportCancelled
+from .retry import Attempt, Outcome
+from .router import REQUEST_CLASSES
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .engine import Engine
+
+__all__ = ["Attempts", "task_cancelled", "transport_cancelled", "is_not_found"]
+
+
+class Attempts:
+    """The bookkeeping of one request (module docstring); ``policy`` is a new value after each failed attempt."""
+
+    __slots__ = ("engine", "model", "request_class", "lane", "deadline_at", "policy")
+
+    def __init__(self, engine: "Engine", model: str, request_class: str, deadline_s: Optional[float],
+                 begun: bool = False) -> None:
+        if request_class not in REQUEST_CLASSES:
+            raise InferenceServerException(
+                msg=f"request_class must be one of {', '.join(REQUEST_CLASSES)}, got {request_class!r}")
+        self.engine = engine
+        self.model = model
+        self.request_class = request_class
+        self.lane = engine.router.lane(model, request_class)
+        now = engine.clock() if begun else self.lane.begin()
+        self.deadline_at = None if deadline_s is None else now + deadline_s
+        self.policy = engine.policy
+
+    def noted(self, i: int, t0: float, exc: BaseException) -> float:
+        """Record a failed attempt and add it to the history; returns the time. Raises what ends the request
+        whatever else is in flight: a cancellation, the client closed, the server's error about the request."""
+        engine = self.engine
+        if not isinstance(exc, Exception):
+            self.lane.failed(i, t0, None)
+            raise exc  # cancellation, KeyboardInterrupt: recorded, propagated
+        if engine.closed:
+            self.lane.failed(i, t0, Outcome.MAYBE_RAN)
+            raise engine.closed_error(self.model) from exc
+        outcome = engine.classify(exc)
+        now = self.lane.failed(i, t0, outcome)
+        if outcome is Outcome.REQUEST:
+            if engine.on_not_found is not None and is_not_found(exc):
+                engine.on_not_found(self.model)
+            raise exc
+        name = engine.router.endpoint_names()[i]
+        self.policy = self.policy.after(Attempt(i, name, outcome, _reason(exc)))
+        return now
+
+    def remaining_s(self, now: float) -> Optional[float]:
+        if self.deadline_at is None:
+            return None
+        left = self.deadline_at - now
+        if left <= 0.0:
+            raise self.engine.exhausted(self.model, self.policy, "deadline passed")
+        return left
+
+    def pick(self) -> int:
+        tried = self.policy.tried() if self.policy.history else None
+        try:
+            return self.lane.pick(tried)
+        except NoEndpointAvailable:
+            why = "no other endpoint available" if tried else "no endpoint available (all ejected or not ready)"
+            raise self.engine.exhausted(self.model, self.policy, why) from None
+
+    def succeeded(self, i: int, t0: float) -> None:
+        self.lane.succeeded(i, t0)
+
+    def failed(self, i: int, t0: float, exc: BaseException) -> None:
+        """Record the failure, then return to retry or raise (the server's error, or the summary)."""
+        now = self.noted(i, t0, exc)
+        engine, policy = self.engine, self.policy
+        if not policy.can_retry():
+            why = f"{len(policy.history)} attempt(s), no retries left"
+            raise engine.exhausted(self.model, policy, why) from exc
+        if self.deadline_at is not None and now >= self.deadline_at:
+            raise engine.exhausted(self.model, policy, "deadline passed") from exc
+        # The budget bounds the *extra* load retries put on servers. An attempt that never reached a server
+        # (connection refused) loaded none, so sending the request elsewhere adds nothing: it is not charged.
+        # That keeps a client that just saw the whole fleet down from refusing retries while servers come back.
+        if policy.history[-1].outcome.reached_server and not engine.router.budget.try_acquire():
+            raise engine.exhausted(self.model, policy, "retry budget spent") from exc
+
+
+def task_cancelled() -> bool:
+    """Whether the running task itself is being cancelled (Python 3.11+; before that, assume it is)."""
+    task = asyncio.current_task()
+    cancelling = getattr(task, "cancelling", None)
+    return task is None or cancelling is None or cancelling() > 0
+
+
+def transport_cancelled(exc: BaseException) -> TransportCancelled:
+    error = TransportCancelled("the attempt was cancelled by its transport (its channel or session closed)")
+    error.__cause__ = exc
+    return error
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, InferenceServerException):
+        status = exc.status()
+        return f"[{status}] {exc.message()}" if status else str(exc.message())
+    text = str(exc) or "no detail"
+    return f"{type(exc).__name__}: {text}"
+
+
+def is_not_found(exc: BaseException) -> bool:
+    text = str(exc).lower()
+    return "unknown model" in text or "not found" in text or "not ready" in text

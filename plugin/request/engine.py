@@ -1,0 +1,141 @@
+"""The failover drivers: pick, send, record, and on a failure maybe pick again; one blocking (``run``), one for
+coroutines (``run_async``), both over ``Attempts`` so that their bookkeeping cannot drift. Hedged requests take the
+hedging drivers instead (``tritonmix.request.hedging``), gRPC's callback form ``callback.FailoverCall``.
+
+    begin -> pick(exclude=tried) -> send(i, remaining_s)
+        ok          lane.succeeded(i, t0), return the result
+        REQUEST     lane.failed(i, t0, REQUEST), raise the server's error unchanged (never retried)
+        otherwise   lane.failed(i, t0, outcome); retry on another endpoint while the policy has retries left,
+                    the deadline has time left and the retry budget has a token; else one
+                    InferenceServerException naming every endpoint tried and why
+
+Every pick is matched by exactly one record, whatever ``send`` raised (cancellation included).
+
+Closing: ``Engine.close()`` (the client's ``close()`` calls it) turns any attempt that fails from then on into one
+InferenceServerException saying the client was closed, instead of whatever the torn-down transport raised (aiohttp's
+"Session is closed", a cancelled gRPC call). A ``CancelledError`` that the transport raised while the awaiting task
+itself was not cancelled is such a failure too; a real cancellation of the task is recorded and propagated.
+"""
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any, Awaitable, Callable, Optional
+
+from tritonclient.utils import InferenceServerException
+
+from .attempts import Attempts, task_cancelled, transport_cancelled
+from .hedging import HedgeDelay, HedgedCall, Start, run_hedged_async
+from .retry import Outcome, RetryBudget, RetryPolicy
+from .router import Router
+
+__all__ = ["Engine", "Classifier", "Send", "AsyncSend"]
+
+Classifier = Callable[[BaseException], Outcome]
+#: send(i, remaining_s) does one attempt on endpoint i (remaining_s: None without a deadline)
+Send = Callable[[int, Optional[float]], Any]
+AsyncSend = Callable[[int, Optional[float]], Awaitable[Any]]
+
+
+class Engine:
+    """Failover over ``router`` with ``classify`` (protocol-specific) and the fleet's retry and hedge settings."""
+
+    def __init__(self, router: Router, classify: Classifier, *, unavailable_status: str,
+                 clock: Callable[[], float] = time.monotonic,
+                 on_not_found: Optional[Callable[[str], None]] = None) -> None:
+        self.router = router
+        self.classify = classify
+        self.unavailable_status = unavailable_status
+        self.clock = clock
+        self.on_not_found = on_not_found
+        self.policy = RetryPolicy(max_retries=router.fleet.controller.max_retries)
+        self.hedge = router.fleet.controller.hedge
+        #: the hedge delay rule when the fleet enables hedging (``tritonmix.request.hedging``), else None
+        self.hedge_delay: Optional[HedgeDelay] = (HedgeDelay(router.fleet, self.hedge, clock)
+                                                  if self.hedge.enabled else None)
+        #: hedges per hedgeable request over the last 10 s: at most max(2, max_share x requests)
+        self.hedge_budget = RetryBudget(self.hedge.max_share, min_retries=2, window_s=10.0, clock=clock)
+        self.closed = False
+
+    @property
+    def hedged(self) -> bool:
+        """Whether the fleet enables hedging (interactive requests then take the hedging drivers)."""
+        return self.hedge_delay is not None
+
+    def close(self) -> None:
+        """From now on a failed attempt ends its request with "the client was closed" (see the module doc)."""
+        self.closed = True
+
+    def attempts(self, model: str, request_class: str, deadline_s: Optional[float]) -> Attempts:
+        """The bookkeeping of a new request (its lane's ``begin`` counted)."""
+        return Attempts(self, model, request_class, deadline_s)
+
+    def run(self, model: str, request_class: str, deadline_s: Optional[float], send: Send) -> Any:
+        """Send through the fleet with failover; ``send(i, remaining_s)`` does one attempt on endpoint i."""
+        return self.drive(Attempts(self, model, request_class, deadline_s), send)
+
+    def resume(self, model: str, request_class: str, send: Send, i: int = -1, t0: float = 0.0,
+               exc: Optional[BaseException] = None) -> Any:
+        """``run`` (no deadline) for a request whose ``lane.begin()`` and first attempt the caller made itself (the
+        sync clients' first attempt, ``tritonmix.clients.sync``): the attempt on endpoint ``i`` started at ``t0``
+        failed with ``exc``, and is recorded here; ``exc`` None: the caller's pick found no endpoint."""
+        att = Attempts(self, model, request_class, None, begun=True)
+        if exc is not None:
+            att.failed(i, t0, exc)
+        return self.drive(att, send)
+
+    def drive(self, att: Attempts, send: Send) -> Any:
+        """The blocking failover loop over ``att``."""
+        while True:
+            remaining_s = att.remaining_s(self.clock())
+            i = att.pick()
+            t0 = self.clock()
+            try:
+                result = send(i, remaining_s)
+            except BaseException as exc:
+                att.failed(i, t0, exc)
+                continue
+            att.succeeded(i, t0)
+            return result
+
+    def run_hedged(self, model: str, request_class: str, deadline_s: Optional[float], start: Start) -> Any:
+        """``run`` with hedging (the fleet must enable it): ``start(i, remaining_s, done)`` starts one attempt and
+        calls ``done(result, error)`` when it ends. Batch requests are not hedged."""
+        return HedgedCall(self, Attempts(self, model, request_class, deadline_s), start).run()
+
+    async def run_async(self, model: str, request_class: str, deadline_s: Optional[float], send: AsyncSend,
+                        hedged: bool = False) -> Any:
+        """``run`` for coroutines; a cancellation records the attempt as failed and propagates. ``hedged``: an
+        interactive request is hedged when the fleet enables hedging."""
+        att = Attempts(self, model, request_class, deadline_s)
+        if hedged and self.hedged and request_class == "interactive":
+            return await run_hedged_async(self, att, send)
+        return await self.drive_async(att, send)
+
+    async def drive_async(self, att: Attempts, send: AsyncSend) -> Any:
+        """The failover loop over ``att`` for coroutines."""
+        while True:
+            remaining_s = att.remaining_s(self.clock())
+            i = att.pick()
+            t0 = self.clock()
+            try:
+                result = await send(i, remaining_s)
+            except asyncio.CancelledError as exc:
+                att.failed(i, t0, exc if task_cancelled() else transport_cancelled(exc))
+                continue
+            except BaseException as exc:
+                att.failed(i, t0, exc)
+                continue
+            att.succeeded(i, t0)
+            return result
+
+    def closed_error(self, model: str) -> InferenceServerException:
+        return InferenceServerException(
+            msg=f"tritonmix: the client was closed while a request for model '{model}' was in flight")
+
+    def exhausted(self, model: str, policy: RetryPolicy, why: str) -> InferenceServerException:
+        tried = policy.describe() or "no endpoint was tried"
+        return InferenceServerException(
+            msg=f"tritonmix: model '{model}' failed on every endpoint tried ({why}): {tried}",
+            status=self.unavailable_status,
+        )
