@@ -1,4 +1,4 @@
-"""Hedged requests (``controller.hedge``, ``tritonmix._hedging``) on the sync HTTP client, with fake endpoint clients
+"""Hedged requests (``controller.hedge``, ``tritonmix.request.hedging``) on the sync HTTP client, with fake endpoint clients
 (no Triton needed): a request stuck on a slow endpoint is answered by a copy on another one; without hedging it waits;
 a request error is not hedged; ``batch`` requests are never hedged; every pick is matched by one record."""
 from __future__ import annotations

@@ -29,3 +29,11 @@ def test_budget_allows_the_minimum_then_the_share() -> None:
 def test_only_attempts_that_reached_a_server_count_as_extra_load() -> None:
     assert not Outcome.NOT_SENT.reached_server
     assert Outcome.MAYBE_RAN.reached_server and Outcome.UNAVAILABLE.reached_server
+
+
+def test_the_budget_counts_what_it_granted_and_refused() -> None:
+    clock = FakeClock()
+    budget = RetryBudget(0.0, min_retries=2, window_s=10.0, clock=clock)
+    answers = [budget.try_acquire() for _ in range(5)]
+    assert answers == [True, True, False, False, False]
+    assert (budget.granted, budget.refused) == (2, 3) and budget.snapshot() == (0, 2)

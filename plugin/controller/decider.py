@@ -17,7 +17,7 @@ from typing import Any, Dict, FrozenSet, Mapping, Optional, Sequence, Tuple
 
 from .decisions import Decision, DecisionLog
 from .model import BATCH, INTERACTIVE, EndpointView, ModelPlan
-from .observe import EndpointTick, Shares
+from .deltas import EndpointTick, Shares
 from .per_model import binding, combine_plans, demand_by_model
 from .plan import ModelRoute, Plan
 from .plugins import build_filters, build_picker, build_scorers

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any, List, Optional, Sequence, Tuple
 
 from .decisions import Decision, DecisionLog
-from .observe import EndpointTick
+from .deltas import EndpointTick
 from ..request.ejection import EjectionEvent, OutlierDetector, in_panic
 
 __all__ = ["Health"]

@@ -29,7 +29,7 @@ from .decisions import Decision, DecisionLog
 from .health import Health
 from .metrics import new_registry, start_exporter
 from .model import EndpointView
-from .observe import EndpointTick
+from .deltas import EndpointTick
 from .observer import Observation, Observer, PriceFeed
 from .plan import Plan
 from .policy import OutlierDetector

@@ -14,7 +14,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from .estimators import DemandEstimator
 from .model import BATCH, INTERACTIVE, EndpointView
-from .observe import Deltas, EndpointTick, dispatcher_totals
+from .deltas import Deltas, EndpointTick, dispatcher_totals
 from .per_model import ModelState, demand_by_model, model_stats, share_misses
 from .queueing import slo_utilisation
 

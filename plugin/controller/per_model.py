@@ -24,7 +24,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from .estimators import CapacityEstimator, seed_capacity
 from .model import INTERACTIVE, ModelPlan
-from .observe import Deltas, EndpointTick
+from .deltas import Deltas, EndpointTick
 from .policy.planner import normalise
 from .signals import TritonSample
 

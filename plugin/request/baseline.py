@@ -1,6 +1,6 @@
 """An endpoint's usual latency: a latency series followed at once when it falls and slowly when it rises, so that
 a slow-down or a stall does not redefine "usual" before it is over. Shared by the hedge delay
-(``tritonmix._hedging``) and the stall watch (``tritonmix.controller.stall``)."""
+(``tritonmix.request.hedging``) and the stall watch (``tritonmix.controller.stall``)."""
 from __future__ import annotations
 
 import math

@@ -11,7 +11,7 @@ Contract with the controller (``tritonmix.controller.start_controller(fleet, rou
     router.set_default_weights(weights)        for dispatchers created later and those without explicit weights
     router.set_endpoint_available(i, bool)     the controller's health / ejection mask, on every dispatcher
     router.arrivals()                          {(model, rc): user requests so far} (retries not counted)
-    router.lane(model, rc)                     the Lane of (model, rc) (dispatcher.Lane: begin, pick, succeeded,
+    router.lane(model, rc)                     the Lane of (model, rc) (dispatch_core.Lane: begin, pick, succeeded,
                                                failed), created on first use
     router.endpoint_counters()                 [(completed_ok, over_slo, failed_attempts)] per endpoint
     router.add_listener(cb)                    cb((model, rc)) after a dispatcher is created

@@ -333,23 +333,20 @@ def assert_nothing_in_flight(client: Any) -> None:
 
 
 class BudgetCounter:
-    """Counts the retries the client's retry budget granted (wraps ``router.budget.try_acquire``)."""
+    """The retries the client's retry budget granted and refused since this counter was made (the budget's own
+    counters, ``RetryBudget.granted`` / ``refused``)."""
 
     def __init__(self, client: Any) -> None:
-        self.granted = 0
-        self.refused = 0
-        budget = client.router.budget
-        original = budget.try_acquire
+        self._budget = client.router.budget
+        self._granted0, self._refused0 = self._budget.granted, self._budget.refused
 
-        def counted() -> bool:
-            ok = original()
-            if ok:
-                self.granted += 1
-            else:
-                self.refused += 1
-            return ok
+    @property
+    def granted(self) -> int:
+        return self._budget.granted - self._granted0
 
-        budget.try_acquire = counted  # type: ignore[method-assign]
+    @property
+    def refused(self) -> int:
+        return self._budget.refused - self._refused0
 
 
 def served_by(client: Any, index: int) -> int:
