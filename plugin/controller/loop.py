@@ -240,15 +240,11 @@ class Controller:
         return self
 
     def _run(self) -> None:
-        """Tick every interval_s. Scrapes are started again SCRAPE_LEAD of an interval before each tick, so the tick
-        reads server data about that old rather than a whole interval (a tick takes whatever scrape has finished
-        and starts the next one; without the early start, every server figure lagged by one interval). Between
-        ticks, every PROBE_PERIOD of an interval, the endpoints that are down or ejected are probed for readiness
-        (their answers apply as they land, ``_on_ready``); one that came back brings the tick forward (to no
-        sooner than EARLY_TICK_GAP of an interval after the last)."""
+        """Tick every interval_s (module docstring). Every time the thread reads is the injected clock's; it waits
+        in real seconds for the difference, so a clock given to a started controller must advance in real time."""
         interval_s = self.settings.interval_s
         while not self._stop.is_set():
-            started = time.monotonic()
+            started = self._clock()
             self._wake.clear()
             try:
                 self.tick()
@@ -260,7 +256,7 @@ class Controller:
         scrape_at, due = started + interval_s * (1.0 - SCRAPE_LEAD), started + interval_s
         scraped = False
         while not self._stop.is_set():
-            now = time.monotonic()
+            now = self._clock()
             if now >= due or (self._wake.is_set() and now >= started + EARLY_TICK_GAP * interval_s):
                 return
             try:
@@ -278,7 +274,7 @@ class Controller:
             waiter = self._wake
             if self._wake.is_set():  # woken early, too soon after the last tick: sleep until the gap is over
                 wake_at, waiter = min(wake_at, started + EARLY_TICK_GAP * interval_s), self._stop
-            waiter.wait(max(0.0, wake_at - time.monotonic()))
+            waiter.wait(max(0.0, wake_at - self._clock()))
 
     def stop(self, timeout_s: float = 5.0) -> None:
         self._stop.set()
