@@ -115,12 +115,27 @@ class InferenceServerClient(SyncClientMixin, InferenceServerClientBase):
               sequence_start=False, sequence_end=False, priority=0, timeout=None, client_timeout=None,
               headers=None, compression_algorithm=None, parameters=None, request_class="interactive",
               deadline_s=None):
-        return self._infer((model_name, inputs, model_version, outputs, request_id, sequence_id, sequence_start,
-                            sequence_end, priority, timeout, client_timeout, headers, compression_algorithm,
-                            parameters), request_class, deadline_s, sequence_id, sequence_start, sequence_end)
-
-    def _attempt(self, i: int, args: tuple) -> InferResult:
-        return self._clients[i].infer(*args)
+        lane = self._lanes.get((model_name, request_class))
+        if lane is not None and deadline_s is None and not sequence_id and not self._closed:
+            t0 = lane.begin()  # the first attempt (tritonmix.clients.sync)
+            i = -1
+            try:
+                i = lane.pick()
+                result = self._clients[i].infer(model_name, inputs, model_version, outputs, request_id,
+                                                 sequence_id, sequence_start, sequence_end, priority, timeout,
+                                                 client_timeout, headers, compression_algorithm, parameters)
+            except BaseException as exc:
+                failure = (i, t0, exc)
+            else:
+                lane.succeeded(i, t0)
+                return result
+        else:
+            failure = None
+        args = (model_name, inputs, model_version, outputs, request_id, sequence_id, sequence_start, sequence_end,
+                priority, timeout, client_timeout, headers, compression_algorithm, parameters)
+        if failure is not None:
+            return self._resume(args, request_class, *failure)
+        return self._infer(args, request_class, deadline_s, sequence_id, sequence_start, sequence_end)
 
     def _run_hedged(self, args: tuple, request_class: str, deadline_s: Optional[float]) -> InferResult:
         return self._core.engine.run_hedged(args[0], request_class, deadline_s, self._starter(args))

@@ -138,17 +138,31 @@ class InferenceServerClient(SyncClientMixin, InferenceServerClientBase):
               sequence_start=False, sequence_end=False, priority=0, timeout=None, headers=None,
               query_params=None, request_compression_algorithm=None, response_compression_algorithm=None,
               parameters=None, request_class="interactive", deadline_s=None):
-        return self._infer((model_name, inputs, model_version, outputs, request_id, sequence_id, sequence_start,
-                            sequence_end, priority, timeout, headers, query_params, request_compression_algorithm,
-                            response_compression_algorithm, parameters), request_class, deadline_s, sequence_id,
-                           sequence_start, sequence_end)
-
-    def _attempt(self, i: int, args: tuple) -> InferResult:
-        """One attempt of ``infer(*args)`` on endpoint i, with this thread's client of it."""
-        client = self._clients.local.clients[i]
-        if client is None:
-            client = self._clients.get(i)
-        return client.infer(*args)
+        lane = self._lanes.get((model_name, request_class))
+        if lane is not None and deadline_s is None and not sequence_id and not self._closed:
+            t0 = lane.begin()  # the first attempt (tritonmix.clients.sync)
+            i = -1
+            try:
+                i = lane.pick()
+                client = self._clients.local.clients[i]
+                if client is None:
+                    client = self._clients.get(i)
+                result = client.infer(model_name, inputs, model_version, outputs, request_id, sequence_id,
+                                      sequence_start, sequence_end, priority, timeout, headers, query_params,
+                                      request_compression_algorithm, response_compression_algorithm, parameters)
+            except BaseException as exc:
+                failure = (i, t0, exc)
+            else:
+                lane.succeeded(i, t0)
+                return result
+        else:
+            failure = None
+        args = (model_name, inputs, model_version, outputs, request_id, sequence_id, sequence_start, sequence_end,
+                priority, timeout, headers, query_params, request_compression_algorithm,
+                response_compression_algorithm, parameters)
+        if failure is not None:
+            return self._resume(args, request_class, *failure)
+        return self._infer(args, request_class, deadline_s, sequence_id, sequence_start, sequence_end)
 
     def _run_hedged(self, args: tuple, request_class: str, deadline_s: Optional[float]) -> InferResult:
         return self._hedger.run(args[0], request_class, deadline_s, self._sender(args))  # type: ignore[union-attr]
