@@ -177,6 +177,30 @@ def test_slow_down_multiplies_latency(local: LocalFleet) -> None:
     assert abs(float(np.mean(latencies)) - 0.134) <= 0.15 * 0.134
 
 
+def test_freeze_holds_requests_unanswered_and_thaw_serves_them(local: LocalFleet) -> None:
+    endpoint = local.endpoints["inf2-a"]
+    local.freeze("inf2-a")
+    answered: List[float] = []
+    try:
+        assert endpoint.server.frozen
+        sent = time.monotonic()
+        held = threading.Thread(target=lambda: (_load(endpoint.http_url, clients=1, requests_each=1),
+                                                answered.append(time.monotonic() - sent)))
+        held.start()
+        ready = httpclient.InferenceServerClient(endpoint.http_url, connection_timeout=0.5, network_timeout=0.5)
+        with pytest.raises(Exception):  # the connection is accepted (the kernel's backlog) and nothing answers
+            ready.is_server_ready()
+        time.sleep(0.5)
+        assert not answered, "a frozen server answered"
+    finally:
+        local.thaw("inf2-a")
+    held.join(timeout=10.0)
+    assert answered and answered[0] >= 0.5, answered  # served once thawed
+    assert not endpoint.server.frozen
+    latencies, _ = _load(endpoint.http_url, clients=1, requests_each=3)
+    assert max(latencies) < 0.5
+
+
 def test_kill_makes_unreachable_and_restart_brings_back(local: LocalFleet) -> None:
     endpoint = local.endpoints["trn1-a"]
     url, pid = endpoint.http_url, endpoint.pid

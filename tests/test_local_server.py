@@ -14,7 +14,7 @@ import pytest
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 
-from tritonmix.errors import ModelLoadError, ModelRepositoryError, PortInUse, TritonNotFound
+from tritonmix.errors import ModelLoadError, ModelRepositoryError, PortInUse, ServerExited, TritonNotFound
 from tritonmix.local import LocalTritonServer
 
 BROKEN_CONFIG = """name: "broken"
@@ -121,6 +121,19 @@ def test_kill_removes_process_and_shared_memory(example_repository: Path) -> Non
     with pytest.raises(ProcessLookupError):
         os.kill(pid, 0)
     assert not [path for path in regions if os.path.exists(path)]
+
+
+def test_a_frozen_server_stops_gracefully_and_thaw_needs_a_running_one(example_repository: Path) -> None:
+    server = LocalTritonServer(example_repository).start()
+    pid = server.pid
+    server.freeze()
+    with open(f"/proc/{pid}/stat") as stat:
+        assert stat.read().rsplit(")", 1)[1].split()[0] == "T"  # stopped
+    started = time.monotonic()
+    assert server.stop(timeout_s=15.0) == 0  # thawed first, so SIGTERM is acted on: an exit, not a SIGKILL
+    assert time.monotonic() - started < 15.0 and not server.running and not server.frozen
+    with pytest.raises(ServerExited, match="not running"):
+        server.thaw()
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess:

@@ -1,4 +1,4 @@
-"""``tritonmix fleet up|down|status|kill|stop|restart|set-capacity|slow-down FLEET.yaml ...``
+"""``tritonmix fleet up|down|status|kill|stop|restart|set-capacity|slow-down|freeze|thaw FLEET.yaml ...``
 
 ``fleet up`` starts one real Triton server per local endpoint and stays in the foreground (Ctrl-C or SIGTERM stops
 the fleet); ``--detach`` runs the same supervisor in the background and returns once the fleet is ready. The other
@@ -24,7 +24,9 @@ from ..errors import TritonMixError
 __all__ = ["register"]
 
 _FAULTS = {"kill": "SIGKILL the endpoint's server", "stop": "stop the endpoint's server gracefully",
-           "restart": "start the endpoint's server again on the same ports"}
+           "restart": "start the endpoint's server again on the same ports",
+           "freeze": "SIGSTOP the endpoint's server: it accepts connections and answers nothing",
+           "thaw": "SIGCONT a frozen server"}
 
 
 def register(subparsers: Any) -> None:

@@ -204,6 +204,21 @@ class LocalFleet:
             logger.info("fault: kill %s (pid %s)", name, endpoint.server.pid)
             endpoint.server.kill()
 
+    def freeze(self, name: str) -> None:
+        """SIGSTOP the endpoint's server (and its model processes): its connections accept and nothing answers, as
+        a stalled host or a long GC pause; ``thaw(name)`` resumes it."""
+        endpoint = self._endpoint(name)
+        with endpoint.lock:
+            logger.info("fault: freeze %s (pid %s)", name, endpoint.server.pid)
+            endpoint.server.freeze()
+
+    def thaw(self, name: str) -> None:
+        """SIGCONT a server frozen by ``freeze``: the requests sent meanwhile are served."""
+        endpoint = self._endpoint(name)
+        with endpoint.lock:
+            logger.info("fault: thaw %s (pid %s)", name, endpoint.server.pid)
+            endpoint.server.thaw()
+
     def stop(self, name: str) -> None:
         """Graceful stop (SIGTERM; Triton finishes in-flight requests, 5-10 s)."""
         endpoint = self._endpoint(name)

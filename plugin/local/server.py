@@ -115,6 +115,7 @@ class LocalTritonServer:
         self._log_file = None
         self.log_path: Optional[Path] = None
         self._lock = threading.Lock()
+        self._frozen = False
 
     # -- addresses ---------------------------------------------------------------------------------------------
     @property
@@ -298,6 +299,27 @@ class LocalTritonServer:
         return ServerExited(f"tritonserver exited with status {code} before it was ready: {detail}",
                             signal=-code if code < 0 else None)
 
+    @property
+    def frozen(self) -> bool:
+        return self._frozen
+
+    def freeze(self) -> None:
+        """SIGSTOP the server and its python backend stubs (its process group), as a host stall or a long GC pause
+        would: connections stay open and accept, nothing answers. ``thaw()`` resumes it; stopping a frozen server
+        thaws it first."""
+        self._signal_group(signal.SIGSTOP, frozen=True)
+
+    def thaw(self) -> None:
+        """SIGCONT the process group frozen by ``freeze()``; requests sent meanwhile are then served."""
+        self._signal_group(signal.SIGCONT, frozen=False)
+
+    def _signal_group(self, sig: int, frozen: bool) -> None:
+        with self._lock:
+            if self._process is None or self._process.poll() is not None:
+                raise ServerExited(f"tritonserver on {self.http_url} is not running")
+            os.killpg(self._process.pid, sig)
+            self._frozen = frozen
+
     def stop(self, timeout_s: float = 15.0) -> Optional[int]:
         """Graceful stop (SIGTERM, then SIGKILL after ``timeout_s``); returns the exit status."""
         return self._terminate(signal.SIGTERM, timeout_s)
@@ -315,6 +337,9 @@ class LocalTritonServer:
             if process.poll() is None:
                 try:
                     process.send_signal(sig)
+                    if self._frozen:  # a stopped process acts on SIGTERM only once it runs again
+                        os.killpg(process.pid, signal.SIGCONT)
+                        self._frozen = False
                     process.wait(timeout=timeout_s)
                 except subprocess.TimeoutExpired:
                     logger.warning("tritonserver pid %s did not stop in %.0f s; killing it", process.pid, timeout_s)

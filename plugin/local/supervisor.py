@@ -38,7 +38,7 @@ __all__ = ["RUN_DIR_ENV", "run_dir", "state_path", "read_state", "write_state", 
 logger = logging.getLogger(__name__)
 
 RUN_DIR_ENV = "TRITONMIX_RUN_DIR"
-ACTIONS = ("kill", "stop", "restart", "set-capacity", "slow-down")
+ACTIONS = ("kill", "stop", "restart", "set-capacity", "slow-down", "freeze", "thaw")
 
 
 
@@ -134,6 +134,10 @@ def apply_fault(local: LocalFleet, action: str, name: str, value: Any) -> None:
         local.set_capacity(name, value)
     elif action == "slow-down":
         local.slow_down(name, value)
+    elif action == "freeze":
+        local.freeze(name)
+    elif action == "thaw":
+        local.thaw(name)
     else:
         raise FaultError(f"unknown action {action!r} (one of {', '.join(ACTIONS)})")
 
