@@ -86,6 +86,19 @@ def test_a_failed_first_attempt_fails_over_and_is_recorded_once(make: Any, proto
     assert client.router.budget.snapshot()[1] == 0  # never reached a server: no retry budget spent
 
 
+def test_endpoint_reports_say_what_each_endpoint_was_sent_and_how_it_went(make: Any, protocol: str) -> None:
+    endpoints = [FakeEndpoint(_refused(protocol)), FakeEndpoint()]
+    client = make(endpoints)
+    for _ in range(40):
+        client.infer("add_sub", ["x"])
+    refused, served = client.endpoint_reports()
+    assert (refused.attempts, refused.succeeded, refused.failed) == (endpoints[0].calls, 0, endpoints[0].calls)
+    assert (served.attempts, served.succeeded, served.failed, served.in_flight) == (40, 40, 0, 0)
+    assert served.ewma_latency_s >= 0.0 and refused.ewma_latency_s != refused.ewma_latency_s  # NaN: no success
+    assert served.url == client.router.fleet.endpoints[1].url and served.available
+    assert client.controller is None and client.controller_view() is None  # the fleet turns the controller off
+
+
 def test_the_servers_own_error_passes_through_without_retry(make: Any) -> None:
     error = InferenceServerException(msg="unexpected shape for input 'INPUT0'", status="400")
     endpoints = [FakeEndpoint(error), FakeEndpoint(error)]

@@ -3,6 +3,7 @@ readiness refresher and controller, and the public read-outs of them (``Endpoint
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from typing import Any, Callable, List, Optional, Tuple
 
@@ -86,11 +87,11 @@ class ClientCore:
         ejected = self.router.ejected()
         out = []
         for i, e in enumerate(self.fleet.endpoints):
-            ewma = [s.ewma_latency_s[i] for s in stats if s.successes[i]]
-            busiest = max(((s.successes[i], s.ewma_latency_s[i]) for s in stats), default=(0, float("nan")))
-            out.append(EndpointReport(
-                e.name, e.url or "", sum(s.picks[i] for s in stats), counters[i][0], counters[i][2], counters[i][1],
-                sum(s.in_flight[i] for s in stats), busiest[1] if ewma else float("nan"), not ejected[i]))
+            busiest = max(stats, key=lambda s: s.successes[i], default=None)
+            ewma_s = busiest.ewma_latency_s[i] if busiest is not None and busiest.successes[i] else math.nan
+            ok, over_slo, failed = counters[i]
+            out.append(EndpointReport(e.name, e.url or "", sum(s.picks[i] for s in stats), ok, failed, over_slo,
+                                      sum(s.in_flight[i] for s in stats), ewma_s, not ejected[i]))
         return tuple(out)
 
     def stop(self) -> None:
