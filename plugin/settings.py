@@ -16,8 +16,8 @@ __all__ = ["ControllerSettings", "HedgeSettings"]
 
 @dataclasses.dataclass(frozen=True)
 class HedgeSettings:
-    """Hedged requests (``controller: {hedge: {...}}``; see ``tritonmix.request.hedging``). Off unless the section is given
-    (a ``hedge:`` section is on unless it says ``enabled: false``). An interactive request still outstanding after
+    """Hedged requests (``controller: {hedge: {...}}``; see ``tritonmix.request.hedging``). Off unless the section is
+    given (a ``hedge:`` section is on unless it says ``enabled: false``). An interactive request still outstanding after
     its endpoint's hedge delay gets one copy on another endpoint; the first success wins::
 
         delay_i = max(min_delay_s, min(delay_factor x usual_i, SLO - 1.5 x usual latency of the fastest other))

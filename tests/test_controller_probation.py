@@ -69,7 +69,7 @@ def test_a_failed_probation_re_ejects_fast_with_the_doubled_backoff() -> None:
     assert out[0][1] == "eject" and "latency outlier" in out[0][2].summary and out[0][0] <= 11.5
     readmits = [(t, d) for t, kind, d in out if kind == "readmit"]
     assert readmits and all("probation" in d.summary for _, d in readmits)
-    probation_s = sim.controller._health.outliers._probation_s
+    probation_s = sim.controller.health.outliers.probation_s
     for (t_back, d_back), (t_next, _, d_next) in zip(readmits, [o for o in out if o[1] == "eject"][1:]):
         assert t_next - t_back <= probation_s + 0.5, f"probation from {t_back} failed only at {t_next}"
         k = d_back.figures["ejections"]  # the k-th ejection lasted 2 x 2^(k-1) s: the next one twice that

@@ -201,8 +201,8 @@ def test_an_endpoint_ejected_while_down_is_readmitted_by_the_first_ready_probe()
     clock = FakeClock(100.0)
     ctl, router, source = _controller(clock)
     ctl.tick()
-    ctl._on_failure(1, "connection failure", clock())        # the request path: refused, ejected (2 s backoff)
-    assert router.ejected()[1] and ctl._watched() == [1]
+    ctl.report_failure(1, "connection failure", clock())        # the request path: refused, ejected (2 s backoff)
+    assert router.ejected()[1] and ctl.watched() == [1]
     clock.advance(0.1)
     source.answer(1, False, clock())                           # down: the process is gone
     clock.advance(0.6)
@@ -211,7 +211,7 @@ def test_an_endpoint_ejected_while_down_is_readmitted_by_the_first_ready_probe()
     clock.advance(0.1)
     source.answer(1, True, clock() - 0.01)                     # restarted: ready again, 0.8 s into a 2 s backoff
     assert not router.ejected()[1], "a dead endpoint that came back waits out its backoff"
-    assert ctl._wake.is_set(), "the comeback does not bring the tick forward"
+    assert ctl.tick_due_early, "the comeback does not bring the tick forward"
     clock.advance(0.1)
     assert ctl.tick().interactive_weights[1] > 0.0
     readmit = ctl.decisions("readmit")[-1]
@@ -222,23 +222,23 @@ def test_ready_probes_do_not_readmit_up_but_bad_endpoints() -> None:
     clock = FakeClock(100.0)
     ctl, router, source = _controller(clock, max_ejected_share=0.9)
     ctl.tick()
-    ctl._on_failure(0, "consecutive failures", clock())       # failing while up: probes keep saying ready
+    ctl.report_failure(0, "consecutive failures", clock())       # failing while up: probes keep saying ready
     clock.advance(0.2)
     source.answer(0, True, clock())
     assert router.ejected()[0], "an endpoint never seen down was readmitted by a ready probe"
     source.answer(0, None, clock())                            # unknown (401, timeout): changes nothing
-    assert ctl._health.ready[0] and router.ejected()[0]
+    assert ctl.health.ready[0] and router.ejected()[0]
     # a ready answer from a probe started before the endpoint was seen down does not count either
     early = clock()
-    ctl._on_failure(2, "connection failure", clock())
+    ctl.report_failure(2, "connection failure", clock())
     clock.advance(0.1)
     source.answer(2, False, clock())
-    assert ctl._health.ready[2] is False
+    assert ctl.health.ready[2] is False
     source.answer(2, True, early + 0.05)                       # started before the "down" probe: stale
-    assert router.ejected()[2] and ctl._health.ready[2] is False
+    assert router.ejected()[2] and ctl.health.ready[2] is False
     clock.advance(0.1)
     source.answer(2, True, clock())                            # started after it: back
-    assert not router.ejected()[2] and ctl._health.ready[2]
+    assert not router.ejected()[2] and ctl.health.ready[2]
 
 
 def test_the_loop_probes_down_endpoints_between_ticks_and_readmits_within_two_intervals() -> None:
@@ -254,7 +254,7 @@ def test_the_loop_probes_down_endpoints_between_ticks_and_readmits_within_two_in
     ctl.start()
     try:
         time.sleep(0.25)
-        ctl._on_failure(1, "connection failure", time.monotonic())
+        ctl.report_failure(1, "connection failure", time.monotonic())
         source.answer(1, False, time.monotonic())
         time.sleep(0.15)
         assert any(1 in p for p in source.probed), "nothing probed the ejected endpoint between ticks"
@@ -314,10 +314,10 @@ def test_a_connection_failure_while_the_probes_say_ready_is_readmitted_after_a_s
     clock = FakeClock(100.0)
     ctl, router, source = _controller(clock)
     ctl.tick()
-    det = ctl._health.outliers
+    det = ctl.health.outliers
     det.ejections[1] = 1
     det._ended[1] = clock()                                   # a first ejection just ended: this one lasts 4 s
-    ctl._on_failure(1, "connection failure", clock())
+    ctl.report_failure(1, "connection failure", clock())
     assert router.ejected()[1] and det.until[1] - clock() == 4.0
     source.answer(1, True, clock() + 0.1)                     # too soon: the client may still be reconnecting
     assert router.ejected()[1]
@@ -326,7 +326,7 @@ def test_a_connection_failure_while_the_probes_say_ready_is_readmitted_after_a_s
     source.answer(1, True, clock())
     assert not router.ejected()[1], "a reachable endpoint waited out a 4 s backoff for its client's reconnect"
     # "consecutive failures" while up is an up-but-bad endpoint: no grace readmission
-    ctl._on_failure(2, "consecutive failures", clock())
+    ctl.report_failure(2, "consecutive failures", clock())
     clock.advance(1.0)
     source.answer(2, True, clock())
     assert router.ejected()[2]

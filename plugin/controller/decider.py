@@ -72,7 +72,8 @@ class Decider:
         lam, lam_batch = demand_by_model(facts.rates, INTERACTIVE), demand_by_model(facts.rates, BATCH)
         room, rated, known = {}, {}, {}
         for m, vs in views.items():
-            eligible = [v for v in vs if v.healthy and v.meets_slo and all(f.keep(v, INTERACTIVE) for f in self.filters)]
+            eligible = [v for v in vs
+                        if v.healthy and v.meets_slo and all(f.keep(v, INTERACTIVE) for f in self.filters)]
             room[m] = sum(v.safe_room_rps(s.target_utilisation) for v in eligible)
             rated[m] = sum(s.target_utilisation * v.service_rps for v in eligible if v.service_rps > 0.0)
             known[m] = all(facts.measured[m][v.index] for v in eligible)

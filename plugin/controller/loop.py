@@ -11,9 +11,10 @@
            probes of the endpoints that are down or ejected every PROBE_PERIOD of an interval (their answers apply
            as they land, ``_on_ready``), and the stall watch every WATCH_PERIOD_S; an endpoint that came back brings
            the next tick forward, to no sooner than EARLY_TICK_GAP of an interval after the last.
-Ejection has one holder, Health's OutlierDetector: the router reports request-path failures to it (``_on_failure``)
-and masks nothing itself while a controller runs. After a latency ejection the endpoint is on probation (the
-Decider's PROBATION_SHARE of the interactive weight) for PROBATION_INTERVALS intervals (at least PROBATION_MIN_S).
+Ejection has one holder, Health's OutlierDetector (``health``): the router reports request-path failures to it
+(``report_failure``) and masks nothing itself while a controller runs. After a latency ejection the endpoint is on
+probation (the Decider's PROBATION_SHARE of the interactive weight) for PROBATION_INTERVALS intervals (at least
+PROBATION_MIN_S).
 Cost of a tick: O(models x n log n + dispatchers x n); no I/O (scrapes run in the source's pool).
 """
 from __future__ import annotations
@@ -76,7 +77,8 @@ class Controller:
         self.observer = Observer(fleet, router, self._source, prices)
         self.decider = Decider(s, fleet.mode, fleet.slo_s, self._names, self._log)
         self.applier = Applier(router)
-        self._health = Health(fleet, OutlierDetector(
+        #: readiness, ejection and panic per endpoint (read it; the loop and the reports change it under a lock)
+        self.health = Health(fleet, OutlierDetector(
             self.n, consecutive_failures=s.eject_consecutive_failures, base_s=s.eject_base_s, max_s=s.eject_max_s,
             max_share=s.max_ejected_share, latency_factor=s.outlier_latency_factor, slo_s=fleet.slo_s,
             probation_s=max(PROBATION_INTERVALS * s.interval_s, PROBATION_MIN_S)), live=live)
@@ -87,13 +89,13 @@ class Controller:
         self._thread: Optional[threading.Thread] = None
         self._exporter: Any = None
         self._listeners: List[Callable[[ControllerSnapshot], None]] = []
-        #: serialises Health between the tick and the router's request-path reports (``_on_failure``)
+        #: serialises Health between the tick and the router's request-path reports (``report_failure``)
         self._health_lock = threading.Lock()
         self._reported: List[str] = []
         self._stalls = StallWatch(self.n, slo_s=fleet.slo_s)
         self.registry = new_registry(lambda: self._snapshot)
         if hasattr(router, "set_ejector"):
-            router.set_ejector(self._on_failure)
+            router.set_ejector(self.report_failure)
         if live:
             self._source.set_readiness_listener(self._on_ready)  # type: ignore[attr-defined]
 
@@ -107,6 +109,11 @@ class Controller:
 
     def snapshot(self) -> Optional[ControllerSnapshot]:
         return self._snapshot
+
+    @property
+    def tick_due_early(self) -> bool:
+        """An endpoint came back or was ejected for a stall since the last tick: the loop ticks early."""
+        return self._wake.is_set()
 
     @property
     def plan(self) -> Optional[Plan]:
@@ -124,9 +131,9 @@ class Controller:
         now = self._clock()
         seen = self.observer.observe(now)
         with self._health_lock:
-            events = self._reported + self._health.update(now, seen.ticks, self.observer.service_s(), self._log)
+            events = self._reported + self.health.update(now, seen.ticks, self.observer.service_s(), self._log)
             self._reported = []
-            healthy = self._health.routable()
+            healthy = self.health.routable()
         views = self.observer.views(healthy)
         self._log_cuts(now, seen.previous_mu)
         plan = self.decider.decide(now, views, self._facts(now, seen, events, healthy))
@@ -137,12 +144,12 @@ class Controller:
         return plan
 
     def _facts(self, now: float, seen: Observation, events: Sequence[str], healthy: Sequence[bool]) -> Facts:
-        states, outliers = self.observer.states(), self._health.outliers
+        states, outliers = self.observer.states(), self.health.outliers
         return Facts(
             ticks=seen.ticks, events=events, rates=dict(self.observer.demand.rates),
             measured={m: [c.measured for c in st.capacity] for m, st in states.items()},
             slots={m: [(c.concurrency, c.service_s) for c in st.capacity] for m, st in self.observer.models.items()},
-            available=healthy, panic=self._health.panic, capacity_grew=self._health.grew,
+            available=healthy, panic=self.health.panic, capacity_grew=self.health.grew,
             probation=frozenset(i for i in range(self.n) if outliers.on_probation(i, now)))
 
     def _log_cuts(self, now: float, previous: Mapping[str, Sequence[float]]) -> None:
@@ -164,19 +171,19 @@ class Controller:
                                            figures={"old_rps": old, "new_rps": est.mu_rps,
                                                     "stalled": float(est.stalled)}))
 
-    def _on_failure(self, index: int, reason: str, now: float) -> None:
+    def report_failure(self, index: int, reason: str, now: float) -> None:
         """The router's ejector (``Router.set_ejector``): a failure on the request path that ejects at once. The
         controller decides (OutlierDetector: backoff, cap, panic) and masks the endpoint before the next pick, and
         the next tick sees the ejection as a shortfall event; re-admission is the tick's. ``now`` is the router's
         clock; the controller's own is used for the state it keeps."""
         with self._health_lock:
-            self._reported += self._health.report(self._clock(), index, reason, self._log)
+            self._reported += self.health.report(self._clock(), index, reason, self._log)
             self._push_availability()
 
     def watch_stalls(self) -> None:
         """Eject the endpoints that stopped answering while requests of ours wait on them (``stall``), between
         ticks; an ejection brings the next tick forward (the plan moves the rest of the load)."""
-        outliers, now = self._health.outliers, self._clock()
+        outliers, now = self.health.outliers, self._clock()
         frozen = {i for i in range(self.n) if outliers.until[i] is not None or outliers.on_probation(i, now)}
         try:
             stalled = self._stalls.look(now, [d.stats() for d in self.router.dispatchers().values()], frozen)
@@ -184,16 +191,16 @@ class Controller:
             _log.exception("stall watch failed")
             return
         for index, reason in stalled:
-            before = self._health.outliers.ejected(index)
-            self._on_failure(index, reason, self._clock())
-            if not before and self._health.outliers.ejected(index):
+            before = self.health.outliers.ejected(index)
+            self.report_failure(index, reason, self._clock())
+            if not before and self.health.outliers.ejected(index):
                 self._wake.set()
 
     def _on_ready(self, index: int, ready: Optional[bool], started_s: float) -> None:
         """The scraper's readiness listener (its thread): readiness and readmission apply as the answer lands, and
         an endpoint that became routable brings the next tick forward (its weight comes from the plan)."""
         with self._health_lock:
-            self._reported += self._health.probe(self._clock(), index, ready, started_s, self._log)
+            self._reported += self.health.probe(self._clock(), index, ready, started_s, self._log)
             back = self._push_availability()
         if back:
             self._wake.set()
@@ -201,19 +208,19 @@ class Controller:
     def _push_availability(self) -> bool:
         """Push routability changes to the router; True when an endpoint became routable."""
         back = False
-        for i, available in self._health.availability_changes():
+        for i, available in self.health.availability_changes():
             self.router.set_endpoint_available(i, available)
             back = back or available
         return back
 
-    def _watched(self) -> List[int]:
+    def watched(self) -> List[int]:
         """Endpoints that are not ready or ejected: the loop probes them between ticks."""
-        ready, outliers = self._health.ready, self._health.outliers
+        ready, outliers = self.health.ready, self.health.outliers
         return [i for i in range(self.n) if not ready[i] or outliers.until[i] is not None]
 
     def _publish(self, now: float, views: Mapping[Optional[str], Sequence[EndpointView]],
                  ticks: Sequence[EndpointTick], plan: Plan) -> None:
-        extras: Dict[str, Sequence] = {"ready": self._health.ready, "ejected": self._health.ejected_mask(),
+        extras: Dict[str, Sequence] = {"ready": self.health.ready, "ejected": self.health.ejected_mask(),
                                        "in_flight": [t.in_flight for t in ticks],
                                        "stale_s": [t.stale_s for t in ticks]}
         per_model = []
@@ -263,7 +270,7 @@ class Controller:
                 if not scraped and now >= scrape_at:
                     self._source.poll(self._clock())
                     scraped = True
-                watched = self._watched() if hasattr(self._source, "probe") else []
+                watched = self.watched() if hasattr(self._source, "probe") else []
                 if watched:
                     self._source.probe(watched)  # type: ignore[attr-defined]
             except Exception:  # noqa: BLE001 - a broken source only costs freshness

@@ -92,7 +92,8 @@ class Plan:
     def to_dict(self) -> Dict[str, Any]:
         return {"generation": self.generation, "at_s": self.at_s, "endpoints": list(self.endpoints),
                 "available": list(self.available), "default": _model_plan_dict(self.default),
-                "models": {name: {"plan": _model_plan_dict(r.plan), "limits": list(r.limits)} for name, r in self.models}}
+                "models": {name: {"plan": _model_plan_dict(r.plan), "limits": list(r.limits)}
+                           for name, r in self.models}}
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), sort_keys=True)

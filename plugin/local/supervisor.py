@@ -95,7 +95,8 @@ def attach(fleet: Fleet, protocol: str = "http") -> Fleet:
     state = running_state(fleet.source) if fleet.source else None
     if state is None:
         raise ConfigError(f"endpoint(s) {', '.join(local)} are local (no url) and no fleet is up for "
-                          f"{fleet.source or 'this fleet'}: start it with `tritonmix fleet up {fleet.source or 'FLEET'} "
+                          f"{fleet.source or 'this fleet'}: start it with "
+                          f"`tritonmix fleet up {fleet.source or 'FLEET'} "
                           "--detach`, or use tritonmix.local.LocalFleet")
     eps = state.get("endpoints", {})
     missing = [name for name in local if name not in eps]

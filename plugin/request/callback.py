@@ -1,6 +1,7 @@
-"""The callback driver of failover (gRPC's callback form of ``async_infer``): each attempt is an endpoint's own ``async_infer``; its
-callback either delivers the answer to the user's callback or starts the next attempt (from gRPC's callback
-thread). The user's callback runs exactly once, with ``result=`` or ``error=``, as tritonclient calls it.
+"""The callback driver of failover (gRPC's callback form of ``async_infer``): each attempt is an endpoint's own
+``async_infer``; its callback either delivers the answer to the user's callback or starts the next attempt (from
+gRPC's callback thread). The user's callback runs exactly once, with ``result=`` or ``error=``, as tritonclient
+calls it.
 """
 from __future__ import annotations
 

@@ -87,7 +87,7 @@ class OutlierDetector:
         self._down_at: List[float] = [-math.inf] * n
         self._unreached: List[bool] = [False] * n
         self.probation_until: List[Optional[float]] = [None] * n
-        self._probation_s = probation_s
+        self.probation_s = probation_s
 
     def ejected(self, i: int) -> bool:
         return self.until[i] is not None
@@ -205,10 +205,10 @@ class OutlierDetector:
                 probation = self.cause[i] == "latency"
                 figures = {"ejections": float(self.ejections[i])}
                 if probation:
-                    figures["probation_s"] = self._probation_s
+                    figures["probation_s"] = self.probation_s
                 events.append(self._end(now, i, "backoff over" + (", on probation" if probation else ""), figures))
                 if probation:
-                    self.probation_until[i] = now + self._probation_s
+                    self.probation_until[i] = now + self.probation_s
         return events
 
     def _end(self, now: float, i: int, reason: str, figures: Dict[str, float]) -> EjectionEvent:

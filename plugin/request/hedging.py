@@ -16,8 +16,9 @@ wins and the other attempt is discarded. Opt-in per fleet: ``controller: {hedge:
 usual_i is endpoint i's usual latency: the dispatcher's EWMA latency (its max_concurrency / max_rps hint before the
 first success; half the SLO when neither is known) followed at once when it falls and with a time constant of
 USUAL_TAU_S when it rises, so that an endpoint that slows down does not push its own hedges later (its slow
-answers would raise a plain EWMA before the requests stuck behind them are hedged). The cap sends the hedge while another endpoint can still answer within the SLO with room to spare
-(HEDGE_ROOM of its usual latency: its own queue and jitter). Recomputed at most every REFRESH_S per dispatcher:
+answers would raise a plain EWMA before the requests stuck behind them are hedged). The cap sends the hedge while
+another endpoint can still answer within the SLO with room to spare (HEDGE_ROOM of its usual latency: its own queue
+and jitter). Recomputed at most every REFRESH_S per dispatcher:
 O(n) then, O(1) per request.
 
 Abandoned attempts (losers) are cancelled where the transport can (an aio task, a gRPC CallContext) and otherwise

@@ -1,13 +1,13 @@
 """Sequences (stateful models: ``sequence_id`` not 0 or ""): Triton keeps a sequence's state on the server that
 started it, so every request of a sequence goes to one endpoint. ``Sequences`` wraps the failover drivers::
 
-    sequence_start, or a sequence this client has not seen   any endpoint, with failover; pinned to the one that answered
-    a later request of a pinned sequence                      only its endpoint (picked through its lane, so it is
-                                                              counted and recorded as any request): no failover, the
-                                                              state is not elsewhere; an endpoint that takes no requests
-                                                              now (ejected, not ready, weight 0) fails the request at
-                                                              once with an error that says to start the sequence again
-    sequence_end                                              unpinned after the request, whatever its outcome
+    sequence_start, or a sequence not seen   any endpoint, with failover; pinned to the one that answered
+    a later request of a pinned sequence      only its endpoint (picked through its lane, so it is counted and
+                                              recorded as any request): no failover, the state is not elsewhere; an
+                                              endpoint that takes no requests now (ejected, not ready, weight 0)
+                                              fails the request at once with an error that says to start the
+                                              sequence again
+    sequence_end                              unpinned after the request, whatever its outcome
 
 The pins (``SequencePins``) are bounded: past ``capacity`` the least recently used goes (a sequence that never sent
 its end). Sequences are never hedged.
