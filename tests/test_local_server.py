@@ -125,15 +125,24 @@ def test_kill_removes_process_and_shared_memory(example_repository: Path) -> Non
 
 def test_a_frozen_server_stops_gracefully_and_thaw_needs_a_running_one(example_repository: Path) -> None:
     server = LocalTritonServer(example_repository).start()
-    pid = server.pid
-    server.freeze()
+    try:
+        server.freeze()
+        deadline = time.monotonic() + 2.0  # SIGSTOP is delivered asynchronously
+        while _state(server.pid) != "T" and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert _state(server.pid) == "T", "not stopped"
+        started = time.monotonic()
+        assert server.stop(timeout_s=15.0) == 0  # thawed first, so SIGTERM is acted on: an exit, not a SIGKILL
+        assert time.monotonic() - started < 15.0 and not server.running and not server.frozen
+        with pytest.raises(ServerExited, match="not running"):
+            server.thaw()
+    finally:
+        server.kill()
+
+
+def _state(pid: int) -> str:
     with open(f"/proc/{pid}/stat") as stat:
-        assert stat.read().rsplit(")", 1)[1].split()[0] == "T"  # stopped
-    started = time.monotonic()
-    assert server.stop(timeout_s=15.0) == 0  # thawed first, so SIGTERM is acted on: an exit, not a SIGKILL
-    assert time.monotonic() - started < 15.0 and not server.running and not server.frozen
-    with pytest.raises(ServerExited, match="not running"):
-        server.thaw()
+        return stat.read().rsplit(")", 1)[1].split()[0]
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess:
