@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -273,6 +274,11 @@ def test_cli_up_status_faults_down_leaves_nothing(tmp_path: Path, monkeypatch: p
         assert regions, "the python backend maps shared memory"
     finally:
         down = _cli(env, "down", str(fleet_file))
+        if down.returncode != 0:  # leave no supervisor (and so no server) behind, whatever failed
+            try:
+                os.kill(state["supervisor_pid"], signal.SIGKILL)
+            except ProcessLookupError:
+                pass
     assert down.returncode == 0, down.stderr
     for pid in [state["supervisor_pid"], *servers]:
         assert not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text().split(")")[1][:3]
