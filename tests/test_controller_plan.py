@@ -77,8 +77,32 @@ def test_a_plan_applied_to_another_router_sets_its_weights_and_limits() -> None:
     router = Router(fleet, seed=1)
     router.dispatcher("sd", "interactive")
     applier = Applier(router)
-    applier.apply(Plan.from_json(plan.to_json()))  # as a client of the control plane would receive it
+    assert applier.offer(Plan.from_json(plan.to_json()))  # as a client of the control plane would receive it
     d = router.dispatchers()[("sd", "interactive")]
     assert d.weights() == (0.5, 0.5, 0.0) and d.limits() == (2, 3, 0)
     late: List[Any] = [router.dispatcher("other", "batch"), router.dispatcher("sd", "batch")]
     assert late[0].weights() == (0.0, 0.0, 1.0) and late[1].weights() == (0.0, 0.0, 1.0)
+
+
+def test_a_stale_or_malformed_plan_changes_nothing_and_is_counted() -> None:
+    import dataclasses
+
+    fleet = _fleet()
+    router = Router(fleet, seed=1)
+    d = router.dispatcher("sd", "interactive")
+    applier = Applier(router)
+    good = ModelPlan("cost", (1.0, 1.0, 0.0), (0.0,) * 3, (0.5, 0.5, 0.0), (0.0, 0.0, 1.0))
+    assert applier.offer(Plan(3, 1.0, ("inf2", "g5", "cpu"), (True,) * 3, good))
+    nan = dataclasses.replace(good, interactive_weights=(float("nan"), 1.0, 0.0))
+    negative_limit = (("sd", ModelRoute(good, (1, -1, 0))),)
+    offers = {
+        "stale": Plan(3, 2.0, ("inf2", "g5", "cpu"), (True,) * 3, good),
+        "endpoints": Plan(4, 2.0, ("inf2", "g5", "tpu"), (True,) * 3, good),
+        "shape": Plan(5, 2.0, ("inf2", "g5", "cpu"), (True,) * 2, good),
+        "weights": Plan(6, 2.0, ("inf2", "g5", "cpu"), (True,) * 3, nan),
+        "limits": Plan(7, 2.0, ("inf2", "g5", "cpu"), (True,) * 3, good, negative_limit),
+    }
+    for reason, plan in offers.items():
+        assert not applier.offer(plan), reason
+    assert applier.refused == {reason: 1 for reason in offers}
+    assert applier.plan is not None and applier.plan.generation == 3 and d.weights() == (0.5, 0.5, 0.0)

@@ -2,15 +2,28 @@
 a model it does not cover yet), each interactive dispatcher its model's in-flight limits, and a dispatcher created
 between two plans gets the last plan's weights at once. The router's availability mask is pushed by the loop as
 health changes (it cannot wait for the next plan); the plan's ``available`` is what other processes follow.
+
+``offer(plan)`` applies a plan only when it is sound for this router, and otherwise changes nothing, logs why and
+counts it in ``refused`` (by reason):
+
+    stale       its generation is not newer than the plan in force
+    endpoints   it names other endpoints (or another order) than the router's
+    shape       a weight or limit vector of the wrong length
+    weights     a weight that is negative or not finite
+    limits      a negative in-flight limit
 """
 from __future__ import annotations
 
-from typing import Any, Optional, Tuple
+import logging
+import math
+from typing import Any, Dict, Iterable, Optional, Sequence, Tuple
 
-from .model import INTERACTIVE
+from .model import INTERACTIVE, ModelPlan
 from .plan import Plan
 
 __all__ = ["Applier"]
+
+_log = logging.getLogger(__name__)
 
 
 class Applier:
@@ -19,9 +32,38 @@ class Applier:
     def __init__(self, router: Any) -> None:
         self.router = router
         self.plan: Optional[Plan] = None
+        #: plans refused so far, by reason (module docstring)
+        self.refused: Dict[str, int] = {}
         router.add_listener(self._on_new_dispatcher)
 
-    def apply(self, plan: Plan) -> None:
+    def offer(self, plan: Plan) -> bool:
+        """Apply ``plan`` if it is sound (module docstring); True when it was applied."""
+        reason = self._fault(plan)
+        if reason is not None:
+            self.refused[reason] = self.refused.get(reason, 0) + 1
+            _log.warning("plan %d refused (%s); the plan in force stays", plan.generation, reason)
+            return False
+        self._apply(plan)
+        return True
+
+    def _fault(self, plan: Plan) -> Optional[str]:
+        if self.plan is not None and plan.generation <= self.plan.generation:
+            return "stale"
+        if tuple(plan.endpoints) != tuple(self.router.endpoint_names()):
+            return "endpoints"
+        n = len(plan.endpoints)
+        plans = [plan.default] + [route.plan for _, route in plan.models]
+        vectors = [v for p in plans for v in _weight_vectors(p)]
+        limits = [route.limits for _, route in plan.models]
+        if any(len(v) != n for v in vectors + limits) or len(plan.available) != n:
+            return "shape"
+        if any(not (math.isfinite(w) and w >= 0.0) for v in vectors for w in v):
+            return "weights"
+        if any(x < 0 for v in limits for x in v):
+            return "limits"
+        return None
+
+    def _apply(self, plan: Plan) -> None:
         self.plan = plan
         router = self.router
         for model, request_class in router.dispatchers():
@@ -38,3 +80,7 @@ class Applier:
         weights = plan.weights(*key)
         if sum(weights) > 0.0:
             self.router.set_weights(key[0], key[1], weights)
+
+
+def _weight_vectors(plan: ModelPlan) -> Iterable[Sequence[float]]:
+    return (plan.interactive_rps, plan.batch_rps, plan.interactive_weights, plan.batch_weights)

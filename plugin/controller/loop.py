@@ -4,7 +4,7 @@
            Health.update           readiness, outlier ejection, panic -> events              (health.py)
            Observer.views          per-model EndpointViews over the routable endpoints
            Decider.decide          views + facts -> Plan (mode, weights, limits, generation) (decider.py)
-           Applier.apply           Plan -> the router's dispatchers                          (applier.py)
+           Applier.offer           Plan -> the router's dispatchers (a sound plan only)    (applier.py)
            publish                 snapshot for metrics, ``tritonmix status`` and listeners
     thread (``start``): a tick every ``interval_s``; between ticks, fresh scrapes SCRAPE_LEAD of an interval
            before the next tick (so a tick reads server data about that old, not a whole interval), readiness
@@ -139,7 +139,7 @@ class Controller:
         plan = self.decider.decide(now, views, self._facts(now, seen, events, healthy))
         with self._health_lock:
             self._push_availability()
-        self.applier.apply(plan)
+        self.applier.offer(plan)
         self._publish(now, views, seen.ticks, plan)
         return plan
 
