@@ -9,9 +9,8 @@
           hedged (the fleet enables hedging): the protocol's _run_hedged
           otherwise (a deadline, or the model's first request): Engine.run
 
-The first attempt is written in each protocol's ``infer`` (five statements over the compiled lane) so that a
-request costs no Python frame, closure, per-request object or lock besides tritonclient's own call: the
-client-overhead bench measured ~2-4 us per request more with it behind one shared method.
+The first attempt is written in each protocol's ``infer`` (five statements over the compiled lane), so that a
+request costs no Python frame, closure, per-request object or lock besides tritonclient's own call.
 """
 from __future__ import annotations
 

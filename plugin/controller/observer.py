@@ -2,7 +2,7 @@
 Triton scrape, prices, arrivals) into per-model views. It owns the state that follows the signals: the deltas,
 the demand estimator, the per-model capacity estimators (``per_model.ModelState``) and the prices.
 
-    observe(now)   -> Observation: per-endpoint ticks, the mu of every model before this tick, the scrape
+    observe(now)   -> Observation: per-endpoint ticks, the mu of every model before this tick
     views(healthy) -> {model: (EndpointView, ...)}  after Health has had its say on this tick
 Cost: O(models x n + dispatchers x n) per tick; no I/O (the scrapes run in the source's own pool).
 """
@@ -28,12 +28,9 @@ PriceFeed = Callable[[], Union[Sequence[float], Mapping[str, float]]]
 
 @dataclasses.dataclass(frozen=True)
 class Observation:
-    """One tick's reading: per-endpoint ticks and the scrape, and every model's mu before the tick."""
+    """One tick's reading: per-endpoint ticks, and every model's mu before the tick."""
 
-    now: float
-    dt_s: float
     ticks: Sequence[EndpointTick]
-    samples: Sequence[Any]
     previous_mu: Mapping[str, Sequence[float]]
 
 
@@ -67,7 +64,7 @@ class Observer:
         self._update_prices()
         self.demand.update(self.router.arrivals(), dt_s)
         previous = self._observe_models(now, dt_s, stats, samples, ticks)
-        return Observation(now, dt_s, ticks, samples, previous)
+        return Observation(ticks, previous)
 
     def states(self) -> Mapping[Optional[str], ModelState]:
         """Every model's state (the prior alone until a model is seen)."""

@@ -12,7 +12,7 @@ endpoint's own tritonclient call. Both protocols' drop-ins (``tritonmix.http``, 
     fanout       server-level calls (is_server_ready, load_model, statistics ...): one answer from many
     baseline     UsualLatency: an endpoint's usual latency (hedge delays, the controller's stall watch)
 
-Imports go one way: router <- retry; attempts <- router, retry; hedging <- attempts, baseline; engine <- attempts,
+Imports go one way: router <- retry, ejection; attempts <- router, retry; hedging <- attempts, baseline; engine <- attempts,
 hedging; callback, sequences <- engine.
 """
 from __future__ import annotations

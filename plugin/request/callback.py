@@ -39,7 +39,7 @@ class FailoverCall:
 
     def begin(self) -> "FailoverCall":
         try:
-            self._att = self._engine.attempts(self._model, self._rc, self._deadline_s)
+            self._att = Attempts(self._engine, self._model, self._rc, self._deadline_s)
         except InferenceServerException as exc:
             self._deliver(None, exc)
             return self

@@ -66,10 +66,6 @@ class Engine:
         """From now on a failed attempt ends its request with "the client was closed" (see the module doc)."""
         self.closed = True
 
-    def attempts(self, model: str, request_class: str, deadline_s: Optional[float]) -> Attempts:
-        """The bookkeeping of a new request (its lane's ``begin`` counted)."""
-        return Attempts(self, model, request_class, deadline_s)
-
     def run(self, model: str, request_class: str, deadline_s: Optional[float], send: Send) -> Any:
         """Send through the fleet with failover; ``send(i, remaining_s)`` does one attempt on endpoint i."""
         return self.drive(Attempts(self, model, request_class, deadline_s), send)

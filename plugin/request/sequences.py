@@ -137,7 +137,7 @@ class Sequences:
                   start: bool) -> Tuple[Attempts, List[int]]:
         i = None if start else self.pins.get(key)
         if i is None:
-            return self.engine.attempts(model, request_class, deadline_s), []
+            return Attempts(self.engine, model, request_class, deadline_s), []
         return _Pinned(self.engine, model, request_class, deadline_s, key, i, self.pins), []
 
     def _ended(self, key: Key, unpin: bool, served: Optional[int] = None) -> None:
