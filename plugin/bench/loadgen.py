@@ -33,13 +33,15 @@ def replay(
     on_tick: Optional[Callable[[float], None]] = None,
     max_workers: int = 96,
     clock: Callable[[], float] = time.monotonic,
+    start_s: Optional[float] = None,
 ) -> List[RequestRecord]:
-    """Send one request per arrival time (seconds from now); return one record per arrival, in arrival order.
+    """Send one request per arrival time (seconds from ``start_s`` on ``clock``, now when None); return one record
+    per arrival, in arrival order. Client processes that share a schedule pass the same ``start_s``.
 
     ``on_tick(t)`` is called from the scheduler thread between arrivals (cheap work only: it delays sends).
     """
     records: List[Optional[RequestRecord]] = [None] * len(arrivals_s)
-    start = clock()
+    start = clock() if start_s is None else start_s
 
     def run(index: int, due_s: float) -> None:
         try:

@@ -14,7 +14,7 @@ import dataclasses
 import json
 import math
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Sequence
+from typing import Any, Callable, Dict, List, Mapping, Sequence
 
 import numpy as np
 
@@ -86,11 +86,13 @@ def floor_checks(summary: Mapping[str, Any]) -> Dict[str, bool]:
     return checks
 
 
-def write_summary(summary: Dict[str, Any], out_dir: Path) -> Path:
+def write_summary(summary: Dict[str, Any], out_dir: Path,
+                  table: Callable[[Mapping[str, Any]], str] = markdown_table) -> Path:
+    """``summary.json``, and ``summary.md`` holding ``table(summary)``."""
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / "summary.json"
     path.write_text(json.dumps(summary, indent=2, default=_json_default) + "\n")
-    (out_dir / "summary.md").write_text(markdown_table(summary) + "\n")
+    (out_dir / "summary.md").write_text(table(summary) + "\n")
     return path
 
 

@@ -5,17 +5,19 @@ import dataclasses
 import logging
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, Optional, Sequence
+from typing import Any, Callable, Dict, Optional, Sequence, Tuple
 
 import numpy as np
 
 from .analysis import BIN_S, policy_figures, share_series
+from .loadgen import RequestRecord
 from .oracle import oracle_cost_per_1k
 from .report import floor_checks, plot_runs, write_raw, write_summary
 from .runner import PolicyRun, reset_fleet, run_policy
+from .sampler import Sample
 from .scenario import POLICIES, ScenarioSpec
 
-__all__ = ["run_scenario", "COST_MODEL"]
+__all__ = ["run_scenario", "COST_MODEL", "raw_of", "series_of"]
 
 logger = logging.getLogger(__name__)
 
@@ -54,7 +56,7 @@ def run_scenario(
             figures[policy] = policy_figures(run.records, run.samples, prices, names, trace.events, fleet.slo_s,
                                              spec.duration_s, spec.units())
             figures[policy]["decisions"] = len(run.decisions)
-            series[policy] = _series(run, names, prices, spec.duration_s)
+            series[policy] = series_of(run.records, run.samples, names, prices, spec.duration_s)
             raw[policy] = _raw(run)
             f = figures[policy]
             say(f"{policy:<24} SLO {f['slo_attainment'] * 100:6.2f}%  errors {f['errors']:4d}  "
@@ -77,24 +79,32 @@ def run_scenario(
 
 
 def _raw(run: PolicyRun) -> Dict[str, Any]:
-    """What the figures are computed from, for ``raw.json``: every request and every metrics sample."""
+    decisions = [(d.at_s, d.kind, d.summary) for d in run.decisions if hasattr(d, "at_s") and hasattr(d, "summary")]
+    return raw_of(run.records, run.samples, decisions, run.started_s)
+
+
+def raw_of(records: Sequence[RequestRecord], samples: Sequence[Sample],
+           decisions: Sequence[Tuple[float, str, str]], started_s: float) -> Dict[str, Any]:
+    """What the figures are computed from, for ``raw.json``: every request and every metrics sample, and the
+    decisions ``(monotonic time, kind, summary)`` as seconds since ``started_s``."""
     return {
-        "requests": [[round(r.arrival_s, 4), round(r.latency_s, 4), r.ok, r.error[:80]] for r in run.records],
+        "requests": [[round(r.arrival_s, 4), round(r.latency_s, 4), r.ok, r.error[:80]] for r in records],
         "samples": [[round(s.t_s, 3), s.endpoint, s.success, s.failure, round(s.busy_s, 6), s.pending]
-                    for s in run.samples],
-        "decisions": [[round(d.at_s - run.started_s, 3), d.kind, d.summary] for d in run.decisions
-                      if hasattr(d, "at_s") and hasattr(d, "summary")],
+                    for s in samples],
+        "decisions": [[round(at_s - started_s, 3), kind, summary] for at_s, kind, summary in decisions],
     }
 
 
-def _series(run: PolicyRun, names: Sequence[str], prices: Dict[str, float], duration_s: float) -> Dict[str, Any]:
-    counts = share_series(run.samples, names, duration_s)
-    arrivals = np.array([r.arrival_s for r in run.records])
-    latency = np.array([r.latency_s if r.ok else np.nan for r in run.records])
+def series_of(records: Sequence[RequestRecord], samples: Sequence[Sample], names: Sequence[str],
+              prices: Dict[str, float], duration_s: float) -> Dict[str, Any]:
+    """The plots' series: completions per endpoint per bin, rolling p95 latency, cost rate."""
+    counts = share_series(samples, names, duration_s)
+    arrivals = np.array([r.arrival_s for r in records])
+    latency = np.array([r.latency_s if r.ok else np.nan for r in records])
     t_points = np.arange(0.0, duration_s, 0.5)
     p95 = [float(np.nanpercentile(latency[(arrivals >= t - 1.0) & (arrivals < t)], 95))
            if np.any((arrivals >= t - 1.0) & (arrivals < t) & ~np.isnan(latency)) else np.nan for t in t_points]
     busy = np.zeros(len(counts))
-    for s in run.samples:
+    for s in samples:
         busy[min(int(s.t_s / BIN_S), len(busy) - 1)] += prices[s.endpoint] * s.busy_s / BIN_S
     return {"counts": counts, "latency": (t_points, p95), "cost_rate": (np.arange(len(busy)) * BIN_S, busy)}

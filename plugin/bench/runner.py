@@ -14,7 +14,7 @@ from .scenario import ScenarioSpec
 from .senders import BaselineSender, TritonmixSender, grpc_fleet
 from .trace import ArrivalTrace, Event
 
-__all__ = ["PolicyRun", "run_policy", "apply_event", "reset_fleet"]
+__all__ = ["PolicyRun", "run_policy", "apply_event", "reset_fleet", "client_fleet", "start_events", "warm_up"]
 
 logger = logging.getLogger(__name__)
 
@@ -31,10 +31,16 @@ class PolicyRun:
     started_s: float = 0.0  # time.monotonic() when the trace started (the controller's decisions use that clock)
 
 
-def make_sender(policy: str, local_fleet: Any, spec: ScenarioSpec) -> Any:
+def client_fleet(local_fleet: Any, spec: ScenarioSpec) -> Any:
+    """The live fleet as the clients address it: the servers' HTTP URLs, or their gRPC URLs for ``protocol: grpc``."""
     fleet = local_fleet.fleet
     if spec.protocol == "grpc":
         fleet = grpc_fleet(fleet, {name: local_fleet.endpoints[name].grpc_url for name in fleet.names})
+    return fleet
+
+
+def make_sender(policy: str, local_fleet: Any, spec: ScenarioSpec) -> Any:
+    fleet = client_fleet(local_fleet, spec)
     names = list(fleet.names)
     if policy.startswith("tritonmix-"):
         return TritonmixSender(fleet, policy.split("-", 1)[1], spec.model, spec.request_timeout_s, spec.seed)
@@ -60,7 +66,8 @@ def apply_event(local_fleet: Any, event: Event) -> None:
         local_fleet.restart(event.endpoint)
 
 
-def _event_thread(local_fleet: Any, events: List[Event], start: float, stop: threading.Event) -> threading.Thread:
+def start_events(local_fleet: Any, events: List[Event], start: float, stop: threading.Event) -> threading.Thread:
+    """A thread that carries out each event at ``start + event.at_s`` (monotonic) until ``stop`` is set."""
     def run() -> None:
         for event in events:
             if stop.wait(max(0.0, event.at_s - (time.monotonic() - start))):
@@ -84,7 +91,7 @@ def run_policy(policy: str, local_fleet: Any, spec: ScenarioSpec, trace: Arrival
     sampler = MetricsSampler(metrics_urls, spec.model, period_s=0.25).start()
     stop = threading.Event()
     start = time.monotonic()
-    events = _event_thread(local_fleet, list(trace.events), start, stop)
+    events = start_events(local_fleet, list(trace.events), start, stop)
     try:
         records = replay(trace.arrivals_s, sender)
     finally:

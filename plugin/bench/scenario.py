@@ -16,7 +16,7 @@ from ..fleet import Fleet
 from .oracle import UnitState
 from .trace import ArrivalTrace, Event
 
-__all__ = ["ScenarioSpec", "QUICK", "FULL", "POLICIES"]
+__all__ = ["ScenarioSpec", "QUICK", "FULL", "POLICIES", "steady"]
 
 #: endpoint name -> builtin profile; every pool serves CONCURRENCY requests at once
 UNITS: Tuple[Tuple[str, str], ...] = (
@@ -59,6 +59,9 @@ class ScenarioSpec:
     protocol: str = "http"
     #: the tritonmix policies' ``controller.hedge`` section (None: no hedging)
     hedge: Optional[Dict[str, Any]] = None
+    #: the pools: (endpoint name, builtin profile) each, serving ``concurrency`` requests at once
+    pools: Tuple[Tuple[str, str], ...] = UNITS
+    concurrency: int = CONCURRENCY
 
     def trace(self) -> ArrivalTrace:
         return ArrivalTrace.build(self.duration_s, self.base_rps, self.peak_rps, self.duration_s, self.events,
@@ -66,16 +69,16 @@ class ScenarioSpec:
 
     def fleet_dict(self, mode: str = "auto") -> Dict[str, Any]:
         endpoints: List[Dict[str, Any]] = []
-        for name, profile_name in UNITS:
+        for name, profile_name in self.pools:
             profile = BUILTIN_PROFILES[profile_name]
             endpoints.append({
                 "name": name,
                 "accelerator": profile.accelerator,
                 "instance_type": profile.instance_type,
                 "price_per_hour": profile.price_per_hour,
-                "profile": {"base": profile_name, "concurrency": CONCURRENCY},
-                "max_concurrency": CONCURRENCY,
-                "max_rps": round(CONCURRENCY / (profile.latency_s * self.time_scale), 3),
+                "profile": {"base": profile_name, "concurrency": self.concurrency},
+                "max_concurrency": self.concurrency,
+                "max_rps": round(self.concurrency / (profile.latency_s * self.time_scale), 3),
             })
         return {
             "slo_ms": self.slo_ms,
@@ -95,8 +98,8 @@ class ScenarioSpec:
         """The oracle's view of the pools before any event."""
         return [
             UnitState(name, BUILTIN_PROFILES[p].price_per_hour, BUILTIN_PROFILES[p].latency_s * self.time_scale,
-                      CONCURRENCY)
-            for name, p in UNITS
+                      self.concurrency)
+            for name, p in self.pools
         ]
 
 
@@ -126,3 +129,13 @@ FULL = ScenarioSpec(
         Event(50.0, "restart", "g5-triton", None, "g5-triton back"),
     ),
 )
+
+
+def steady(load_rps: float, duration_s: float, pools: int = 5, seed: int = 2024) -> ScenarioSpec:
+    """A steady Poisson load of ``load_rps`` on the first ``pools`` pools (five: the paper's accelerators, no CPU),
+    one accelerator each, at time_scale 0.1 with a 150 ms SLO and no events. At 16 req/s that is above the cheapest
+    pool's capacity (inf2: 1 / 67 ms = 14.9 req/s) and well inside the five pools' (70 req/s): COST has to spill
+    onto the next-cheapest pools, the load at which many clients deciding alone can herd."""
+    return ScenarioSpec(name=f"steady-{load_rps:g}rps", duration_s=duration_s, base_rps=load_rps, peak_rps=load_rps,
+                        events=(), time_scale=0.1, slo_ms=150.0, interval_s=0.1, seed=seed, pools=UNITS[:pools],
+                        concurrency=1)

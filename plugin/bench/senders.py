@@ -35,27 +35,35 @@ def grpc_fleet(fleet: Fleet, grpc_urls: Dict[str, str]) -> Fleet:
 
 class TritonmixSender:
     """tritonmix's drop-in client (HTTP or gRPC, as the fleet's endpoints say) over the whole fleet, in one mode
-    (auto, cost or capacity)."""
+    (auto, cost or capacity), its router seeded with ``seed``. ``control_plane`` ("host:port"): the client follows
+    that control plane's plans instead of deciding alone (the client's ``control_plane=`` keyword)."""
 
-    def __init__(self, fleet: Fleet, mode: str, model: str, timeout_s: float, seed: int = 0) -> None:
+    def __init__(self, fleet: Fleet, mode: str, model: str, timeout_s: float, seed: int = 0,
+                 control_plane: Optional[str] = None) -> None:
         self._fleet = dataclasses.replace(fleet, mode=mode)
+        following: Dict[str, Any] = {} if control_plane is None else {"control_plane": control_plane}
         if all(e.protocol == "grpc" for e in fleet.endpoints):
             import tritonmix.grpc as grpcclient
 
             self._module = grpcclient
-            self._client = grpcclient.InferenceServerClient(fleet=self._fleet)
+            self._client = grpcclient.InferenceServerClient(fleet=self._fleet, seed=seed, **following)
         else:
             import tritonmix.http as httpclient
 
             self._module = httpclient
             self._client = httpclient.InferenceServerClient(
-                fleet=self._fleet, concurrency=8, network_timeout=timeout_s, connection_timeout=timeout_s
-            )
+                fleet=self._fleet, concurrency=8, network_timeout=timeout_s, connection_timeout=timeout_s,
+                seed=seed, **following)
         self._model = model
         self._timeout_s = timeout_s
 
     def __call__(self) -> None:
         self._client.infer(self._model, make_inputs(self._module), deadline_s=self._timeout_s)
+
+    @property
+    def controller(self) -> Any:
+        """The client's own controller (None when it runs none)."""
+        return self._client.controller
 
     def decisions(self) -> List[Any]:
         return list(self._client.decisions())

@@ -1,4 +1,5 @@
-"""``tritonmix bench scenario``: replay the paper's scenario against tritonmix's modes and the baselines."""
+"""``tritonmix bench scenario``: replay the paper's scenario against tritonmix's modes and the baselines.
+``tritonmix bench clients``: one trace split over N client processes, per client setup (n1, n8-plane, n8-local)."""
 from __future__ import annotations
 
 import argparse
@@ -32,6 +33,38 @@ def register(subparsers: Any) -> None:
                           help="hedged requests for the tritonmix policies, at most MAX_SHARE of requests "
                                "(default 0.05)")
     scenario.set_defaults(func=run)
+    _register_clients(sub)
+
+
+def _register_clients(sub: Any) -> None:
+    clients = sub.add_parser(
+        "clients",
+        help="one trace split over N client processes, per setup: one client, N following a control plane, "
+             "N deciding alone",
+        description="Start a local EMULATED fleet, split one trace (a steady --load, or the scenario's with its "
+        "events) round-robin over N client processes per setup, and report per setup SLO attainment, errors, p99, "
+        "cost per 1,000, the cheapest pool's share over time (mean, std), ejections, mode switches and Triton "
+        "metrics scrapes per endpoint per tick, with the floor checks. Writes summary.json, summary.md, raw.json "
+        "and plots.",
+    )
+    trace = clients.add_mutually_exclusive_group(required=True)
+    trace.add_argument("--load", type=float, metavar="RPS",
+                       help="a steady Poisson load of RPS on the five accelerator pools (one accelerator each, "
+                            "time_scale 0.1, SLO 150 ms, no events)")
+    trace.add_argument("--scenario", choices=("quick", "full"), help="the scenario's trace, fleet and events")
+    clients.add_argument("--duration", type=float, default=30.0, metavar="S", help="--load: seconds (default 30)")
+    clients.add_argument("--pools", type=int, default=5, metavar="K",
+                         help="--load: the first K pools of inf2, trn1, g5-triton, g6-triton, g5-cuda, cpu "
+                              "(default 5)")
+    clients.add_argument("--setups", default="n1,n8-plane,n8-local",
+                         help="comma-separated: n<N> or n<N>-local (N clients, each its own controller), "
+                              "n<N>-plane (N clients following one control plane)")
+    clients.add_argument("--mode", choices=("auto", "cost", "capacity"), default="auto",
+                         help="the fleet's mode (every client's and the plane's)")
+    clients.add_argument("--out", default="bench-results/clients", help="output folder")
+    clients.add_argument("--seed", type=int, default=None, help="trace seed (client k's router: seed + k)")
+    clients.add_argument("--protocol", choices=("http", "grpc"), default="http", help="what every client speaks")
+    clients.set_defaults(func=run_clients)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -61,4 +94,38 @@ def run(args: argparse.Namespace) -> int:
     for check, passed in summary["floors"].items():
         print(f"  [{'PASS' if passed else 'FAIL'}] {check}")
     print(f"\nwrote {args.out}/summary.json, summary.md and plots in {time.monotonic() - started:.0f} s")
+    return 0
+
+
+def run_clients(args: argparse.Namespace) -> int:
+    from ..bench.fleetwide import clients_table
+    from ..bench.multiclient import SPLIT, parse_setups, plane_missing, run_clients as replay_clients
+    from ..bench.scenario import FULL, QUICK, UNITS, steady
+
+    try:
+        setups = parse_setups(args.setups)
+    except ValueError as exc:
+        raise CLIError(f"--setups: {exc}") from exc
+    missing = plane_missing() if any(s.plane for s in setups) else None
+    if missing:
+        raise CLIError(missing)
+    if args.load is not None:
+        if args.load <= 0 or args.duration <= 0:
+            raise CLIError("--load and --duration must be > 0")
+        if not 1 <= args.pools <= len(UNITS):
+            raise CLIError(f"--pools: {args.pools} must be in 1..{len(UNITS)}")
+        spec = steady(args.load, args.duration, pools=args.pools)
+    else:
+        spec = QUICK if args.scenario == "quick" else FULL
+    spec = dataclasses.replace(spec, protocol=args.protocol, **({} if args.seed is None else {"seed": args.seed}))
+    started = time.monotonic()
+    print(f"clients '{spec.name}': EMULATED accelerators (time_scale {spec.time_scale}), SLO {spec.slo_ms:.0f} ms, "
+          f"{spec.protocol}, mode {args.mode}, setups {', '.join(s.name for s in setups)}; split {SPLIT}", flush=True)
+    summary = replay_clients(spec, Path(args.out), setups, args.mode, progress=lambda m: print(m, flush=True))
+    print()
+    print(clients_table(summary))
+    print()
+    for check, passed in summary["floors"].items():
+        print(f"  [{'PASS' if passed else 'FAIL'}] {check}")
+    print(f"\nwrote {args.out}/summary.json, summary.md, raw.json and plots in {time.monotonic() - started:.0f} s")
     return 0
