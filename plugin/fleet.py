@@ -7,6 +7,8 @@ One format for the local fleet (``tritonmix.local.LocalFleet``) and for the clie
     time_scale: 1.0                   # emulation only: multiplies every emulated latency (0.1: 10x faster)
     emulated_model: stable_diffusion  # emulation only: the model name emulated endpoints serve (SD ensemble I/O)
     controller: {interval_s: 0.5}     # see tritonmix.settings.ControllerSettings
+    control_plane: 127.0.0.1:8470     # optional: follow a control plane (or a list of replicas; see
+                                      # tritonmix.settings.ControlPlaneSettings); absent: each client decides alone
     endpoints:
       - name: inf2-a
         url: 10.0.0.5:8000            # absent for a local endpoint (it gets free ports)
@@ -32,7 +34,7 @@ from pathlib import Path
 from typing import Any, Dict, Iterator, Mapping, Optional, Sequence, Tuple, Union
 
 from .errors import ConfigError
-from .settings import ControllerSettings
+from .settings import ControllerSettings, ControlPlaneSettings
 
 __all__ = ["EndpointSpec", "Fleet", "PROTOCOLS", "MODES", "CAPACITY_TYPES", "parse_url"]
 
@@ -104,6 +106,8 @@ class Fleet:
     controller: ControllerSettings = dataclasses.field(default_factory=ControllerSettings)
     source: Optional[str] = None
     emulated_model: str = "stable_diffusion"
+    #: the control plane(s) the clients follow (None: each client runs its own controller)
+    control_plane: Optional[ControlPlaneSettings] = None
 
     # -- access ----------------------------------------------------------------------------------------------
     def __iter__(self) -> Iterator[EndpointSpec]:
@@ -148,6 +152,8 @@ class Fleet:
         controller = self.controller.to_dict()
         if controller:
             out["controller"] = controller
+        if self.control_plane is not None:
+            out["control_plane"] = self.control_plane.to_value()
         out["endpoints"] = [e.to_dict() for e in self.endpoints]
         return out
 
@@ -215,10 +221,13 @@ class Fleet:
             time_scale=_positive(data.get("time_scale", 1.0), "fleet: field 'time_scale'"),
             controller=ControllerSettings.from_dict(data.get("controller") or {}),
             emulated_model=_model_name(data.get("emulated_model", "stable_diffusion")),
+            control_plane=(ControlPlaneSettings.from_value(data["control_plane"])
+                           if data.get("control_plane") is not None else None),
         )
 
 
-_FLEET_KEYS = frozenset({"endpoints", "slo_ms", "mode", "time_scale", "controller", "emulated_model"})
+_FLEET_KEYS = frozenset({"endpoints", "slo_ms", "mode", "time_scale", "controller", "emulated_model",
+                         "control_plane"})
 _ENDPOINT_KEYS = frozenset(f.name for f in dataclasses.fields(EndpointSpec))
 
 

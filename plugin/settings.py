@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 from typing import Any, Dict, Mapping, Optional, Tuple
 
 from .errors import ConfigError
 
-__all__ = ["ControllerSettings", "HedgeSettings"]
+__all__ = ["ControllerSettings", "HedgeSettings", "ControlPlaneSettings"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -150,6 +151,74 @@ class ControllerSettings:
         if self.hedge != HedgeSettings():
             out["hedge"] = self.hedge.to_dict()
         return out
+
+
+@dataclasses.dataclass(frozen=True)
+class ControlPlaneSettings:
+    """Which control plane(s) a client follows (``tritonmix.control_plane``). In a fleet file::
+
+        control_plane: 10.0.0.7:8470                        # one replica
+        control_plane: [10.0.0.7:8470, 10.0.0.8:8470]       # replicas, in preference order
+        control_plane: {replicas: [...], token_file: /run/secrets/plane-token, ca_file: ca.pem}
+
+    The bearer token comes from ``token_file`` when given, else from the environment variable ``token_env``
+    (default TRITONMIX_CONTROL_PLANE_TOKEN); it is never written back out or logged. ``ca_file`` verifies a plane
+    served over TLS (``https://host:port`` replicas)."""
+
+    replicas: Tuple[str, ...] = ()
+    token_file: Optional[str] = None
+    token_env: str = "TRITONMIX_CONTROL_PLANE_TOKEN"
+    ca_file: Optional[str] = None
+
+    @classmethod
+    def from_value(cls, value: Any) -> "ControlPlaneSettings":
+        if isinstance(value, ControlPlaneSettings):
+            return value
+        if isinstance(value, str):
+            return cls(replicas=_replicas([x for x in value.split(",") if x.strip()]))
+        if isinstance(value, (list, tuple)):
+            return cls(replicas=_replicas(value))
+        if isinstance(value, Mapping):
+            allowed = {f.name for f in dataclasses.fields(cls)}
+            unknown = sorted(str(k) for k in value if k not in allowed)
+            if unknown:
+                raise ConfigError(f"control_plane: unknown field(s) {', '.join(unknown)} (allowed: "
+                                  f"{', '.join(sorted(allowed))})")
+            for key in ("token_file", "token_env", "ca_file"):
+                if value.get(key) is not None and not isinstance(value.get(key), str):
+                    raise ConfigError(f"control_plane: field '{key}' must be a string")
+            return cls(replicas=_replicas(value.get("replicas") or []), token_file=value.get("token_file"),
+                       token_env=value.get("token_env") or cls.token_env, ca_file=value.get("ca_file"))
+        raise ConfigError(f"control_plane: expected host:port, a list of them or a mapping, got {type(value).__name__}")
+
+    def to_value(self) -> Any:
+        """What ``from_value`` reads back as this value (the token itself is never written)."""
+        rest = _changed(self, ControlPlaneSettings(), skip=("replicas",))
+        return {"replicas": list(self.replicas), **rest} if rest else list(self.replicas)
+
+    def token(self) -> Optional[str]:
+        """The bearer token (from the file, else the environment), None when neither gives one."""
+        if self.token_file:
+            try:
+                with open(self.token_file, encoding="utf-8") as f:
+                    text = f.read().strip()
+            except OSError as exc:
+                raise ConfigError(f"control_plane: cannot read token_file {self.token_file}: {exc.strerror}") from None
+            if not text:
+                raise ConfigError(f"control_plane: token_file {self.token_file} is empty")
+            return text
+        return os.environ.get(self.token_env) or None
+
+
+def _replicas(items: Any) -> Tuple[str, ...]:
+    out = []
+    for item in items:
+        if not isinstance(item, str) or not item.strip() or any(c.isspace() for c in item.strip()):
+            raise ConfigError(f"control_plane: replica {item!r} is not a host:port address")
+        out.append(item.strip())
+    if not out:
+        raise ConfigError("control_plane: name at least one replica (host:port)")
+    return tuple(out)
 
 
 def _changed(value: Any, default: Any, skip: Tuple[str, ...] = ()) -> Dict[str, Any]:

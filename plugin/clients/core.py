@@ -5,11 +5,12 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-from typing import Any, Callable, List, Optional, Tuple
+from typing import Any, Callable, List, Mapping, Optional, Tuple
 
 from ..controller import start_controller
 from ..errors import ConfigError
 from ..fleet import Fleet
+from ..settings import ControlPlaneSettings
 from ..request import Engine, Router, SequencePins, Sequences
 from ..request.engine import Classifier
 from .readiness import Probe, ReadinessRefresher
@@ -17,10 +18,12 @@ from .readiness import Probe, ReadinessRefresher
 __all__ = ["resolve_fleet", "ClientCore", "EndpointReport"]
 
 
-def resolve_fleet(url: Optional[str], fleet: Optional[Fleet], protocol: str) -> Fleet:
+def resolve_fleet(url: Optional[str], fleet: Optional[Fleet], protocol: str, control_plane: Any = None) -> Fleet:
     """``fleet=`` as given, else ``url=``: a fleet file path, or one ``host:port`` or a comma-separated list. Local
     endpoints (no url) get the URLs of the fleet that ``tritonmix fleet up`` runs for the file
-    (``tritonmix.local.supervisor.attach``)."""
+    (``tritonmix.local.supervisor.attach``). ``control_plane=`` ("host:port", a list of replicas, or a
+    ``ControlPlaneSettings``) replaces the fleet's ``control_plane`` (its token and CA settings stay when only
+    addresses are given)."""
     if fleet is None:
         if not url:
             raise ConfigError("give url= (host:port, a comma-separated list, or a fleet file) or fleet=")
@@ -30,6 +33,11 @@ def resolve_fleet(url: Optional[str], fleet: Optional[Fleet], protocol: str) -> 
         from ..local.supervisor import attach  # noqa: PLC0415 - only for fleets with local endpoints
 
         fleet = attach(fleet, protocol)
+    if control_plane is not None:
+        given = ControlPlaneSettings.from_value(control_plane)
+        if fleet.control_plane is not None and not isinstance(control_plane, (ControlPlaneSettings, Mapping)):
+            given = dataclasses.replace(fleet.control_plane, replicas=given.replicas)
+        fleet = dataclasses.replace(fleet, control_plane=given)
     wrong = [e.name for e in fleet.endpoints if e.protocol != protocol]
     if wrong:
         raise ConfigError(f"endpoints {', '.join(wrong)} are not {protocol} endpoints; a {protocol} client needs "

@@ -2,7 +2,9 @@
 
     start_controller(fleet, router)   the clients' integration point: a running Controller, or None when
                                       ``fleet.controller.enabled`` is false; ``probe_settings=`` (ProbeSettings:
-                                      the client's TLS settings and probe headers) for its probes and scrapes
+                                      the client's TLS settings and probe headers) for its probes and scrapes;
+                                      with ``fleet.control_plane`` set, a running ``control_plane.Follower`` (it
+                                      applies the plane's plans and runs a Controller only while none come)
     Controller                        the loop (tritonmix.controller.loop): tick(), start(), stop(), decisions(),
                                       snapshot(), plan, registry (its own prometheus_client CollectorRegistry);
                                       its parts: observer.Observer (signals -> views), decider.Decider (views ->
@@ -19,7 +21,7 @@ it (``Router.set_ejector``) instead of ejecting by itself.
 from __future__ import annotations
 
 import time
-from typing import Any, Callable, Mapping, Optional
+from typing import Any, Callable, Mapping, Optional, Union
 
 from . import filters, pickers, scorers  # noqa: F401 - the built-in plug-ins register themselves
 from .decisions import Decision
@@ -39,12 +41,21 @@ __all__ = [
 def start_controller(fleet: Any, router: Any, *, clock: Callable[[], float] = time.monotonic,
                      prices: Optional[PriceFeed] = None,
                      metrics_urls: Optional[Mapping[str, str]] = None,
-                     probe_settings: Optional[ProbeSettings] = None) -> Optional[Controller]:
+                     probe_settings: Optional[ProbeSettings] = None) -> Optional[Union[Controller, Any]]:
     """Build a Controller over ``router``, run its first tick, start its daemon thread (every
     ``fleet.controller.interval_s``) and return it; None when ``fleet.controller.enabled`` is false.
     The caller stops it with ``.stop()``."""
     if not fleet.controller.enabled:
         return None
-    controller = Controller(fleet, router, clock=clock, prices=prices, metrics_urls=metrics_urls,
-                            probe_settings=probe_settings)
-    return controller.start()
+
+    def local() -> Controller:
+        return Controller(fleet, router, clock=clock, prices=prices, metrics_urls=metrics_urls,
+                          probe_settings=probe_settings)
+
+    plane = getattr(fleet, "control_plane", None)
+    if plane is not None:
+        from ..control_plane.follower import Follower  # noqa: PLC0415 - only clients that follow a plane need it
+
+        return Follower(fleet, router, plane.replicas, local, token=plane.token(), ca_file=plane.ca_file,
+                        clock=clock).start()
+    return local().start()

@@ -1,12 +1,15 @@
 """The Applier: a ``Plan`` -> one client's router. Each dispatcher gets its model's weights (the plan's default for
 a model it does not cover yet), each interactive dispatcher its model's in-flight limits, and a dispatcher created
 between two plans gets the last plan's weights at once. The router's availability mask is pushed by the loop as
-health changes (it cannot wait for the next plan); the plan's ``available`` is what other processes follow.
+health changes (it cannot wait for the next plan); the plan's ``available`` is what other processes follow: an
+Applier built with ``follow_available=True`` (a client following a control plane) pushes it to the router too.
 
 ``offer(plan)`` applies a plan only when it is sound for this router, and otherwise changes nothing, logs why and
 counts it in ``refused`` (by reason):
 
-    stale       its generation is not newer than the plan in force
+    stale       its generation is not newer than the plan in force (of the same source: ``offer(plan,
+                source=...)`` with another source than the plan in force's starts its numbering afresh, as a
+                client does when it moves to another control-plane replica)
     endpoints   it names other endpoints (or another order) than the router's
     shape       a weight or limit vector of the wrong length
     weights     a weight that is negative or not finite
@@ -29,25 +32,43 @@ _log = logging.getLogger(__name__)
 class Applier:
     """Applies plans to ``router`` (the ``tritonmix.request.Router`` contract)."""
 
-    def __init__(self, router: Any) -> None:
+    def __init__(self, router: Any, follow_available: bool = False) -> None:
         self.router = router
+        self.follow_available = follow_available
         self.plan: Optional[Plan] = None
+        self.source: Optional[str] = None
+        self._available: Dict[int, bool] = {}
         #: plans refused so far, by reason (module docstring)
         self.refused: Dict[str, int] = {}
         router.add_listener(self._on_new_dispatcher)
 
-    def offer(self, plan: Plan) -> bool:
+    def offer(self, plan: Plan, source: Optional[str] = None) -> bool:
         """Apply ``plan`` if it is sound (module docstring); True when it was applied."""
-        reason = self._fault(plan)
+        reason = self._fault(plan, source)
         if reason is not None:
             self.refused[reason] = self.refused.get(reason, 0) + 1
             _log.warning("plan %d refused (%s); the plan in force stays", plan.generation, reason)
             return False
+        self.source = source
         self._apply(plan)
         return True
 
-    def _fault(self, plan: Plan) -> Optional[str]:
-        if self.plan is not None and plan.generation <= self.plan.generation:
+    def detach(self) -> None:
+        """Stop following the router's new dispatchers (a controller that stopped for good)."""
+        if hasattr(self.router, "remove_listener"):
+            self.router.remove_listener(self._on_new_dispatcher)
+
+    def release(self) -> None:
+        """Hand the router back with every endpoint available (a following client falls back to its own
+        controller, which starts from that); the next plan offered is applied whatever its generation."""
+        for i, available in list(self._available.items()):
+            if not available:
+                self.router.set_endpoint_available(i, True)
+        self._available.clear()
+        self.plan, self.source = None, None
+
+    def _fault(self, plan: Plan, source: Optional[str]) -> Optional[str]:
+        if self.plan is not None and source == self.source and plan.generation <= self.plan.generation:
             return "stale"
         if tuple(plan.endpoints) != tuple(self.router.endpoint_names()):
             return "endpoints"
@@ -72,6 +93,11 @@ class Applier:
                 router.set_limits(model, request_class, plan.limits(model))
         if sum(plan.interactive_weights) > 0.0:
             router.set_default_weights(plan.interactive_weights)
+        if self.follow_available:
+            for i, available in enumerate(plan.available):
+                if available != self._available.get(i, True):
+                    router.set_endpoint_available(i, available)
+                    self._available[i] = available
 
     def _on_new_dispatcher(self, key: Tuple[str, str]) -> None:
         plan = self.plan

@@ -17,8 +17,8 @@ __all__ = ["Decision", "DecisionLog", "KINDS"]
 _log = logging.getLogger("tritonmix.controller.decisions")
 
 #: mode: a mode switch; eject / readmit / eject_refused: outlier ejection; down / up: readiness;
-#: panic / panic_over: too few healthy endpoints
-KINDS = ("mode", "eject", "readmit", "eject_refused", "down", "up", "panic", "panic_over", "capacity_cut")
+#: panic / panic_over: too few healthy endpoints; plane: a client following a control plane started or stopped following
+KINDS = ("mode", "eject", "readmit", "eject_refused", "down", "up", "panic", "panic_over", "capacity_cut", "plane")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -60,10 +60,11 @@ class InferenceServerClient(SyncClientMixin, InferenceServerClientBase):
                  creds: Any = None, keepalive_options: Any = None, channel_args: Any = None, *,
                  fleet: Optional[Fleet] = None, seed: Optional[int] = None,
                  clock: Callable[[], float] = time.monotonic, readiness_interval_s: float = 5.0,
-                 endpoint_client_factory: Optional[Callable[[str], Any]] = None) -> None:
+                 endpoint_client_factory: Optional[Callable[[str], Any]] = None,
+                 control_plane: Any = None) -> None:
         super().__init__()
         self._closed = True
-        self._fleet = resolve_fleet(url, fleet, "grpc")
+        self._fleet = resolve_fleet(url, fleet, "grpc", control_plane)
         self._verbose = verbose
         kwargs = endpoint_kwargs(verbose, ssl, root_certificates, private_key, certificate_chain, creds,
                                  keepalive_options, channel_args)

@@ -69,12 +69,13 @@ class InferenceServerClient(SyncClientMixin, InferenceServerClientBase):
                  ssl_context_factory: Any = None, insecure: bool = False, *, fleet: Optional[Fleet] = None,
                  seed: Optional[int] = None, clock: Callable[[], float] = time.monotonic,
                  readiness_interval_s: float = 5.0,
-                 endpoint_client_factory: Optional[Callable[[str], Any]] = None) -> None:
+                 endpoint_client_factory: Optional[Callable[[str], Any]] = None,
+                 control_plane: Any = None) -> None:
         super().__init__()
         self._closed = True
         if url is not None and (url.startswith("http://") or url.startswith("https://")):
             raise_error("url should not include the scheme")
-        self._fleet = resolve_fleet(url, fleet, "http")
+        self._fleet = resolve_fleet(url, fleet, "http", control_plane)
         self._verbose = verbose
         self._max_greenlets = max_greenlets
         self._factory = endpoint_client_factory

@@ -14,7 +14,7 @@ Contract with the controller (``tritonmix.controller.start_controller(fleet, rou
     router.lane(model, rc)                     the Lane of (model, rc) (dispatch_core.Lane: begin, pick, succeeded,
                                                failed), created on first use
     router.endpoint_counters()                 [(completed_ok, over_slo, failed_attempts)] per endpoint
-    router.add_listener(cb)                    cb((model, rc)) after a dispatcher is created
+    router.add_listener(cb)                    cb((model, rc)) after a dispatcher is created (remove_listener(cb))
     router.set_ejector(cb)                     cb(i, reason, now) decides ejection instead of the router (or None)
 
 Availability of endpoint i in the dispatcher of model m is the AND of three masks:
@@ -156,6 +156,12 @@ class Router:
     def add_listener(self, callback: Callable[[Key], None]) -> None:
         with self._lock:
             self._listeners.append(callback)
+
+    def remove_listener(self, callback: Callable[[Key], None]) -> None:
+        """Forget ``callback`` (added by ``add_listener``); nothing when it is not there."""
+        with self._lock:
+            if callback in self._listeners:
+                self._listeners.remove(callback)
 
     def set_ejector(self, ejector: Optional[Callable[[int, str, float], None]]) -> None:
         """Hand ejection to ``ejector(i, reason, now)`` (called outside the lock on each failure that would eject);

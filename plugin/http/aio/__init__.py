@@ -50,11 +50,12 @@ class InferenceServerClient(AioClientMixin, InferenceServerClientBase):
                  conn_timeout: float = 60.0, ssl: bool = False, ssl_context: Any = None, *,
                  fleet: Optional[Fleet] = None, seed: Optional[int] = None,
                  clock: Callable[[], float] = time.monotonic, readiness_interval_s: float = 5.0,
-                 endpoint_client_factory: Optional[Callable[[str], Any]] = None) -> None:
+                 endpoint_client_factory: Optional[Callable[[str], Any]] = None,
+                 control_plane: Any = None) -> None:
         super().__init__()
         if url is not None and (url.startswith("http://") or url.startswith("https://")):
             raise_error("url should not include the scheme")
-        fleet = resolve_fleet(url, fleet, "http")
+        fleet = resolve_fleet(url, fleet, "http", control_plane)
         factory = endpoint_client_factory or (lambda url: _tc.InferenceServerClient(
             url, verbose=verbose, conn_limit=conn_limit, conn_timeout=conn_timeout, ssl=ssl, ssl_context=ssl_context))
         clients = [factory(e.url) for e in fleet.endpoints]

@@ -1,0 +1,310 @@
+"""A client that follows a control plane: it reports, applies the plans it receives, and runs its own controller
+only while no plan comes.
+
+    one Link (thread) per replica, in the fleet's order:
+        loop: wait until the plane's next tick minus LEAD of an interval (at once before the first plan)
+              POST /v1/sync?after=G&epoch=E   body: this client's report (``report.build_report``)
+              the answer (held by the plane until its next plan) -> Follower.offer
+        a failed request (refused, reset, timed out, 5xx) marks the link down and retries after an interval,
+        jittered per client (x uniform[0.8, 1.2]) so that clients do not return together
+    Follower.offer: a plan is applied when it comes from the first link in list order that delivered a plan within
+        the last FOLLOW_INTERVALS intervals (the replica in charge); its in-flight limits are scaled to this client's
+        share of the model's demand (``scale_limits``); a plan from another replica than the last one applied
+        starts the generation count afresh (each replica numbers its own)
+    fallback: no plan applied for FOLLOW_INTERVALS intervals -> a local Controller over the same router starts (it
+        scrapes and decides alone, as a client without a plane does); the first plan applied after that stops it
+        and hands its router back to the plane's plans
+Passive ejection after connection failures stays the router's own (it saw them first: ``Router``'s detector) and
+is reported in the next report's ``ejected``. A stale or malformed plan is refused by the Applier (generation,
+endpoints, shapes, weights, limits), logged and counted in ``refused``; nothing a plane sends can make a request
+fail. The follower's own log (``decisions()``, kind "plane") says when it followed, fell back and came back.
+"""
+from __future__ import annotations
+
+import http.client
+import json
+import logging
+import math
+import random
+import ssl
+import threading
+import time
+import urllib.parse
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
+
+from ..controller.applier import Applier
+from ..controller.decisions import Decision, DecisionLog
+from ..controller.plan import ModelRoute, Plan
+from .report import build_report, fleet_fingerprint, new_client_id
+
+__all__ = ["Follower", "scale_limits", "FOLLOW_INTERVALS", "LEAD"]
+
+_log = logging.getLogger(__name__)
+
+#: no plan applied for this many intervals: fall back to the local controller
+FOLLOW_INTERVALS = 2.0
+#: a report is sent this share of an interval before the plane's next tick
+LEAD = 0.15
+
+
+def scale_limits(plan: Plan, share: Mapping[str, float]) -> Plan:
+    """The plan with each model's in-flight limits L_i scaled to this client's share s_m of the model's demand:
+    max(1, round(L_i x s_m)) where L_i > 0 (0 stays "no limit"); a model without a share keeps its limits. The
+    sum over clients is L_i up to rounding, and at least one slot each: clients together queue about what one
+    client with the whole demand would."""
+    if not share:
+        return plan
+    models = []
+    for name, route in plan.models:
+        s = share.get(name)
+        if s is None or not math.isfinite(s):
+            models.append((name, route))
+            continue
+        s = min(max(s, 0.0), 1.0)
+        limits = tuple(max(1, int(round(x * s))) if x > 0 else 0 for x in route.limits)
+        models.append((name, ModelRoute(route.plan, limits)))
+    return Plan(plan.generation, plan.at_s, plan.endpoints, plan.available, plan.default, tuple(models))
+
+
+class _Link:
+    """One replica: its connection and what it last delivered."""
+
+    def __init__(self, base: str) -> None:
+        if not base.startswith(("http://", "https://")):
+            base = "http://" + base
+        self.base = base
+        parts = urllib.parse.urlsplit(base)
+        self.https = parts.scheme == "https"
+        self.host, self.port = parts.hostname or "127.0.0.1", parts.port or (443 if self.https else 80)
+        self.conn: Optional[http.client.HTTPConnection] = None
+        self.delivered_at = -math.inf     # when it last delivered a plan (the follower's clock)
+        self.generation = 0
+        self.epoch = ""
+        self.next_send_at = 0.0
+        self.failures = 0
+        self.last_error = ""
+
+
+class Follower:
+    """Follows the control plane replicas ``replicas`` (module docstring) for one client's ``router``.
+    ``local_factory()`` builds the fallback controller (not started). The controller-shaped read-outs
+    (``decisions``, ``snapshot``, ``mode``, ``plan``) answer for whichever is in charge."""
+
+    def __init__(self, fleet: Any, router: Any, replicas: Sequence[str], local_factory: Callable[[], Any], *,
+                 token: Optional[str] = None, ca_file: Optional[str] = None,
+                 clock: Callable[[], float] = time.monotonic, seed: Optional[int] = None) -> None:
+        if not replicas:
+            raise ValueError("a Follower needs at least one control plane replica")
+        self.fleet, self.router = fleet, router
+        self.interval_s = fleet.controller.interval_s
+        self.client_id = new_client_id()
+        self._fingerprint = fleet_fingerprint(router.endpoint_names())
+        self._clock = clock
+        self._headers = {"Content-Type": "application/json"}
+        if token:
+            self._headers["Authorization"] = f"Bearer {token}"
+        self._ssl = ssl.create_default_context(cafile=ca_file) if ca_file else None
+        self._links = [_Link(r) for r in replicas]
+        self._rng = random.Random(seed)
+        self._factory = local_factory
+        self.applier = Applier(router, follow_available=True)
+        self.local: Any = None
+        self.fallbacks = 0
+        self._log = DecisionLog()
+        self._lock = threading.Lock()
+        self._seq = 0
+        self._applied_at = -math.inf
+        self._applied_from: Optional[str] = None
+        self._started_at = clock()
+        self._stop = threading.Event()
+        self._threads: List[threading.Thread] = []
+
+    # ---- read-outs ------------------------------------------------------------------------------------------
+    @property
+    def following(self) -> Optional[str]:
+        """The replica whose plans are in force (its base URL), None while the local controller decides."""
+        with self._lock:
+            return self._applied_from if self.local is None else None
+
+    @property
+    def plan(self) -> Optional[Plan]:
+        local = self.local
+        return local.plan if local is not None else self.applier.plan
+
+    @property
+    def mode(self) -> Optional[str]:
+        plan = self.plan
+        return plan.mode if plan is not None else None
+
+    @property
+    def plan_age_s(self) -> float:
+        return self._clock() - self._applied_at
+
+    @property
+    def refused(self) -> Dict[str, int]:
+        return dict(self.applier.refused)
+
+    @property
+    def source(self) -> Any:
+        """The local controller's signal source while it runs (it scrapes), else None (a follower does not)."""
+        local = self.local
+        return local.source if local is not None and hasattr(local, "source") else None
+
+    def decisions(self, kind: Optional[str] = None) -> List[Decision]:
+        local = self.local
+        own = self._log.items(kind)
+        theirs = local.decisions(kind) if local is not None else []
+        return sorted(own + list(theirs), key=lambda d: d.at_s)
+
+    def snapshot(self) -> Any:
+        local = self.local
+        return local.snapshot() if local is not None else None
+
+    def links(self) -> List[Dict[str, Any]]:
+        now = self._clock()
+        return [{"replica": k.base, "plan_age_s": now - k.delivered_at, "generation": k.generation,
+                 "failures": k.failures, "last_error": k.last_error} for k in self._links]
+
+    # ---- life cycle -------------------------------------------------------------------------------------------
+    def start(self) -> "Follower":
+        if self._threads:
+            return self
+        for k, link in enumerate(self._links):
+            t = threading.Thread(target=self._run_link, args=(link,), name=f"tritonmix-follow-{k}", daemon=True)
+            self._threads.append(t)
+        t = threading.Thread(target=self._watch, name="tritonmix-follow-watch", daemon=True)
+        self._threads.append(t)
+        for t in self._threads:
+            t.start()
+        return self
+
+    def stop(self, timeout_s: float = 5.0) -> None:
+        self._stop.set()
+        for link in self._links:
+            conn = link.conn
+            if conn is not None:
+                try:
+                    conn.close()
+                except OSError:
+                    pass
+        for t in self._threads:
+            if t is not threading.current_thread():
+                t.join(timeout_s)
+        with self._lock:
+            local, self.local = self.local, None
+        if local is not None:
+            local.stop()
+            local.applier.detach()
+        self.applier.detach()
+
+    close = stop
+
+    # ---- following ---------------------------------------------------------------------------------------------
+    def offer(self, link: _Link, plan: Plan, share: Mapping[str, float]) -> bool:
+        """A plan delivered by ``link``: applied when that replica is in charge (module docstring)."""
+        now = self._clock()
+        with self._lock:
+            link.delivered_at = now
+            window = FOLLOW_INTERVALS * self.interval_s
+            chosen = next((k for k in self._links if now - k.delivered_at <= window), None)
+            if chosen is not link:
+                return False
+            local = self.local
+            if local is not None:
+                self.local = None
+            if local is not None or self._applied_from != link.base:
+                self.applier.release()
+            applied = self.applier.offer(scale_limits(plan, share), source=link.base)
+            if applied:
+                if self._applied_from != link.base or local is not None:
+                    self._note(now, f"following the control plane at {link.base}"
+                               + (" (the local controller stops)" if local is not None else ""))
+                self._applied_at, self._applied_from = now, link.base
+        if local is not None:
+            local.stop()
+            local.applier.detach()
+        return applied
+
+    def _watch(self) -> None:
+        """Fall back when no plan was applied for FOLLOW_INTERVALS intervals (module docstring)."""
+        while not self._stop.wait(self.interval_s / 4):
+            now = self._clock()
+            since = max(self._applied_at, self._started_at)
+            with self._lock:
+                if self.local is not None or now - since <= FOLLOW_INTERVALS * self.interval_s:
+                    continue
+                self.applier.release()
+                self._applied_from = None
+                self.fallbacks += 1
+                errors = "; ".join(f"{k.base}: {k.last_error or 'no plan'}" for k in self._links)
+                self._note(now, f"no plan for {now - since:.2f} s ({errors}): the local controller decides")
+                try:
+                    local = self._factory()
+                    local.start()
+                except Exception:  # noqa: BLE001 - static weights stay in force rather than no routing at all
+                    _log.exception("the fallback controller did not start")
+                    continue
+                self.local = local
+
+    def _note(self, now: float, message: str) -> None:
+        _log.info("%s", message)
+        self._log.add(Decision(now, "plane", message))
+
+    def _run_link(self, link: _Link) -> None:
+        while not self._stop.is_set():
+            delay = link.next_send_at - self._clock()
+            if delay > 0 and self._stop.wait(delay):
+                return
+            try:
+                self._sync(link)
+            except Exception as exc:  # noqa: BLE001 - any failure: this replica is down for now
+                if self._stop.is_set():
+                    return
+                link.failures += 1
+                link.last_error = f"{type(exc).__name__}: {exc}"[:200]
+                link.delivered_at = -math.inf
+                self._close(link)
+                link.next_send_at = self._clock() + self.interval_s * self._rng.uniform(0.8, 1.2)
+
+    def _sync(self, link: _Link) -> None:
+        with self._lock:
+            self._seq += 1
+            seq = self._seq
+        body = build_report(self.router, self.client_id, seq, self._fingerprint, self.plan_age_s)
+        wait_s = FOLLOW_INTERVALS * self.interval_s
+        query = urllib.parse.urlencode({"after": link.generation, "epoch": link.epoch, "wait": f"{wait_s:.3f}"})
+        if link.conn is None:
+            link.conn = (http.client.HTTPSConnection(link.host, link.port, timeout=wait_s + 1.0, context=self._ssl)
+                         if link.https else http.client.HTTPConnection(link.host, link.port, timeout=wait_s + 1.0))
+        link.conn.request("POST", "/v1/sync?" + query, body=body, headers=self._headers)
+        resp = link.conn.getresponse()
+        data = resp.read()
+        if resp.status == 204:
+            link.next_send_at = 0.0
+            return
+        if resp.status != 200:
+            message = data[:300].decode(errors="replace")
+            raise OSError(f"HTTP {resp.status}: {message}")
+        try:
+            msg = json.loads(data)
+            plan = Plan.from_dict(msg["plan"])
+        except (ValueError, KeyError, TypeError) as exc:
+            self.applier.refused["malformed"] = self.applier.refused.get("malformed", 0) + 1
+            _log.warning("a malformed plan from %s was refused: %s", link.base, exc)
+            raise OSError(f"malformed plan: {exc}") from None
+        link.generation, link.epoch = plan.generation, str(msg.get("epoch", ""))
+        link.failures, link.last_error = 0, ""
+        lead = LEAD * self.interval_s
+        link.next_send_at = self._clock() + max(0.0, float(msg.get("next_tick_s", self.interval_s)) - lead)
+        self.offer(link, plan, msg.get("share") or {})
+
+    def _close(self, link: _Link) -> None:
+        conn, link.conn = link.conn, None
+        if conn is not None:
+            try:
+                conn.close()
+            except OSError:
+                pass
+
+    def __repr__(self) -> str:
+        return f"<Follower of {', '.join(k.base for k in self._links)} following={self.following}>"

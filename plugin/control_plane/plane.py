@@ -1,0 +1,498 @@
+"""``ControlPlane``: one Controller for every client of a fleet, served over HTTP.
+
+    clients --(report, every tick)--> Board (merged view) --> Controller (Observer -> Health -> Decider) --> Plan
+    Plan --(JSON, serialised once per tick)--> every client waiting on /v1/sync or /v1/plan
+
+The Controller is the same one a client runs in-process; here its "router" is the ``Board`` (every client's reports
+merged) and its signal source scrapes each Triton endpoint once per tick, whatever the number of clients.
+
+HTTP API (JSON; ``Authorization: Bearer <token>`` on every route but /v1/health and /metrics when a token is set):
+
+    POST /v1/sync?after=G&epoch=E&wait=S   body: a report (``report``). The report is merged at once; the answer is
+                                           the first plan newer than generation G of this plane's epoch E (at once
+                                           when the plane has one, or E is another epoch: another replica or a
+                                           restart), else held up to S seconds (204 when none came). Answer:
+                                           {"plan": Plan.to_dict(), "share": {model: this client's demand share},
+                                            "next_tick_s": s, "interval_s": s, "replica": address, "epoch": E}
+    GET  /v1/plan?after=G&epoch=E&wait=S   the same without a report (watchers: ``tritonmix status``, tests)
+    GET  /v1/status                        the plane's view: role, clients, per-endpoint load, plan, mode, scrapes
+    GET  /v1/samples                       the newest Triton scrape per endpoint (a standby replica mirrors them)
+    GET  /v1/health                        {"role": "leader"|"standby", "generation": G, "epoch": E}
+    GET  /metrics                          Prometheus text: the controller's series and the plane's (one registry)
+
+Why a long-poll and not a stream: one request per tick carries the report in and the plan out, a client's timing
+follows the plane's tick (it reports ``next_tick_s`` minus a lead, so reports are fresh when the tick reads them),
+and a dead or partitioned plane shows as a failed request with no half-read stream to time out. The answer is the
+plan text serialised once per tick and spliced per client with the client's share (``report.plan_message``);
+``benches/test_bench_control_plane.py`` measures delivery to 100 followers.
+
+Replicas (``replicas=``, the fleet's ``control_plane`` list, in preference order): a replica whose address is listed
+leads while no replica before it answers /v1/health; otherwise it is a standby: it takes the same reports and
+decides too (so it is warm), but scrapes no Triton endpoint: it mirrors the first live earlier replica's samples
+(one GET per tick). Clients report to every replica and follow the first one in their list that answers.
+
+Security: 127.0.0.1 unless told otherwise; an address beyond loopback needs a bearer token (never logged); TLS with
+``tls_cert`` / ``tls_key``. A report is size-capped (``MAX_REPORT_BYTES``, HTTP 413) and validated
+(``report.parse_report``: HTTP 400 naming what is wrong); a refused report changes nothing.
+"""
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import dataclasses
+import hmac
+import ipaddress
+import json
+import logging
+import math
+import os
+import ssl
+import threading
+import time
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+
+from ..controller import Controller, ProbeSettings
+from ..controller.signals import HttpScraper, TritonSample
+from ..errors import ConfigError, LaunchError
+from .board import Board
+from .metrics import plane_registry
+from .report import MAX_REPORT_BYTES, ReportError, fleet_fingerprint, parse_report, plan_message
+
+__all__ = ["ControlPlane", "parse_address", "is_loopback"]
+
+_log = logging.getLogger(__name__)
+
+#: a client silent for this many intervals leaves the merged gauges
+CLIENT_EXPIRY_INTERVALS = 3.0
+#: the longest a sync or plan request may be held (s)
+MAX_WAIT_S = 30.0
+
+
+def parse_address(text: str, default_port: int = 0) -> Tuple[str, int]:
+    """``host:port``, ``host`` or ``:port`` (``[v6]:port`` too) -> (host, port); ConfigError names a bad one."""
+    value = text.strip()
+    for prefix in ("http://", "https://"):
+        if value.startswith(prefix):
+            value = value[len(prefix):]
+    value = value.rstrip("/")
+    if value.startswith("["):
+        host, _, rest = value[1:].partition("]")
+        port_text = rest[1:] if rest.startswith(":") else ""
+    else:
+        host, sep, port_text = value.rpartition(":")
+        if not sep:
+            host, port_text = value, ""
+    host = host or "127.0.0.1"
+    try:
+        port = int(port_text) if port_text else default_port
+    except ValueError:
+        raise ConfigError(f"address {text!r}: the port must be a number") from None
+    if not 0 <= port <= 65535:
+        raise ConfigError(f"address {text!r}: port {port} is out of range")
+    return host, port
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class _RoleSource:
+    """The Controller's signal source: the Triton scraper while this replica leads; while it stands by, the
+    leader's samples (fetched once per tick in the background, their ages carried over to this clock)."""
+
+    def __init__(self, scraper: HttpScraper, n: int, clock: Any, headers: Mapping[str, str],
+                 ssl_context: Optional[ssl.SSLContext]) -> None:
+        self.scraper = scraper
+        self.mirror: Optional[str] = None          # base URL of the replica mirrored, None: scrape ourselves
+        self._n, self._clock = n, clock
+        self._headers, self._ssl = dict(headers), ssl_context
+        self._latest: List[Optional[TritonSample]] = [None] * n
+        self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="tritonmix-plane-mirror")
+        self._future: Optional[concurrent.futures.Future] = None
+        self.mirrored = 0
+
+    @property
+    def scrapes(self) -> Optional[List[int]]:
+        return getattr(self.scraper, "scrapes", None)
+
+    def poll(self, now: float, *args: Any, **kwargs: Any) -> Sequence[Optional[TritonSample]]:
+        mirror = self.mirror
+        if mirror is None:
+            return self.scraper.poll(now, *args, **kwargs)
+        f = self._future
+        if f is not None and f.done():
+            self._future = None
+            try:
+                self._latest = f.result()
+                self.mirrored += 1
+            except Exception as exc:  # noqa: BLE001 - a failed mirror costs freshness only
+                _log.debug("mirroring samples from %s failed: %s", mirror, exc)
+        if self._future is None and kwargs.get("start", True):
+            try:
+                self._future = self._pool.submit(self._fetch, mirror)
+            except RuntimeError:
+                pass
+        return self._latest
+
+    def probe(self, indices: Sequence[int]) -> None:
+        if self.mirror is None:
+            self.scraper.probe(indices)
+
+    def set_readiness_listener(self, listener: Any) -> None:
+        self.scraper.set_readiness_listener(listener)
+
+    def close(self) -> None:
+        self.scraper.close()
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def _fetch(self, base: str) -> List[Optional[TritonSample]]:
+        status, body = http_call(base + "/v1/samples", headers=self._headers, timeout_s=1.0, ssl_context=self._ssl)
+        if status != 200:
+            raise OSError(f"HTTP {status}")
+        now = self._clock()
+        rows = json.loads(body)["samples"]
+        return [None if r is None else sample_from_dict(r, now) for r in rows][: self._n]
+
+
+def sample_to_dict(s: TritonSample, now: float) -> Dict[str, Any]:
+    def num(x: float) -> Optional[float]:
+        return x if x == x else None
+
+    return {"age_s": now - s.at_s, "ready": s.ready, "success": num(s.success), "failure": num(s.failure),
+            "queue_us": num(s.queue_us), "compute_us": num(s.compute_us), "pending": num(s.pending),
+            "models": {m: sample_to_dict(v, now) for m, v in s.models.items()}}
+
+
+def sample_from_dict(d: Mapping[str, Any], now: float) -> TritonSample:
+    def num(x: Any) -> float:
+        return math.nan if x is None else float(x)
+
+    return TritonSample(at_s=now - float(d["age_s"]), ready=d.get("ready"), success=num(d.get("success")),
+                        failure=num(d.get("failure")), queue_us=num(d.get("queue_us")),
+                        compute_us=num(d.get("compute_us")), pending=num(d.get("pending")),
+                        models={m: sample_from_dict(v, now) for m, v in (d.get("models") or {}).items()})
+
+
+def http_call(url: str, *, method: str = "GET", body: Optional[bytes] = None,
+              headers: Optional[Mapping[str, str]] = None, timeout_s: float = 1.0,
+              ssl_context: Optional[ssl.SSLContext] = None) -> Tuple[int, bytes]:
+    """One short HTTP request with the standard library (no connection reuse): (status, body)."""
+    import urllib.error
+    import urllib.request
+
+    req = urllib.request.Request(url, data=body, method=method, headers=dict(headers or {}))
+    try:
+        with urllib.request.urlopen(req, timeout=timeout_s, context=ssl_context) as resp:
+            return resp.status, resp.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+class ControlPlane:
+    """The control plane of one fleet (module docstring). ``start()`` binds and starts ticking; ``address`` is
+    then ``host:port``; ``stop()`` ends it (the clients fall back to their own controllers)."""
+
+    def __init__(self, fleet: Any, *, listen: str = "127.0.0.1:0", token: Optional[str] = None,
+                 tls_cert: Optional[str] = None, tls_key: Optional[str] = None, replicas: Sequence[str] = (),
+                 metrics_urls: Optional[Mapping[str, str]] = None, probe_settings: Optional[ProbeSettings] = None,
+                 peer_ca_file: Optional[str] = None, clock: Any = time.monotonic) -> None:
+        self.fleet = fleet
+        self._host, self._port = parse_address(listen)
+        if not is_loopback(self._host) and not token:
+            raise ConfigError(f"the control plane would listen on {self._host}, beyond loopback: give it a bearer "
+                              "token (--token-file FILE or the TRITONMIX_CONTROL_PLANE_TOKEN environment variable)")
+        if bool(tls_cert) != bool(tls_key):
+            raise ConfigError("TLS needs both a certificate (tls_cert) and its key (tls_key)")
+        self._token = token
+        self._tls = (tls_cert, tls_key) if tls_cert else None
+        self._clock = clock
+        s = fleet.controller
+        self.interval_s = s.interval_s
+        self.names = tuple(e.name for e in fleet.endpoints)
+        self.fingerprint = fleet_fingerprint(self.names)
+        self.epoch = os.urandom(4).hex()
+        self.board = Board(self.names, expire_s=CLIENT_EXPIRY_INTERVALS * s.interval_s, clock=clock)
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        peer_ssl = ssl.create_default_context(cafile=peer_ca_file) if peer_ca_file else None
+        scraper = HttpScraper.for_fleet(fleet, metrics_urls, settings=probe_settings, timeout_s=s.scrape_timeout_s,
+                                        clock=clock)
+        self.source = _RoleSource(scraper, len(self.names), clock, headers, peer_ssl)
+        self.controller = Controller(fleet, self.board, source=self.source, clock=clock,
+                                     report_cadence_s=s.interval_s)
+        self.controller.add_listener(self._on_tick)
+        self.registry = plane_registry(self)
+        self.replicas = tuple(replicas)
+        self._peer_headers, self._peer_ssl = headers, peer_ssl
+        self.role = "leader"
+        self.ticks = 0
+        self.refused: Dict[str, int] = {}
+        self.served = 0
+        self._published: Optional[Tuple[int, str]] = None     # (generation, plan JSON)
+        self._tick_at = 0.0
+        self._loop: Optional[asyncio.AbstractEventLoop] = None
+        self._changed: Optional[asyncio.Event] = None
+        self._thread: Optional[threading.Thread] = None
+        self._runner: Any = None
+        self._stop = threading.Event()
+        self._peer_thread: Optional[threading.Thread] = None
+        self.address = ""
+
+    # ---- life cycle ------------------------------------------------------------------------------------------
+    @property
+    def url(self) -> str:
+        return ("https://" if self._tls else "http://") + self.address
+
+    def start(self) -> "ControlPlane":
+        if self._thread is not None:
+            return self
+        ready: "concurrent.futures.Future[str]" = concurrent.futures.Future()
+        self._thread = threading.Thread(target=self._serve, args=(ready,), name="tritonmix-plane-http", daemon=True)
+        self._thread.start()
+        try:
+            self.address = ready.result(timeout=30)
+        except Exception as exc:
+            self._thread = None
+            raise LaunchError(f"control plane: cannot listen on {self._host}:{self._port}: {exc}") from exc
+        self._update_role()
+        self._peer_thread = threading.Thread(target=self._watch_peers, name="tritonmix-plane-peers", daemon=True)
+        self._peer_thread.start()
+        self.controller.start()
+        _log.info("control plane for %d endpoints on %s (%s)", len(self.names), self.url, self.role)
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.controller.stop()
+        loop = self._loop
+        if loop is not None and self._runner is not None:
+            try:
+                asyncio.run_coroutine_threadsafe(self._runner.cleanup(), loop).result(timeout=5)
+            except Exception:  # noqa: BLE001 - stopping anyway
+                _log.debug("control plane HTTP cleanup failed", exc_info=True)
+            loop.call_soon_threadsafe(loop.stop)
+        if self._thread is not None:
+            self._thread.join(5)
+        if self._peer_thread is not None:
+            self._peer_thread.join(5)
+
+    close = stop
+
+    def __enter__(self) -> "ControlPlane":
+        return self.start()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+    # ---- the tick's output ----------------------------------------------------------------------------------
+    def _on_tick(self, _snapshot: Any) -> None:
+        """The controller's listener, on its thread after every tick: publish the plan, drop silent clients."""
+        self.ticks += 1
+        self.board.expire()
+        plan = self.controller.plan
+        if plan is None:
+            return
+        self._tick_at = self._clock()
+        published = (plan.generation, plan.to_json())
+        loop = self._loop
+        if loop is not None:
+            loop.call_soon_threadsafe(self._publish, published)
+
+    def _publish(self, published: Tuple[int, str]) -> None:
+        self._published = published
+        if self._changed is not None:
+            self._changed.set()
+            self._changed = asyncio.Event()
+
+    # ---- replicas ---------------------------------------------------------------------------------------------
+    def _earlier(self) -> List[str]:
+        """The replicas listed before this one (all of them when this one is not listed: it never leads them)."""
+        mine = {self.address, f"{self._host}:{self._port}"}
+        urls = [r if r.startswith(("http://", "https://")) else "http://" + r for r in self.replicas]
+        for k, r in enumerate(self.replicas):
+            if parse_address(r)[1] and "%s:%d" % parse_address(r) in mine:
+                return urls[:k]
+        return urls
+
+    def _update_role(self) -> None:
+        live = None
+        for base in self._earlier():
+            try:
+                status, _ = http_call(base + "/v1/health", timeout_s=max(0.05, 0.25 * self.interval_s),
+                                      ssl_context=self._peer_ssl)
+            except OSError:
+                continue
+            if status == 200:
+                live = base
+                break
+        role = "standby" if live is not None else "leader"
+        if role != self.role or self.source.mirror != live:
+            _log.info("control plane %s: %s%s", self.address, role, f" (mirroring {live})" if live else "")
+        self.role, self.source.mirror = role, live
+
+    def _watch_peers(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            if self.replicas:
+                self._update_role()
+
+    # ---- HTTP -------------------------------------------------------------------------------------------------
+    def _serve(self, ready: "concurrent.futures.Future[str]") -> None:
+        from aiohttp import web
+
+        loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(loop)
+        self._loop = loop
+        self._changed = asyncio.Event()
+        app = web.Application(client_max_size=MAX_REPORT_BYTES, middlewares=[self._errors])
+        app.add_routes([web.post("/v1/sync", self._sync), web.get("/v1/plan", self._plan),
+                        web.get("/v1/status", self._status), web.get("/v1/samples", self._samples),
+                        web.get("/v1/health", self._health), web.get("/metrics", self._metrics)])
+        try:
+            runner = web.AppRunner(app, access_log=None, handle_signals=False)
+            loop.run_until_complete(runner.setup())
+            ctx = None
+            if self._tls:
+                ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+                ctx.load_cert_chain(*self._tls)
+            site = web.TCPSite(runner, self._host, self._port, ssl_context=ctx, backlog=2048)
+            loop.run_until_complete(site.start())
+            sock = site._server.sockets[0]  # type: ignore[union-attr]
+            host = self._host if ":" not in self._host else f"[{self._host}]"
+            self._runner = runner
+            ready.set_result(f"{host}:{sock.getsockname()[1]}")
+        except Exception as exc:  # noqa: BLE001 - reported to start()
+            ready.set_exception(exc)
+            loop.close()
+            return
+        try:
+            loop.run_forever()
+        finally:
+            loop.close()
+
+    def _authorised(self, request: Any) -> bool:
+        if not self._token:
+            return True
+        given = request.headers.get("Authorization", "")
+        return hmac.compare_digest(given.encode(), f"Bearer {self._token}".encode())
+
+    def _refuse(self, reason: str, status: int, message: str) -> Any:
+        from aiohttp import web
+
+        self.refused[reason] = self.refused.get(reason, 0) + 1
+        return web.json_response({"error": message}, status=status)
+
+    @property
+    def _errors(self) -> Any:
+        from aiohttp import web
+
+        @web.middleware
+        async def middleware(request: Any, handler: Any) -> Any:
+            open_routes = ("/v1/health", "/metrics")
+            if request.path not in open_routes and not self._authorised(request):
+                return self._refuse("token", 401, "missing or wrong bearer token (Authorization: Bearer ...)")
+            try:
+                return await handler(request)
+            except web.HTTPRequestEntityTooLarge:
+                return self._refuse("size", 413, f"report is larger than {MAX_REPORT_BYTES} bytes")
+            except ReportError as exc:
+                return self._refuse("malformed", 400, str(exc))
+        return middleware
+
+    async def _sync(self, request: Any) -> Any:
+        body = await request.read()
+        report = parse_report(body, self.names, self.fingerprint)
+        self.board.ingest(report)
+        return await self._answer(request, report.client)
+
+    async def _plan(self, request: Any) -> Any:
+        return await self._answer(request, None)
+
+    async def _answer(self, request: Any, client: Optional[str]) -> Any:
+        from aiohttp import web
+
+        q = request.query
+        try:
+            after = int(q.get("after", "0"))
+            wait_s = min(max(float(q.get("wait", 2 * self.interval_s)), 0.0), MAX_WAIT_S)
+        except ValueError:
+            raise ReportError("query 'after' must be an integer and 'wait' a number of seconds") from None
+        same_epoch = q.get("epoch") == self.epoch
+        deadline = self._clock() + wait_s
+        while True:
+            published = self._published
+            if published is not None and (not same_epoch or published[0] > after):
+                break
+            left = deadline - self._clock()
+            if left <= 0 or self._changed is None:
+                return web.Response(status=204)
+            try:
+                await asyncio.wait_for(self._changed.wait(), left)
+            except asyncio.TimeoutError:
+                return web.Response(status=204)
+        share = self.board.share(client) if client is not None else None
+        next_tick_s = max(0.0, self._tick_at + self.interval_s - self._clock())
+        self.served += 1
+        body = plan_message(published[1], share, next_tick_s, self.interval_s, self.address, self.epoch)
+        return web.Response(body=body, content_type="application/json")
+
+    async def _health(self, request: Any) -> Any:
+        from aiohttp import web
+
+        generation = self._published[0] if self._published else 0
+        return web.json_response({"role": self.role, "generation": generation, "epoch": self.epoch})
+
+    async def _samples(self, request: Any) -> Any:
+        from aiohttp import web
+
+        now = self._clock()
+        latest = self.source.scraper.poll(now, start=False) if self.role == "leader" else self.source.poll(now)
+        return web.json_response({"samples": [None if s is None else sample_to_dict(s, now) for s in latest]},
+                                 dumps=_dumps)
+
+    async def _status(self, request: Any) -> Any:
+        from aiohttp import web
+
+        return web.json_response(self.status(), dumps=_dumps)
+
+    async def _metrics(self, request: Any) -> Any:
+        from aiohttp import web
+        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+        return web.Response(body=generate_latest(self.registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    # ---- the view -------------------------------------------------------------------------------------------
+    def status(self) -> Dict[str, Any]:
+        """The plane's view as plain data (``tritonmix status --control-plane`` shows it)."""
+        snap = self.controller.snapshot()
+        plan = self.controller.plan
+        scrapes = self.source.scrapes
+        rows = []
+        stats = self.board.dispatchers()
+        in_flight = [sum(d.stats().in_flight[i] for d in stats.values()) for i in range(len(self.names))]
+        for i, name in enumerate(self.names):
+            row: Dict[str, Any] = {"name": name, "in_flight": in_flight[i],
+                                   "scrapes": scrapes[i] if scrapes is not None else None}
+            if snap is not None:
+                e = snap.endpoints[i]
+                row.update(pool=e.pool, ready=e.ready, ejected=e.ejected, mu_rps=e.mu_rps,
+                           assigned_rps=e.assigned_rps, interactive_weight=e.interactive_weight,
+                           cost_per_inference=e.cost_per_inference)
+            rows.append(row)
+        return {"address": self.address, "role": self.role, "epoch": self.epoch,
+                "mirroring": self.source.mirror, "interval_s": self.interval_s, "ticks": self.ticks,
+                "generation": plan.generation if plan else 0, "mode": plan.mode if plan else None,
+                "configured_mode": self.fleet.mode,
+                "desired_replicas": dict(snap.desired_replicas) if snap else {},
+                "demand_rps": {f"{m}/{rc}": r for (m, rc), r in (snap.demand_rps.items() if snap else ())},
+                "clients": [dataclasses.asdict(c) for c in self.board.clients()],
+                "reports": self.board.reports, "refused": dict(self.refused), "plans_served": self.served,
+                "scrapes": list(scrapes) if scrapes is not None else None, "mirrored": self.source.mirrored,
+                "endpoints": rows, "plan": plan.to_dict() if plan else None}
+
+
+def _dumps(obj: Any) -> str:
+    return json.dumps(obj, default=str)

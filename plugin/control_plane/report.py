@@ -1,0 +1,205 @@
+"""A client's report to the control plane: what one client process saw since it started, as cumulative counters
+and current gauges, in fleet order. Built from the client's router (``build_report``), checked by the plane
+(``parse_report``), which turns the counters into deltas per client (``board.Board``).
+
+Wire format (JSON, one object, at most ``MAX_REPORT_BYTES``)::
+
+    {"v": 1,
+     "client": "host/pid/random",           # 1-128 printable characters, stable for the client's life
+     "fleet": "<fingerprint>",              # fleet_fingerprint(endpoint names): both sides must agree
+     "seq": 17,                             # the client's report number (0, 1, ...)
+     "plan_age_s": 0.41,                    # how long the plan in force has been in force at the client (-1: none)
+     "endpoint": {"ok": [..n..], "over_slo": [..n..], "failed": [..n..]},        # cumulative, per endpoint
+     "keys": [{"model": "m", "class": "interactive",                            # per dispatcher
+               "arrivals": 123,                                                   # cumulative user requests
+               "successes": [..n..], "failures": [..n..],                         # cumulative
+               "in_flight": [..n..], "latency_s": [..n.., null where unknown]}],  # now
+     "ejected": ["name", ...]}              # endpoints the client's own passive ejection holds out now
+
+Counters are cumulative so that a lost report loses nothing (the next one carries it); the plane takes a client's
+first report as its baseline (a client that ran before it connected does not land its whole history in one tick).
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import socket
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+
+import numpy as np
+
+from ..errors import ConfigError
+
+__all__ = ["MAX_REPORT_BYTES", "ReportError", "KeyReport", "Report", "build_report", "parse_report",
+           "fleet_fingerprint", "new_client_id", "plan_message"]
+
+#: the largest report the plane reads (bytes); a fleet of 256 endpoints with a handful of models needs ~40 KB
+MAX_REPORT_BYTES = 1 << 20
+#: dispatchers per report (models x request classes); more is refused
+MAX_KEYS = 256
+_CLASSES = ("interactive", "batch")
+
+
+class ReportError(ConfigError):
+    """A report the plane refuses; the message names what is wrong (the plane answers it with HTTP 400)."""
+
+
+def fleet_fingerprint(names: Sequence[str]) -> str:
+    """A short digest of the endpoint names in fleet order: a report or plan for another fleet (or order) differs."""
+    return hashlib.sha256("\n".join(names).encode()).hexdigest()[:16]
+
+
+def new_client_id() -> str:
+    """``host/pid/random``: unique per client object, readable in ``tritonmix status``."""
+    return f"{socket.gethostname()[:64]}/{os.getpid()}/{os.urandom(3).hex()}"
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class KeyReport:
+    model: str
+    request_class: str
+    arrivals: int
+    successes: np.ndarray               # int64 per endpoint, cumulative
+    failures: np.ndarray
+    in_flight: np.ndarray               # now
+    latency_s: np.ndarray               # float per endpoint; NaN: unknown
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Report:
+    client: str
+    seq: int
+    plan_age_s: float
+    ok: np.ndarray                      # int64 per endpoint, cumulative
+    over_slo: np.ndarray
+    failed: np.ndarray
+    keys: Tuple[KeyReport, ...]
+    ejected: Tuple[int, ...]           # endpoint indexes
+
+
+def build_report(router: Any, client: str, seq: int, fingerprint: str, plan_age_s: float) -> bytes:
+    """The report of ``router`` (a ``tritonmix.request.Router``) as JSON bytes. O(dispatchers x n)."""
+    names = router.endpoint_names()
+    counters = router.endpoint_counters()
+    arrivals = router.arrivals()
+    keys = []
+    for (model, request_class), d in router.dispatchers().items():
+        s = d.stats()
+        keys.append({"model": model, "class": request_class, "arrivals": arrivals.get((model, request_class), 0),
+                     "successes": list(s.successes), "failures": list(s.failures), "in_flight": list(s.in_flight),
+                     "latency_s": [x if x == x else None for x in s.ewma_latency_s]})
+    ejected = router.ejected_by_router()
+    body = {"v": 1, "client": client, "fleet": fingerprint, "seq": seq,
+            "plan_age_s": plan_age_s if math.isfinite(plan_age_s) else -1.0,
+            "endpoint": {"ok": [c[0] for c in counters], "over_slo": [c[1] for c in counters],
+                         "failed": [c[2] for c in counters]},
+            "keys": keys, "ejected": [names[i] for i, out in enumerate(ejected) if out]}
+    return json.dumps(body, separators=(",", ":")).encode()
+
+
+def parse_report(data: bytes, names: Sequence[str], fingerprint: str) -> Report:
+    """Check a report against the plane's fleet and return it; ``ReportError`` names the first thing wrong (nothing
+    is half-applied: the plane applies a report only after it parsed whole)."""
+    if len(data) > MAX_REPORT_BYTES:
+        raise ReportError(f"report is {len(data)} bytes; the limit is {MAX_REPORT_BYTES}")
+    try:
+        raw = json.loads(data)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ReportError(f"report is not JSON: {exc}") from None
+    if not isinstance(raw, Mapping):
+        raise ReportError("report must be a JSON object")
+    if raw.get("v") != 1:
+        raise ReportError(f"report version {raw.get('v')!r} is not supported (expected 1)")
+    client = raw.get("client")
+    if not isinstance(client, str) or not 1 <= len(client) <= 128 or not client.isprintable():
+        raise ReportError("report field 'client' must be 1-128 printable characters")
+    if raw.get("fleet") != fingerprint:
+        raise ReportError(f"report is for another fleet (fingerprint {str(raw.get('fleet'))[:32]!r}, this plane's "
+                          f"is {fingerprint!r}: the endpoint names or their order differ)")
+    n = len(names)
+    seq = _count(raw.get("seq"), "seq")
+    age = raw.get("plan_age_s", -1.0)
+    if not isinstance(age, (int, float)) or isinstance(age, bool) or not math.isfinite(age):
+        raise ReportError("report field 'plan_age_s' must be a finite number")
+    ep = raw.get("endpoint")
+    if not isinstance(ep, Mapping):
+        raise ReportError("report field 'endpoint' must be an object with 'ok', 'over_slo', 'failed'")
+    ok, over, failed = (_counts(ep.get(k), n, f"endpoint.{k}") for k in ("ok", "over_slo", "failed"))
+    items = raw.get("keys")
+    if not isinstance(items, list) or len(items) > MAX_KEYS:
+        raise ReportError(f"report field 'keys' must be a list of at most {MAX_KEYS} objects")
+    keys: List[KeyReport] = []
+    seen = set()
+    for k, item in enumerate(items):
+        keys.append(_key(item, n, f"keys[{k}]"))
+        key = (keys[-1].model, keys[-1].request_class)
+        if key in seen:
+            raise ReportError(f"report field 'keys[{k}]': {key[0]!r}/{key[1]} appears twice")
+        seen.add(key)
+    ejected_names = raw.get("ejected", [])
+    if not isinstance(ejected_names, list):
+        raise ReportError("report field 'ejected' must be a list of endpoint names")
+    index = {name: i for i, name in enumerate(names)}
+    unknown = [str(x)[:64] for x in ejected_names if x not in index]
+    if unknown:
+        raise ReportError(f"report field 'ejected' names unknown endpoint(s): {', '.join(unknown[:5])}")
+    return Report(client, seq, float(age), ok, over, failed, tuple(keys),
+                  tuple(sorted({index[x] for x in ejected_names})))
+
+
+def _key(item: Any, n: int, where: str) -> KeyReport:
+    if not isinstance(item, Mapping):
+        raise ReportError(f"report field '{where}' must be an object")
+    model, request_class = item.get("model"), item.get("class")
+    if not isinstance(model, str) or not 1 <= len(model) <= 256:
+        raise ReportError(f"report field '{where}.model' must be a model name (1-256 characters)")
+    if request_class not in _CLASSES:
+        raise ReportError(f"report field '{where}.class' must be one of {', '.join(_CLASSES)}")
+    latency = item.get("latency_s")
+    lat = _array(latency, n, f"{where}.latency_s", "a list of {n} numbers or nulls", float)
+    known = lat[~np.isnan(lat)]
+    if not (np.isfinite(known).all() and (known >= 0).all()):
+        raise ReportError(f"report field '{where}.latency_s' holds a negative or infinite latency")
+    return KeyReport(model, request_class, _count(item.get("arrivals"), f"{where}.arrivals"),
+                     _counts(item.get("successes"), n, f"{where}.successes"),
+                     _counts(item.get("failures"), n, f"{where}.failures"),
+                     _counts(item.get("in_flight"), n, f"{where}.in_flight"), lat)
+
+
+def _count(x: Any, where: str) -> int:
+    if not isinstance(x, int) or isinstance(x, bool) or x < 0:
+        raise ReportError(f"report field '{where}' must be an integer >= 0, got {str(x)[:32]!r}")
+    return x
+
+
+def _counts(xs: Any, n: int, where: str) -> np.ndarray:
+    a = _array(xs, n, where, "a list of {n} integers (one per endpoint)", np.int64)
+    if n and a.min() < 0:
+        raise ReportError(f"report field '{where}' holds a negative count")
+    return a
+
+
+def _array(xs: Any, n: int, where: str, what: str, dtype: Any) -> np.ndarray:
+    """A list of ``n`` numbers as a numpy array (O(n) in C: a report of 256 endpoints parses in microseconds);
+    integers must be integers (no floats, strings or nesting), floats may be null (NaN)."""
+    if not isinstance(xs, list) or len(xs) != n:
+        raise ReportError(f"report field '{where}' must be " + what.format(n=n))
+    try:
+        raw = np.asarray(xs) if dtype is np.int64 else np.asarray(xs, dtype=float)
+    except (TypeError, ValueError):
+        raise ReportError(f"report field '{where}' must be " + what.format(n=n)) from None
+    if raw.shape != (n,) or (dtype is np.int64 and n and raw.dtype.kind not in "iub"):
+        raise ReportError(f"report field '{where}' must be " + what.format(n=n))
+    return raw.astype(dtype, copy=False)
+
+
+def plan_message(plan_json: str, share: Optional[Mapping[str, float]], next_tick_s: float, interval_s: float,
+                 replica: str, epoch: str) -> bytes:
+    """The plane's answer to a sync or plan request: the plan (JSON text serialised once per tick, spliced in),
+    this client's demand share per model, and when the next tick is due."""
+    tail: Dict[str, Any] = {"share": dict(share or {}), "next_tick_s": round(next_tick_s, 4),
+                            "interval_s": interval_s, "replica": replica, "epoch": epoch}
+    return ('{"plan":' + plan_json + "," + json.dumps(tail, separators=(",", ":"))[1:]).encode()
