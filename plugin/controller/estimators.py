@@ -71,9 +71,11 @@ class CapacityEstimator:
                   (x >= 0.5 mu: success at a trickle says little of the target) -> f <- min(1, f + 0.1)
                   (the bar is half of mu so that f recovers under CAPACITY mode's spread too: misses from a
                   transient must not shrink mu for good)
-        mu_obs  = f * C / s; 0 while stalled: >= 2 of ours in flight and none of ours completed for
-                  2 s + STALL_SLACK_S (a reload holds every request until it ends and the service time shows
-                  nothing until they come out: only the silence tells, and early)
+        mu_obs  = f * C / s; 0 while stalled: >= 2 of ours in flight and nothing completed for 2 s +
+                  STALL_SLACK_S, neither ours nor, where the server's counters were read, anyone's (a reload
+                  holds every request until it ends and the service time shows nothing until they come out:
+                  only the silence tells, and early; ours queued behind other clients' requests while the
+                  server keeps completing theirs is a queue, not a stall)
         mu     <- mu + a * (mu_obs - mu),  a = alpha_down when mu_obs < mu (0.6: a halving shows 80% within two
                   ticks) else alpha_up (0.3: slow to trust good news); a = 1 when the queue cut C this tick (C is
                   a smoothed measurement already; a second EWMA would put a cut two ticks behind the queue that
@@ -123,7 +125,8 @@ class CapacityEstimator:
     def update(self, obs: CapacityObservation) -> float:
         if obs.dt_s <= 0.0:
             return self.mu_rps
-        self._quiet_s = self._quiet_s + obs.dt_s if obs.ours_completed == 0 and obs.in_flight >= 2 else 0.0
+        silent = obs.ours_completed == 0 and obs.completed == 0 and obs.in_flight >= 2
+        self._quiet_s = self._quiet_s + obs.dt_s if silent else 0.0
         if self.stalled:
             self._forgive = max(self._forgive, obs.in_flight)
             self.concurrency = max(self.concurrency, self._hint)  # a reload: the old C is moot, the queue re-learns it
