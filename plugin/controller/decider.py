@@ -7,7 +7,8 @@ and the smoothed fleet-wide miss and error shares (``observe.Shares``).
             nearest its cheap set's limit (``per_model.binding``)
     plans   ``make_plan`` per model, with the trial share of the endpoints on probation (after a latency ejection)
     limits  per model, the interactive in-flight limits (``queueing.inflight_limit`` from each endpoint's slots and
-            service time; none for an endpoint on probation)
+            service time; none for an endpoint on probation), less the other clients' requests the server holds
+            (``queueing.effective_limit``)
     plan    one ``Plan``: the models' plans combined as the default, numbered by generation
 """
 from __future__ import annotations
@@ -23,7 +24,7 @@ from .plan import ModelRoute, Plan
 from .plugins import build_filters, build_picker, build_scorers
 from .policy import AutoMode, PlanSettings, detect_shortfall, make_plan
 from .policy.probation import with_trial_share
-from .queueing import inflight_limit
+from .queueing import effective_limit, inflight_limit
 
 __all__ = ["Decider", "Facts", "PROBATION_SHARE"]
 
@@ -46,17 +47,22 @@ class Facts:
     panic: bool
     capacity_grew: bool
     probation: FrozenSet[int] = frozenset()            # endpoints on probation now
+    #: per model seen: other clients' requests at each endpoint's server (its pending count less ours in flight,
+    #: newest scrape; 0 unknown)
+    others: Mapping[str, Sequence[float]] = dataclasses.field(default_factory=dict)
 
 
 class Decider:
     """Views + facts -> Plan (module docstring). ``settings``: the fleet's ControllerSettings; ``mode``: the
-    configured mode; ``names``: the endpoints in fleet order."""
+    configured mode; ``names``: the endpoints in fleet order; ``timer_factor``: AUTO's dwell is
+    ``settings.dwell_s x timer_factor`` (the controller's jitter: clients do not leave CAPACITY in step)."""
 
-    def __init__(self, settings: Any, mode: str, slo_s: float, names: Sequence[str], log: DecisionLog) -> None:
+    def __init__(self, settings: Any, mode: str, slo_s: float, names: Sequence[str], log: DecisionLog,
+                 timer_factor: float = 1.0) -> None:
         self.settings = settings
         self.slo_s = slo_s
         self.names = tuple(names)
-        self.auto = AutoMode(mode, settings.dwell_s, settings.hysteresis)
+        self.auto = AutoMode(mode, settings.dwell_s * timer_factor, settings.hysteresis)
         self.scorers, self.filters = build_scorers(settings.scorers), build_filters(settings.filters)
         self.pickers = (build_picker(settings.cost_picker, "cost_picker"),
                         build_picker(settings.capacity_picker, "capacity_picker"))
@@ -113,11 +119,13 @@ class Decider:
 
     def _limits(self, facts: Facts, model: str) -> Tuple[int, ...]:
         """Interactive in-flight limits of a model (``queueing.inflight_limit`` from its slots C and service time s
-        per endpoint); none (0) for an endpoint on probation (no limit: no overflow goes there)."""
+        per endpoint, less the other clients' requests at it: ``queueing.effective_limit``); none (0) for an
+        endpoint on probation (no limit: no overflow goes there)."""
         slots = facts.slots.get(model)
         if slots is None:
             return (0,) * len(self.names)
-        return tuple(0 if i in facts.probation else inflight_limit(c, s_, self.slo_s)
+        others = facts.others.get(model) or (0.0,) * len(slots)
+        return tuple(0 if i in facts.probation else effective_limit(inflight_limit(c, s_, self.slo_s), others[i])
                      for i, (c, s_) in enumerate(slots))
 
 

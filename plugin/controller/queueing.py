@@ -23,7 +23,8 @@ from __future__ import annotations
 import math
 from typing import Dict, Tuple
 
-__all__ = ["QUEUE_MISS_TARGET", "LIMIT_SLO_SHARE", "erlang_c", "wait_tail", "slo_utilisation", "inflight_limit"]
+__all__ = ["QUEUE_MISS_TARGET", "LIMIT_SLO_SHARE", "erlang_c", "wait_tail", "slo_utilisation", "inflight_limit",
+           "effective_limit"]
 
 #: share of requests that may find the queue past the SLO's slack at the planned load. Those requests do not miss:
 #: the dispatcher's in-flight limit (``inflight_limit``) sends them to another endpoint as the queue builds, so
@@ -115,9 +116,21 @@ def inflight_limit(slots: float, service_s: float, slo_s: float, share: float = 
         within share x SLO when n <= C x share x SLO / s - 1;   limit = floor(C x share x SLO / s), at least 1
 
     0 (no limit) when the service time is unknown or reaches share x SLO (such an endpoint takes no interactive
-    load in a plan). Other clients' requests at the server are not counted: with several clients, each one's limit
-    is an upper bound. The dispatcher overflows a full endpoint's picks to one under its limit
-    (``Dispatcher.set_limits``), so a queue that builds between two ticks stops growing at once."""
+    load in a plan). Other clients' requests at the server are not counted here (``effective_limit`` takes them
+    off). The dispatcher overflows a full endpoint's picks to one under its limit (``Dispatcher.set_limits``), so
+    a queue that builds between two ticks stops growing at once."""
     if not (service_s > 0.0 and slo_s > 0.0 and slots > 0.0) or service_s >= share * slo_s:
         return 0
     return max(1, int(slots * share * slo_s / service_s))
+
+
+def effective_limit(limit: int, others: float) -> int:
+    """The in-flight limit of one client at an endpoint whose server also holds ``others`` requests of other
+    clients (its pending count less ours in flight, newest scrape):
+
+        limit_eff = max(1, limit - floor(others))       (0, no limit, stays 0)
+    ``limit`` places count every request at the server, whoever sent it: eight clients each at their own limit
+    would queue eight times as deep. One place is always left, so that a crowded endpoint is still measured."""
+    if limit <= 0 or not others >= 1.0:
+        return limit
+    return max(1, limit - int(others))
