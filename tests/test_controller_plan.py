@@ -58,7 +58,7 @@ def _fleet() -> Fleet:
 
 def test_the_controllers_plans_are_numbered_and_round_trip() -> None:
     fleet = _fleet()
-    sim = Simulation.build(fleet, [ServerModel(0.067), ServerModel(0.068), ServerModel(2.0)], seed=3)
+    sim = Simulation.build(fleet, [ServerModel(0.067), ServerModel(0.068), ServerModel(2.0)], seed=3, jitter=0.0)
     sim.run(5.0, {("sd", "interactive"): 8.0})
     generations = [p.generation for _, p in sim.ticks]
     assert generations == list(range(1, len(generations) + 1))

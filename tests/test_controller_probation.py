@@ -31,7 +31,7 @@ def make_fleet(**controller: Any) -> Fleet:
 
 def slowed(seed: int, recover_at_s: float = math.inf, until_s: float = 45.0) -> Simulation:
     """inf2-0 ten times slower from t = 10 s (and back to normal at ``recover_at_s``), 30 req/s interactive."""
-    sim = Simulation.build(make_fleet(), [ServerModel(0.067)] * 4 + [ServerModel(0.051)] * 2, seed=seed)
+    sim = Simulation.build(make_fleet(), [ServerModel(0.067)] * 4 + [ServerModel(0.051)] * 2, seed=seed, jitter=0.0)
     sim.at(10.0, lambda: setattr(sim.servers[SLOW], "service_s", 0.67))
     if recover_at_s < until_s:
         sim.at(recover_at_s, lambda: setattr(sim.servers[SLOW], "service_s", 0.067))

@@ -194,7 +194,7 @@ def _controller(clock: FakeClock, **controller: Any) -> Tuple[Controller, Router
     router = Router(fleet, clock=clock)
     router.dispatcher("m", "interactive")
     source = ProbedSource(3)
-    return Controller(fleet, router, source=source, clock=clock), router, source
+    return Controller(fleet, router, source=source, clock=clock, jitter=0.0), router, source
 
 
 def test_an_endpoint_ejected_while_down_is_readmitted_by_the_first_ready_probe() -> None:

@@ -97,7 +97,7 @@ def test_the_controller_pushes_in_flight_limits_to_interactive_dispatchers():
     eps = [{"name": f"e{k}", "url": f"127.0.0.1:{9000 + k}", "accelerator": "neuron", "price_per_hour": 1.0,
             "max_rps": 30.0, "max_concurrency": 3} for k in range(2)]
     fleet = Fleet.from_dict({"endpoints": eps, "slo_ms": 600, "controller": {"interval_s": 0.5}})
-    sim = Simulation.build(fleet, [ServerModel(0.1, concurrency=3)] * 2, seed=3)
+    sim = Simulation.build(fleet, [ServerModel(0.1, concurrency=3)] * 2, seed=3, jitter=0.0)
     sim.run(3.0, {("sd", INTERACTIVE): 10.0})
     limits = sim.router.dispatcher("sd", INTERACTIVE).limits()
     # s ~ 0.1 s, 3 slots, SLO 0.6 s: floor(3 x 0.9 x 0.6 / 0.1) = 16 (the learnt s moves it a little)

@@ -36,7 +36,8 @@ def make_fleet(**controller: Any) -> Fleet:
 
 
 def simulate(seed: int = 1, **controller: Any) -> Simulation:
-    return Simulation.build(make_fleet(**controller), [ServerModel(0.067)] * 4 + [ServerModel(0.051)] * 2, seed=seed)
+    return Simulation.build(make_fleet(**controller), [ServerModel(0.067)] * 4 + [ServerModel(0.051)] * 2, seed=seed,
+                           jitter=0.0)
 
 
 def plan_at(sim: Simulation, t_s: float):
@@ -196,7 +197,7 @@ def test_no_mode_switch_at_start_up_while_capacity_is_unmeasured(request):
     eps = [{"name": f"e{k}", "url": f"127.0.0.1:{9000 + k}", "accelerator": "neuron", "price_per_hour": 0.76 + k}
            for k in range(3)]
     fleet = Fleet.from_dict({"endpoints": eps, "slo_ms": 250, "controller": {"interval_s": 0.5}})
-    sim = request.node.sim = Simulation.build(fleet, [ServerModel(0.067)] * 3, seed=2)
+    sim = request.node.sim = Simulation.build(fleet, [ServerModel(0.067)] * 3, seed=2, jitter=0.0)
     sim.run(15.0, {KEY: 8.0})
     assert modes(sim) == [], modes(sim)
     assert pool_share(sim.share_by_endpoint(since_s=3.0), range(1)) >= 0.9
@@ -219,7 +220,7 @@ def test_capacity_is_per_endpoint_and_model(request):
            {"name": "b", "url": "127.0.0.1:9002", "accelerator": "gpu", "price_per_hour": 2.0, "max_concurrency": 4}]
     fleet = Fleet.from_dict({"endpoints": eps, "slo_ms": 150, "controller": {"interval_s": 0.5}})
     models = [ServerModel(0.01, 4, per_model_s={"big": 0.2}), ServerModel(0.01, 4, per_model_s={"big": 0.05})]
-    sim = request.node.sim = Simulation.build(fleet, models, seed=5)
+    sim = request.node.sim = Simulation.build(fleet, models, seed=5, jitter=0.0)
     sim.run(20.0, {("big", INTERACTIVE): 4.0, ("small", INTERACTIVE): 20.0})
     big = [r for r in sim.results if r.key[0] == "big" and r.arrived_s > 5.0]
     small = [r for r in sim.results if r.key[0] == "small" and r.arrived_s > 5.0]

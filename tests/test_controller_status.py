@@ -15,7 +15,7 @@ def test_render_shows_every_endpoint_mode_and_health():
     fleet = Fleet.from_dict({"slo_ms": 150, "endpoints": [
         {"name": "inf2-a", "url": "127.0.0.1:9001", "accelerator": "neuron", "price_per_hour": 0.76, "max_rps": 15},
         {"name": "g5-a", "url": "127.0.0.1:9002", "accelerator": "gpu", "price_per_hour": 1.0, "max_rps": 15}]})
-    sim = Simulation.build(fleet, [ServerModel(0.067), ServerModel(0.068)], seed=1)
+    sim = Simulation.build(fleet, [ServerModel(0.067), ServerModel(0.068)], seed=1, jitter=0.0)
     sim.at(2.2, lambda: sim.kill(1))
     sim.run(3.0, {("sd", "interactive"): 5.0})
     out = io.StringIO()
@@ -33,7 +33,7 @@ def test_render_shows_capacity_per_model_where_an_endpoint_serves_several():
     fleet = Fleet.from_dict({"slo_ms": 150, "endpoints": [
         {"name": "inf2-a", "url": "127.0.0.1:9001", "accelerator": "neuron", "price_per_hour": 0.76, "max_rps": 15,
          "max_concurrency": 4}]})
-    sim = Simulation.build(fleet, [ServerModel(0.01, 4, per_model_s={"big": 0.1})], seed=1)
+    sim = Simulation.build(fleet, [ServerModel(0.01, 4, per_model_s={"big": 0.1})], seed=1, jitter=0.0)
     sim.run(4.0, {("big", "interactive"): 5.0, ("small", "interactive"): 5.0})
     out = io.StringIO()
     Console(file=out, width=200).print(render(sim.controller))

@@ -7,19 +7,31 @@
            Applier.offer           Plan -> the router's dispatchers (a sound plan only)    (applier.py)
            publish                 snapshot for metrics, ``tritonmix status`` and listeners
     thread (``start``): a tick every ``interval_s``; between ticks, fresh scrapes SCRAPE_LEAD of an interval
-           before the next tick (so a tick reads server data about that old, not a whole interval), readiness
-           probes of the endpoints that are down or ejected every PROBE_PERIOD of an interval (their answers apply
-           as they land, ``_on_ready``), and the stall watch every WATCH_PERIOD_S; an endpoint that came back brings
-           the next tick forward, to no sooner than EARLY_TICK_GAP of an interval after the last.
+           before the next tick (so a tick reads server data about that old, not a whole interval; the tick then
+           only collects them: one scrape per endpoint per tick, ``signals.TickScrapes``), readiness probes of the
+           endpoints that are down or ejected, first at once, then every PROBE_PERIOD of an interval doubling up to
+           one interval (``probes.ProbeBackoff``; their answers apply as they land, ``_on_ready``), and the stall
+           watch every WATCH_PERIOD_S; an endpoint that came back brings the next tick forward, to no sooner than
+           EARLY_TICK_GAP of an interval after the last.
 Ejection has one holder, Health's OutlierDetector (``health``): the router reports request-path failures to it
 (``report_failure``) and masks nothing itself while a controller runs. After a latency ejection the endpoint is on
 probation (the Decider's PROBATION_SHARE of the interactive weight) for PROBATION_INTERVALS intervals (at least
 PROBATION_MIN_S).
+Many clients, each with its own controller, on one fleet:
+    their load is not a failure   the stall watch gives a request of ours the time the other clients' queue ahead
+                                  of it takes at the server (``stall``); the in-flight limits leave room for the
+                                  other clients' requests the server holds (``_others``, ``queueing.effective_limit``)
+    their timers do not align     each controller draws one factor f = 1 + jitter x U[-1, 1] from
+                                  ``random.Random(seed)`` (seed None: the OS's entropy, so each client its own f) and
+                                  runs AUTO's dwell, the ejection backoff (base and cap) and probation f times as
+                                  long; each probe wait is jittered by a fresh draw of the same width. ``jitter=0.0``:
+                                  f = 1 and exact timers (tests); the default JITTER is on.
 Cost of a tick: O(models x n log n + dispatchers x n); no I/O (scrapes run in the source's pool).
 """
 from __future__ import annotations
 
 import logging
+import random
 import threading
 import time
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
@@ -34,7 +46,8 @@ from .deltas import EndpointTick
 from .observer import Observation, Observer, PriceFeed
 from .plan import Plan
 from .policy import OutlierDetector
-from .signals import HttpScraper, ProbeSettings, SignalSource
+from .probes import ProbeBackoff
+from .signals import HttpScraper, ProbeSettings, SignalSource, TickScrapes
 from .snapshot import ControllerSnapshot, build_snapshot
 from .stall import WATCH_PERIOD_S, StallWatch
 
@@ -54,6 +67,8 @@ EARLY_TICK_GAP = 0.2
 #: probation after a latency ejection lasts this many intervals (at least PROBATION_MIN_S)
 PROBATION_INTERVALS = 4.0
 PROBATION_MIN_S = 1.0
+#: default width of the per-controller timer factor f = 1 + JITTER x U[-1, 1] (module docstring)
+JITTER = 0.2
 
 
 class Controller:
@@ -63,25 +78,34 @@ class Controller:
     def __init__(self, fleet: Any, router: Any, *, source: Optional[SignalSource] = None,
                  clock: Callable[[], float] = time.monotonic, prices: Optional[PriceFeed] = None,
                  metrics_urls: Optional[Mapping[str, str]] = None,
-                 probe_settings: Optional[ProbeSettings] = None) -> None:
+                 probe_settings: Optional[ProbeSettings] = None, jitter: float = JITTER,
+                 seed: Optional[int] = None, report_cadence_s: float = 0.0) -> None:
         """``probe_settings``: the client's TLS settings and probe headers, for the readiness probes and metrics
-        scrapes (``ProbeSettings.for_http`` / ``for_http_aio`` / ``for_grpc``); None: plain HTTP, no headers."""
+        scrapes (``ProbeSettings.for_http`` / ``for_http_aio`` / ``for_grpc``); None: plain HTTP, no headers.
+        ``jitter``, ``seed``: the timer jitter (module docstring). ``report_cadence_s``: the dispatchers' counters
+        arrive this far apart (a controller over client reports): the stall watch's silence allows for it."""
         s = fleet.controller
         self.fleet, self.router, self.settings, self._clock = fleet, router, s, clock
         self.n = len(fleet.endpoints)
         self._names = tuple(e.name for e in fleet.endpoints)
         self._source = source if source is not None else HttpScraper.for_fleet(
             fleet, metrics_urls, settings=probe_settings, timeout_s=s.scrape_timeout_s, clock=clock)
+        self._scrapes = TickScrapes(self._source)
         live = hasattr(self._source, "set_readiness_listener")
+        rng = random.Random(seed)
+        #: this controller's timer factor f (module docstring): dwell, ejection backoff and probation are f times
+        self.timer_factor = 1.0 + jitter * (2.0 * rng.random() - 1.0)
+        f = self.timer_factor
         self._log = DecisionLog()
-        self.observer = Observer(fleet, router, self._source, prices)
-        self.decider = Decider(s, fleet.mode, fleet.slo_s, self._names, self._log)
+        self.observer = Observer(fleet, router, self._scrapes, prices)
+        self.decider = Decider(s, fleet.mode, fleet.slo_s, self._names, self._log, timer_factor=f)
         self.applier = Applier(router)
         #: readiness, ejection and panic per endpoint (read it; the loop and the reports change it under a lock)
         self.health = Health(fleet, OutlierDetector(
-            self.n, consecutive_failures=s.eject_consecutive_failures, base_s=s.eject_base_s, max_s=s.eject_max_s,
-            max_share=s.max_ejected_share, latency_factor=s.outlier_latency_factor, slo_s=fleet.slo_s,
-            probation_s=max(PROBATION_INTERVALS * s.interval_s, PROBATION_MIN_S)), live=live)
+            self.n, consecutive_failures=s.eject_consecutive_failures, base_s=s.eject_base_s * f,
+            max_s=s.eject_max_s * f, max_share=s.max_ejected_share, latency_factor=s.outlier_latency_factor,
+            slo_s=fleet.slo_s, probation_s=max(PROBATION_INTERVALS * s.interval_s, PROBATION_MIN_S) * f), live=live)
+        self._probes = ProbeBackoff(self.n, PROBE_PERIOD * s.interval_s, s.interval_s, jitter, rng)
         self._snapshot: Optional[ControllerSnapshot] = None
         self._stop = threading.Event()
         #: set by a readiness answer that made an endpoint routable again, or a stall ejection: the loop ticks early
@@ -92,7 +116,7 @@ class Controller:
         #: serialises Health between the tick and the router's request-path reports (``report_failure``)
         self._health_lock = threading.Lock()
         self._reported: List[str] = []
-        self._stalls = StallWatch(self.n, slo_s=fleet.slo_s)
+        self._stalls = StallWatch(self.n, slo_s=fleet.slo_s, report_cadence_s=report_cadence_s)
         self.registry = new_registry(lambda: self._snapshot)
         if hasattr(router, "set_ejector"):
             router.set_ejector(self.report_failure)
@@ -103,6 +127,12 @@ class Controller:
     @property
     def mode(self) -> str:
         return self.decider.auto.mode
+
+    @property
+    def source(self) -> SignalSource:
+        """The signal source the controller reads (an ``HttpScraper`` unless one was given): read it, e.g. its
+        ``scrapes`` per endpoint; the controller polls it."""
+        return self._source
 
     def decisions(self, kind: Optional[str] = None) -> List[Decision]:
         return self._log.items(kind)
@@ -150,7 +180,24 @@ class Controller:
             measured={m: [c.measured for c in st.capacity] for m, st in states.items()},
             slots={m: [(c.concurrency, c.service_s) for c in st.capacity] for m, st in self.observer.models.items()},
             available=healthy, panic=self.health.panic, capacity_grew=self.health.grew,
-            probation=frozenset(i for i in range(self.n) if outliers.on_probation(i, now)))
+            probation=frozenset(i for i in range(self.n) if outliers.on_probation(i, now)), others=self._others())
+
+    def _others(self) -> Dict[str, List[float]]:
+        """Per model seen: the other clients' requests at each endpoint's server, from the tick's newest sample:
+
+            others_i = max(0, pending_i - ours in flight_i)  where the server serves other clients (the model's
+                       external_rps_i > 0, ``deltas.Deltas``), else 0 (alone, a queue is ours: a sample older
+                       than our in-flight count must not read our drained queue as theirs)
+        O(models x n)."""
+        samples, out = self._scrapes.latest, {}
+        for m, st in self.observer.models.items():
+            row = [0.0] * self.n
+            for i, (sample, t) in enumerate(zip(samples, st.ticks)):
+                if sample is not None and t.external_rps > 0.0:
+                    pending = sample.for_model(m).pending
+                    row[i] = max(0.0, pending - t.in_flight) if pending == pending else 0.0
+            out[m] = row
+        return out
 
     def _log_cuts(self, now: float, previous: Mapping[str, Sequence[float]]) -> None:
         """A capacity cut (mu_i below CAPACITY_CUT of the last tick's) on an endpoint that carried interactive load
@@ -186,7 +233,8 @@ class Controller:
         outliers, now = self.health.outliers, self._clock()
         frozen = {i for i in range(self.n) if outliers.until[i] is not None or outliers.on_probation(i, now)}
         try:
-            stalled = self._stalls.look(now, [d.stats() for d in self.router.dispatchers().values()], frozen)
+            stalled = self._stalls.look(now, [d.stats() for d in self.router.dispatchers().values()], frozen,
+                                        self._scrapes.newest(now))
         except Exception:  # noqa: BLE001 - a failed look only delays what the tick will see
             _log.exception("stall watch failed")
             return
@@ -268,16 +316,15 @@ class Controller:
                 return
             try:
                 if not scraped and now >= scrape_at:
-                    self._source.poll(self._clock())
+                    self._scrapes.lead(self._clock())
                     scraped = True
-                watched = self.watched() if hasattr(self._source, "probe") else []
-                if watched:
-                    self._source.probe(watched)  # type: ignore[attr-defined]
+                probe = self._probes.due(now, self.watched()) if hasattr(self._source, "probe") else []
+                if probe:
+                    self._source.probe(probe)  # type: ignore[attr-defined]
             except Exception:  # noqa: BLE001 - a broken source only costs freshness
                 _log.exception("starting scrapes failed")
             self.watch_stalls()
-            wake_at = min(due, scrape_at if not scraped else due, now + PROBE_PERIOD * interval_s,
-                          now + WATCH_PERIOD_S)
+            wake_at = min(due, scrape_at if not scraped else due, self._probes.next_at, now + WATCH_PERIOD_S)
             waiter = self._wake
             if self._wake.is_set():  # woken early, too soon after the last tick: sleep until the gap is over
                 wake_at, waiter = min(wake_at, started + EARLY_TICK_GAP * interval_s), self._stop

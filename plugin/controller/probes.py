@@ -13,19 +13,22 @@ The answer is a tri-state (``Optional[bool]``):
             behind an authenticating proxy), or the probe timed out (a loaded server is slow, not gone)
 
 Header values are credentials: they go on the wire and nowhere else (never into a log, an error or a decision).
+``ProbeBackoff`` says when the loop probes an endpoint that is down or ejected (a growing, jittered wait).
 """
 from __future__ import annotations
 
 import dataclasses
 import logging
+import math
+import random
 import socket
 import ssl as ssl_module
 import threading
 import urllib.error
 import urllib.request
-from typing import Any, Callable, Dict, Mapping, Optional, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
-__all__ = ["ProbeSettings", "http_ready", "GrpcProber", "http_get"]
+__all__ = ["ProbeSettings", "http_ready", "GrpcProber", "http_get", "ProbeBackoff"]
 
 _log = logging.getLogger(__name__)
 
@@ -182,3 +185,40 @@ class GrpcProber:
                 client.close()
             except Exception:  # noqa: BLE001 - closing a probe channel must not fail the controller's stop
                 pass
+
+
+class ProbeBackoff:
+    """When the loop probes each endpoint that is down or ejected ("watched"): at once when it becomes watched, then
+    after a delay that starts at ``first_s`` and doubles up to ``max_s``, each wait jittered:
+
+        next_i = now + d_i x U[1 - jitter, 1 + jitter],   then d_i <- min(2 d_i, max_s)
+    An endpoint no longer watched starts again at ``first_s``. A restarted endpoint is seen within max_s x
+    (1 + jitter) of being ready (and by the tick's own scrape, which probes readiness too); a long outage costs
+    a probe per max_s, not one per first_s, and many clients' probes do not arrive in step. O(n) per call."""
+
+    def __init__(self, n: int, first_s: float, max_s: float, jitter: float = 0.0,
+                 rng: Optional[random.Random] = None) -> None:
+        self.first_s, self.max_s, self.jitter = first_s, max(first_s, max_s), jitter
+        self._rng = rng if rng is not None else random.Random()
+        self._delay = [first_s] * n
+        self._next: List[Optional[float]] = [None] * n
+
+    def due(self, now: float, watched: Sequence[int]) -> List[int]:
+        """The watched endpoints to probe now (their next probe is scheduled); the others are forgotten."""
+        keep = set(watched)
+        for i in range(len(self._next)):
+            if i not in keep:
+                self._next[i], self._delay[i] = None, self.first_s
+        out = []
+        for i in watched:
+            at = self._next[i]
+            if at is None or now >= at:
+                out.append(i)
+                self._next[i] = now + self._delay[i] * (1.0 + self.jitter * (2.0 * self._rng.random() - 1.0))
+                self._delay[i] = min(2.0 * self._delay[i], self.max_s)
+        return out
+
+    @property
+    def next_at(self) -> float:
+        """The earliest next probe (inf when nothing is watched)."""
+        return min((t for t in self._next if t is not None), default=math.inf)

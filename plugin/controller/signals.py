@@ -17,8 +17,8 @@ from typing import Callable, Dict, List, Mapping, Optional, Protocol, Sequence
 from .. import triton_metrics
 from .probes import GrpcProber, ProbeSettings, http_get, http_ready
 
-__all__ = ["TritonSample", "SignalSource", "HttpScraper", "parse_triton_metrics", "NullSource", "ProbeSettings",
-           "ReadinessListener"]
+__all__ = ["TritonSample", "SignalSource", "TickScrapes", "HttpScraper", "parse_triton_metrics", "NullSource",
+           "ProbeSettings", "ReadinessListener"]
 
 _log = logging.getLogger(__name__)
 
@@ -55,10 +55,55 @@ class TritonSample:
 
 
 class SignalSource(Protocol):
+    """``poll(now)``: the newest sample per endpoint. A source whose poll starts scrapes (``HttpScraper``) says so
+    with ``starts_scrapes = True`` and takes ``poll(now, start=False)``: collect what finished, start nothing."""
+
     def poll(self, now: float) -> Sequence[Optional[TritonSample]]:
         """The newest sample per endpoint (None: none yet). Must return at once."""
 
     def close(self) -> None: ...
+
+
+class TickScrapes:
+    """The loop's hold on its source: one scrape per endpoint per tick, and the newest samples between ticks.
+
+        lead(now)    the thread's scrape, SCRAPE_LEAD of an interval before a tick: ``poll(now)`` (starts scrapes)
+        poll(now)    the tick's read (the Observer's source): after a lead, a source that ``starts_scrapes`` only
+                     collects (``poll(now, start=False)``); else (no lead: ``tick()`` driven alone) it polls as is
+        newest(now)  between ticks (the stall watch): what has landed; never starts a scrape (a source that does
+                     not start scrapes is not polled again: the tick's samples)
+    So the thread scrapes each endpoint once per tick, not once for the lead and again for the tick. O(n) each."""
+
+    def __init__(self, source: SignalSource) -> None:
+        self.source = source
+        self._collects = bool(getattr(source, "starts_scrapes", False))
+        self._led = False
+        self._latest: Sequence[Optional[TritonSample]] = ()
+
+    def lead(self, now: float) -> None:
+        self._latest = self.source.poll(now)
+        self._led = True
+
+    def poll(self, now: float) -> Sequence[Optional[TritonSample]]:
+        if self._led and self._collects:
+            self._latest = self.source.poll(now, start=False)  # type: ignore[call-arg]
+        else:
+            self._latest = self.source.poll(now)
+        self._led = False
+        return self._latest
+
+    @property
+    def latest(self) -> Sequence[Optional[TritonSample]]:
+        """The samples of the last ``poll`` or ``newest`` (empty before the first)."""
+        return self._latest
+
+    def newest(self, now: float) -> Sequence[Optional[TritonSample]]:
+        if self._collects:
+            self._latest = self.source.poll(now, start=False)  # type: ignore[call-arg]
+        return self._latest
+
+    def close(self) -> None:
+        self.source.close()
 
 
 class NullSource:
@@ -96,13 +141,18 @@ class HttpScraper:
     (``http://host:8002/metrics``) or None to skip Triton metrics for endpoint i.
 
     Two kinds of work, each bounded by ``timeout_s`` per call:
-        poll(now)        the tick's scrape of every endpoint (readiness, then metrics) where none is running
+        poll(now)        the tick's scrape of every endpoint (readiness, then metrics) where none is running;
+                         ``start=False``: only collect the scrapes that finished (``TickScrapes``)
         probe(indices)   a readiness probe alone of the endpoints given (the loop fires these every fraction of an
                          interval for the endpoints that are down or ejected) where none is running
     Each readiness answer is also handed to the listener (``set_readiness_listener``) on the scraper thread the
     moment it lands: (index, ready, started_s), so that a restarted endpoint is readmitted without waiting for the
-    next tick to read the scrape. Threads: min(8, n) workers.
+    next tick to read the scrape. ``scrapes[i]``: the metrics scrapes of endpoint i so far (cumulative; a
+    benchmark divides by the ticks). Threads: min(8, n) workers.
     """
+
+    #: ``poll`` starts scrapes, and takes ``start=False`` to only collect (``SignalSource``)
+    starts_scrapes = True
 
     def __init__(self, ready_urls: Sequence[Optional[str]], metrics_urls: Sequence[Optional[str]], *,
                  timeout_s: float = 0.25, clock: Callable[[], float] = time.monotonic, workers: int = 8,
@@ -124,6 +174,8 @@ class HttpScraper:
         self._latest: List[Optional[TritonSample]] = [None] * n
         self._listener: Optional[ReadinessListener] = None
         self._closed = False
+        #: metrics scrapes per endpoint so far (cumulative)
+        self.scrapes: List[int] = [0] * n
 
     @classmethod
     def for_fleet(cls, fleet: object, metrics_urls: Optional[Mapping[str, str]] = None,
@@ -142,7 +194,9 @@ class HttpScraper:
         """``listener(index, ready, started_s)`` on the scraper thread after each readiness answer; quick."""
         self._listener = listener
 
-    def poll(self, now: float) -> Sequence[Optional[TritonSample]]:
+    def poll(self, now: float, start: bool = True) -> Sequence[Optional[TritonSample]]:
+        """The newest sample per endpoint, after collecting the scrapes that finished; ``start``: also start a
+        scrape of every endpoint with none running."""
         for i, future in enumerate(self._futures):
             if future is not None and future.done():
                 self._futures[i] = None
@@ -150,7 +204,7 @@ class HttpScraper:
                     self._latest[i] = future.result()
                 except Exception as exc:  # noqa: BLE001 - a scrape error is a signal, not a crash
                     _log.debug("scrape of endpoint %d failed: %s", i, type(exc).__name__)
-            if self._futures[i] is None and not self._closed:
+            if start and self._futures[i] is None and not self._closed:
                 self._futures[i] = self._submit(self._scrape, i)
         return self._latest
 
@@ -201,6 +255,7 @@ class HttpScraper:
         ready = self._ready(i)
         text = None
         if self._metrics_urls[i]:
+            self.scrapes[i] += 1  # one scrape of endpoint i runs at a time: no lost update
             _, text = http_get(self._metrics_urls[i], self._timeout_s, self._settings)  # type: ignore[arg-type]
         at_s = self._clock()
         if text is None:
