@@ -108,7 +108,8 @@ def test_every_arrival_is_one_request_and_every_figure_is_there(replay) -> None:
         assert fig["ticks"] >= 10  # 3 s at a 0.1 s interval
         assert 0.0 <= fig["cheapest_share_mean"] <= 1.0 and fig["cheapest_share_std"] >= 0.0
         assert fig["cost_per_1k"] > 0 and sum(fig["traffic_share"].values()) == pytest.approx(1.0)
-        assert fig["ejections"] == 0 and fig["disturbed"] == []
+        assert fig["disturbed"] == [] and set(fig["ejected"]) <= {"inf2", "trn1"}
+        assert fig["ejections"] >= len(fig["ejected"]) and fig["mode_switches"] >= 0
         if fig["scrapes_per_tick"] is not None:
             assert set(fig["scrapes_per_tick"]) == {"inf2", "trn1"}
     written = json.loads((out / "summary.json").read_text())
@@ -126,5 +127,7 @@ def test_clients_following_one_plane(replay) -> None:
     spec, summary, _ = replay
     fig = summary["setups"]["n2-plane"]
     assert fig["requests"] == len(spec.trace().arrivals_s) and fig["errors"] == 0
-    assert fig["ticks"] and fig["scrapes"] is not None
-    assert summary["floors"]["n2-plane: one scrape per endpoint per tick"]
+    assert fig["ticks"] >= 10 and set(fig["scrapes_per_tick"]) == {"inf2", "trn1"}
+    assert not [key for key in FIGURES if key not in fig]
+    # the floors are judged, not asserted here: a short run on a shared machine is no measurement
+    assert {"n2-plane: 0 errors", "n2-plane: one scrape per endpoint per tick"} <= set(summary["floors"])

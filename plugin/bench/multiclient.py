@@ -93,8 +93,10 @@ class SetupRun:
 
 
 def _plane_counters(plane: Any) -> ControllerCounters:
+    """The plane's ticks and per-endpoint scrapes so far (``status()``; scrapes None where it does not count)."""
     status = plane.status()
-    return ControllerCounters(int(status["ticks"]), tuple(int(x) for x in status["scrapes"]))
+    scrapes = status["scrapes"]
+    return ControllerCounters(int(status["ticks"]), None if scrapes is None else tuple(int(x) for x in scrapes))
 
 
 def run_setup(setup: Setup, local_fleet: Any, spec: ScenarioSpec, trace: ArrivalTrace, mode: str) -> SetupRun:

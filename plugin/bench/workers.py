@@ -117,7 +117,10 @@ def _client_main(conn: Any, job: ClientJob) -> None:
 def _expect(conn: Any, index: int, tag: str, timeout_s: float) -> Any:
     if not conn.poll(timeout_s):
         raise RuntimeError(f"client process {index} sent no '{tag}' within {timeout_s:.0f} s")
-    got, payload = conn.recv()
+    try:
+        got, payload = conn.recv()
+    except EOFError:
+        raise RuntimeError(f"client process {index} ended before it sent '{tag}' (its stderr says why)") from None
     if got == "error":
         raise RuntimeError(f"client process {index} failed:\n{payload}")
     return payload
