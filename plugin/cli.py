@@ -18,6 +18,7 @@ _SUBCOMMAND_MODULES: tuple[str, ...] = (
     "tritonmix.commands.export",
     "tritonmix.commands.fleet",
     "tritonmix.commands.status",
+    "tritonmix.commands.control_plane",
     "tritonmix.commands.bench",
 )
 

@@ -22,7 +22,11 @@ def register(subparsers: Any) -> None:
         "status", help="live table of the controller's view of a fleet",
         description="Poll a fleet's Triton servers (readiness, metrics) through the tritonmix controller and show "
         "per endpoint: health, weight, capacity estimate mu, cost per inference, and the mode.")
-    parser.add_argument("fleet", help="fleet file (YAML)")
+    parser.add_argument("fleet", nargs="?", help="fleet file (YAML)")
+    parser.add_argument("--control-plane", default=None, metavar="HOST:PORT",
+                        help="show a control plane's view instead (its clients, per-endpoint load, plan, mode)")
+    parser.add_argument("--token-file", default=None, help="the control plane's bearer token (default: the "
+                        "TRITONMIX_CONTROL_PLANE_TOKEN environment variable)")
     parser.add_argument("--interval", type=float, default=None, help="seconds between refreshes (default: the "
                         "fleet's controller.interval_s)")
     parser.add_argument("--once", action="store_true", help="print one table after a few ticks and exit")
@@ -42,6 +46,10 @@ def _metrics_urls(items: Any) -> Dict[str, str]:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.control_plane:
+        return _plane(args)
+    if not args.fleet:
+        raise CLIError("give a fleet file, or --control-plane HOST:PORT")
     from ..controller import Controller
     from ..fleet import Fleet
     from ..request import Router
@@ -115,3 +123,70 @@ def _caption(snap: Any, controller: Any) -> str:
 
 def _num(value: float, fmt: str) -> str:
     return "-" if not math.isfinite(value) else format(value, fmt)
+
+
+def _plane(args: argparse.Namespace) -> int:
+    """``--control-plane``: poll the plane's /v1/status every ``--interval`` (1 s by default)."""
+    from rich.console import Console
+    from rich.live import Live
+
+    from .control_plane import read_token
+
+    token = read_token(args.token_file)
+    base = args.control_plane if args.control_plane.startswith(("http://", "https://")) else \
+        "http://" + args.control_plane
+    interval_s = args.interval or 1.0
+
+    def fetch() -> Dict[str, Any]:
+        import json
+
+        from ..control_plane.plane import http_call
+
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        try:
+            status, body = http_call(base.rstrip("/") + "/v1/status", headers=headers, timeout_s=5.0)
+        except OSError as exc:
+            raise CLIError(f"control plane {args.control_plane}: {exc}") from None
+        if status != 200:
+            raise CLIError(f"control plane {args.control_plane}: HTTP {status}: {body[:200].decode(errors='replace')}")
+        return json.loads(body)
+
+    console = Console()
+    if args.once:
+        console.print(render_plane(fetch()))
+        return 0
+    with Live(render_plane(fetch()), console=console, refresh_per_second=4) as live:
+        while True:
+            time.sleep(interval_s)
+            live.update(render_plane(fetch()))
+
+
+def render_plane(st: Dict[str, Any]) -> Any:
+    """A rich Group: the plane's endpoints table and its clients table."""
+    from rich.console import Group
+    from rich.table import Table
+
+    mode = (st.get("mode") or "-").upper()
+    title = (f"tritonmix control plane {st['address']} ({st['role']}): mode {mode} (configured "
+             f"{st['configured_mode']}), plan {st['generation']}, {st['ticks']} ticks")
+    replicas = ", ".join(f"{pool}: {n}" for pool, n in sorted(st.get("desired_replicas", {}).items()))
+    endpoints = Table(title=title, caption=f"desired replicas {replicas or '-'} | reports {st['reports']} | "
+                      f"refused {st['refused'] or 0}")
+    for column in ("endpoint", "pool", "health", "weight", "mu req/s", "in flight", "assigned req/s", "scrapes"):
+        endpoints.add_column(column, justify="left" if column in ("endpoint", "pool", "health") else "right")
+    for r in st["endpoints"]:
+        health = "ejected" if r.get("ejected") else ("ready" if r.get("ready") else "DOWN")
+        endpoints.add_row(r["name"], str(r.get("pool", "-")), health, _fmt(r.get("interactive_weight"), ".2f"),
+                          _fmt(r.get("mu_rps"), ".2f"), str(r["in_flight"]), _fmt(r.get("assigned_rps"), ".2f"),
+                          str(r["scrapes"]) if r.get("scrapes") is not None else "-")
+    clients = Table(title=f"{len(st['clients'])} clients")
+    for column in ("client", "seen s ago", "reports", "req/s", "plan age s", "in flight", "ejected"):
+        clients.add_column(column, justify="left" if column in ("client", "ejected") else "right")
+    for c in st["clients"]:
+        clients.add_row(c["client"], f"{c['seen_s_ago']:.2f}", str(c["reports"]), f"{c['interactive_rps']:.1f}",
+                        _fmt(c["plan_age_s"], ".2f"), str(c["in_flight"]), ", ".join(c["ejected"]) or "-")
+    return Group(endpoints, clients)
+
+
+def _fmt(value: Any, fmt: str) -> str:
+    return "-" if value is None or not math.isfinite(value) else format(value, fmt)

@@ -105,6 +105,9 @@ class _RoleSource:
     """The Controller's signal source: the Triton scraper while this replica leads; while it stands by, the
     leader's samples (fetched once per tick in the background, their ages carried over to this clock)."""
 
+    #: ``poll(now, start=False)`` only collects (``controller.signals.SignalSource``)
+    starts_scrapes = True
+
     def __init__(self, scraper: HttpScraper, n: int, clock: Any, headers: Mapping[str, str],
                  ssl_context: Optional[ssl.SSLContext]) -> None:
         self.scraper = scraper
@@ -266,10 +269,13 @@ class ControlPlane:
         return self
 
     def stop(self) -> None:
+        """Stop ticking and serving (its clients fall back within two intervals); a second call does nothing."""
+        if self._stop.is_set():
+            return
         self._stop.set()
         self.controller.stop()
         loop = self._loop
-        if loop is not None and self._runner is not None:
+        if loop is not None and self._runner is not None and not loop.is_closed():
             try:
                 asyncio.run_coroutine_threadsafe(self._runner.cleanup(), loop).result(timeout=5)
             except Exception:  # noqa: BLE001 - stopping anyway
