@@ -27,7 +27,7 @@ from .runner import client_fleet, reset_fleet, start_events
 from .sampler import MetricsSampler, Sample
 from .scenario import ScenarioSpec
 from .trace import ArrivalTrace
-from .workers import ClientJob, ClientResult, ControllerCounters, run_client_processes, split_round_robin
+from .workers import ClientJob, ControllerCounters, run_client_processes, split_round_robin
 
 __all__ = ["Setup", "parse_setups", "plane_missing", "run_clients", "SPLIT", "DEFAULT_SETUPS"]
 
@@ -99,48 +99,49 @@ def _plane_counters(plane: Any) -> ControllerCounters:
     return ControllerCounters(int(status["ticks"]), None if scrapes is None else tuple(int(x) for x in scrapes))
 
 
-def run_setup(setup: Setup, local_fleet: Any, spec: ScenarioSpec, trace: ArrivalTrace, mode: str) -> SetupRun:
-    """Replay ``trace`` split over ``setup.clients`` processes on ``local_fleet`` (in its initial state)."""
-    fleet = dataclasses.replace(client_fleet(local_fleet, spec), mode=mode)
-    plane = None
-    if setup.plane:
-        from ..control_plane import ControlPlane
+def _start_plane(fleet: Any) -> Any:
+    from ..control_plane import ControlPlane
 
-        plane = ControlPlane(fleet, listen="127.0.0.1:0")
-        plane.start()
-    shares = split_round_robin(trace.arrivals_s, setup.clients)
-    jobs = [ClientJob(k, fleet, mode, spec.model, spec.request_timeout_s, spec.seed + k, shares[k],
-                      None if plane is None else plane.address) for k in range(setup.clients)]
+    return ControlPlane(fleet, listen="127.0.0.1:0").start()
+
+
+def run_setup(setup: Setup, local_fleet: Any, spec: ScenarioSpec, trace: ArrivalTrace, mode: str) -> SetupRun:
+    """Replay ``trace`` split over ``setup.clients`` processes on ``local_fleet`` (in its initial state); the
+    plane, the sampler and the events end with it, whatever happened."""
+    fleet = dataclasses.replace(client_fleet(local_fleet, spec), mode=mode)
     metrics_urls = {name: local_fleet.endpoints[name].metrics_url for name in fleet.names}
-    live: Dict[str, Any] = {"stop": threading.Event()}
+    shares = split_round_robin(trace.arrivals_s, setup.clients)
+    live: Dict[str, Any] = {"stop": threading.Event(), "plane": None}
 
     def on_start(start_s: float) -> None:
         time.sleep(max(0.0, start_s - time.monotonic()))
         live["start_s"] = start_s
         live["sampler"] = MetricsSampler(metrics_urls, spec.model, period_s=0.25).start()
         live["events"] = start_events(local_fleet, list(trace.events), start_s, live["stop"])
-        if plane is not None:
-            live["plane_before"] = _plane_counters(plane)
+        if live["plane"] is not None:
+            live["plane_before"] = _plane_counters(live["plane"])
 
-    results: List[ClientResult] = []
     plane_counters, decisions = None, []
     try:
+        plane = live["plane"] = _start_plane(fleet) if setup.plane else None
+        jobs = [ClientJob(k, fleet, mode, spec.model, spec.request_timeout_s, spec.seed + k, shares[k],
+                          None if plane is None else plane.address) for k in range(setup.clients)]
         results = run_client_processes(jobs, on_start, spec.duration_s + spec.request_timeout_s + 60.0)
+        if plane is not None:
+            plane_counters = _plane_counters(plane).since(live["plane_before"])
+            decisions = [(d.at_s, d.kind, d.endpoint, d.summary) for d in plane.controller.decisions()
+                         if d.at_s >= live["start_s"]]
     finally:
         live["stop"].set()
         if "events" in live:
             live["events"].join()
         samples = live["sampler"].stop() if "sampler" in live else []
-        if plane is not None:
-            if "plane_before" in live:
-                plane_counters = _plane_counters(plane).since(live["plane_before"])
-                decisions = [(d.at_s, d.kind, d.endpoint, d.summary) for d in plane.controller.decisions()
-                             if d.at_s >= live["start_s"]]
-            plane.stop()
+        if live["plane"] is not None:
+            live["plane"].stop()
     records = sorted((r for result in results for r in result.records), key=lambda r: r.arrival_s)
     decisions += [d for result in results for d in result.decisions]
-    return SetupRun(setup, records, samples, sorted(decisions), [r.counters for r in results], plane_counters,
-                    live["start_s"], time.monotonic() - live["start_s"])
+    return SetupRun(setup, records, samples, sorted(decisions, key=lambda d: d[0]), [r.counters for r in results],
+                    plane_counters, live["start_s"], time.monotonic() - live["start_s"])
 
 
 def setup_figures(run: SetupRun, spec: ScenarioSpec, trace: ArrivalTrace, fleet: Any) -> Dict[str, Any]:
