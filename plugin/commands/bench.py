@@ -14,7 +14,7 @@ __all__ = ["register"]
 
 
 def register(subparsers: Any) -> None:
-    parser = subparsers.add_parser("bench", help="benchmarks: the scenario replay")
+    parser = subparsers.add_parser("bench", help="benchmarks: the scenario replay, many clients on one fleet")
     sub = parser.add_subparsers(dest="bench_command", metavar="BENCH")
     sub.required = True
     scenario = sub.add_parser(
