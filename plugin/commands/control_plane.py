@@ -3,17 +3,14 @@ in the foreground (``tritonmix.control_plane.ControlPlane``); Ctrl-C or SIGTERM 
 from __future__ import annotations
 
 import argparse
-import os
 import signal
 import threading
-from typing import Any, Optional
+from typing import Any
 
 from ..cli import CLIError
 from ..errors import ConfigError, LaunchError
 
-__all__ = ["register", "read_token"]
-
-TOKEN_ENV = "TRITONMIX_CONTROL_PLANE_TOKEN"
+__all__ = ["register"]
 
 
 def register(subparsers: Any) -> None:
@@ -27,8 +24,8 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--listen", default="127.0.0.1:8470",
                         help="HOST:PORT to listen on (default 127.0.0.1:8470; port 0 picks a free one). An address "
                         "beyond loopback needs a token")
-    parser.add_argument("--token-file", default=None, help=f"file holding the bearer token clients must send "
-                        f"(default: the {TOKEN_ENV} environment variable, if set)")
+    parser.add_argument("--token-file", default=None, help="file holding the bearer token clients must send "
+                        "(default: the TRITONMIX_CONTROL_PLANE_TOKEN environment variable, if set)")
     parser.add_argument("--tls-cert", default=None, help="serve over TLS with this certificate (PEM) ...")
     parser.add_argument("--tls-key", default=None, help="... and this private key (PEM)")
     parser.add_argument("--replica", action="append", default=[], metavar="HOST:PORT",
@@ -39,25 +36,11 @@ def register(subparsers: Any) -> None:
     parser.set_defaults(func=run)
 
 
-def read_token(path: Optional[str]) -> Optional[str]:
-    """The token from ``path`` (stripped), else from the environment; CLIError names an unreadable or empty file."""
-    if path:
-        try:
-            with open(path, encoding="utf-8") as f:
-                token = f.read().strip()
-        except OSError as exc:
-            raise CLIError(f"--token-file {path}: {exc.strerror}") from None
-        if not token:
-            raise CLIError(f"--token-file {path} is empty")
-        return token
-    return os.environ.get(TOKEN_ENV) or None
-
-
 def run(args: argparse.Namespace) -> int:
     from ..control_plane import ControlPlane
     from ..fleet import Fleet
     from ..local.supervisor import attach
-    from .status import _metrics_urls
+    from .status import _metrics_urls, read_token
 
     try:
         fleet = attach(Fleet.from_file(args.fleet))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import time
 from typing import Any, Dict, Optional
 
@@ -125,12 +126,28 @@ def _num(value: float, fmt: str) -> str:
     return "-" if not math.isfinite(value) else format(value, fmt)
 
 
+TOKEN_ENV = "TRITONMIX_CONTROL_PLANE_TOKEN"
+
+
+def read_token(path: Optional[str]) -> Optional[str]:
+    """The control plane's bearer token from ``path`` (stripped), else from the environment (TOKEN_ENV); CLIError
+    names an unreadable or empty file."""
+    if path:
+        try:
+            with open(path, encoding="utf-8") as f:
+                token = f.read().strip()
+        except OSError as exc:
+            raise CLIError(f"--token-file {path}: {exc.strerror}") from None
+        if not token:
+            raise CLIError(f"--token-file {path} is empty")
+        return token
+    return os.environ.get(TOKEN_ENV) or None
+
+
 def _plane(args: argparse.Namespace) -> int:
     """``--control-plane``: poll the plane's /v1/status every ``--interval`` (1 s by default)."""
     from rich.console import Console
     from rich.live import Live
-
-    from .control_plane import read_token
 
     token = read_token(args.token_file)
     base = args.control_plane if args.control_plane.startswith(("http://", "https://")) else \

@@ -115,6 +115,8 @@ class _RoleSource:
         self._n, self._clock = n, clock
         self._headers, self._ssl = dict(headers), ssl_context
         self._latest: List[Optional[TritonSample]] = [None] * n
+        #: what the controller last read (served to standbys on /v1/samples)
+        self.latest: Sequence[Optional[TritonSample]] = [None] * n
         self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="tritonmix-plane-mirror")
         self._future: Optional[concurrent.futures.Future] = None
         self.mirrored = 0
@@ -124,8 +126,15 @@ class _RoleSource:
         return getattr(self.scraper, "scrapes", None)
 
     def poll(self, now: float, *args: Any, **kwargs: Any) -> Sequence[Optional[TritonSample]]:
+        """The controller's read (its thread only); ``latest`` keeps it for /v1/samples."""
+        self.latest = self._poll(now, *args, **kwargs)
+        return self.latest
+
+    def _poll(self, now: float, *args: Any, **kwargs: Any) -> Sequence[Optional[TritonSample]]:
         mirror = self.mirror
         if mirror is None:
+            if not getattr(self.scraper, "starts_scrapes", False):
+                return self.scraper.poll(now)
             return self.scraper.poll(now, *args, **kwargs)
         f = self._future
         if f is not None and f.done():
@@ -143,11 +152,12 @@ class _RoleSource:
         return self._latest
 
     def probe(self, indices: Sequence[int]) -> None:
-        if self.mirror is None:
+        if self.mirror is None and hasattr(self.scraper, "probe"):
             self.scraper.probe(indices)
 
     def set_readiness_listener(self, listener: Any) -> None:
-        self.scraper.set_readiness_listener(listener)
+        if hasattr(self.scraper, "set_readiness_listener"):
+            self.scraper.set_readiness_listener(listener)
 
     def close(self) -> None:
         self.scraper.close()
@@ -203,7 +213,10 @@ class ControlPlane:
     def __init__(self, fleet: Any, *, listen: str = "127.0.0.1:0", token: Optional[str] = None,
                  tls_cert: Optional[str] = None, tls_key: Optional[str] = None, replicas: Sequence[str] = (),
                  metrics_urls: Optional[Mapping[str, str]] = None, probe_settings: Optional[ProbeSettings] = None,
-                 peer_ca_file: Optional[str] = None, clock: Any = time.monotonic) -> None:
+                 peer_ca_file: Optional[str] = None, signal_source: Any = None,
+                 clock: Any = time.monotonic) -> None:
+        """``signal_source``: the Triton signals to use instead of scraping the fleet's endpoints (a
+        ``controller.signals.SignalSource``; benchmarks of the plane alone pass a NullSource)."""
         self.fleet = fleet
         self._host, self._port = parse_address(listen)
         if not is_loopback(self._host) and not token:
@@ -222,8 +235,8 @@ class ControlPlane:
         self.board = Board(self.names, expire_s=CLIENT_EXPIRY_INTERVALS * s.interval_s, clock=clock)
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         peer_ssl = ssl.create_default_context(cafile=peer_ca_file) if peer_ca_file else None
-        scraper = HttpScraper.for_fleet(fleet, metrics_urls, settings=probe_settings, timeout_s=s.scrape_timeout_s,
-                                        clock=clock)
+        scraper = signal_source if signal_source is not None else HttpScraper.for_fleet(
+            fleet, metrics_urls, settings=probe_settings, timeout_s=s.scrape_timeout_s, clock=clock)
         self.source = _RoleSource(scraper, len(self.names), clock, headers, peer_ssl)
         self.controller = Controller(fleet, self.board, source=self.source, clock=clock,
                                      report_cadence_s=s.interval_s)
@@ -250,7 +263,9 @@ class ControlPlane:
     def url(self) -> str:
         return ("https://" if self._tls else "http://") + self.address
 
-    def start(self) -> "ControlPlane":
+    def start(self, tick: bool = True) -> "ControlPlane":
+        """Bind and serve; with ``tick=False`` the controller's thread does not start and the caller ticks
+        (``tick()``: benchmarks and tests that step the plane)."""
         if self._thread is not None:
             return self
         ready: "concurrent.futures.Future[str]" = concurrent.futures.Future()
@@ -264,7 +279,8 @@ class ControlPlane:
         self._update_role()
         self._peer_thread = threading.Thread(target=self._watch_peers, name="tritonmix-plane-peers", daemon=True)
         self._peer_thread.start()
-        self.controller.start()
+        if tick:
+            self.controller.start()
         _log.info("control plane for %d endpoints on %s (%s)", len(self.names), self.url, self.role)
         return self
 
@@ -293,6 +309,10 @@ class ControlPlane:
 
     def __exit__(self, *exc: Any) -> None:
         self.stop()
+
+    def tick(self) -> Any:
+        """One tick now (merge, decide, publish); returns the Plan."""
+        return self.controller.tick()
 
     # ---- the tick's output ----------------------------------------------------------------------------------
     def _on_tick(self, _snapshot: Any) -> None:
@@ -442,7 +462,8 @@ class ControlPlane:
         share = self.board.share(client) if client is not None else None
         next_tick_s = max(0.0, self._tick_at + self.interval_s - self._clock())
         self.served += 1
-        body = plan_message(published[1], share, next_tick_s, self.interval_s, self.address, self.epoch)
+        body = plan_message(published[1], share, next_tick_s, self.interval_s, self.address, self.epoch,
+                            published[0])
         return web.Response(body=body, content_type="application/json")
 
     async def _health(self, request: Any) -> Any:
@@ -455,7 +476,7 @@ class ControlPlane:
         from aiohttp import web
 
         now = self._clock()
-        latest = self.source.scraper.poll(now, start=False) if self.role == "leader" else self.source.poll(now)
+        latest = list(self.source.latest)
         return web.json_response({"samples": [None if s is None else sample_to_dict(s, now) for s in latest]},
                                  dumps=_dumps)
 

@@ -197,9 +197,10 @@ def _array(xs: Any, n: int, where: str, what: str, dtype: Any) -> np.ndarray:
 
 
 def plan_message(plan_json: str, share: Optional[Mapping[str, float]], next_tick_s: float, interval_s: float,
-                 replica: str, epoch: str) -> bytes:
+                 replica: str, epoch: str, generation: int) -> bytes:
     """The plane's answer to a sync or plan request: the plan (JSON text serialised once per tick, spliced in),
-    this client's demand share per model, and when the next tick is due."""
+    this client's demand share per model, and when the next tick is due; the plan's generation and the plane's
+    epoch are repeated last, so that a watcher can read them without parsing the plan."""
     tail: Dict[str, Any] = {"share": dict(share or {}), "next_tick_s": round(next_tick_s, 4),
-                            "interval_s": interval_s, "replica": replica, "epoch": epoch}
+                            "interval_s": interval_s, "replica": replica, "epoch": epoch, "generation": generation}
     return ('{"plan":' + plan_json + "," + json.dumps(tail, separators=(",", ":"))[1:]).encode()
