@@ -19,7 +19,7 @@ import pytest
 import tritonmix.http as httpclient
 from tritonmix import Fleet
 from tritonmix.control_plane import Board, ControlPlane, ReportError, build_report, parse_report, scale_limits
-from tritonmix.control_plane.plane import http_call
+from tritonmix.control_plane.report import http_call
 from tritonmix.control_plane.report import MAX_REPORT_BYTES, fleet_fingerprint
 from tritonmix.controller.applier import Applier
 from tritonmix.controller.model import ModelPlan
@@ -121,10 +121,17 @@ def test_the_board_adds_each_clients_growth_after_its_baseline_and_sums_gauges()
     assert board.share("x")["m"] == pytest.approx(12 / 18) and board.share("y")["m"] == pytest.approx(6 / 18)
     clock.now += 1.0
     board.ingest(_report("x", [120, 0, 0], 120, [2, 0, 0], [0.2, None, None]))
-    clock.now += 1.0  # y silent for 2 s > expire_s: its in-flight leaves the sums, its counts stay
+    clock.now += 0.6  # y silent for 1.6 s > expire_s: it leaves, its in-flight with it, its counts stay
     assert board.expire() == ["y"]
     stats = board.dispatchers()[("m", "interactive")].stats()
     assert stats.in_flight == (2, 0, 0) and stats.successes == (20, 5, 0) and board.client_count == 1
+    clock.now += 0.2  # x silent for 0.8 s > gauge_expire_s (0.75): a silent client's requests are not stuck ones
+    assert board.dispatchers()[("m", "interactive")].stats().in_flight == (0, 0, 0) and board.client_count == 1
+    board.ingest(_report("x", [121, 0, 0], 121, [1, 0, 0], [0.2, None, None]))  # back: its gauges with it
+    assert board.dispatchers()[("m", "interactive")].stats().in_flight == (1, 0, 0)
+    board.ingest(_report("x", [122, 0, 0], 122, [1, 0, 0], [0.2, None, None]), final=True)  # goodbye
+    assert board.client_count == 0 and board.dispatchers()[("m", "interactive")].stats().in_flight == (0, 0, 0)
+    assert board.arrivals()[("m", "interactive")] == 18 + 8 + 1 + 1
 
 
 def test_a_client_that_restarts_counts_from_zero_and_a_new_ejection_reaches_the_ejector_once() -> None:

@@ -157,7 +157,7 @@ def _plane(args: argparse.Namespace) -> int:
     def fetch() -> Dict[str, Any]:
         import json
 
-        from ..control_plane.plane import http_call
+        from ..control_plane.report import http_call
 
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         try:

@@ -13,7 +13,10 @@ Per client it keeps the last report; a new report adds its differences to the fl
     demand share of client c for model m: r_c,m / sum over live clients of r_m, with r_c,m the client's
         interactive arrivals per second between its last two reports (equal shares while nobody has demand)
 
-A client silent for ``expire_s`` is dropped: its gauges leave the sums (its counters stay in the totals). An
+A client's gauges leave the sums once its last report is older than ``gauge_expire_s`` (1.5 intervals: a client
+that died must not look like requests stuck at an endpoint; its next report brings them back), and a client silent
+for ``expire_s`` is dropped (its counters stay in the totals), as is one that says goodbye (``ingest(final=True)``,
+its last report as it closes). An
 endpoint that enters a client's passive-ejection set is handed to the ejector (the plane's Health), once per
 client and episode. Cost: O(keys x n) per report with numpy, O(keys x n) per read of the merged view.
 """
@@ -62,9 +65,10 @@ class _Total:
 
 
 class _Client:
-    __slots__ = ("last", "seen_at", "reports", "rates", "rate_at")
+    __slots__ = ("last", "seen_at", "reports", "rates", "rate_at", "gauges")
 
     def __init__(self, report: Report, now: float) -> None:
+        self.gauges = True       # its last report's gauges are in the sums
         self.last = report
         self.seen_at = now
         self.reports = 1
@@ -87,10 +91,12 @@ class Board:
     """Merged reports, with the router contract the Controller reads (``tritonmix.request.router``); the
     plane applies nothing to it (clients apply the plans), so the setters only remember."""
 
-    def __init__(self, names: Sequence[str], *, expire_s: float, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, names: Sequence[str], *, expire_s: float, gauge_expire_s: Optional[float] = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self._names = tuple(names)
         self.n = len(self._names)
         self.expire_s = expire_s
+        self.gauge_expire_s = expire_s / 2 if gauge_expire_s is None else gauge_expire_s
         self._clock = clock
         self._lock = threading.Lock()
         self._clients: Dict[str, _Client] = {}
@@ -105,8 +111,9 @@ class Board:
         self._view: Optional[Dict[Key, "_Stats"]] = None
 
     # ---- reports -----------------------------------------------------------------------------------------------
-    def ingest(self, report: Report) -> None:
-        """Merge one parsed report (module docstring); hands new passive ejections to the ejector."""
+    def ingest(self, report: Report, final: bool = False) -> None:
+        """Merge one parsed report (module docstring); hands new passive ejections to the ejector. ``final``: the
+        client's last report (it closes): merged, then the client leaves."""
         now = self._clock()
         new_keys: List[Key] = []
         with self._lock:
@@ -121,6 +128,8 @@ class Board:
                 last = client.last
                 fresh = set(report.ejected) - set(last.ejected)
                 new_keys = self._merge(client, last, report, now)
+            if final:
+                self._drop(report.client)
             self._view = None
         for key in new_keys:
             for callback in self._listeners:
@@ -148,11 +157,16 @@ class Board:
             total.arrivals += grew
             total.successes += _grown(k.successes, old.successes)
             total.failures += _grown(k.failures, old.failures)
-            self._swap_gauges(total, old, k)
+            if client.gauges:
+                self._swap_gauges(total, old, k)
+            else:
+                self._add_gauges(k, 1)
             if k.request_class == "interactive":
                 arrivals[k.model] = arrivals.get(k.model, 0) + grew
         for old in before.values():  # a dispatcher the client no longer reports: its gauges leave
-            self._swap_gauges(self._totals[(old.model, old.request_class)], old, None)
+            if client.gauges:
+                self._swap_gauges(self._totals[(old.model, old.request_class)], old, None)
+        client.gauges = True
         client.rates = {m: a / dt for m, a in arrivals.items()}
         client.rate_at = now
         client.last, client.seen_at = report, now
@@ -190,14 +204,29 @@ class Board:
         with self._lock:
             for cid, client in list(self._clients.items()):
                 if now - client.seen_at > self.expire_s:
-                    for k in client.last.keys:
-                        self._swap_gauges(self._totals[(k.model, k.request_class)], k, None)
-                    del self._clients[cid]
+                    self._drop(cid)
                     gone.append(cid)
             if gone:
                 self.expired += len(gone)
                 self._view = None
         return gone
+
+    def _drop(self, cid: str) -> None:
+        self._clear_gauges(self._clients.pop(cid))
+
+    def _clear_gauges(self, client: _Client) -> None:
+        if client.gauges:
+            for k in client.last.keys:
+                self._swap_gauges(self._totals[(k.model, k.request_class)], k, None)
+            client.gauges = False
+
+    def _stale_gauges(self) -> None:
+        """Take the gauges of clients silent for ``gauge_expire_s`` out of the sums (lock held)."""
+        now = self._clock()
+        for client in self._clients.values():
+            if client.gauges and now - client.seen_at > self.gauge_expire_s:
+                self._clear_gauges(client)
+                self._view = None
 
     # ---- what the plane reads ------------------------------------------------------------------------------------
     def share(self, client: str) -> Dict[str, float]:
@@ -232,6 +261,7 @@ class Board:
 
     def dispatchers(self) -> Dict[Key, "_Stats"]:
         with self._lock:
+            self._stale_gauges()
             if self._view is None:
                 self._view = {key: _Stats(_stats(t, self.n)) for key, t in self._totals.items()}
             return dict(self._view)

@@ -35,7 +35,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 from ..controller.applier import Applier
 from ..controller.decisions import Decision, DecisionLog
 from ..controller.plan import ModelRoute, Plan
-from .report import build_report, fleet_fingerprint, new_client_id
+from .report import build_report, fleet_fingerprint, http_call, new_client_id
 
 __all__ = ["Follower", "scale_limits", "FOLLOW_INTERVALS", "LEAD"]
 
@@ -179,7 +179,17 @@ class Follower:
         return self
 
     def stop(self, timeout_s: float = 5.0) -> None:
+        """Stop following: a last report (``bye``) to every replica that answers, so its requests leave the
+        plane's view at once, then the threads and the local controller stop."""
         self._stop.set()
+        body = build_report(self.router, self.client_id, self._seq + 1, self._fingerprint, self.plan_age_s)
+        for link in self._links:
+            if link.delivered_at > -math.inf:
+                try:
+                    http_call(link.base + "/v1/sync?bye=1&wait=0", method="POST", body=body, headers=self._headers,
+                              timeout_s=0.5, ssl_context=self._ssl)
+                except OSError:
+                    pass
         for link in self._links:
             conn = link.conn
             if conn is not None:

@@ -8,7 +8,8 @@ merged) and its signal source scrapes each Triton endpoint once per tick, whatev
 
 HTTP API (JSON; ``Authorization: Bearer <token>`` on every route but /v1/health and /metrics when a token is set):
 
-    POST /v1/sync?after=G&epoch=E&wait=S   body: a report (``report``). The report is merged at once; the answer is
+    POST /v1/sync?after=G&epoch=E&wait=S   body: a report (``report``). The report is merged at once (``bye=1``: the
+                                           client's last one; it leaves, answer 204); the answer is
                                            the first plan newer than generation G of this plane's epoch E (at once
                                            when the plane has one, or E is another epoch: another replica or a
                                            restart), else held up to S seconds (204 when none came). Answer:
@@ -51,12 +52,14 @@ import threading
 import time
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
-from ..controller import Controller, ProbeSettings
+from ..controller.loop import Controller
+from ..controller.probes import ProbeSettings
+from ..controller.queueing import QUEUE_MISS_TARGET, UNLIMITED_MISS_TARGET
 from ..controller.signals import HttpScraper, TritonSample
 from ..errors import ConfigError, LaunchError
 from .board import Board
 from .metrics import plane_registry
-from .report import MAX_REPORT_BYTES, ReportError, fleet_fingerprint, parse_report, plan_message
+from .report import MAX_REPORT_BYTES, ReportError, fleet_fingerprint, http_call, parse_report, plan_message
 
 __all__ = ["ControlPlane", "parse_address", "is_loopback"]
 
@@ -191,21 +194,6 @@ def sample_from_dict(d: Mapping[str, Any], now: float) -> TritonSample:
                         models={m: sample_from_dict(v, now) for m, v in (d.get("models") or {}).items()})
 
 
-def http_call(url: str, *, method: str = "GET", body: Optional[bytes] = None,
-              headers: Optional[Mapping[str, str]] = None, timeout_s: float = 1.0,
-              ssl_context: Optional[ssl.SSLContext] = None) -> Tuple[int, bytes]:
-    """One short HTTP request with the standard library (no connection reuse): (status, body)."""
-    import urllib.error
-    import urllib.request
-
-    req = urllib.request.Request(url, data=body, method=method, headers=dict(headers or {}))
-    try:
-        with urllib.request.urlopen(req, timeout=timeout_s, context=ssl_context) as resp:
-            return resp.status, resp.read()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read()
-
-
 class ControlPlane:
     """The control plane of one fleet (module docstring). ``start()`` binds and starts ticking; ``address`` is
     then ``host:port``; ``stop()`` ends it (the clients fall back to their own controllers)."""
@@ -319,6 +307,10 @@ class ControlPlane:
         """The controller's listener, on its thread after every tick: publish the plan, drop silent clients."""
         self.ticks += 1
         self.board.expire()
+        # many followers each hold a sliver of an endpoint's in-flight limit, so the limits no longer spill the
+        # queue's tail: plan each endpoint's load for the tail the queue model allows without limits
+        many = self.board.client_count > 1
+        self.controller.observer.queue_miss_target = UNLIMITED_MISS_TARGET if many else QUEUE_MISS_TARGET
         plan = self.controller.plan
         if plan is None:
             return
@@ -431,7 +423,12 @@ class ControlPlane:
     async def _sync(self, request: Any) -> Any:
         body = await request.read()
         report = parse_report(body, self.names, self.fingerprint)
-        self.board.ingest(report)
+        final = request.query.get("bye") == "1"
+        self.board.ingest(report, final=final)
+        if final:
+            from aiohttp import web
+
+            return web.Response(status=204)
         return await self._answer(request, report.client)
 
     async def _plan(self, request: Any) -> Any:

@@ -27,6 +27,7 @@ import json
 import math
 import os
 import socket
+import ssl
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
@@ -34,7 +35,7 @@ import numpy as np
 from ..errors import ConfigError
 
 __all__ = ["MAX_REPORT_BYTES", "ReportError", "KeyReport", "Report", "build_report", "parse_report",
-           "fleet_fingerprint", "new_client_id", "plan_message"]
+           "fleet_fingerprint", "new_client_id", "plan_message", "http_call"]
 
 #: the largest report the plane reads (bytes); a fleet of 256 endpoints with a handful of models needs ~40 KB
 MAX_REPORT_BYTES = 1 << 20
@@ -204,3 +205,18 @@ def plan_message(plan_json: str, share: Optional[Mapping[str, float]], next_tick
     tail: Dict[str, Any] = {"share": dict(share or {}), "next_tick_s": round(next_tick_s, 4),
                             "interval_s": interval_s, "replica": replica, "epoch": epoch, "generation": generation}
     return ('{"plan":' + plan_json + "," + json.dumps(tail, separators=(",", ":"))[1:]).encode()
+
+
+def http_call(url: str, *, method: str = "GET", body: Optional[bytes] = None,
+              headers: Optional[Mapping[str, str]] = None, timeout_s: float = 1.0,
+              ssl_context: Optional[ssl.SSLContext] = None) -> Tuple[int, bytes]:
+    """One short HTTP request with the standard library (no connection reuse): (status, body)."""
+    import urllib.error
+    import urllib.request
+
+    req = urllib.request.Request(url, data=body, method=method, headers=dict(headers or {}))
+    try:
+        with urllib.request.urlopen(req, timeout=timeout_s, context=ssl_context) as resp:
+            return resp.status, resp.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()

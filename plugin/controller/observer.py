@@ -16,7 +16,7 @@ from .estimators import DemandEstimator
 from .model import BATCH, INTERACTIVE, EndpointView
 from .deltas import Deltas, EndpointTick, dispatcher_totals
 from .per_model import ModelState, demand_by_model, model_stats, share_misses
-from .queueing import slo_utilisation
+from .queueing import QUEUE_MISS_TARGET, slo_utilisation
 
 __all__ = ["Observer", "Observation", "PriceFeed"]
 
@@ -52,6 +52,9 @@ class Observer:
         self._pools = [e.accelerator for e in fleet.endpoints]
         self._interval_s = s.interval_s
         self._last: Optional[float] = None
+        #: the queue-wait tail each endpoint's SLO-safe utilisation allows (``queueing.slo_utilisation``); a control
+        #: plane whose followers cannot enforce the in-flight limits sets UNLIMITED_MISS_TARGET
+        self.queue_miss_target = QUEUE_MISS_TARGET
 
     def observe(self, now: float) -> Observation:
         dt_s = self._interval_s if self._last is None else max(now - self._last, 1e-9)
@@ -118,5 +121,6 @@ class Observer:
         return tuple(
             EndpointView(i, eps[i].name, self._pools[i], self.prices[i], est.mu_rps, est.service_s, healthy[i],
                          est.meets_slo, ticks[i].external_rps if ticks else 0.0, eps[i].capacity_type,
-                         est.rated_rps, slo_utilisation(est.concurrency, est.service_s, slo_s))
+                         est.rated_rps, slo_utilisation(est.concurrency, est.service_s, slo_s,
+                                                        self.queue_miss_target))
             for i, est in enumerate(state.capacity))

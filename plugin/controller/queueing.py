@@ -23,7 +23,7 @@ from __future__ import annotations
 import math
 from typing import Dict, Tuple
 
-__all__ = ["QUEUE_MISS_TARGET", "LIMIT_SLO_SHARE", "erlang_c", "wait_tail", "slo_utilisation", "inflight_limit",
+__all__ = ["QUEUE_MISS_TARGET", "UNLIMITED_MISS_TARGET", "LIMIT_SLO_SHARE", "erlang_c", "wait_tail", "slo_utilisation", "inflight_limit",
            "effective_limit"]
 
 #: share of requests that may find the queue past the SLO's slack at the planned load. Those requests do not miss:
@@ -34,7 +34,10 @@ QUEUE_MISS_TARGET = 0.05
 #: Allen-Cunneen factor (1 + cs^2) / 2 for near-constant service times
 _VARIATION = 0.5
 _BISECTIONS = 24
-_cache: Dict[Tuple[int, int], float] = {}
+#: the same where no in-flight limit spills the tail: a control plane's many followers (the 1% the note above
+#: measured without limits)
+UNLIMITED_MISS_TARGET = 0.01
+_cache: Dict[Tuple[int, int, float], float] = {}
 
 
 def erlang_c(c: int, a: float) -> float:
@@ -78,16 +81,18 @@ def wait_tail(c: int, rho: float, slack_over_s: float) -> float:
     return erlang_c(c, rho * c) * math.exp(-slack_over_s * c * (1.0 - rho) / _VARIATION)
 
 
-def slo_utilisation(slots: float, service_s: float, slo_s: float) -> float:
+def slo_utilisation(slots: float, service_s: float, slo_s: float, target: float = QUEUE_MISS_TARGET) -> float:
     """u_slo for ``slots`` (rounded down, at least 1) and ``service_s``; 1.0 when either is unknown (NaN) or the
-    SLO is not positive, 0.0 when the service time alone reaches the SLO."""
+    SLO is not positive, 0.0 when the service time alone reaches the SLO. ``target``: the share of waits allowed
+    past the slack (QUEUE_MISS_TARGET where in-flight limits spill the rest; UNLIMITED_MISS_TARGET where they
+    cannot: many clients, each holding a sliver of an endpoint's limit)."""
     if not (service_s > 0.0 and slo_s > 0.0 and slots > 0.0):
         return 1.0
     ratio = service_s / slo_s
     if ratio >= 1.0:
         return 0.0
     c = max(1, int(slots + 1e-9))
-    key = (c, int(round(ratio * 1000.0)))
+    key = (c, int(round(ratio * 1000.0)), target)
     cached = _cache.get(key)
     if cached is not None:
         return cached
@@ -95,7 +100,7 @@ def slo_utilisation(slots: float, service_s: float, slo_s: float) -> float:
     lo, hi = 0.0, 1.0
     for _ in range(_BISECTIONS):
         mid = 0.5 * (lo + hi)
-        if wait_tail(c, mid, slack) <= QUEUE_MISS_TARGET:
+        if wait_tail(c, mid, slack) <= target:
             lo = mid
         else:
             hi = mid
