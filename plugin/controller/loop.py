@@ -18,9 +18,10 @@ Ejection has one holder, Health's OutlierDetector (``health``): the router repor
 probation (the Decider's PROBATION_SHARE of the interactive weight) for PROBATION_INTERVALS intervals (at least
 PROBATION_MIN_S).
 Many clients, each with its own controller, on one fleet:
-    their load is not a failure   the stall watch gives a request of ours the time the other clients' queue ahead
-                                  of it takes at the server (``stall``); the in-flight limits leave room for the
-                                  other clients' requests the server holds (``_others``, ``queueing.effective_limit``)
+    their load is not a failure   where a server is seen serving other clients, the stall watch goes by its
+                                  progress between scrapes and its queue, not by the silence between our own
+                                  answers (``stall``); the in-flight limits leave room for the other clients'
+                                  requests the server holds (``_others``, ``queueing.effective_limit``)
     their timers do not align     each controller draws one factor f = 1 + jitter x U[-1, 1] from
                                   ``random.Random(seed)`` (seed None: the OS's entropy, so each client its own f) and
                                   runs AUTO's dwell, the ejection backoff (base and cap) and probation f times as
@@ -116,7 +117,8 @@ class Controller:
         #: serialises Health between the tick and the router's request-path reports (``report_failure``)
         self._health_lock = threading.Lock()
         self._reported: List[str] = []
-        self._stalls = StallWatch(self.n, slo_s=fleet.slo_s, report_cadence_s=report_cadence_s)
+        self._stalls = StallWatch(self.n, slo_s=fleet.slo_s, report_cadence_s=report_cadence_s,
+                                  scrape_period_s=s.interval_s)
         self.registry = new_registry(lambda: self._snapshot)
         if hasattr(router, "set_ejector"):
             router.set_ejector(self.report_failure)

@@ -4,26 +4,34 @@ A tick sees a slowed endpoint only when its slow answers come back (one interval
 until then every request routed there is already late. Between ticks the loop looks at the dispatchers' counters
 every ``WATCH_PERIOD_S``, beside the newest Triton scrape of each endpoint:
 
-    silence_i = now - max(start_i, lead_at_i)
+    silence_i = now - max(start_i, alive_i)
         start_i   = the last time i's completed count (successes + failures, over every dispatcher) changed, or i
                     had nothing of ours in flight
-        lead_at_i = when the server was last seen serving other clients' queue ahead of ours (below; -inf if not)
+        alive_i   = N_i.at_s when the server is seen serving other clients (crowd_i, below) and its newest sample
+                    N_i shows completions since the one before, P_i; else -inf
     stalled   : in_flight_i >= 1 and silence_i > limit_i
-    limit_i   = max(STALL_FACTOR x usual_i, usual_i + STALL_SLACK_S, SLO - usual_i) + wait_i + report_cadence_s
-    wait_i    = ahead_i / x_i   (the others' queue ahead of our request drained at the server's rate; 0 when
-                                 ahead_i < 1 or x_i = 0)
-        ahead_i = pending_i - max(in_flight_i, ours_N_i): the requests of other clients at the server, from its
-                  newest sample N_i (Triton's pending request count) less ours, all counted as queued (the cautious
-                  side), now and when N_i was first seen (within a look of its scrape: our own queue that has
-                  drained since is not read as theirs)
-        x_i     = (success_N - success_P) / (N.at_s - P.at_s): the server's completions per second, all clients
-                  (= C / s while its C slots are busy, which they are while requests wait: pending / C x s), P_i
-                  the sample before N_i
-        lead_at_i = N.at_s when ahead_i >= 1 and x_i > 0: the server was alive then, serving that queue
-With one client the server's queue is ours (ahead = 0): the rule is the bare silence. With many, a request of ours
-queued behind the others' is given the time the queue ahead of it takes; a server that stopped (SIGSTOP, a hung
-model) stops advancing its success counter and its scrapes stop landing, so N_i stays the last sample before it
-stopped: it is judged stalled at most wait_i after the bare rule would (the queue it held could not be told apart).
+    limit_i   = max(STALL_FACTOR x usual_i, usual_i + STALL_SLACK_S, SLO - usual_i) + grace_i + report_cadence_s
+    grace_i   = max(scrape_period_s, ahead_i / x_i, QUEUE_TAIL x q_i) when alive_i, else 0
+        scrape_period_s  the next scrape is due that long after N_i: until then the server is presumed to keep
+                         serving as N_i showed (ours is one of many requests there: the silence between two of
+                         our answers is no sign of a stall, the server's progress is)
+        ahead_i / x_i    the other clients' queue ahead of ours drained at the server's rate:
+                         ahead_i = pending_N - max(in_flight_i, ours when N_i was first seen), our requests all
+                         counted as queued and our own queue that has drained since not read as theirs;
+                         x_i = (success_N - success_P) / (N.at_s - P.at_s), all clients (= C / s while its C slots
+                         are busy, which they are while requests wait: pending / C x s)
+        QUEUE_TAIL x q_i the tail of the server's queue wait, q_i = (queue_us_N - queue_us_P) / (success_N -
+                         success_P) its mean per request over the span (a queue that comes and goes between scrapes)
+    crowd_i   : over the last CROWD_SPANS scrape-to-scrape spans the server completed more than we did, by more than
+                CROWD_SLACK + CROWD_SHARE x its completions (our completed count is read at the look that first
+                saw each sample; the slack covers a completion of ours in between)
+With one client the server's completions are ours (no crowd): the rule is the bare silence, exactly as fast as
+without a server view. With many, our requests answer a share of the server's completions only, so the silence
+between two of ours says little: a request of ours queued behind the others' is given the server's word instead.
+A server that stops (SIGSTOP, a hung model) stops advancing its success counter: the first scrape that shows it (a
+hung model) or the scrape that does not land (SIGSTOP: N_i stays the last before it stopped) ends the grace, and
+the endpoint is judged stalled at most max(scrape_period_s, ahead_i / x_i, QUEUE_TAIL x q_i) after the bare rule
+would have (a crowd's queue cannot be told from a stop any sooner).
 
 usual_i is endpoint i's usual latency: the smallest of the dispatchers' EWMA latencies of i, followed at once
 when it falls and with a time constant of USUAL_TAU_S when it rises (NaN: no success yet, never judged). The slow
@@ -36,14 +44,16 @@ would not answer in time. Our own queue does not trip it: completions keep comin
 queue, and a latency already includes the queue wait. What trips it is an endpoint whose slots all hold requests
 far longer than it ever took: a 10x slow-down, a hung model, a half-open connection. ``report_cadence_s``: the
 counters arrive in reports this far apart (a controller over client reports), so a silence that short says
-nothing. The ejection goes through the outlier detector as a latency ejection (``OutlierDetector.report``): its
+nothing. ``scrape_period_s``: how far apart the scrapes land (the loop's interval: one scrape per tick). The
+ejection goes through the outlier detector as a latency ejection (``OutlierDetector.report``): its
 backoff, cap and probation apply as to any other.
 O(dispatchers x n) per look.
 """
 from __future__ import annotations
 
+import collections
 import math
-from typing import Container, Iterable, List, Optional, Sequence, Tuple
+from typing import Container, Deque, Iterable, List, Optional, Sequence, Tuple
 
 from ..request.baseline import USUAL_TAU_S, UsualLatency
 from .signals import TritonSample
@@ -57,14 +67,25 @@ STALL_FACTOR = 2.0
 #: ... longer than the EWMA latency plus this (s): a fast endpoint's single slow request is no stall (the capacity
 #: estimator's stall rule, ``estimators``, uses the same slack over two service times)
 STALL_SLACK_S = 0.05
+#: a request of ours may wait this many of the server's mean queue waits (the wait tail of a queue that comes and
+#: goes: exponential-like, P(W > 4 q) ~ e^-4 of those that wait)
+QUEUE_TAIL = 4.0
+#: the server serves other clients when, over its last CROWD_SPANS scrape-to-scrape spans, its completions exceed
+#: ours by more than CROWD_SLACK + CROWD_SHARE x its completions (the slack: a completion of ours between a scrape
+#: and the look that saw it)
+CROWD_SPANS = 4
+CROWD_SLACK = 1.0
+CROWD_SHARE = 0.1
 
 
 class StallWatch:
     """Per endpoint: the completed count last seen and when it last changed, and the server's two newest samples."""
 
     def __init__(self, n: int, factor: float = STALL_FACTOR, slack_s: float = STALL_SLACK_S,
-                 slo_s: float = 0.0, report_cadence_s: float = 0.0) -> None:
+                 slo_s: float = 0.0, report_cadence_s: float = 0.0, scrape_period_s: float = 0.0) -> None:
+        """``report_cadence_s``, ``scrape_period_s``: see the module docstring (0: none)."""
         self.n = n
+        self.scrape_period_s = scrape_period_s
         self.slo_s = slo_s
         self.factor = factor
         self.slack_s = slack_s
@@ -72,9 +93,10 @@ class StallWatch:
         self._done = [-1] * n
         self._since = [math.inf] * n
         self._usual = UsualLatency(n, USUAL_TAU_S)
-        self._newest: List[Optional[TritonSample]] = [None] * n
-        self._before: List[Optional[TritonSample]] = [None] * n
-        self._ours_then = [0] * n
+        #: per endpoint, its newest samples with metrics (oldest first, CROWD_SPANS + 1 at most), each with our
+        #: in-flight and completed counts at the look that first saw it
+        self._seen: List[Deque[Tuple[TritonSample, int, int]]] = [collections.deque(maxlen=CROWD_SPANS + 1)
+                                                                   for _ in range(n)]
 
     def look(self, now: float, stats: Iterable[object], frozen: Container[int] = (),
              samples: Sequence[Optional[TritonSample]] = ()) -> List[Tuple[int, str]]:
@@ -91,7 +113,7 @@ class StallWatch:
                 if e == e and e < ewma[i]:
                     ewma[i] = e
         for i, sample in enumerate(samples):
-            self._keep(i, sample, in_flight[i])
+            self._keep(i, sample, in_flight[i], done[i])
         usual = self._usual.update(now, ewma, frozen)
         out: List[Tuple[int, str]] = []
         for i in range(n):
@@ -102,33 +124,41 @@ class StallWatch:
             u = usual[i]
             if not u == u:
                 continue
-            ahead, wait_s, lead_at = self._queue_ahead(i, in_flight[i])
-            silence = now - max(self._since[i], lead_at)
-            limit = max(self.factor * u, u + self.slack_s, self.slo_s - u) + wait_s + self.report_cadence_s
+            ahead, grace_s, alive_at = self._crowd(i, in_flight[i])
+            silence = now - max(self._since[i], alive_at)
+            limit = max(self.factor * u, u + self.slack_s, self.slo_s - u) + grace_s + self.report_cadence_s
             if silence > limit:
-                queue = f", {ahead:.0f} of other clients queued ahead ({wait_s:.2f} s)" if wait_s > 0.0 else ""
+                queue = (f", the server last seen serving other clients ({ahead:.0f} queued ahead) "
+                         f"{now - alive_at:.2f} s ago") if alive_at > -math.inf else ""
                 out.append((i, f"latency outlier (stalled: no answer for {silence:.2f} s with {in_flight[i]} in "
                                f"flight, usual latency {u:.3f} s{queue})"))
                 self._since[i] = now  # judged once per silence: the detector's backoff takes it from here
         return out
 
-    def _keep(self, i: int, sample: Optional[TritonSample], ours: int) -> None:
-        """Keep the newest two samples with metrics of endpoint i, and our in-flight when the newest came."""
-        newest = self._newest[i]
-        if sample is None or not sample.has_metrics or (newest is not None and sample.at_s <= newest.at_s):
+    def _keep(self, i: int, sample: Optional[TritonSample], ours: int, done: int) -> None:
+        """Keep a new sample with metrics of endpoint i, with our in-flight and completed counts now."""
+        seen = self._seen[i]
+        if sample is None or not sample.has_metrics or (seen and sample.at_s <= seen[-1][0].at_s):
             return
-        self._before[i], self._newest[i], self._ours_then[i] = newest, sample, ours
+        seen.append((sample, ours, done))
 
-    def _queue_ahead(self, i: int, ours: int) -> Tuple[float, float, float]:
-        """(ahead_i, wait_i, lead_at_i) of the module docstring; (0, 0, -inf) without two samples or progress."""
-        new, old = self._newest[i], self._before[i]
-        if new is None or old is None:
+    def _crowd(self, i: int, ours: int) -> Tuple[float, float, float]:
+        """(ahead_i, grace_i, alive_i) of the module docstring; (0, 0, -inf) with no crowd or no progress."""
+        seen = self._seen[i]
+        if len(seen) < 2:
             return 0.0, 0.0, -math.inf
-        rate = (new.success - old.success) / (new.at_s - old.at_s)
-        ahead = new.pending - max(ours, self._ours_then[i])
-        if not (ahead >= 1.0 and rate > 0.0):
+        (first, _, done_first), (old, _, _), (new, ours_then, done_new) = seen[0], seen[-2], seen[-1]
+        window = new.success - first.success
+        if not window - (done_new - done_first) > CROWD_SLACK + CROWD_SHARE * window:
             return 0.0, 0.0, -math.inf
-        return ahead, ahead / rate, new.at_s
+        served = new.success - old.success
+        if not served > 0.0:
+            return 0.0, 0.0, -math.inf
+        ahead = max(0.0, new.pending - max(ours, ours_then))
+        drain_s = ahead * (new.at_s - old.at_s) / served
+        queued_s = (new.queue_us - old.queue_us) / 1e6 / served
+        grace_s = max(self.scrape_period_s, drain_s, QUEUE_TAIL * queued_s if queued_s > 0.0 else 0.0)
+        return ahead, grace_s, new.at_s
 
     @property
     def usual(self) -> List[float]:
