@@ -8,6 +8,7 @@ cdef struct Endpoint:
     double error_rate        # EWMA of (0 if ok else 1)
     int64_t in_flight        # picks not yet recorded; never negative
     int64_t limit            # in-flight limit for the pick rule (0: none)
+    int64_t external         # requests of other clients in flight there (set_external; 0 unless told)
     uint64_t picks
     uint64_t successes
     uint64_t failures

@@ -66,6 +66,10 @@ cdef class Dispatcher:
         as a weighted candidate: the controller gives none to endpoints it cannot vouch for (unknown or too slow
         service time, on probation), and their small trial weight must not turn into all the overflow. The controller sets a limit at the depth past which a new
         request would wait beyond the SLO, so a queue that grew between two ticks overflows at once.
+    External load (``set_external``, 0 = none): other clients' requests in flight at each endpoint, as a control
+        plane tells its followers. They count beside this dispatcher's own in the load comparison and against the
+        limits: load_i = in_flight_i + external_i replaces in_flight_i in both rules above, so that the clients of
+        one plane share an endpoint's limit instead of each filling it.
     Exclusion: each candidate is redrawn up to EXCLUDE_RETRIES times while it is in ``exclude``; after that
         it is drawn by one linear scan over the endpoints that are eligible and not excluded (O(n)).
         Indexes in ``exclude`` outside [0, n_endpoints) are ignored (such an endpoint cannot be picked).
@@ -154,6 +158,24 @@ cdef class Dispatcher:
         """The in-flight limits (0: none)."""
         cdef Py_ssize_t i
         return tuple(self._ep[i].limit for i in range(self._n))
+
+    def set_external(self, values):
+        """Other clients' requests in flight per endpoint (ints >= 0), see the class docstring. ValueError names a
+        bad index."""
+        external = [_index(x) for x in values]
+        if len(external) != self._n:
+            raise ValueError(f"external has length {len(external)}, expected {self._n}")
+        for k, v in enumerate(external):
+            if v < 0:
+                raise ValueError(f"external[{k}] = {v!r}: must be >= 0")
+        cdef Py_ssize_t i
+        for i in range(self._n):
+            self._ep[i].external = external[i]
+
+    def external(self):
+        """Other clients' requests in flight per endpoint, as last set (0: none)."""
+        cdef Py_ssize_t i
+        return tuple(self._ep[i].external for i in range(self._n))
 
     def set_available(self, Py_ssize_t i, bint available):
         """Health mask: an unavailable endpoint is never picked (its weight is kept)."""
@@ -309,6 +331,7 @@ cdef class Dispatcher:
             ep[i].error_rate = 0.0
             ep[i].in_flight = 0
             ep[i].limit = 0
+            ep[i].external = 0
             ep[i].picks = 0
             ep[i].successes = 0
             ep[i].failures = 0
@@ -371,7 +394,7 @@ cdef class Dispatcher:
 
     cdef inline bint _member(self, const Endpoint* e, bint under_limit) noexcept:
         return (not e.excluded and _eligible(e)
-                and (not under_limit or (0 < e.limit and e.in_flight < e.limit)))
+                and (not under_limit or (0 < e.limit and e.in_flight + e.external < e.limit)))
 
     cdef Py_ssize_t _choose(self, Py_ssize_t a, Py_ssize_t b) noexcept:
         """Keep b only when it carries less load per unit of weight; a full choice overflows (class docstring);
@@ -379,11 +402,11 @@ cdef class Dispatcher:
         cdef Endpoint* ea = &self._ep[a]
         cdef Endpoint* eb = &self._ep[b]
         cdef Py_ssize_t o
-        if <double>eb.in_flight * ea.weight < <double>ea.in_flight * eb.weight:
+        if <double>(eb.in_flight + eb.external) * ea.weight < <double>(ea.in_flight + ea.external) * eb.weight:
             ea, eb = eb, ea
             a, b = b, a
-        if ea.limit and ea.in_flight >= ea.limit:
-            if eb.limit == 0 or eb.in_flight < eb.limit:
+        if ea.limit and ea.in_flight + ea.external >= ea.limit:
+            if eb.limit == 0 or eb.in_flight + eb.external < eb.limit:
                 ea = eb
                 a = b
             else:

@@ -49,6 +49,10 @@ class Dispatcher:
         as a weighted candidate: the controller gives none to endpoints it cannot vouch for (unknown or too slow
         service time, on probation), and their small trial weight must not turn into all the overflow. The controller sets a limit at the depth past which a new
         request would wait beyond the SLO, so a queue that grew between two ticks overflows at once.
+    External load (``set_external``, 0 = none): other clients' requests in flight at each endpoint, as a control
+        plane tells its followers. They count beside this dispatcher's own in the load comparison and against the
+        limits: load_i = in_flight_i + external_i replaces in_flight_i in both rules above, so that the clients of
+        one plane share an endpoint's limit instead of each filling it.
     Exclusion: each candidate is redrawn up to EXCLUDE_RETRIES times while it is in ``exclude``; after that
         it is drawn by one linear scan over the endpoints that are eligible and not excluded (O(n)).
         Indexes in ``exclude`` outside [0, n_endpoints) are ignored (such an endpoint cannot be picked).
@@ -76,6 +80,7 @@ class Dispatcher:
         self._avail: List[bool] = []
         self._in_flight: List[int] = []
         self._limit: List[int] = []
+        self._external: List[int] = []
         self._picks: List[int] = []
         self._successes: List[int] = []
         self._failures: List[int] = []
@@ -125,6 +130,22 @@ class Dispatcher:
         """The in-flight limits (0: none)."""
         return tuple(self._limit)
 
+    def set_external(self, values: Sequence[int]) -> None:
+        """Other clients' requests in flight per endpoint (ints >= 0), see the class docstring. ValueError names a
+        bad index."""
+        external = [operator.index(x) for x in values]
+        if len(external) != self._n:
+            raise ValueError(f"external has length {len(external)}, expected {self._n}")
+        for k, v in enumerate(external):
+            if v < 0:
+                raise ValueError(f"external[{k}] = {v!r}: must be >= 0")
+        with self._lock:
+            self._external = external
+
+    def external(self) -> Tuple[int, ...]:
+        """Other clients' requests in flight per endpoint, as last set (0: none)."""
+        return tuple(self._external)
+
     def set_available(self, i: int, available: bool) -> None:
         """Health mask: an unavailable endpoint is never picked (its weight is kept)."""
         with self._lock:
@@ -168,11 +189,12 @@ class Dispatcher:
                 b = self._draw_excluding(excluded)
             w = self._w
             fl = self._in_flight
-            if fl[b] * w[a] < fl[a] * w[b]:
+            ext = self._external
+            if (fl[b] + ext[b]) * w[a] < (fl[a] + ext[a]) * w[b]:
                 a, b = b, a
             lim = self._limit
-            if lim[a] and fl[a] >= lim[a]:
-                if lim[b] == 0 or fl[b] < lim[b]:
+            if lim[a] and fl[a] + ext[a] >= lim[a]:
+                if lim[b] == 0 or fl[b] + ext[b] < lim[b]:
                     a = b
                 else:
                     o = self._draw_open(excluded or frozenset())
@@ -236,13 +258,13 @@ class Dispatcher:
     # ---- internals (call with the lock held) ---------------------------------------------------------------
 
     def _columns(self) -> Tuple[list, ...]:
-        return (self._w, self._avail, self._in_flight, self._limit, self._picks, self._successes, self._failures,
-                self._ewma_latency_s, self._error_rate)
+        return (self._w, self._avail, self._in_flight, self._limit, self._external, self._picks, self._successes,
+                self._failures, self._ewma_latency_s, self._error_rate)
 
     def _grow(self, k: int) -> None:
         self._w.extend([0.0] * k)
         self._avail.extend([True] * k)
-        for col in (self._in_flight, self._limit, self._picks, self._successes, self._failures):
+        for col in (self._in_flight, self._limit, self._external, self._picks, self._successes, self._failures):
             col.extend([0] * k)
         self._ewma_latency_s.extend([math.nan] * k)
         self._error_rate.extend([0.0] * k)
@@ -284,9 +306,9 @@ class Dispatcher:
 
     def _draw_open(self, excluded: frozenset) -> int:
         """A draw by weight over the eligible, not excluded endpoints with a limit and under it; -1 if none."""
-        fl, lim = self._in_flight, self._limit
+        fl, lim, ext = self._in_flight, self._limit, self._external
         return self._draw_among([i for i in range(self._n) if i not in excluded and self._avail[i]
-                                 and self._w[i] > 0.0 and 0 < lim[i] and fl[i] < lim[i]])
+                                 and self._w[i] > 0.0 and 0 < lim[i] and fl[i] + ext[i] < lim[i]])
 
     def _draw_excluding(self, excluded: frozenset) -> int:
         """A draw by weight that is not in ``excluded``, or -1 when every eligible endpoint is excluded."""

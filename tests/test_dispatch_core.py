@@ -401,6 +401,29 @@ def test_bad_limits_name_the_index(impl: ModuleType) -> None:
     assert d.limits() == (0, 0, 0, 0)
 
 
+def test_other_clients_requests_count_against_the_limit_and_in_the_load_comparison(impl: ModuleType) -> None:
+    """A plane's followers share an endpoint's limit: what the others hold there leaves less room for this one."""
+    d = impl.Dispatcher(2, seed=9)
+    d.set_weights([100.0, 1.0])
+    d.set_limits([2, 50])
+    d.set_external([1, 0])  # another client holds one of endpoint 0's two slots
+    picks = [d.pick() for _ in range(10)]
+    assert picks.count(0) == 1 and d.in_flight(0) == 1
+    d.set_external([2, 0])  # the others fill it: nothing more goes there while they do
+    d.record(0, 0.1, True)
+    assert [d.pick() for _ in range(5)] == [1] * 5
+    d.set_external([0, 0])
+    assert d.pick() == 0 and d.external() == (0, 0)
+    e = impl.Dispatcher(2, seed=1)
+    e.set_weights([1.0, 1.0])
+    e.set_external([5, 0])  # equal weights, no limits: the lighter endpoint by total load wins the comparison
+    assert [e.pick() for _ in range(4)].count(1) >= 3
+    with pytest.raises(ValueError, match=r"external\[1\]"):
+        d.set_external([0, -2])
+    d.resize(3)
+    assert d.external() == (0, 0, 0)
+
+
 # ---- the two builds agree -----------------------------------------------------------------------------------
 
 _MAX_N = 12
@@ -412,6 +435,7 @@ _op = st.one_of(
     st.tuples(st.just("record"), st.integers(0, 1000), st.floats(0.0, 5.0), st.booleans()),
     st.tuples(st.just("resize"), st.integers(0, _MAX_N)),
     st.tuples(st.just("limits"), st.lists(st.integers(0, 3), min_size=_MAX_N, max_size=_MAX_N)),
+    st.tuples(st.just("external"), st.lists(st.integers(0, 3), min_size=_MAX_N, max_size=_MAX_N)),
 )
 
 
@@ -426,6 +450,8 @@ def _apply(d: Any, op: Tuple[Any, ...], outstanding: List[int]) -> Tuple[str, An
             return ("ok", d.pick(op[1]))
         if kind == "limits":
             return ("ok", d.set_limits(op[1][: d.n_endpoints]))
+        if kind == "external":
+            return ("ok", d.set_external(op[1][: d.n_endpoints]))
         if kind == "record":
             if not outstanding:
                 return ("ok", "skip")
@@ -458,4 +484,4 @@ def test_builds_agree(n: int, seed: int, alpha: float, ops: List[Tuple[Any, ...]
             outstanding.remove(outstanding[op[1] % len(outstanding)])
         assert repr(comp.stats()) == repr(ref.stats()), (step, op)
     assert comp.weights() == ref.weights() and comp.n_endpoints == ref.n_endpoints
-    assert comp.limits() == ref.limits()
+    assert comp.limits() == ref.limits() and comp.external() == ref.external()
