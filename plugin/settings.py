@@ -163,12 +163,15 @@ class ControlPlaneSettings:
 
     The bearer token comes from ``token_file`` when given, else from the environment variable ``token_env``
     (default TRITONMIX_CONTROL_PLANE_TOKEN); it is never written back out or logged. ``ca_file`` verifies a plane
-    served over TLS (``https://host:port`` replicas)."""
+    served over TLS (``https://host:port`` replicas). ``load_channel: false`` turns off the sharing of in-flight
+    limits among followers (``tritonmix.control_plane.load``)."""
 
     replicas: Tuple[str, ...] = ()
     token_file: Optional[str] = None
     token_env: str = "TRITONMIX_CONTROL_PLANE_TOKEN"
     ca_file: Optional[str] = None
+    #: share each endpoint's in-flight limit with the plane's other followers (its UDP load channel)
+    load_channel: bool = True
 
     @classmethod
     def from_value(cls, value: Any) -> "ControlPlaneSettings":
@@ -187,8 +190,11 @@ class ControlPlaneSettings:
             for key in ("token_file", "token_env", "ca_file"):
                 if value.get(key) is not None and not isinstance(value.get(key), str):
                     raise ConfigError(f"control_plane: field '{key}' must be a string")
+            if not isinstance(value.get("load_channel", True), bool):
+                raise ConfigError("control_plane: field 'load_channel' must be true or false")
             return cls(replicas=_replicas(value.get("replicas") or []), token_file=value.get("token_file"),
-                       token_env=value.get("token_env") or cls.token_env, ca_file=value.get("ca_file"))
+                       token_env=value.get("token_env") or cls.token_env, ca_file=value.get("ca_file"),
+                       load_channel=value.get("load_channel", True))
         raise ConfigError(f"control_plane: expected host:port, a list of them or a mapping, got {type(value).__name__}")
 
     def to_value(self) -> Any:

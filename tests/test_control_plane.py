@@ -407,3 +407,57 @@ def test_the_cli_starts_a_plane_prints_its_address_and_stops_on_sigterm(tmp_path
                           "--listen", "0.0.0.0:0"], capture_output=True, text=True, timeout=60,
                          env={**os.environ, "TRITONMIX_CONTROL_PLANE_TOKEN": ""})
     assert bad.returncode == 2 and "beyond loopback" in bad.stderr
+
+
+# ---- the load channel ---------------------------------------------------------------------------------------------
+
+def test_load_messages_round_trip_and_a_bad_mac_or_size_is_dropped() -> None:
+    from tritonmix.control_plane.load import LOAD, TELL, decode, encode
+
+    figures = {"m": np.array([3, 0, 70000]), "other": np.array([0, 1, 2])}
+    data = encode(TELL, figures, 3, 7, b"k", client=42)
+    kind, client, seq, got = decode(data, 3, b"k")
+    assert (kind, client, seq) == (TELL, 42, 7)
+    assert got["m"].tolist() == [3, 0, 65535] and got["other"].tolist() == [0, 1, 2]
+    assert decode(data, 3, b"other-key") is None and decode(data, 4, b"k") is None
+    assert decode(data[:-17] + data[-16:], 3, b"k") is None and decode(b"junk", 3, None) is None
+    assert decode(encode(LOAD, {}, 3, 1, None), 3, None) == (LOAD, 0, 1, {})
+
+
+def test_followers_learn_each_others_requests_in_flight_through_the_plane() -> None:
+    from tritonmix.control_plane.load import LoadTeller
+    from tritonmix.controller.signals import NullSource
+
+    plane = ControlPlane(_fleet(), signal_source=NullSource(3), token="t").start(tick=False)
+    host, port = plane.address.rsplit(":", 1)
+    routers = [Router(_fleet(), seed=k) for k in range(2)]
+    lanes = [r.lane("m", "interactive") for r in routers]
+    for d in (r.dispatcher("m") for r in routers):
+        d.set_weights([1.0, 0.0, 0.0])
+    tellers = [LoadTeller(r, "t", client=k + 1) for k, r in enumerate(routers)]
+    try:
+        for t in tellers:
+            t.retarget(host, int(port))
+        held = [(lanes[0].begin(), lanes[0].pick()) for _ in range(3)]
+        assert {i for _, i in held} == {0}
+
+        def others_seen_by_1(expected: tuple) -> bool:
+            for t in tellers:
+                t.step(time.monotonic())
+            return routers[1].dispatcher("m").external() == expected
+
+        _wait(lambda: others_seen_by_1((3, 0, 0)), 2.0, "follower 1 sees follower 0's three requests")
+        assert routers[0].dispatcher("m").external() == (0, 0, 0)  # its own do not count twice
+        assert plane.status()["load_channel"]["in_flight"]["m"] == [3, 0, 0]
+        stranger = LoadTeller(routers[1], "wrong", client=9)
+        stranger.retarget(host, int(port))
+        stranger.step(time.monotonic())
+        _wait(lambda: plane.load.dropped >= 1, 2.0, "a datagram with a wrong MAC is dropped")
+        stranger.close()
+        for t0, i in held:
+            lanes[0].succeeded(i, t0)
+        _wait(lambda: others_seen_by_1((0, 0, 0)), 2.0, "follower 1 sees them done")
+    finally:
+        for t in tellers:
+            t.close()
+        plane.stop()

@@ -14,6 +14,11 @@ only while no plan comes.
     fallback: no plan applied for FOLLOW_INTERVALS intervals -> a local Controller over the same router starts (it
         scrapes and decides alone, as a client without a plane does); the first plan applied after that stops it
         and hands its router back to the plane's plans
+    load channel (``load``, a thread): the follower tells the replica it follows its interactive requests in flight
+        per endpoint every few milliseconds and gets back the sum over every follower; it sets the others' part on
+        its dispatchers (``Dispatcher.set_external``) and applies the plan's in-flight limits whole, so that all
+        followers together hold an endpoint's limit as one client does. While no sum has come for STALE_S (no
+        channel, lost datagrams, fallback) the limits are scaled to this client's demand share instead.
 Passive ejection after connection failures stays the router's own (it saw them first: ``Router``'s detector) and
 is reported in the next report's ``ejected``. A stale or malformed plan is refused by the Applier (generation,
 endpoints, shapes, weights, limits), logged and counted in ``refused``; nothing a plane sends can make a request
@@ -21,6 +26,7 @@ fail. The follower's own log (``decisions()``, kind "plane") says when it follow
 """
 from __future__ import annotations
 
+import hashlib
 import http.client
 import json
 import logging
@@ -35,6 +41,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 from ..controller.applier import Applier
 from ..controller.decisions import Decision, DecisionLog
 from ..controller.plan import ModelRoute, Plan
+from .load import STALE_S, TELL_PERIOD_S, LoadTeller
 from .report import build_report, fleet_fingerprint, http_call, new_client_id
 
 __all__ = ["Follower", "scale_limits", "FOLLOW_INTERVALS", "LEAD"]
@@ -91,7 +98,7 @@ class Follower:
     (``decisions``, ``snapshot``, ``mode``, ``plan``) answer for whichever is in charge."""
 
     def __init__(self, fleet: Any, router: Any, replicas: Sequence[str], local_factory: Callable[[], Any], *,
-                 token: Optional[str] = None, ca_file: Optional[str] = None,
+                 token: Optional[str] = None, ca_file: Optional[str] = None, load_channel: bool = True,
                  clock: Callable[[], float] = time.monotonic, seed: Optional[int] = None) -> None:
         if not replicas:
             raise ValueError("a Follower needs at least one control plane replica")
@@ -118,6 +125,12 @@ class Follower:
         self._started_at = clock()
         self._stop = threading.Event()
         self._threads: List[threading.Thread] = []
+        self.load = LoadTeller(router, token, int.from_bytes(hashlib.sha256(self.client_id.encode()).digest()[:8],
+                                                             "little")) if load_channel else None
+        #: the load channel's sums are fresh: the plan's limits apply whole (else scaled to the demand share)
+        self.load_fresh = False
+        self._plan: Optional[Plan] = None
+        self._share: Mapping[str, float] = {}
 
     # ---- read-outs ------------------------------------------------------------------------------------------
     @property
@@ -174,6 +187,8 @@ class Follower:
             self._threads.append(t)
         t = threading.Thread(target=self._watch, name="tritonmix-follow-watch", daemon=True)
         self._threads.append(t)
+        if self.load is not None:
+            self._threads.append(threading.Thread(target=self._run_load, name="tritonmix-follow-load", daemon=True))
         for t in self._threads:
             t.start()
         return self
@@ -206,6 +221,8 @@ class Follower:
             local.stop()
             local.applier.detach()
         self.applier.detach()
+        if self.load is not None:
+            self.load.close()
 
     close = stop
 
@@ -224,7 +241,8 @@ class Follower:
                 self.local = None
             if local is not None or self._applied_from != link.base:
                 self.applier.release()
-            applied = self.applier.offer(scale_limits(plan, share), source=link.base)
+            self._plan, self._share = plan, share
+            applied = self.applier.offer(plan if self.load_fresh else scale_limits(plan, share), source=link.base)
             if applied:
                 if self._applied_from != link.base or local is not None:
                     self._note(now, f"following the control plane at {link.base}"
@@ -234,6 +252,43 @@ class Follower:
             local.stop()
             local.applier.detach()
         return applied
+
+    def _run_load(self) -> None:
+        """The load channel's thread (module docstring): tell, take the sums, and switch the limits between whole
+        and scaled as the sums turn fresh or stale."""
+        import select
+
+        teller = self.load
+        while not self._stop.is_set():
+            with self._lock:
+                link = next((k for k in self._links if k.base == self._applied_from), None) \
+                    if self.local is None else None
+            teller.retarget(link.host if link is not None else None, link.port if link is not None else 0)
+            now = self._clock()
+            try:
+                teller.step(now)
+            except Exception:  # noqa: BLE001 - the channel only sharpens the limits; the plan still applies
+                _log.exception("load channel step failed")
+            fresh = link is not None and now - teller.heard_at <= STALE_S
+            if fresh != self.load_fresh:
+                self._set_limits(fresh)
+            try:
+                select.select([teller.fileno], [], [], TELL_PERIOD_S)
+            except (OSError, ValueError):
+                return
+
+    def _set_limits(self, fresh: bool) -> None:
+        with self._lock:
+            self.load_fresh = fresh
+            plan = self._plan
+            if plan is None or self.local is not None:
+                return
+            if not fresh:
+                self.load.clear()
+            chosen = plan if fresh else scale_limits(plan, self._share)
+            for model, request_class in self.router.dispatchers():
+                if request_class == "interactive":
+                    self.router.set_limits(model, request_class, chosen.limits(model))
 
     def _watch(self) -> None:
         """Fall back when no plan was applied for FOLLOW_INTERVALS intervals (module docstring)."""

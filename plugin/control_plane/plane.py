@@ -21,6 +21,9 @@ HTTP API (JSON; ``Authorization: Bearer <token>`` on every route but /v1/health 
     GET  /v1/health                        {"role": "leader"|"standby", "generation": G, "epoch": E}
     GET  /metrics                          Prometheus text: the controller's series and the plane's (one registry)
 
+The load channel (``load``, UDP on the same port number): followers' interactive requests in flight per endpoint,
+summed and sent back every few milliseconds, so that they share each endpoint's in-flight limit.
+
 Why a long-poll and not a stream: one request per tick carries the report in and the plan out, a client's timing
 follows the plane's tick (it reports ``next_tick_s`` minus a lead, so reports are fresh when the tick reads them),
 and a dead or partitioned plane shows as a failed request with no half-read stream to time out. The answer is the
@@ -58,6 +61,7 @@ from ..controller.queueing import QUEUE_MISS_TARGET, UNLIMITED_MISS_TARGET
 from ..controller.signals import HttpScraper, TritonSample
 from ..errors import ConfigError, LaunchError
 from .board import Board
+from .load import LoadHub
 from .metrics import plane_registry
 from .report import MAX_REPORT_BYTES, ReportError, fleet_fingerprint, http_call, parse_report, plan_message
 
@@ -201,7 +205,7 @@ class ControlPlane:
     def __init__(self, fleet: Any, *, listen: str = "127.0.0.1:0", token: Optional[str] = None,
                  tls_cert: Optional[str] = None, tls_key: Optional[str] = None, replicas: Sequence[str] = (),
                  metrics_urls: Optional[Mapping[str, str]] = None, probe_settings: Optional[ProbeSettings] = None,
-                 peer_ca_file: Optional[str] = None, signal_source: Any = None,
+                 peer_ca_file: Optional[str] = None, signal_source: Any = None, load_channel: bool = True,
                  clock: Any = time.monotonic) -> None:
         """``signal_source``: the Triton signals to use instead of scraping the fleet's endpoints (a
         ``controller.signals.SignalSource``; benchmarks of the plane alone pass a NullSource)."""
@@ -221,6 +225,9 @@ class ControlPlane:
         self.fingerprint = fleet_fingerprint(self.names)
         self.epoch = os.urandom(4).hex()
         self.board = Board(self.names, expire_s=CLIENT_EXPIRY_INTERVALS * s.interval_s, clock=clock)
+        #: the load channel (``load``): followers' in-flight per endpoint, summed and sent back every few ms
+        self._load_channel = load_channel
+        self.load = LoadHub(len(self.names), token)
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         peer_ssl = ssl.create_default_context(cafile=peer_ca_file) if peer_ca_file else None
         scraper = signal_source if signal_source is not None else HttpScraper.for_fleet(
@@ -284,6 +291,7 @@ class ControlPlane:
                 asyncio.run_coroutine_threadsafe(self._runner.cleanup(), loop).result(timeout=5)
             except Exception:  # noqa: BLE001 - stopping anyway
                 _log.debug("control plane HTTP cleanup failed", exc_info=True)
+            loop.call_soon_threadsafe(self.load.close)
             loop.call_soon_threadsafe(loop.stop)
         if self._thread is not None:
             self._thread.join(5)
@@ -307,10 +315,11 @@ class ControlPlane:
         """The controller's listener, on its thread after every tick: publish the plan, drop silent clients."""
         self.ticks += 1
         self.board.expire()
-        # many followers each hold a sliver of an endpoint's in-flight limit, so the limits no longer spill the
-        # queue's tail: plan each endpoint's load for the tail the queue model allows without limits
-        many = self.board.client_count > 1
-        self.controller.observer.queue_miss_target = UNLIMITED_MISS_TARGET if many else QUEUE_MISS_TARGET
+        # followers off the load channel each hold a sliver of an endpoint's in-flight limit, so the limits no
+        # longer spill the queue's tail: then plan each endpoint's load for the tail the queue model allows
+        # without limits (one client, or every client on the channel: the limits hold, the usual target)
+        unshared = self.board.client_count > max(1, self.load.clients)
+        self.controller.observer.queue_miss_target = UNLIMITED_MISS_TARGET if unshared else QUEUE_MISS_TARGET
         plan = self.controller.plan
         if plan is None:
             return
@@ -381,6 +390,12 @@ class ControlPlane:
             sock = site._server.sockets[0]  # type: ignore[union-attr]
             host = self._host if ":" not in self._host else f"[{self._host}]"
             self._runner = runner
+            if self._load_channel:
+                try:
+                    loop.run_until_complete(loop.create_datagram_endpoint(
+                        lambda: self.load, local_addr=(self._host, sock.getsockname()[1])))
+                except OSError as exc:  # followers then fall back to their share of each limit
+                    _log.warning("control plane: no load channel (UDP port %d: %s)", sock.getsockname()[1], exc)
             ready.set_result(f"{host}:{sock.getsockname()[1]}")
         except Exception as exc:  # noqa: BLE001 - reported to start()
             ready.set_exception(exc)
@@ -514,6 +529,9 @@ class ControlPlane:
                 "demand_rps": {f"{m}/{rc}": r for (m, rc), r in (snap.demand_rps.items() if snap else ())},
                 "clients": [dataclasses.asdict(c) for c in self.board.clients()],
                 "reports": self.board.reports, "refused": dict(self.refused), "plans_served": self.served,
+                "load_channel": {"clients": self.load.clients, "received": self.load.received,
+                                 "sent": self.load.sent, "dropped": self.load.dropped,
+                                 "in_flight": self.load.totals()},
                 "scrapes": list(scrapes) if scrapes is not None else None, "mirrored": self.source.mirrored,
                 "endpoints": rows, "plan": plan.to_dict() if plan else None}
 

@@ -57,5 +57,5 @@ def start_controller(fleet: Any, router: Any, *, clock: Callable[[], float] = ti
         from ..control_plane.follower import Follower  # noqa: PLC0415 - only clients that follow a plane need it
 
         return Follower(fleet, router, plane.replicas, local, token=plane.token(), ca_file=plane.ca_file,
-                        clock=clock).start()
+                        load_channel=plane.load_channel, clock=clock).start()
     return local().start()

@@ -1,0 +1,281 @@
+"""The load channel: every follower's interactive requests in flight per endpoint, summed by the plane and sent
+back to all of them every few milliseconds, so that the followers of one plane share each endpoint's in-flight
+limit (``Dispatcher.set_external``) the way one client's requests do.
+
+Why: a limit only spills a queue's tail when whoever picks knows what is in flight at the endpoint. One client
+knows its own; eight clients each holding a sliver of the limit do not, and a fleet whose endpoints have one slot
+and a tight SLO then misses whenever two clients' requests meet (measured: 16 req/s on five one-slot pools, SLO
+150 ms: 100% of requests within the SLO with one following client, 95.4% with eight, before this channel).
+
+UDP on the plane's port number (same host), one datagram per message, little-endian::
+
+    tell (client -> plane)   b"TMXL" u8 version=1 u8 kind=1 u64 client u32 seq u16 n u16 k
+                             k x (u8 len, model name, n x u16 in flight)            [16-byte HMAC-SHA256]
+    load (plane -> clients)  b"TMXL" u8 version=1 u8 kind=2 u32 seq u16 n u16 k
+                             k x (u8 len, model name, n x u16 in flight over every client)   [HMAC]
+
+A follower tells when its figures change (at most every TELL_PERIOD_S) and at least every HEARTBEAT_S (the plane
+counts the clients on the channel: while some reporting client is not, it plans as if limits did not hold); the plane sums the latest figure of each client heard from within EXPIRE_S, and sends the sums
+to every such client at most every LOAD_PERIOD_S when they changed, and every HEARTBEAT_S regardless. A follower
+sets others_i = total_i - (what it last told) on its interactive dispatchers; without a load message for STALE_S
+it clears them and the plan's limits go back to its demand share (``follower.scale_limits``). With a token every
+datagram carries HMAC-SHA256(token, payload)[:16] and one without a valid MAC is dropped (and counted).
+Cost: O(models x n) per message; the plane's work grows with clients x message rate (a few thousand datagrams a
+second for ten clients; a fleet of thousands of clients should widen LOAD_PERIOD_S or turn the channel off).
+"""
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import struct
+import time
+from typing import Any, Dict, List, Mapping, Optional, Tuple
+
+import numpy as np
+
+__all__ = ["LoadHub", "LoadTeller", "encode", "decode", "TELL_PERIOD_S", "LOAD_PERIOD_S", "HEARTBEAT_S", "STALE_S", "EXPIRE_S"]
+
+MAGIC = b"TMXL"
+VERSION = 1
+TELL, LOAD = 1, 2
+MAC_BYTES = 16
+#: a follower tells at most this often, the plane sends sums at most this often (s)
+TELL_PERIOD_S = 0.004
+LOAD_PERIOD_S = 0.004
+#: and both at least this often
+HEARTBEAT_S = 0.05
+#: a follower without a load message this long clears the others' figures (s)
+STALE_S = 0.15
+#: the plane forgets a client silent this long (s)
+EXPIRE_S = 0.3
+
+_HEAD = struct.Struct("<4sBB")
+_TELL = struct.Struct("<QIHH")
+_LOAD = struct.Struct("<IHH")
+
+
+def _mac(token: Optional[bytes], payload: bytes) -> bytes:
+    return hmac.new(token, payload, hashlib.sha256).digest()[:MAC_BYTES] if token else b""
+
+
+def encode(kind: int, figures: Mapping[str, np.ndarray], n: int, seq: int, token: Optional[bytes],
+           client: int = 0) -> bytes:
+    """One datagram (module docstring); ``figures``: model -> in flight per endpoint (clipped to 65535)."""
+    parts = [_HEAD.pack(MAGIC, VERSION, kind)]
+    parts.append(_TELL.pack(client, seq & 0xFFFFFFFF, n, len(figures)) if kind == TELL
+                 else _LOAD.pack(seq & 0xFFFFFFFF, n, len(figures)))
+    for model, values in figures.items():
+        name = model.encode()[:255]
+        parts.append(bytes([len(name)]) + name)
+        parts.append(np.clip(values, 0, 65535).astype("<u2").tobytes())
+    payload = b"".join(parts)
+    return payload + _mac(token, payload)
+
+
+def decode(data: bytes, n: int, token: Optional[bytes]) -> Optional[Tuple[int, int, int, Dict[str, np.ndarray]]]:
+    """(kind, client, seq, {model: in flight}) or None for a datagram that is not one of ours, is for another fleet
+    size, or fails its MAC."""
+    if token:
+        if len(data) < MAC_BYTES or not hmac.compare_digest(_mac(token, data[:-MAC_BYTES]), data[-MAC_BYTES:]):
+            return None
+        data = data[:-MAC_BYTES]
+    try:
+        magic, version, kind = _HEAD.unpack_from(data, 0)
+        if magic != MAGIC or version != VERSION or kind not in (TELL, LOAD):
+            return None
+        off = _HEAD.size
+        if kind == TELL:
+            client, seq, size, k = _TELL.unpack_from(data, off)
+            off += _TELL.size
+        else:
+            seq, size, k = _LOAD.unpack_from(data, off)
+            client, off = 0, off + _LOAD.size
+        if size != n:
+            return None
+        out: Dict[str, np.ndarray] = {}
+        for _ in range(k):
+            length = data[off]
+            model = data[off + 1: off + 1 + length].decode()
+            off += 1 + length
+            values = np.frombuffer(data, "<u2", n, off).astype(np.int64)
+            off += 2 * n
+            out[model] = values
+        return (kind, client, seq, out) if off == len(data) else None
+    except (struct.error, IndexError, ValueError, UnicodeDecodeError):
+        return None
+
+
+class LoadHub(asyncio.DatagramProtocol):
+    """The plane's side: the latest figures per client, their sums, and the sends (module docstring). Runs on the
+    plane's event loop."""
+
+    def __init__(self, n: int, token: Optional[str], clock: Any = time.monotonic) -> None:
+        self.n = n
+        self._token = token.encode() if token else None
+        self._clock = clock
+        self._clients: Dict[int, Tuple[Any, float, Dict[str, np.ndarray]]] = {}
+        self._totals: Dict[str, np.ndarray] = {}
+        self._transport: Any = None
+        self._seq = 0
+        self._dirty = False
+        self._sent_at = 0.0
+        self._timer: Any = None
+        #: datagrams taken, sent, and dropped (not ours, wrong size or MAC)
+        self.received = self.sent = self.dropped = 0
+
+    def connection_made(self, transport: Any) -> None:
+        self._transport = transport
+        self._schedule()
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        msg = decode(data, self.n, self._token)
+        if msg is None or msg[0] != TELL:
+            self.dropped += 1
+            return
+        self.received += 1
+        _, client, _, figures = msg
+        old = self._clients.get(client)
+        if old is not None:
+            self._subtract(old[2])
+        for model, values in figures.items():
+            total = self._totals.get(model)
+            self._totals[model] = values.copy() if total is None else total + values
+        self._clients[client] = (addr, self._clock(), figures)
+        self._dirty = True
+
+    def _subtract(self, figures: Mapping[str, np.ndarray]) -> None:
+        for model, values in figures.items():
+            self._totals[model] = self._totals[model] - values
+
+    def totals(self) -> Dict[str, List[int]]:
+        return {m: v.tolist() for m, v in self._totals.items()}
+
+    @property
+    def clients(self) -> int:
+        return len(self._clients)
+
+    def _schedule(self) -> None:
+        loop = asyncio.get_event_loop()
+        self._timer = loop.call_later(LOAD_PERIOD_S, self._tick)
+
+    def _tick(self) -> None:
+        now = self._clock()
+        for client, (_, seen, figures) in list(self._clients.items()):
+            if now - seen > EXPIRE_S:
+                self._subtract(figures)
+                del self._clients[client]
+                self._dirty = True
+        if self._clients and (self._dirty or now - self._sent_at >= HEARTBEAT_S):
+            self._seq += 1
+            data = encode(LOAD, self._totals, self.n, self._seq, self._token)
+            for addr, _, _ in self._clients.values():
+                try:
+                    self._transport.sendto(data, addr)
+                    self.sent += 1
+                except OSError:
+                    pass
+            self._dirty, self._sent_at = False, now
+        if self._transport is not None and not self._transport.is_closing():
+            self._schedule()
+
+    def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        if self._transport is not None:
+            self._transport.close()
+
+
+class LoadTeller:
+    """The follower's side, on its own thread: tells its interactive in-flight figures to the replica it follows and
+    sets the others' figures on its router as sums come back (module docstring)."""
+
+    def __init__(self, router: Any, token: Optional[str], client: int) -> None:
+        import socket
+
+        self.router = router
+        self.n = len(router.endpoint_names())
+        self._token = token.encode() if token else None
+        self._client = client
+        self._sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self._sock.setblocking(False)
+        self._target: Optional[Tuple[str, int]] = None
+        self._told: Dict[str, np.ndarray] = {}
+        self._told_at = 0.0
+        self._seq = 0
+        #: when the last load message landed (monotonic; -inf: never)
+        self.heard_at = -float("inf")
+        self._applied: set = set()
+
+    def retarget(self, host: Optional[str], port: int = 0) -> None:
+        """Tell ``host:port`` from now on (None: nobody; the others' figures are cleared)."""
+        import socket
+
+        target = None
+        if host is not None:
+            try:
+                target = (socket.gethostbyname(host), port)
+            except OSError:
+                target = None
+        if target != self._target:
+            self._target = target
+            self.clear()
+
+    def own(self) -> Dict[str, np.ndarray]:
+        out: Dict[str, np.ndarray] = {}
+        for (model, request_class), d in self.router.dispatchers().items():
+            if request_class == "interactive":
+                out[model] = np.asarray(d.stats().in_flight, dtype=np.int64)
+        return out
+
+    def step(self, now: float) -> None:
+        """Tell if the figures changed (or the heartbeat is due), then take every load message waiting."""
+        if self._target is None:
+            return
+        figures = self.own()
+        changed = (figures.keys() != self._told.keys()
+                   or any(not np.array_equal(v, self._told[m]) for m, v in figures.items()))
+        if changed or now - self._told_at >= HEARTBEAT_S:
+            self._seq += 1
+            try:
+                self._sock.sendto(encode(TELL, figures, self.n, self._seq, self._token, self._client),
+                                  self._target)
+                self._told, self._told_at = figures, now
+            except OSError:
+                pass
+        while True:
+            try:
+                data, _ = self._sock.recvfrom(65536)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError:
+                break
+            msg = decode(data, self.n, self._token)
+            if msg is None or msg[0] != LOAD:
+                continue
+            self.heard_at = now
+            self._apply(msg[3])
+
+    def _apply(self, totals: Mapping[str, np.ndarray]) -> None:
+        for model, total in totals.items():
+            told = self._told.get(model)
+            others = total - told if told is not None else total
+            try:
+                self.router.dispatcher(model, "interactive").set_external(np.maximum(others, 0).tolist())
+            except ValueError:
+                continue
+            self._applied.add(model)
+
+    def clear(self) -> None:
+        """Forget the others' figures (stale channel, another replica, fallback)."""
+        for model in list(self._applied):
+            self.router.dispatcher(model, "interactive").set_external([0] * self.n)
+        self._applied.clear()
+
+    @property
+    def fileno(self) -> int:
+        return self._sock.fileno()
+
+    def close(self) -> None:
+        self.clear()
+        self._sock.close()
