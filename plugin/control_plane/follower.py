@@ -52,6 +52,8 @@ _log = logging.getLogger(__name__)
 FOLLOW_INTERVALS = 2.0
 #: a report is sent this share of an interval before the plane's next tick
 LEAD = 0.15
+#: the fallback watch looks this many times per interval
+WATCH_SPLIT = 10
 
 
 def scale_limits(plan: Plan, share: Mapping[str, float]) -> Plan:
@@ -292,7 +294,7 @@ class Follower:
 
     def _watch(self) -> None:
         """Fall back when no plan was applied for FOLLOW_INTERVALS intervals (module docstring)."""
-        while not self._stop.wait(self.interval_s / 4):
+        while not self._stop.wait(self.interval_s / WATCH_SPLIT):
             now = self._clock()
             since = max(self._applied_at, self._started_at)
             with self._lock:
@@ -302,7 +304,8 @@ class Follower:
                 self._applied_from = None
                 self.fallbacks += 1
                 errors = "; ".join(f"{k.base}: {k.last_error or 'no plan'}" for k in self._links)
-                self._note(now, f"no plan for {now - since:.2f} s ({errors}): the local controller decides")
+                self._note(now, f"no plan for {now - since:.2f} s ({errors}): the local controller decides",
+                           no_plan_s=now - since)
                 try:
                     local = self._factory()
                     local.start()
@@ -311,9 +314,9 @@ class Follower:
                     continue
                 self.local = local
 
-    def _note(self, now: float, message: str) -> None:
+    def _note(self, now: float, message: str, **figures: float) -> None:
         _log.info("%s", message)
-        self._log.add(Decision(now, "plane", message))
+        self._log.add(Decision(now, "plane", message, figures=figures))
 
     def _run_link(self, link: _Link) -> None:
         while not self._stop.is_set():
