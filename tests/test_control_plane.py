@@ -461,3 +461,54 @@ def test_followers_learn_each_others_requests_in_flight_through_the_plane() -> N
         for t in tellers:
             t.close()
         plane.stop()
+
+
+def test_over_tls_with_a_token_a_grpc_and_an_aio_client_follow(fleet: LocalFleet, tmp_path: Any) -> None:
+    """TLS (a self-signed certificate the clients trust through ca_file) and a bearer token from a file; the gRPC
+    and asyncio HTTP drop-ins follow as the sync HTTP one does."""
+    import asyncio
+    import shutil
+    import ssl
+    import subprocess
+
+    import tritonmix.grpc as grpcclient
+    import tritonmix.http.aio as aioclient
+
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is not installed")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
+                    "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+                   check=True, capture_output=True)
+    (tmp_path / "token").write_text("tls-token\n")
+    plane = ControlPlane(fleet.fleet, token="tls-token", tls_cert=str(cert), tls_key=str(key)).start()
+    settings = {"replicas": [plane.url], "token_file": str(tmp_path / "token"), "ca_file": str(cert)}
+    grpc_fleet = Fleet.from_dict({**fleet.fleet.to_dict(), "endpoints": [
+        {**e.to_dict(), "url": fleet.endpoints[e.name].grpc_url, "protocol": "grpc"} for e in fleet.fleet.endpoints]})
+    sync = grpcclient.InferenceServerClient(fleet=grpc_fleet, control_plane=settings, seed=1)
+
+    async def aio_follows() -> Any:
+        client = aioclient.InferenceServerClient(fleet=fleet.fleet, control_plane=settings, seed=2)
+        try:
+            deadline = time.monotonic() + 3.0
+            while not client.controller.following:
+                assert time.monotonic() < deadline, "the aio client does not follow"
+                await asyncio.sleep(0.02)
+            prompt = aioclient.InferInput("prompt", [1], "BYTES")
+            prompt.set_data_from_numpy(np.array([b"a lighthouse"], dtype=object))
+            return await client.infer("stable_diffusion", [prompt])
+        finally:
+            await client.close()
+
+    try:
+        _wait(lambda: sync.controller.following == plane.url, 3.0, "the gRPC client follows over TLS")
+        prompt = grpcclient.InferInput("prompt", [1], "BYTES")
+        prompt.set_data_from_numpy(np.array([b"a lighthouse"], dtype=object))
+        assert sync.infer("stable_diffusion", [prompt]).as_numpy("image") is not None
+        assert asyncio.run(aio_follows()).as_numpy("image") is not None
+        assert plane.refused.get("token", 0) == 0 and plane.board.reports > 0
+        status, _ = http_call(plane.url + "/v1/status", ssl_context=ssl.create_default_context(cafile=str(cert)))
+        assert status == 401  # TLS alone is not the token
+    finally:
+        sync.close()
+        plane.stop()
