@@ -16,7 +16,7 @@ from .estimators import DemandEstimator
 from .model import BATCH, INTERACTIVE, EndpointView
 from .deltas import Deltas, EndpointTick, dispatcher_totals
 from .per_model import ModelState, demand_by_model, model_stats, share_misses
-from .queueing import QUEUE_MISS_TARGET, slo_utilisation
+from .queueing import QUEUE_MISS_TARGET, UNLIMITED_MISS_TARGET, slo_utilisation
 
 __all__ = ["Observer", "Observation", "PriceFeed"]
 
@@ -118,9 +118,14 @@ class Observer:
 
     def _views(self, state: ModelState, healthy: Sequence[bool]) -> Tuple[EndpointView, ...]:
         eps, ticks, slo_s = self.fleet.endpoints, state.ticks, self.fleet.slo_s
+
+        def target(i: int) -> float:
+            # other clients' load there: our in-flight limit cannot hold their requests back, so plan the endpoint
+            # for the queue tail the model allows without limits
+            return UNLIMITED_MISS_TARGET if ticks and ticks[i].external_rps > 0.0 else self.queue_miss_target
+
         return tuple(
             EndpointView(i, eps[i].name, self._pools[i], self.prices[i], est.mu_rps, est.service_s, healthy[i],
                          est.meets_slo, ticks[i].external_rps if ticks else 0.0, eps[i].capacity_type,
-                         est.rated_rps, slo_utilisation(est.concurrency, est.service_s, slo_s,
-                                                        self.queue_miss_target))
+                         est.rated_rps, slo_utilisation(est.concurrency, est.service_s, slo_s, target(i)))
             for i, est in enumerate(state.capacity))
