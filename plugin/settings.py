@@ -12,7 +12,7 @@ from typing import Any, Dict, Mapping, Optional, Tuple
 
 from .errors import ConfigError
 
-__all__ = ["ControllerSettings", "HedgeSettings", "ControlPlaneSettings"]
+__all__ = ["ControllerSettings", "HedgeSettings", "ControlPlaneSettings", "read_token"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -204,16 +204,22 @@ class ControlPlaneSettings:
 
     def token(self) -> Optional[str]:
         """The bearer token (from the file, else the environment), None when neither gives one."""
-        if self.token_file:
-            try:
-                with open(self.token_file, encoding="utf-8") as f:
-                    text = f.read().strip()
-            except OSError as exc:
-                raise ConfigError(f"control_plane: cannot read token_file {self.token_file}: {exc.strerror}") from None
-            if not text:
-                raise ConfigError(f"control_plane: token_file {self.token_file} is empty")
-            return text
-        return os.environ.get(self.token_env) or None
+        return read_token(self.token_file, self.token_env)
+
+
+def read_token(token_file: Optional[str], token_env: str = ControlPlaneSettings.token_env) -> Optional[str]:
+    """A bearer token from ``token_file`` (stripped), else from the environment variable ``token_env``; None when
+    neither gives one. ConfigError names an unreadable or empty file."""
+    if token_file:
+        try:
+            with open(token_file, encoding="utf-8") as f:
+                text = f.read().strip()
+        except OSError as exc:
+            raise ConfigError(f"token file {token_file}: {exc.strerror}") from None
+        if not text:
+            raise ConfigError(f"token file {token_file} is empty")
+        return text
+    return os.environ.get(token_env) or None
 
 
 def _replicas(items: Any) -> Tuple[str, ...]:

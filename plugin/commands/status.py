@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 import time
 from typing import Any, Dict, Optional
 
@@ -126,22 +125,14 @@ def _num(value: float, fmt: str) -> str:
     return "-" if not math.isfinite(value) else format(value, fmt)
 
 
-TOKEN_ENV = "TRITONMIX_CONTROL_PLANE_TOKEN"
-
-
 def read_token(path: Optional[str]) -> Optional[str]:
-    """The control plane's bearer token from ``path`` (stripped), else from the environment (TOKEN_ENV); CLIError
-    names an unreadable or empty file."""
-    if path:
-        try:
-            with open(path, encoding="utf-8") as f:
-                token = f.read().strip()
-        except OSError as exc:
-            raise CLIError(f"--token-file {path}: {exc.strerror}") from None
-        if not token:
-            raise CLIError(f"--token-file {path} is empty")
-        return token
-    return os.environ.get(TOKEN_ENV) or None
+    """The control plane's bearer token from ``path``, else from TRITONMIX_CONTROL_PLANE_TOKEN (``settings``)."""
+    from ..settings import read_token as settings_read_token
+
+    try:
+        return settings_read_token(path)
+    except ConfigError as exc:
+        raise CLIError(f"--token-file: {exc}") from None
 
 
 def _plane(args: argparse.Namespace) -> int:
