@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 from .fleet import LocalEndpoint, LocalFleet
+from .proxy import FaultProxy, ProxyStats
 from .server import LocalTritonServer, free_port
 from .status import EndpointStatus, format_table
 
-__all__ = ["EndpointStatus", "LocalEndpoint", "LocalFleet", "LocalTritonServer", "format_table", "free_port"]
+__all__ = ["EndpointStatus", "FaultProxy", "LocalEndpoint", "LocalFleet", "LocalTritonServer", "ProxyStats",
+           "format_table", "free_port"]
