@@ -52,12 +52,45 @@ def _router_with_traffic(fleet: Fleet, ok: int = 3) -> Router:
 def test_a_report_built_from_a_router_parses_back_with_its_counts() -> None:
     fleet = _fleet()
     router = _router_with_traffic(fleet, ok=5)
-    body = build_report(router, "host/1/x", 3, fleet_fingerprint(NAMES), 0.25)
+    body, _ = build_report(router, "host/1/x", 3, fleet_fingerprint(NAMES), 0.25)
     report = parse_report(body, NAMES, fleet_fingerprint(NAMES))
     assert report.client == "host/1/x" and report.seq == 3 and report.plan_age_s == 0.25
     (key,) = report.keys
     assert (key.model, key.request_class, key.arrivals) == ("m", "interactive", 5)
     assert int(key.successes.sum()) == 5 and int(report.ok.sum()) == 5 and int(key.in_flight.sum()) == 0
+
+
+def test_a_sparse_report_carries_only_what_changed_and_reads_back_whole() -> None:
+    from tritonmix.control_plane.report import StaleBase
+
+    fleet = _fleet()
+    router = _router_with_traffic(fleet, ok=5)
+    fp = fleet_fingerprint(NAMES)
+    first, snap = build_report(router, "c", 1, fp, 0.1)
+    base = parse_report(first, NAMES, fp)
+    lane = router.lane("m", "interactive")
+    t0 = lane.begin()
+    i = lane.pick()
+    held = lane.begin(), lane.pick()  # one more in flight
+    lane.succeeded(i, t0)
+    sparse, _ = build_report(router, "c", 2, fp, 0.1, base=(1, snap))
+    whole, _ = build_report(router, "c", 2, fp, 0.1)
+    raw = json.loads(sparse)
+    assert raw["base"] == 1 and len(raw["keys"][0]["idx"]) <= 2 and len(sparse) < len(whole)
+    got = parse_report(sparse, NAMES, fp, lambda client, seq: base if (client, seq) == ("c", 1) else None)
+    want = parse_report(whole, NAMES, fp)
+    for a, b in zip((got.ok, got.over_slo, got.failed), (want.ok, want.over_slo, want.failed)):
+        assert a.tolist() == b.tolist()
+    (gk,), (wk,) = got.keys, want.keys
+    assert gk.arrivals == wk.arrivals == 7 and gk.successes.tolist() == wk.successes.tolist()
+    assert gk.in_flight.tolist() == wk.in_flight.tolist() and int(gk.in_flight.sum()) == 1
+    assert np.allclose(gk.latency_s, wk.latency_s, equal_nan=True)
+    with pytest.raises(StaleBase, match="does not hold"):
+        parse_report(sparse, NAMES, fp, lambda client, seq: None)
+    with pytest.raises(ReportError, match="distinct endpoint indexes"):
+        bad = dict(raw, endpoint={"idx": [0, 0], "ok": [1, 1], "over_slo": [0, 0], "failed": [0, 0]})
+        parse_report(json.dumps(bad).encode(), NAMES, fp, lambda client, seq: base)
+    lane.succeeded(held[1], held[0])
 
 
 @pytest.mark.parametrize("mutate, names_what", [
@@ -77,7 +110,7 @@ def test_a_report_built_from_a_router_parses_back_with_its_counts() -> None:
 ])
 def test_a_bad_report_is_refused_with_an_error_that_names_what_is_wrong(mutate: Any, names_what: str) -> None:
     fleet = _fleet()
-    good = json.loads(build_report(_router_with_traffic(fleet), "c", 0, fleet_fingerprint(NAMES), -1.0))
+    good = json.loads(build_report(_router_with_traffic(fleet), "c", 0, fleet_fingerprint(NAMES), -1.0)[0])
     with pytest.raises(ReportError, match=names_what.replace("[", r"\[").replace("]", r"\]")):
         parse_report(mutate(good), NAMES, fleet_fingerprint(NAMES))
 
@@ -345,7 +378,7 @@ def test_a_client_that_cannot_reach_its_plane_serves_as_a_local_client(fleet: Lo
 def test_bad_requests_are_refused_with_a_clear_error_and_change_nothing(fleet: LocalFleet) -> None:
     plane = ControlPlane(fleet.fleet, token="s3cret").start()
     follower_router = Router(fleet.fleet, seed=1)
-    good = build_report(_traffic(follower_router), "client-1", 0, plane.fingerprint, -1.0)
+    good, _ = build_report(_traffic(follower_router), "client-1", 0, plane.fingerprint, -1.0)
     url = plane.url + "/v1/sync?wait=0"
     auth = {"Authorization": "Bearer s3cret"}
     try:

@@ -228,6 +228,12 @@ class Board:
                 self._clear_gauges(client)
                 self._view = None
 
+    def base_of(self, client: str, seq: int) -> Optional[Report]:
+        """The client's last report when it is report ``seq`` (what a sparse report is read against), else None."""
+        with self._lock:
+            c = self._clients.get(client)
+            return c.last if c is not None and c.last.seq == seq else None
+
     # ---- what the plane reads ------------------------------------------------------------------------------------
     def share(self, client: str) -> Dict[str, float]:
         """The client's share of each model's interactive demand (module docstring); {} for an unknown client."""

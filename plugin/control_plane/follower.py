@@ -3,7 +3,8 @@ only while no plan comes.
 
     one Link (thread) per replica, in the fleet's order:
         loop: wait until the plane's next tick minus LEAD of an interval (at once before the first plan)
-              POST /v1/sync?after=G&epoch=E   body: this client's report (``report.build_report``)
+              POST /v1/sync?after=G&epoch=E   body: this client's report (``report.build_report``), sparse
+                                              against the last one this replica answered (409: a whole one next)
               the answer (held by the plane until its next plan) -> Follower.offer
         a failed request (refused, reset, timed out, 5xx) marks the link down and retries after an interval,
         jittered per client (x uniform[0.8, 1.2]) so that clients do not return together
@@ -36,13 +37,13 @@ import ssl
 import threading
 import time
 import urllib.parse
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from ..controller.applier import Applier
 from ..controller.decisions import Decision, DecisionLog
 from ..controller.plan import ModelRoute, Plan
 from .load import STALE_S, TELL_PERIOD_S, LoadTeller
-from .report import build_report, fleet_fingerprint, http_call, new_client_id
+from .report import Snapshot, build_report, fleet_fingerprint, http_call, new_client_id
 
 __all__ = ["Follower", "scale_limits", "FOLLOW_INTERVALS", "LEAD"]
 
@@ -92,6 +93,8 @@ class _Link:
         self.next_send_at = 0.0
         self.failures = 0
         self.last_error = ""
+        #: the seq and snapshot of the last report this replica answered: the next one is sparse against it
+        self.acked: Optional[Tuple[int, Snapshot]] = None
 
 
 class Follower:
@@ -199,9 +202,10 @@ class Follower:
         """Stop following: a last report (``bye``) to every replica that answers, so its requests leave the
         plane's view at once, then the threads and the local controller stop."""
         self._stop.set()
-        body = build_report(self.router, self.client_id, self._seq + 1, self._fingerprint, self.plan_age_s)
         for link in self._links:
             if link.delivered_at > -math.inf:
+                body, _ = build_report(self.router, self.client_id, self._seq + 1, self._fingerprint,
+                                       self.plan_age_s)
                 try:
                     http_call(link.base + "/v1/sync?bye=1&wait=0", method="POST", body=body, headers=self._headers,
                               timeout_s=0.5, ssl_context=self._ssl)
@@ -338,7 +342,9 @@ class Follower:
         with self._lock:
             self._seq += 1
             seq = self._seq
-        body = build_report(self.router, self.client_id, seq, self._fingerprint, self.plan_age_s)
+        body, snap = build_report(self.router, self.client_id, seq, self._fingerprint, self.plan_age_s,
+                                  base=link.acked)
+        link.acked = None  # until this one is answered
         wait_s = FOLLOW_INTERVALS * self.interval_s
         query = urllib.parse.urlencode({"after": link.generation, "epoch": link.epoch, "wait": f"{wait_s:.3f}"})
         if link.conn is None:
@@ -347,6 +353,11 @@ class Follower:
         link.conn.request("POST", "/v1/sync?" + query, body=body, headers=self._headers)
         resp = link.conn.getresponse()
         data = resp.read()
+        if resp.status == 409:  # the replica does not hold our base (it restarted): a whole report next
+            link.next_send_at = 0.0
+            return
+        if resp.status in (200, 204):
+            link.acked = (seq, snap)
         if resp.status == 204:
             link.next_send_at = 0.0
             return

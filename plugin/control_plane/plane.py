@@ -37,7 +37,8 @@ decides too (so it is warm), but scrapes no Triton endpoint: it mirrors the firs
 
 Security: 127.0.0.1 unless told otherwise; an address beyond loopback needs a bearer token (never logged); TLS with
 ``tls_cert`` / ``tls_key``. A report is size-capped (``MAX_REPORT_BYTES``, HTTP 413) and validated
-(``report.parse_report``: HTTP 400 naming what is wrong); a refused report changes nothing.
+(``report.parse_report``: HTTP 400 naming what is wrong); a refused report changes nothing. A sparse report
+against a report the plane does not hold gets 409 (the client sends a whole one).
 """
 from __future__ import annotations
 
@@ -63,7 +64,8 @@ from ..errors import ConfigError, LaunchError
 from .board import Board
 from .load import LoadHub
 from .metrics import plane_registry
-from .report import MAX_REPORT_BYTES, ReportError, fleet_fingerprint, http_call, parse_report, plan_message
+from .report import (MAX_REPORT_BYTES, ReportError, StaleBase, fleet_fingerprint, http_call, parse_report,
+                     plan_message)
 
 __all__ = ["ControlPlane", "parse_address", "is_loopback"]
 
@@ -431,13 +433,15 @@ class ControlPlane:
                 return await handler(request)
             except web.HTTPRequestEntityTooLarge:
                 return self._refuse("size", 413, f"report is larger than {MAX_REPORT_BYTES} bytes")
+            except StaleBase as exc:
+                return web.json_response({"error": str(exc)}, status=409)
             except ReportError as exc:
                 return self._refuse("malformed", 400, str(exc))
         return middleware
 
     async def _sync(self, request: Any) -> Any:
         body = await request.read()
-        report = parse_report(body, self.names, self.fingerprint)
+        report = parse_report(body, self.names, self.fingerprint, self.board.base_of)
         final = request.query.get("bye") == "1"
         self.board.ingest(report, final=final)
         if final:

@@ -18,6 +18,13 @@ Wire format (JSON, one object, at most ``MAX_REPORT_BYTES``)::
 
 Counters are cumulative so that a lost report loses nothing (the next one carries it); the plane takes a client's
 first report as its baseline (a client that ran before it connected does not land its whole history in one tick).
+
+Sparse reports: a client that got an answer to its report ``seq = B`` (so the plane holds it) may send the next one
+relative to it: ``"base": B``, and per array only the endpoints whose figure changed, as ``"idx": [...]`` beside
+the values at those indexes (``endpoint`` and each key; a key left out is unchanged). A client at a few requests a
+second touches a few of 256 endpoints per tick: its report shrinks from ~20 KB to a few hundred bytes, and so does
+the plane's work to read it. A plane that no longer holds report B (it restarted, the client expired) answers 409
+and the client sends a whole report.
 """
 from __future__ import annotations
 
@@ -28,13 +35,13 @@ import math
 import os
 import socket
 import ssl
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
 from ..errors import ConfigError
 
-__all__ = ["MAX_REPORT_BYTES", "ReportError", "KeyReport", "Report", "build_report", "parse_report",
+__all__ = ["MAX_REPORT_BYTES", "ReportError", "StaleBase", "Snapshot", "KeyReport", "Report", "build_report", "parse_report",
            "fleet_fingerprint", "new_client_id", "plan_message", "http_call"]
 
 #: the largest report the plane reads (bytes); a fleet of 256 endpoints with a handful of models needs ~40 KB
@@ -46,6 +53,15 @@ _CLASSES = ("interactive", "batch")
 
 class ReportError(ConfigError):
     """A report the plane refuses; the message names what is wrong (the plane answers it with HTTP 400)."""
+
+
+class StaleBase(ReportError):
+    """A sparse report whose base the plane does not hold (HTTP 409: send a whole report)."""
+
+
+#: what a client remembers of the last report the plane acknowledged, to send the next one sparse: per endpoint
+#: counters (ok, over_slo, failed) and per key (arrivals, successes, failures, in flight, latency)
+Snapshot = Dict[str, Any]
 
 
 def fleet_fingerprint(names: Sequence[str]) -> str:
@@ -81,29 +97,59 @@ class Report:
     ejected: Tuple[int, ...]           # endpoint indexes
 
 
-def build_report(router: Any, client: str, seq: int, fingerprint: str, plan_age_s: float) -> bytes:
-    """The report of ``router`` (a ``tritonmix.request.Router``) as JSON bytes. O(dispatchers x n)."""
+def build_report(router: Any, client: str, seq: int, fingerprint: str, plan_age_s: float,
+                 base: Optional[Tuple[int, Snapshot]] = None) -> Tuple[bytes, Snapshot]:
+    """The report of ``router`` (a ``tritonmix.request.Router``) as JSON bytes, sparse against ``base`` (the seq and
+    snapshot of the last report the plane acknowledged) when given, and the snapshot of this one. O(dispatchers x n)."""
     names = router.endpoint_names()
-    counters = router.endpoint_counters()
+    counters = np.asarray(router.endpoint_counters(), dtype=np.int64).reshape(-1, 3).T
     arrivals = router.arrivals()
+    snap: Snapshot = {"ep": counters, "keys": {}}
+    old = base[1] if base is not None else None
     keys = []
     for (model, request_class), d in router.dispatchers().items():
-        s = d.stats()
-        keys.append({"model": model, "class": request_class, "arrivals": arrivals.get((model, request_class), 0),
-                     "successes": list(s.successes), "failures": list(s.failures), "in_flight": list(s.in_flight),
-                     "latency_s": [x if x == x else None for x in s.ewma_latency_s]})
+        st = d.stats()
+        figures = (arrivals.get((model, request_class), 0), np.asarray(st.successes, np.int64),
+                   np.asarray(st.failures, np.int64), np.asarray(st.in_flight, np.int64),
+                   np.asarray(st.ewma_latency_s, float))
+        snap["keys"][(model, request_class)] = figures
+        before = old["keys"].get((model, request_class)) if old is not None else None
+        item: Dict[str, Any] = {"model": model, "class": request_class, "arrivals": figures[0]}
+        if before is None:
+            idx = None
+        else:
+            changed = (figures[1] != before[1]) | (figures[2] != before[2]) | (figures[3] != before[3]) \
+                | ~((figures[4] == before[4]) | (np.isnan(figures[4]) & np.isnan(before[4])))
+            if not changed.any() and figures[0] == before[0]:
+                continue
+            idx = np.flatnonzero(changed)
+            item["idx"] = idx.tolist()
+        for name, values in zip(("successes", "failures", "in_flight"), figures[1:4]):
+            item[name] = (values if idx is None else values[idx]).tolist()
+        lat = figures[4] if idx is None else figures[4][idx]
+        item["latency_s"] = [x if x == x else None for x in lat.tolist()]
+        keys.append(item)
+    if old is None:
+        endpoint = {"ok": counters[0].tolist(), "over_slo": counters[1].tolist(), "failed": counters[2].tolist()}
+    else:
+        idx = np.flatnonzero((counters != old["ep"]).any(axis=0))
+        endpoint = {"idx": idx.tolist(), "ok": counters[0][idx].tolist(), "over_slo": counters[1][idx].tolist(),
+                    "failed": counters[2][idx].tolist()}
     ejected = router.ejected_by_router()
-    body = {"v": 1, "client": client, "fleet": fingerprint, "seq": seq,
-            "plan_age_s": plan_age_s if math.isfinite(plan_age_s) else -1.0,
-            "endpoint": {"ok": [c[0] for c in counters], "over_slo": [c[1] for c in counters],
-                         "failed": [c[2] for c in counters]},
-            "keys": keys, "ejected": [names[i] for i, out in enumerate(ejected) if out]}
-    return json.dumps(body, separators=(",", ":")).encode()
+    body: Dict[str, Any] = {"v": 1, "client": client, "fleet": fingerprint, "seq": seq,
+                            "plan_age_s": plan_age_s if math.isfinite(plan_age_s) else -1.0,
+                            "endpoint": endpoint, "keys": keys,
+                            "ejected": [names[i] for i, out in enumerate(ejected) if out]}
+    if base is not None:
+        body["base"] = base[0]
+    return json.dumps(body, separators=(",", ":")).encode(), snap
 
 
-def parse_report(data: bytes, names: Sequence[str], fingerprint: str) -> Report:
-    """Check a report against the plane's fleet and return it; ``ReportError`` names the first thing wrong (nothing
-    is half-applied: the plane applies a report only after it parsed whole)."""
+def parse_report(data: bytes, names: Sequence[str], fingerprint: str,
+                 base_of: Optional[Callable[[str, int], Optional["Report"]]] = None) -> Report:
+    """Check a report against the plane's fleet and return it whole (a sparse one filled in from its base, which
+    ``base_of(client, seq)`` gives: None when the plane does not hold it -> StaleBase); ``ReportError`` names the
+    first thing wrong (nothing is half-applied: the plane applies a report only after it parsed whole)."""
     if len(data) > MAX_REPORT_BYTES:
         raise ReportError(f"report is {len(data)} bytes; the limit is {MAX_REPORT_BYTES}")
     try:
@@ -125,21 +171,33 @@ def parse_report(data: bytes, names: Sequence[str], fingerprint: str) -> Report:
     age = raw.get("plan_age_s", -1.0)
     if not isinstance(age, (int, float)) or isinstance(age, bool) or not math.isfinite(age):
         raise ReportError("report field 'plan_age_s' must be a finite number")
+    base: Optional[Report] = None
+    if "base" in raw:
+        base_seq = _count(raw.get("base"), "base")
+        base = base_of(client, base_seq) if base_of is not None else None
+        if base is None:
+            raise StaleBase(f"report is sparse against report {base_seq}, which this plane does not hold: send a "
+                            "whole report")
     ep = raw.get("endpoint")
     if not isinstance(ep, Mapping):
         raise ReportError("report field 'endpoint' must be an object with 'ok', 'over_slo', 'failed'")
-    ok, over, failed = (_counts(ep.get(k), n, f"endpoint.{k}") for k in ("ok", "over_slo", "failed"))
+    idx = _idx(ep, n, "endpoint", base is not None)
+    ok, over, failed = (_fill(None if base is None else getattr(base, attr), idx,
+                              _counts(ep.get(k), n if idx is None else len(idx), f"endpoint.{k}"))
+                        for k, attr in (("ok", "ok"), ("over_slo", "over_slo"), ("failed", "failed")))
     items = raw.get("keys")
     if not isinstance(items, list) or len(items) > MAX_KEYS:
         raise ReportError(f"report field 'keys' must be a list of at most {MAX_KEYS} objects")
+    before = {(k.model, k.request_class): k for k in base.keys} if base is not None else {}
     keys: List[KeyReport] = []
     seen = set()
     for k, item in enumerate(items):
-        keys.append(_key(item, n, f"keys[{k}]"))
+        keys.append(_key(item, n, f"keys[{k}]", before))
         key = (keys[-1].model, keys[-1].request_class)
         if key in seen:
             raise ReportError(f"report field 'keys[{k}]': {key[0]!r}/{key[1]} appears twice")
         seen.add(key)
+    keys += [k for key, k in before.items() if key not in seen]  # left out of a sparse report: unchanged
     ejected_names = raw.get("ejected", [])
     if not isinstance(ejected_names, list):
         raise ReportError("report field 'ejected' must be a list of endpoint names")
@@ -151,7 +209,7 @@ def parse_report(data: bytes, names: Sequence[str], fingerprint: str) -> Report:
                   tuple(sorted({index[x] for x in ejected_names})))
 
 
-def _key(item: Any, n: int, where: str) -> KeyReport:
+def _key(item: Any, n: int, where: str, before: Mapping[Tuple[str, str], KeyReport]) -> KeyReport:
     if not isinstance(item, Mapping):
         raise ReportError(f"report field '{where}' must be an object")
     model, request_class = item.get("model"), item.get("class")
@@ -159,15 +217,44 @@ def _key(item: Any, n: int, where: str) -> KeyReport:
         raise ReportError(f"report field '{where}.model' must be a model name (1-256 characters)")
     if request_class not in _CLASSES:
         raise ReportError(f"report field '{where}.class' must be one of {', '.join(_CLASSES)}")
-    latency = item.get("latency_s")
-    lat = _array(latency, n, f"{where}.latency_s", "a list of {n} numbers or nulls", float)
+    old = before.get((model, request_class))
+    idx = _idx(item, n, where, old is not None)
+    m = n if idx is None else len(idx)
+    lat = _array(item.get("latency_s"), m, f"{where}.latency_s", "a list of {n} numbers or nulls", float)
     known = lat[~np.isnan(lat)]
     if not (np.isfinite(known).all() and (known >= 0).all()):
         raise ReportError(f"report field '{where}.latency_s' holds a negative or infinite latency")
+
+    def whole(attr: str, values: np.ndarray) -> np.ndarray:
+        return _fill(None if old is None else getattr(old, attr), idx, values)
+
     return KeyReport(model, request_class, _count(item.get("arrivals"), f"{where}.arrivals"),
-                     _counts(item.get("successes"), n, f"{where}.successes"),
-                     _counts(item.get("failures"), n, f"{where}.failures"),
-                     _counts(item.get("in_flight"), n, f"{where}.in_flight"), lat)
+                     whole("successes", _counts(item.get("successes"), m, f"{where}.successes")),
+                     whole("failures", _counts(item.get("failures"), m, f"{where}.failures")),
+                     whole("in_flight", _counts(item.get("in_flight"), m, f"{where}.in_flight")),
+                     whole("latency_s", lat))
+
+
+def _idx(item: Mapping[str, Any], n: int, where: str, sparse_ok: bool) -> Optional[np.ndarray]:
+    """The endpoint indexes of a sparse part (None: a whole one); ReportError for bad or repeated indexes, or for
+    indexes where no base holds the rest."""
+    if "idx" not in item:
+        return None
+    if not sparse_ok:
+        raise ReportError(f"report field '{where}.idx': a sparse part needs a base report that has it")
+    raw = item.get("idx")
+    idx = _counts(raw, len(raw) if isinstance(raw, list) else -1, f"{where}.idx")
+    if idx.size and (idx.max() >= n or np.unique(idx).size != idx.size):
+        raise ReportError(f"report field '{where}.idx' must hold distinct endpoint indexes below {n}")
+    return idx
+
+
+def _fill(base: Optional[np.ndarray], idx: Optional[np.ndarray], values: np.ndarray) -> np.ndarray:
+    if idx is None:
+        return values
+    out = np.array(base, copy=True)
+    out[idx] = values
+    return out
 
 
 def _count(x: Any, where: str) -> int:
