@@ -200,6 +200,7 @@ class LoadTeller:
         self._sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self._sock.setblocking(False)
         self._target: Optional[Tuple[str, int]] = None
+        self._asked: Tuple[Optional[str], int] = (None, 0)
         self._told: Dict[str, np.ndarray] = {}
         self._told_at = 0.0
         self._seq = 0
@@ -208,9 +209,13 @@ class LoadTeller:
         self._applied: set = set()
 
     def retarget(self, host: Optional[str], port: int = 0) -> None:
-        """Tell ``host:port`` from now on (None: nobody; the others' figures are cleared)."""
+        """Tell ``host:port`` from now on (None: nobody; the others' figures are cleared). The name is resolved once
+        per change of target, not per call."""
         import socket
 
+        if (host, port) == self._asked:
+            return
+        self._asked = (host, port)
         target = None
         if host is not None:
             try:
