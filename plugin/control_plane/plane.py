@@ -49,7 +49,6 @@ import hmac
 import ipaddress
 import json
 import logging
-import math
 import os
 import ssl
 import threading
@@ -59,10 +58,11 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 from ..controller.loop import Controller
 from ..controller.probes import ProbeSettings
 from ..controller.queueing import QUEUE_MISS_TARGET, UNLIMITED_MISS_TARGET
-from ..controller.signals import HttpScraper, TritonSample
+from ..controller.signals import HttpScraper
 from ..errors import ConfigError, LaunchError
 from .board import Board
 from .load import LoadHub
+from .mirror import RoleSource, sample_to_dict
 from .metrics import plane_registry
 from .report import (MAX_REPORT_BYTES, ReportError, StaleBase, fleet_fingerprint, http_call, parse_report,
                      plan_message)
@@ -110,96 +110,6 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-class _RoleSource:
-    """The Controller's signal source: the Triton scraper while this replica leads; while it stands by, the
-    leader's samples (fetched once per tick in the background, their ages carried over to this clock)."""
-
-    #: ``poll(now, start=False)`` only collects (``controller.signals.SignalSource``)
-    starts_scrapes = True
-
-    def __init__(self, scraper: HttpScraper, n: int, clock: Any, headers: Mapping[str, str],
-                 ssl_context: Optional[ssl.SSLContext]) -> None:
-        self.scraper = scraper
-        self.mirror: Optional[str] = None          # base URL of the replica mirrored, None: scrape ourselves
-        self._n, self._clock = n, clock
-        self._headers, self._ssl = dict(headers), ssl_context
-        self._latest: List[Optional[TritonSample]] = [None] * n
-        #: what the controller last read (served to standbys on /v1/samples)
-        self.latest: Sequence[Optional[TritonSample]] = [None] * n
-        self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="tritonmix-plane-mirror")
-        self._future: Optional[concurrent.futures.Future] = None
-        self.mirrored = 0
-
-    @property
-    def scrapes(self) -> Optional[List[int]]:
-        return getattr(self.scraper, "scrapes", None)
-
-    def poll(self, now: float, *args: Any, **kwargs: Any) -> Sequence[Optional[TritonSample]]:
-        """The controller's read (its thread only); ``latest`` keeps it for /v1/samples."""
-        self.latest = self._poll(now, *args, **kwargs)
-        return self.latest
-
-    def _poll(self, now: float, *args: Any, **kwargs: Any) -> Sequence[Optional[TritonSample]]:
-        mirror = self.mirror
-        if mirror is None:
-            if not getattr(self.scraper, "starts_scrapes", False):
-                return self.scraper.poll(now)
-            return self.scraper.poll(now, *args, **kwargs)
-        f = self._future
-        if f is not None and f.done():
-            self._future = None
-            try:
-                self._latest = f.result()
-                self.mirrored += 1
-            except Exception as exc:  # noqa: BLE001 - a failed mirror costs freshness only
-                _log.debug("mirroring samples from %s failed: %s", mirror, exc)
-        if self._future is None and kwargs.get("start", True):
-            try:
-                self._future = self._pool.submit(self._fetch, mirror)
-            except RuntimeError:
-                pass
-        return self._latest
-
-    def probe(self, indices: Sequence[int]) -> None:
-        if self.mirror is None and hasattr(self.scraper, "probe"):
-            self.scraper.probe(indices)
-
-    def set_readiness_listener(self, listener: Any) -> None:
-        if hasattr(self.scraper, "set_readiness_listener"):
-            self.scraper.set_readiness_listener(listener)
-
-    def close(self) -> None:
-        self.scraper.close()
-        self._pool.shutdown(wait=False, cancel_futures=True)
-
-    def _fetch(self, base: str) -> List[Optional[TritonSample]]:
-        status, body = http_call(base + "/v1/samples", headers=self._headers, timeout_s=1.0, ssl_context=self._ssl)
-        if status != 200:
-            raise OSError(f"HTTP {status}")
-        now = self._clock()
-        rows = json.loads(body)["samples"]
-        return [None if r is None else sample_from_dict(r, now) for r in rows][: self._n]
-
-
-def sample_to_dict(s: TritonSample, now: float) -> Dict[str, Any]:
-    def num(x: float) -> Optional[float]:
-        return x if x == x else None
-
-    return {"age_s": now - s.at_s, "ready": s.ready, "success": num(s.success), "failure": num(s.failure),
-            "queue_us": num(s.queue_us), "compute_us": num(s.compute_us), "pending": num(s.pending),
-            "models": {m: sample_to_dict(v, now) for m, v in s.models.items()}}
-
-
-def sample_from_dict(d: Mapping[str, Any], now: float) -> TritonSample:
-    def num(x: Any) -> float:
-        return math.nan if x is None else float(x)
-
-    return TritonSample(at_s=now - float(d["age_s"]), ready=d.get("ready"), success=num(d.get("success")),
-                        failure=num(d.get("failure")), queue_us=num(d.get("queue_us")),
-                        compute_us=num(d.get("compute_us")), pending=num(d.get("pending")),
-                        models={m: sample_from_dict(v, now) for m, v in (d.get("models") or {}).items()})
-
-
 class ControlPlane:
     """The control plane of one fleet (module docstring). ``start()`` binds and starts ticking; ``address`` is
     then ``host:port``; ``stop()`` ends it (the clients fall back to their own controllers)."""
@@ -234,13 +144,13 @@ class ControlPlane:
         peer_ssl = ssl.create_default_context(cafile=peer_ca_file) if peer_ca_file else None
         scraper = signal_source if signal_source is not None else HttpScraper.for_fleet(
             fleet, metrics_urls, settings=probe_settings, timeout_s=s.scrape_timeout_s, clock=clock)
-        self.source = _RoleSource(scraper, len(self.names), clock, headers, peer_ssl)
+        self.source = RoleSource(scraper, len(self.names), clock, headers, peer_ssl)
         self.controller = Controller(fleet, self.board, source=self.source, clock=clock,
                                      report_cadence_s=s.interval_s)
         self.controller.add_listener(self._on_tick)
         self.registry = plane_registry(self)
         self.replicas = tuple(replicas)
-        self._peer_headers, self._peer_ssl = headers, peer_ssl
+        self._peer_ssl = peer_ssl
         self.role = "leader"
         self.ticks = 0
         self.refused: Dict[str, int] = {}
