@@ -77,6 +77,7 @@ setup(
         "nvidia-pytriton>=0.5",
         "PyYAML>=6",
         "prometheus-client>=0.17",
+        "aiohttp>=3.8",  # the control plane's HTTP server (tritonclient[http] brings it too)
         "rich>=13",
     ],
     extras_require={
