@@ -7,7 +7,8 @@ import threading
 import time
 from typing import Any, Callable, Dict, List
 
-from .baselines import LeastOutstandingP2C, RoundRobin, StaticWeights, static_weights_for
+from .baselines import (CheapestFirstSpill, LeastOutstandingP2C, PeakEwmaP2C, Restricted, RoundRobin, StaticWeights,
+                        WeightedLeastRequest, slo_capable, static_weights_for)
 from .loadgen import RequestRecord, replay
 from .sampler import MetricsSampler, Sample, scrape_pending
 from .scenario import ScenarioSpec
@@ -44,10 +45,17 @@ def make_sender(policy: str, local_fleet: Any, spec: ScenarioSpec) -> Any:
     names = list(fleet.names)
     if policy.startswith("tritonmix-"):
         return TritonmixSender(fleet, policy.split("-", 1)[1], spec.model, spec.request_timeout_s, spec.seed)
+    capable = slo_capable(fleet)
     pickers: Dict[str, Callable[[], Any]] = {
         "round-robin": lambda: RoundRobin(len(names)),
         "least-outstanding-p2c": lambda: LeastOutstandingP2C(len(names), seed=spec.seed),
         "paper-static-weights": lambda: StaticWeights(static_weights_for(names), seed=spec.seed),
+        "cheapest-first-spill": lambda: CheapestFirstSpill(fleet),
+        "weighted-least-request": lambda: WeightedLeastRequest(fleet, seed=spec.seed),
+        "peak-ewma-p2c": lambda: Restricted(capable, PeakEwmaP2C(len(capable), tau_s=10.0 * spec.time_scale,
+                                                                  seed=spec.seed)),
+        "round-robin-slo": lambda: Restricted(capable, RoundRobin(len(capable))),
+        "p2c-slo": lambda: Restricted(capable, LeastOutstandingP2C(len(capable), seed=spec.seed)),
     }
     if policy not in pickers:
         raise ValueError(f"unknown policy {policy!r} (known: tritonmix-auto|cost|capacity, {', '.join(pickers)})")

@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import socket
 import threading
+import time
 from typing import Any, Dict, List, Optional, Set
 
 import numpy as np
@@ -113,10 +114,14 @@ class BaselineSender:
             index = self._picker.pick(tried)
             tried.add(index)
             try:
+                started = time.monotonic()
                 if self._grpc:
                     self._client(index).infer(self._model, make_inputs(self._module), client_timeout=self._timeout_s)
                 else:
                     self._client(index).infer(self._model, make_inputs(self._module))
+                observe = getattr(self._picker, "observe", None)
+                if observe is not None:
+                    observe(index, time.monotonic() - started)
                 return
             except Exception as exc:  # noqa: BLE001 - classified below
                 if attempt == 1 or not _never_reached(exc):

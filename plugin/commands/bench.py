@@ -25,7 +25,8 @@ def register(subparsers: Any) -> None:
     )
     scenario.add_argument("--quick", action="store_true", help="the short replay (about 20 s per policy)")
     scenario.add_argument("--out", default="bench-results/scenario", help="output folder")
-    scenario.add_argument("--policies", default="", help="comma-separated subset of policies")
+    scenario.add_argument("--policies", default="", help="comma-separated policies (default: the six of the report; also "
+                          "cheapest-first-spill, weighted-least-request, peak-ewma-p2c, round-robin-slo, p2c-slo)")
     scenario.add_argument("--seed", type=int, default=None, help="trace seed")
     scenario.add_argument("--protocol", choices=("http", "grpc"), default="http",
                           help="what every policy's client speaks (gRPC: a hedge's losing copy is cancelled)")
@@ -70,7 +71,7 @@ def _register_clients(sub: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..bench.report import markdown_table
     from ..bench.run import run_scenario
-    from ..bench.scenario import FULL, POLICIES, QUICK
+    from ..bench.scenario import EXTRA_POLICIES, FULL, POLICIES, QUICK
 
     spec = QUICK if args.quick else FULL
     if args.seed is not None:
@@ -80,9 +81,9 @@ def run(args: argparse.Namespace) -> int:
     spec = dataclasses.replace(spec, protocol=args.protocol,
                                hedge=None if args.hedge is None else {"max_share": args.hedge})
     policies = [p.strip() for p in args.policies.split(",") if p.strip()] or list(POLICIES)
-    unknown = [p for p in policies if p not in POLICIES]
+    unknown = [p for p in policies if p not in POLICIES + EXTRA_POLICIES]
     if unknown:
-        raise CLIError(f"unknown policy {unknown[0]!r} (known: {', '.join(POLICIES)})")
+        raise CLIError(f"unknown policy {unknown[0]!r} (known: {', '.join(POLICIES + EXTRA_POLICIES)})")
     started = time.monotonic()
     hedging = "off" if spec.hedge is None else f"on (max_share {spec.hedge['max_share']})"
     print(f"scenario '{spec.name}': EMULATED accelerators (time_scale {spec.time_scale}), SLO {spec.slo_ms:.0f} ms, "
