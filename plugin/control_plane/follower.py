@@ -178,11 +178,6 @@ class Follower:
         local = self.local
         return local.snapshot() if local is not None else None
 
-    def links(self) -> List[Dict[str, Any]]:
-        now = self._clock()
-        return [{"replica": k.base, "plan_age_s": now - k.delivered_at, "generation": k.generation,
-                 "failures": k.failures, "last_error": k.last_error} for k in self._links]
-
     # ---- life cycle -------------------------------------------------------------------------------------------
     def start(self) -> "Follower":
         if self._threads:

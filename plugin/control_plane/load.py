@@ -4,8 +4,7 @@ limit (``Dispatcher.set_external``) the way one client's requests do.
 
 Why: a limit only spills a queue's tail when whoever picks knows what is in flight at the endpoint. One client
 knows its own; eight clients each holding a sliver of the limit do not, and a fleet whose endpoints have one slot
-and a tight SLO then misses whenever two clients' requests meet (measured: 16 req/s on five one-slot pools, SLO
-150 ms: 100% of requests within the SLO with one following client, 95.4% with eight, before this channel).
+and a tight SLO then misses whenever two clients' requests meet (figures: ``benches/results/control-plane.md``).
 
 UDP on the plane's port number (same host), one datagram per message, little-endian::
 

@@ -72,9 +72,9 @@ STALL_SLACK_S = 0.05
 QUEUE_TAIL = 4.0
 #: the server serves other clients when, over its last CROWD_SPANS scrape-to-scrape spans, its completions exceed
 #: ours by more than CROWD_SLACK + CROWD_SHARE x its completions (the slack: a completion of ours between a scrape
-#: and the look that saw it). 0.5 lets one other client's completion count: with 1.0, a one-slot endpoint that eight
-#: clients use lightly (one or two completions per window) never showed a crowd, and a request of ours queued
-#: behind one other was ejected as a stall (7 ejections in 30 s at 16 req/s, ``tritonmix bench clients``)
+#: and the look that saw it). 0.5: a single completion by another client is a crowd, so that a lightly used one-slot
+#: endpoint (one or two completions per window) counts as shared and a request of ours queued behind one other is
+#: given the server's word
 CROWD_SPANS = 4
 CROWD_SLACK = 0.5
 CROWD_SHARE = 0.1
