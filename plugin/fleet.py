@@ -71,6 +71,13 @@ class EndpointSpec:
     profile: Union[None, str, Mapping[str, Any]] = None
     model_repository: Optional[str] = None
     metrics_url: Optional[str] = None
+    #: the pool (autoscaled group of like replicas, a Kubernetes Service) this endpoint belongs to; its accelerator
+    #: when not set
+    pool: Optional[str] = None
+
+    @property
+    def pool_name(self) -> str:
+        return self.pool or self.accelerator
 
     @property
     def is_local(self) -> bool:
@@ -296,6 +303,7 @@ def _endpoint(item: Any, index: int, base_dir: Optional[Path]) -> EndpointSpec:
         profile=_profile(item.get("profile"), url, where),
         model_repository=_repository(item.get("model_repository"), url, item.get("profile"), where, base_dir),
         metrics_url=item.get("metrics_url"),
+        pool=None if item.get("pool") is None else _text(item["pool"], f"{where}: field 'pool'"),
     )
 
 

@@ -24,7 +24,7 @@ class Health:
 
     def __init__(self, fleet: Any, outliers: OutlierDetector, live: bool = False) -> None:
         self._names = [e.name for e in fleet.endpoints]
-        self._pools = [e.accelerator for e in fleet.endpoints]
+        self._pools = [e.pool_name for e in fleet.endpoints]
         self._threshold = fleet.controller.panic_threshold
         self.outliers = outliers
         n = len(self._names)

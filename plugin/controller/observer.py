@@ -49,7 +49,7 @@ class Observer:
         self._deltas = Deltas(self.n)
         self._feed = prices
         self.prices = [e.price_per_hour for e in fleet.endpoints]
-        self._pools = [e.accelerator for e in fleet.endpoints]
+        self._pools = [e.pool_name for e in fleet.endpoints]
         self._interval_s = s.interval_s
         self._last: Optional[float] = None
         #: the queue-wait tail each endpoint's SLO-safe utilisation allows (``queueing.slo_utilisation``); a control
