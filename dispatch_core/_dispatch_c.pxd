@@ -13,6 +13,7 @@ cdef struct Endpoint:
     uint64_t successes
     uint64_t failures
     unsigned char available  # health mask
+    unsigned char removed    # left the set (remove): never picked; records of its requests still out land
     unsigned char excluded   # scratch for pick(exclude=...): set and cleared within one call, GIL held
 
 
@@ -26,6 +27,7 @@ cdef class Dispatcher:
     cdef uint64_t _state     # splitmix64 state
 
     cdef int _set_size(self, Py_ssize_t n) except -1
+    cdef void _fresh(self, Py_ssize_t i) noexcept
     cdef void _rebuild(self) noexcept
     cdef Py_ssize_t _draw(self) noexcept
     cdef Py_ssize_t _draw_excluding(self) noexcept

@@ -45,7 +45,7 @@ def noop():
 
 
 cdef inline bint _eligible(const Endpoint* e) noexcept nogil:
-    return e.available and e.weight > 0.0
+    return e.available and e.weight > 0.0 and not e.removed
 
 
 cdef class Dispatcher:
@@ -57,8 +57,13 @@ cdef class Dispatcher:
         keep b only when in_flight_b * weight_a < in_flight_a * weight_b (b carries less load per unit of
         share), otherwise a. Idle endpoints tie, so the first draw wins and picks follow the weight shares
         exactly; an endpoint with more requests in flight than its share loses the comparison.
-        Cost: O(log n) per pick, O(1) per record, O(n) per set_weights / set_available / resize (they
-        rebuild the cumulative array).
+        Cost: O(log n) per pick, O(1) per record, O(n) per set_weights / set_available / resize / remove /
+        reuse (they rebuild the cumulative array).
+    Churn (stable slots; why not compaction: ``_dispatch_py``'s module docstring): ``remove(i)`` takes slot i out
+        of every rule above (effective weight 0 whatever its weight and availability, never an overflow or scan
+        target), keeps its counters, and lets the records of its requests still out land; ``reuse(i)`` gives a
+        removed slot with none in flight fresh state (weight 0, available, no limit, no external load, zero
+        counters) for a new endpoint.
     Limits (``set_limits``, 0 = none): when the chosen endpoint has ``limit`` or more requests in flight, the
         other candidate is taken if it is under its limit or has none, else one draw by weight over the eligible,
         not excluded endpoints that have a limit and are under it (one linear scan, O(n)); when there is none the
@@ -195,6 +200,37 @@ cdef class Dispatcher:
         self._set_size(n)
         self._rebuild()
 
+    def remove(self, Py_ssize_t i):
+        """Endpoint i left: never picked again; the records of its requests in flight still land (class
+        docstring). Removing a removed slot changes nothing."""
+        self._check_index(i)
+        self._ep[i].removed = 1
+        self._rebuild()
+
+    def reuse(self, Py_ssize_t i):
+        """Slot i, removed and with nothing in flight, for a new endpoint: weight 0, available, no limit, no
+        external load, zero counters, NaN latency. ValueError when it is not removed or has requests in flight."""
+        self._check_index(i)
+        if not self._ep[i].removed:
+            raise ValueError(f"endpoint {i} is not removed; only a removed slot can be reused")
+        if self._ep[i].in_flight:
+            raise ValueError(f"endpoint {i} has {self._ep[i].in_flight} requests in flight; cannot reuse it")
+        self._fresh(i)
+        self._rebuild()
+
+    def is_removed(self, Py_ssize_t i):
+        self._check_index(i)
+        return bool(self._ep[i].removed)
+
+    def removed(self):
+        """Per slot: removed (``remove``) and not reused since."""
+        cdef Py_ssize_t n = self._n, i
+        cdef Endpoint* s = self._snapshot()
+        try:
+            return tuple([bool(s[i].removed) for i in range(n)])
+        finally:
+            free(s)
+
     # ---- hot path --------------------------------------------------------------------------------------------
 
     def pick(self, exclude=None):
@@ -326,19 +362,25 @@ cdef class Dispatcher:
             raise MemoryError()
         self._cum = cum
         for i in range(self._n, n):
-            ep[i].weight = 0.0
-            ep[i].ewma_latency_s = NAN
-            ep[i].error_rate = 0.0
-            ep[i].in_flight = 0
-            ep[i].limit = 0
-            ep[i].external = 0
-            ep[i].picks = 0
-            ep[i].successes = 0
-            ep[i].failures = 0
-            ep[i].available = 1
-            ep[i].excluded = 0
+            self._fresh(i)
         self._n = n
         return 0
+
+    cdef void _fresh(self, Py_ssize_t i) noexcept:
+        """Slot i as new: weight 0, available, not removed, zero counters, NaN latency."""
+        cdef Endpoint* e = &self._ep[i]
+        e.weight = 0.0
+        e.ewma_latency_s = NAN
+        e.error_rate = 0.0
+        e.in_flight = 0
+        e.limit = 0
+        e.external = 0
+        e.picks = 0
+        e.successes = 0
+        e.failures = 0
+        e.available = 1
+        e.removed = 0
+        e.excluded = 0
 
     cdef void _rebuild(self) noexcept:
         """Cumulative effective weights, summed left to right (the twin sums in the same order)."""
@@ -511,6 +553,32 @@ cdef class EndpointTally:
 
     def set_streak(self, Py_ssize_t i, int64_t value):
         self._streak[self._check(i)] = value
+
+    def resize(self, n_endpoints):
+        """Grow to n endpoints (new ones: zero counts). Never shrinks: a lane records on any slot its dispatcher
+        has, without a bounds check, so the tally grows before the dispatchers and stays as long; ValueError
+        for a smaller n."""
+        cdef Py_ssize_t n = _index(n_endpoints), i
+        if n < self._n:
+            raise ValueError(f"an EndpointTally only grows: {n} < {self._n} endpoints")
+        cdef int64_t* ok = <int64_t*>realloc(self._ok, (n if n > 0 else 1) * sizeof(int64_t))
+        if ok == NULL:
+            raise MemoryError()
+        self._ok = ok
+        cdef int64_t* streak = <int64_t*>realloc(self._streak, (n if n > 0 else 1) * sizeof(int64_t))
+        if streak == NULL:
+            raise MemoryError()
+        self._streak = streak
+        for i in range(self._n, n):
+            self._ok[i] = 0
+            self._streak[i] = 0
+        self._n = n
+
+    def reset(self, Py_ssize_t i):
+        """Slot i taken by a new endpoint: zero successes, no streak."""
+        self._check(i)
+        self._ok[i] = 0
+        self._streak[i] = 0
 
     cdef Py_ssize_t _check(self, Py_ssize_t i) except -1:
         if i < 0 or i >= self._n:

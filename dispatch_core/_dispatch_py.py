@@ -2,6 +2,15 @@
 
 This file is the reference: the Cython build must give the same picks for the same seed and the same operation
 sequence (tests/test_dispatch_core.py checks it with hypothesis). Any change to the rule here is made there too.
+
+Endpoints that leave from anywhere: stable slots, not compaction. An endpoint's index is its slot for as long as a
+request picked there may still be out, because the request holds the bare index until it calls ``record(i, ...)``
+(the lanes, the engine's retries, the hedger all do): compaction would have to find and rewrite every one of
+those, and a record that raced a renumbering would land on the wrong endpoint. So ``remove(i)`` only marks slot i
+(never picked, outside the two-choice draw, the limits' overflow and the cumulative total; its counters stay and
+its in-flight records still land), and ``reuse(i)`` hands a removed slot with nothing in flight to a newcomer with
+fresh state. The cost of a removed slot is one entry in the cumulative array (a zero-width step the bisection never
+lands on); the caller (the router) reuses slots first, so the array stays about as long as the largest set seen.
 """
 from __future__ import annotations
 
@@ -40,8 +49,12 @@ class Dispatcher:
         keep b only when in_flight_b * weight_a < in_flight_a * weight_b (b carries less load per unit of
         share), otherwise a. Idle endpoints tie, so the first draw wins and picks follow the weight shares
         exactly; an endpoint with more requests in flight than its share loses the comparison.
-        Cost: O(log n) per pick, O(1) per record, O(n) per set_weights / set_available / resize (they
-        rebuild the cumulative array).
+        Cost: O(log n) per pick, O(1) per record, O(n) per set_weights / set_available / resize / remove /
+        reuse (they rebuild the cumulative array).
+    Churn (module docstring): ``remove(i)`` takes slot i out of every rule above (effective weight 0 whatever its
+        weight and availability, never an overflow or scan target), keeps its counters, and lets the records of its
+        requests still out land; ``reuse(i)`` gives a removed slot with none in flight fresh state (weight 0,
+        available, no limit, no external load, zero counters) for a new endpoint.
     Limits (``set_limits``, 0 = none): when the chosen endpoint has ``limit`` or more requests in flight, the
         other candidate is taken if it is under its limit or has none, else one draw by weight over the eligible,
         not excluded endpoints that have a limit and are under it (one linear scan, O(n)); when there is none the
@@ -78,6 +91,7 @@ class Dispatcher:
         self._n = 0
         self._w: List[float] = []
         self._avail: List[bool] = []
+        self._removed: List[bool] = []
         self._in_flight: List[int] = []
         self._limit: List[int] = []
         self._external: List[int] = []
@@ -171,6 +185,36 @@ class Dispatcher:
                 self._grow(n - self._n)
             self._rebuild()
 
+    def remove(self, i: int) -> None:
+        """Endpoint i left: never picked again; the records of its requests in flight still land (class
+        docstring). Removing a removed slot changes nothing."""
+        with self._lock:
+            i = self._check_index(i)
+            self._removed[i] = True
+            self._rebuild()
+
+    def reuse(self, i: int) -> None:
+        """Slot i, removed and with nothing in flight, for a new endpoint: weight 0, available, no limit, no
+        external load, zero counters, NaN latency. ValueError when it is not removed or has requests in flight."""
+        with self._lock:
+            i = self._check_index(i)
+            if not self._removed[i]:
+                raise ValueError(f"endpoint {i} is not removed; only a removed slot can be reused")
+            if self._in_flight[i]:
+                raise ValueError(f"endpoint {i} has {self._in_flight[i]} requests in flight; cannot reuse it")
+            for col, fresh in zip(self._columns(), _FRESH):
+                col[i] = fresh
+            self._rebuild()
+
+    def is_removed(self, i: int) -> bool:
+        with self._lock:
+            return self._removed[self._check_index(i)]
+
+    def removed(self) -> Tuple[bool, ...]:
+        """Per slot: removed (``remove``) and not reused since."""
+        with self._lock:
+            return tuple(self._removed)
+
     # ---- hot path --------------------------------------------------------------------------------------------
 
     def pick(self, exclude: Exclude = None) -> int:
@@ -258,12 +302,13 @@ class Dispatcher:
     # ---- internals (call with the lock held) ---------------------------------------------------------------
 
     def _columns(self) -> Tuple[list, ...]:
-        return (self._w, self._avail, self._in_flight, self._limit, self._external, self._picks, self._successes,
-                self._failures, self._ewma_latency_s, self._error_rate)
+        return (self._w, self._avail, self._removed, self._in_flight, self._limit, self._external, self._picks,
+                self._successes, self._failures, self._ewma_latency_s, self._error_rate)
 
     def _grow(self, k: int) -> None:
         self._w.extend([0.0] * k)
         self._avail.extend([True] * k)
+        self._removed.extend([False] * k)
         for col in (self._in_flight, self._limit, self._external, self._picks, self._successes, self._failures):
             col.extend([0] * k)
         self._ewma_latency_s.extend([math.nan] * k)
@@ -282,7 +327,7 @@ class Dispatcher:
         acc = 0.0
         last = -1
         for i in range(self._n):
-            if self._avail[i] and self._w[i] > 0.0:
+            if self._avail[i] and self._w[i] > 0.0 and not self._removed[i]:
                 acc += self._w[i]
                 last = i
             cum.append(acc)
@@ -307,8 +352,8 @@ class Dispatcher:
     def _draw_open(self, excluded: frozenset) -> int:
         """A draw by weight over the eligible, not excluded endpoints with a limit and under it; -1 if none."""
         fl, lim, ext = self._in_flight, self._limit, self._external
-        return self._draw_among([i for i in range(self._n) if i not in excluded and self._avail[i]
-                                 and self._w[i] > 0.0 and 0 < lim[i] and fl[i] + ext[i] < lim[i]])
+        return self._draw_among([i for i in range(self._n) if i not in excluded and self._eligible(i)
+                                 and 0 < lim[i] and fl[i] + ext[i] < lim[i]])
 
     def _draw_excluding(self, excluded: frozenset) -> int:
         """A draw by weight that is not in ``excluded``, or -1 when every eligible endpoint is excluded."""
@@ -316,8 +361,10 @@ class Dispatcher:
             i = self._draw()
             if i not in excluded:
                 return i
-        return self._draw_among([i for i in range(self._n)
-                                 if i not in excluded and self._avail[i] and self._w[i] > 0.0])
+        return self._draw_among([i for i in range(self._n) if i not in excluded and self._eligible(i)])
+
+    def _eligible(self, i: int) -> bool:
+        return self._avail[i] and self._w[i] > 0.0 and not self._removed[i]
 
     def _draw_among(self, members: List[int]) -> int:
         """One draw by weight over ``members`` (ascending; weights summed left to right as the compiled build
@@ -336,6 +383,10 @@ class Dispatcher:
             if acc > u:
                 return i
         return last
+
+
+#: a reused slot's values, in ``_columns`` order
+_FRESH = (0.0, True, False, 0, 0, 0, 0, 0, 0, math.nan, 0.0)
 
 
 def _exclude_set(exclude: Exclude) -> frozenset:

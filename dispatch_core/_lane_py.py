@@ -69,6 +69,23 @@ class EndpointTally:
     def set_streak(self, i: int, value: int) -> None:
         self._streak[self._check(i)] = int(value)
 
+    def resize(self, n_endpoints: int) -> None:
+        """Grow to n endpoints (new ones: zero counts); never shrinks (``_dispatch_c.EndpointTally.resize``)."""
+        n = operator.index(n_endpoints)
+        with self.lock:
+            if n < len(self._ok):
+                raise ValueError(f"an EndpointTally only grows: {n} < {len(self._ok)} endpoints")
+            k = n - len(self._ok)
+            self._ok.extend([0] * k)
+            self._streak.extend([0] * k)
+
+    def reset(self, i: int) -> None:
+        """Slot i taken by a new endpoint: zero successes, no streak."""
+        with self.lock:
+            i = self._check(i)
+            self._ok[i] = 0
+            self._streak[i] = 0
+
     def _check(self, i: int) -> int:
         if not 0 <= i < len(self._ok):
             raise IndexError(f"endpoint index {i} out of range for {len(self._ok)} endpoints")

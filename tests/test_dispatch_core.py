@@ -436,6 +436,8 @@ _op = st.one_of(
     st.tuples(st.just("resize"), st.integers(0, _MAX_N)),
     st.tuples(st.just("limits"), st.lists(st.integers(0, 3), min_size=_MAX_N, max_size=_MAX_N)),
     st.tuples(st.just("external"), st.lists(st.integers(0, 3), min_size=_MAX_N, max_size=_MAX_N)),
+    st.tuples(st.just("remove"), st.integers(0, _MAX_N)),
+    st.tuples(st.just("reuse"), st.integers(0, _MAX_N)),
 )
 
 
@@ -456,6 +458,10 @@ def _apply(d: Any, op: Tuple[Any, ...], outstanding: List[int]) -> Tuple[str, An
             if not outstanding:
                 return ("ok", "skip")
             return ("ok", d.record(outstanding[op[1] % len(outstanding)], op[2], op[3]))
+        if kind == "remove":
+            return ("ok", d.remove(op[1]))
+        if kind == "reuse":
+            return ("ok", d.reuse(op[1]))
         return ("ok", d.resize(op[1]))
     except Exception as exc:  # noqa: BLE001 - compared across builds
         return ("err", type(exc).__name__)
@@ -485,3 +491,72 @@ def test_builds_agree(n: int, seed: int, alpha: float, ops: List[Tuple[Any, ...]
         assert repr(comp.stats()) == repr(ref.stats()), (step, op)
     assert comp.weights() == ref.weights() and comp.n_endpoints == ref.n_endpoints
     assert comp.limits() == ref.limits() and comp.external() == ref.external()
+    assert comp.removed() == ref.removed()
+
+
+# ---- churn: endpoints that leave from anywhere (stable slots) ----------------------------------------------
+
+
+def test_a_removed_endpoint_is_never_picked_and_its_requests_still_out_are_recorded(impl: ModuleType) -> None:
+    d = impl.Dispatcher(4, seed=3)
+    d.set_weights([1.0, 1.0, 1.0, 1.0])
+    out = [d.pick() for _ in range(40)]
+    middle = out[0]
+    held = out.count(middle)
+    d.remove(middle)
+    assert d.is_removed(middle) and d.removed()[middle]
+    assert middle not in [d.pick() for _ in range(400)]
+    for i in out:
+        d.record(i, 0.01, True)  # every request still out on the removed slot lands there
+    s = d.stats()
+    assert s.in_flight[middle] == 0 and s.successes[middle] == held
+    assert d.weights()[middle] == 1.0  # kept, and ineffective
+    d.set_available(middle, True)  # a health mask can not bring a removed endpoint back
+    d.set_limits([1, 1, 1, 1])
+    busy = [d.pick() for _ in range(12)]  # all full: overflow scans skip the removed slot too
+    assert middle not in busy
+    with pytest.raises(NoEndpointAvailable):
+        d.pick(exclude=[j for j in range(4) if j != middle])
+
+
+def test_a_slot_is_reused_only_when_removed_and_idle(impl: ModuleType) -> None:
+    d = impl.Dispatcher(3, seed=5)
+    d.set_weights([0.0, 1.0, 0.0])
+    assert d.pick() == 1
+    with pytest.raises(ValueError, match="not removed"):
+        d.reuse(1)
+    d.remove(1)
+    with pytest.raises(NoEndpointAvailable):
+        d.pick()
+    with pytest.raises(ValueError, match="in flight"):
+        d.reuse(1)
+    d.record(1, 0.2, False)
+    d.set_limits([0, 4, 0])
+    d.set_external([0, 2, 0])
+    d.reuse(1)
+    s = d.stats()
+    assert not d.is_removed(1) and d.weights()[1] == 0.0 and d.limits()[1] == 0 and d.external()[1] == 0
+    assert (s.picks[1], s.successes[1], s.failures[1], s.error_rate[1]) == (0, 0, 0, 0.0)
+    assert math.isnan(s.ewma_latency_s[1])
+    d.set_weights([0.0, 2.0, 0.0])
+    assert d.pick() == 1  # the newcomer takes traffic once it has a weight
+
+
+def test_the_tally_grows_and_resets_a_slot(impl: ModuleType) -> None:
+    lanes = _lane_module(impl)
+    t = lanes.EndpointTally(2)
+    t.set_streak(1, 3)
+    t.resize(4)
+    assert t.n_endpoints == 4 and t.successes() == (0, 0, 0, 0) and t.streak(1) == 3
+    t.reset(1)
+    assert t.streak(1) == 0
+    with pytest.raises(ValueError, match="only grows"):
+        t.resize(3)
+
+
+def _lane_module(impl: ModuleType) -> ModuleType:
+    if impl is _dispatch_py:
+        from tritonmix.dispatch_core import _lane_py
+
+        return _lane_py
+    return impl
