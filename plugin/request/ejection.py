@@ -8,6 +8,8 @@ import math
 import statistics
 from typing import Dict, List, Optional, Sequence
 
+from .slots import SlotArrays
+
 __all__ = ["EjectionEvent", "OutlierDetector", "in_panic"]
 
 #: a connection failure (never reached the server) of an endpoint that its probes find ready is a client reconnecting
@@ -35,7 +37,7 @@ def in_panic(healthy: int, total: int, panic_threshold: float) -> bool:
     return total > 0 and healthy < panic_threshold * total
 
 
-class OutlierDetector:
+class OutlierDetector(SlotArrays):
     """Ejects endpoints that fail or are far slower than their pool, for a backoff that grows with each ejection.
     The one holder of ejection state while a controller runs: the router's request-path signal (``report``) and
     the tick's counts (``update``) both decide here.
@@ -73,6 +75,7 @@ class OutlierDetector:
         self.n = n
         self._k_fail = max(1, consecutive_failures)
         self._base_s, self._max_s = base_s, max_s
+        self._max_share, self._min_cap = max_share, min_cap
         self._cap = max(min_cap, math.floor(max_share * n)) if max_share > 0 else 0
         self._factor, self._slo_s = latency_factor, slo_s
         self.streak: List[int] = [0] * n
@@ -88,6 +91,17 @@ class OutlierDetector:
         self._unreached: List[bool] = [False] * n
         self.probation_until: List[Optional[float]] = [None] * n
         self.probation_s = probation_s
+
+    #: per-endpoint state and its fresh value (``slots.SlotArrays``: endpoints that join and leave)
+    SLOTS = {"streak": 0, "ejections": 0, "until": None, "_ended": -math.inf, "_refused": False, "cause": None,
+             "_ejected_at": -math.inf, "_down_seen": False, "_down_at": -math.inf, "_unreached": False,
+             "probation_until": None}
+
+    def grow_slots(self, n: int) -> None:
+        """Fresh endpoints up to ``n``; the cap follows the new count."""
+        super().grow_slots(n)
+        self.n = max(self.n, n)
+        self._cap = max(self._min_cap, math.floor(self._max_share * self.n)) if self._max_share > 0 else 0
 
     def ejected(self, i: int) -> bool:
         return self.until[i] is not None

@@ -16,8 +16,19 @@ Contract with the controller (``tritonmix.controller.start_controller(fleet, rou
     router.endpoint_counters()                 [(completed_ok, over_slo, failed_attempts)] per endpoint
     router.add_listener(cb)                    cb((model, rc)) after a dispatcher is created (remove_listener(cb))
     router.set_ejector(cb)                     cb(i, reason, now) decides ejection instead of the router (or None)
+    router.apply_endpoints(states)             reconcile with a discovered set (``tritonmix.discovery``), by name:
+                                               an ``EndpointChange`` by slot; ``add_endpoints_listener(cb)``: cb(change)
+                                               after each one that changed something (and after ``reap``)
+    router.vacant()                            per slot: its endpoint left (the slot waits for reuse)
 
-Availability of endpoint i in the dispatcher of model m is the AND of three masks:
+Endpoints that join and leave (``tritonmix.request.slots``): index i is a slot. A new endpoint takes a vacant slot
+whose requests have all been recorded (fresh state in every dispatcher, the tally and the masks), else a new slot at
+the end; one that leaves is removed from every dispatcher at once (never picked again; what it still has in flight
+is recorded there) and its slot waits for reuse; a terminating or not-ready one stays, masked off (a fourth mask,
+``serving``), until it turns ready or leaves. Slots never move and never shrink.
+
+Availability of endpoint i in the dispatcher of model m is the AND of four masks:
+    serving[i]         the discovery source's ready and not terminating (True for a fleet given as a list)
     controller[i]      set_endpoint_available (default True)
     not ejected[i]     the client's own passive ejection after connection failures (Envoy's outlier detection:
                        eject on a failure that never reached the server, or after eject_consecutive_failures in a
@@ -40,17 +51,19 @@ Per request (every client, every driver)::
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import math
 import threading
 import time
 import zlib
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Set, Tuple
 
 from ..dispatch_core import Dispatcher, EndpointTally, Lane
-from ..fleet import Fleet
+from ..fleet import EndpointSpec, Fleet
 from .ejection import OutlierDetector
+from .slots import EndpointChange
 from .retry import Outcome, RetryBudget
 
 __all__ = ["Router", "REQUEST_CLASSES", "hint_weights"]
@@ -61,15 +74,26 @@ REQUEST_CLASSES = ("interactive", "batch")
 Key = Tuple[str, str]
 
 
-def hint_weights(fleet: Fleet) -> List[float]:
+def _state(state: Any) -> Tuple[EndpointSpec, bool]:
+    """(spec, serving) of an ``EndpointState`` or a bare ``EndpointSpec`` (ready)."""
+    if isinstance(state, EndpointSpec):
+        return state, True
+    return state.spec, bool(state.serving)
+
+
+def hint_weights(fleet: Fleet, vacant: Optional[Sequence[bool]] = None) -> List[float]:
     """Static weights from the fleet's capacity hints: max_rps when every endpoint has it, else max_concurrency
-    when every endpoint has it, else equal."""
+    when every endpoint has it, else equal; 0 for a vacant slot (``vacant[i]``), whose hints are not counted."""
     eps = fleet.endpoints
-    if all(e.max_rps for e in eps):
-        return [float(e.max_rps) for e in eps]
-    if all(e.max_concurrency for e in eps):
-        return [float(e.max_concurrency) for e in eps]
-    return [1.0] * len(eps)
+    gone = vacant if vacant is not None else [False] * len(eps)
+    live = [e for e, v in zip(eps, gone) if not v]
+    if all(e.max_rps for e in live):
+        values = [float(e.max_rps or 0.0) for e in eps]
+    elif all(e.max_concurrency for e in live):
+        values = [float(e.max_concurrency or 0) for e in eps]
+    else:
+        values = [1.0] * len(eps)
+    return [0.0 if v else w for w, v in zip(values, gone)]
 
 
 class Router:
@@ -105,6 +129,12 @@ class Router:
         self._ejector: Optional[Callable[[int, str, float], None]] = None
         self.budget = RetryBudget(s.retry_budget_share, clock=clock)
         self._slo_s = fleet.slo_s
+        #: churn (module docstring): the discovery mask, vacant slots, live names -> slot, and the listeners
+        self._serving = [True] * n
+        self._vacant = [False] * n
+        self._slot_of: Dict[str, int] = {e.name: i for i, e in enumerate(fleet.endpoints)}
+        self._endpoint_listeners: List[Callable[[EndpointChange], None]] = []
+        self._reaped: Set[int] = set()
 
     # ---- the contract ----------------------------------------------------------------------------------------
 
@@ -169,6 +199,57 @@ class Router:
         with self._lock:
             self._ejector = ejector
 
+    # ---- endpoints that join and leave (module docstring) ---------------------------------------------------
+
+    def vacant(self) -> Tuple[bool, ...]:
+        """Per slot: its endpoint left (removed from every dispatcher; the slot waits for reuse)."""
+        with self._lock:
+            return tuple(self._vacant)
+
+    def serving(self) -> Tuple[bool, ...]:
+        """Per slot: the discovery source's ready and not terminating (vacant slots: False)."""
+        with self._lock:
+            return tuple(s and not v for s, v in zip(self._serving, self._vacant))
+
+    def add_endpoints_listener(self, callback: Callable[[EndpointChange], None]) -> None:
+        """``callback(change)`` after every reconcile that changed something, outside the lock (the client makes and
+        closes its per-endpoint clients there, the controller resizes its state)."""
+        with self._lock:
+            self._endpoint_listeners.append(callback)
+
+    def remove_endpoints_listener(self, callback: Callable[[EndpointChange], None]) -> None:
+        with self._lock:
+            if callback in self._endpoint_listeners:
+                self._endpoint_listeners.remove(callback)
+
+    def apply_endpoints(self, states: Sequence[Any]) -> EndpointChange:
+        """Reconcile with the whole current set (``tritonmix.discovery.EndpointState``s, or bare ``EndpointSpec``s
+        for ready ones), by name: joins, drains, leaves and in-place spec changes (module docstring). ValueError
+        for two states of one name or one without a url; nothing changes then. Listeners hear the change."""
+        wanted: Dict[str, Tuple[EndpointSpec, bool]] = {}
+        for state in states:
+            spec, serving = _state(state)
+            if spec.name in wanted:
+                raise ValueError(f"endpoint {spec.name!r} appears twice in the discovered set")
+            if not spec.url:
+                raise ValueError(f"endpoint {spec.name!r} has no url; a discovered endpoint needs one")
+            wanted[spec.name] = (spec, serving)
+        with self._lock:
+            change = self._reconcile(wanted)
+            listeners = list(self._endpoint_listeners) if not change.empty else []
+        self._tell(listeners, change)
+        return change
+
+    def reap(self) -> EndpointChange:
+        """Report the vacant slots whose last request in flight has been recorded since the last look (``drained``:
+        the client closes the left endpoint's own client then); the controller calls it every tick."""
+        with self._lock:
+            drained = self._drained()
+            change = EndpointChange(self.fleet, drained=drained, vacant=tuple(self._vacant))
+            listeners = list(self._endpoint_listeners) if drained else []
+        self._tell(listeners, change)
+        return change
+
     # ---- hot path ------------------------------------------------------------------------------------------
 
     @property
@@ -222,9 +303,10 @@ class Router:
     def set_model_ready(self, model: str, ready: Sequence[Optional[bool]]) -> None:
         """Readiness of ``model`` per endpoint (None: unknown, counts as ready). Ready nowhere: every endpoint."""
         mask = [r is not False for r in ready]
-        if not any(mask):
-            mask = [True] * self._n
         with self._lock:
+            if not any(mask):
+                mask = [True] * self._n
+            mask = (mask + [True] * self._n)[: self._n]  # probed before the set grew: the newcomers are unknown
             if self._ready.get(model) == mask:
                 return
             self._ready[model] = mask
@@ -285,6 +367,9 @@ class Router:
             seed = None if self._seed is None else self._seed ^ zlib.crc32("\0".join(key).encode())
             d = Dispatcher(self._n, seed=seed)
             d.set_weights(self._explicit.get(key, self._default))
+            for i in range(self._n):
+                if self._vacant[i]:
+                    d.remove(i)
             self._dispatchers[key] = d
             slo_s = self._slo_s if key[1] == "interactive" else math.inf
             lane = Lane(d, self.tally, self.budget.requests, self._clock, slo_s, self.readmit_due,
@@ -306,8 +391,104 @@ class Router:
 
     def _available(self, model: str, i: int) -> bool:
         ready = self._ready.get(model)
-        return (self._controller_mask[i] and self._outliers.until[i] is None
+        return (self._controller_mask[i] and self._outliers.until[i] is None and self._serving[i]
                 and (ready is None or ready[i]))
+
+    def _reconcile(self, wanted: Dict[str, Tuple[EndpointSpec, bool]]) -> EndpointChange:
+        """apply_endpoints under the lock: leaves first (their slots may be reused at once when idle), then the
+        known names, then the newcomers."""
+        slots = list(self.fleet.endpoints)
+        left = [self._slot_of.pop(name) for name in list(self._slot_of) if name not in wanted]
+        for i in left:
+            self._vacant[i] = True
+            self._serving[i] = False
+            for d in self._dispatchers.values():
+                d.remove(i)
+        drained = self._drained()
+        joined, replaced, touched = [], [], set(left)
+        free = [i for i in range(self._n) if self._vacant[i] and self._idle(i)]
+        for name, (spec, serving) in wanted.items():
+            i = self._slot_of.get(name)
+            if i is None:
+                i = free.pop(0) if free else self._grow_slot()
+                self._reset_slot(i)
+                self._slot_of[name] = i
+                joined.append(i)
+            elif spec != slots[i]:
+                replaced.append(i)
+            if i < len(slots):
+                slots[i] = spec
+            else:
+                slots.append(spec)
+            if self._serving[i] != serving or i in joined:
+                touched.add(i)
+            self._serving[i] = serving
+        self.fleet = dataclasses.replace(self.fleet, endpoints=tuple(slots))
+        self._names = tuple(e.name for e in slots)
+        if joined or left or replaced:
+            self._refresh_defaults()
+        for key in self._dispatchers:
+            for i in touched:
+                self._dispatchers[key].set_available(i, self._available(key[0], i))
+        return EndpointChange(self.fleet, tuple(joined), tuple(left), tuple(replaced), drained, tuple(self._vacant))
+
+    def _idle(self, i: int) -> bool:
+        return all(d.in_flight(i) == 0 for d in self._dispatchers.values())
+
+    def _drained(self) -> Tuple[int, ...]:
+        """Vacant slots not yet reported drained whose requests have all been recorded."""
+        out = tuple(i for i in range(self._n) if self._vacant[i] and i not in self._reaped and self._idle(i))
+        self._reaped.update(out)
+        return out
+
+    def _grow_slot(self) -> int:
+        """One more slot at the end (the tally first: a lane records on any slot its dispatcher has)."""
+        i = self._n
+        self._n += 1
+        self.tally.resize(self._n)
+        for d in self._dispatchers.values():
+            d.resize(self._n)
+            d.remove(i)  # a stand-in until _reset_slot: every slot a newcomer takes is removed first
+        self._controller_mask.append(True)
+        self._serving.append(False)
+        self._vacant.append(True)  # until _reset_slot hands it over
+        self._over_slo.append(0)
+        self._failed.append(0)
+        self._outliers.grow_slots(self._n)
+        for mask in self._ready.values():
+            mask.append(True)
+        self._default = self._default + (0.0,)
+        self._explicit = {k: v + (0.0,) for k, v in self._explicit.items()}
+        return i
+
+    def _reset_slot(self, i: int) -> None:
+        """Slot i (vacant and idle) for a new endpoint: fresh state everywhere, weight 0 until a plan or the
+        defaults give it one."""
+        for key, d in self._dispatchers.items():
+            d.reuse(i)
+            explicit = self._explicit.get(key)
+            if explicit is not None:
+                self._explicit[key] = explicit[:i] + (0.0,) + explicit[i + 1:]
+        self.tally.reset(i)
+        self._controller_mask[i], self._vacant[i], self._over_slo[i], self._failed[i] = True, False, 0, 0
+        self._reaped.discard(i)
+        self._outliers.reset_slot(i)
+        for mask in self._ready.values():
+            mask[i] = True
+
+    def _refresh_defaults(self) -> None:
+        """The hint weights over the current slots, for the dispatchers that follow the defaults."""
+        self._default = tuple(hint_weights(self.fleet, self._vacant))
+        for key, d in self._dispatchers.items():
+            d.set_weights(self._explicit.get(key, self._default))
+
+    @staticmethod
+    def _tell(listeners: List[Callable[[EndpointChange], None]], change: EndpointChange) -> None:
+        for callback in listeners:
+            try:
+                callback(change)
+            except Exception:  # noqa: BLE001 - a listener must not break the reconcile
+                logger.exception("endpoints listener failed")
 
     def _apply_key(self, key: Key) -> None:
         d = self._dispatchers[key]

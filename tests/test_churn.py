@@ -1,0 +1,121 @@
+"""Endpoints that join and leave from anywhere (``tritonmix.discovery``): the router and the controller follow the
+set by slot, without a server (the live check is tests/test_churn_live.py)."""
+from __future__ import annotations
+
+from typing import List
+
+import pytest
+
+from tritonmix.discovery import EndpointState
+from tritonmix.dispatch_core import NoEndpointAvailable
+from tritonmix.fleet import EndpointSpec, Fleet
+from tritonmix.request import Router
+from tritonmix.request.slots import EndpointChange
+
+
+def spec(name: str, port: int, pool: str = "gpu", max_rps: float = 10.0) -> EndpointSpec:
+    return EndpointSpec(name=name, accelerator="gpu", price_per_hour=1.0, url=f"127.0.0.1:{port}", pool=pool,
+                        max_rps=max_rps, max_concurrency=1)
+
+
+def state(name: str, port: int, ready: bool = True, terminating: bool = False) -> EndpointState:
+    return EndpointState(spec(name, port), ready=ready, terminating=terminating)
+
+
+def empty_fleet() -> Fleet:
+    return Fleet(endpoints=())
+
+
+def picks(router: Router, k: int, model: str = "m") -> List[int]:
+    lane = router.lane(model)
+    out = []
+    for _ in range(k):
+        i = lane.pick()
+        out.append(i)
+        lane.succeeded(i, lane.begin())
+    return out
+
+
+def test_an_empty_fleet_fills_from_discovery_and_takes_traffic() -> None:
+    router = Router(empty_fleet(), seed=1)
+    with pytest.raises(NoEndpointAvailable):
+        router.lane("m").pick()
+    change = router.apply_endpoints([state("a", 1), state("b", 2)])
+    assert change.joined == (0, 1) and router.endpoint_names() == ("a", "b")
+    assert set(picks(router, 50)) == {0, 1}
+
+
+def test_one_that_leaves_from_the_middle_gets_nothing_and_its_requests_out_are_recorded() -> None:
+    router = Router(empty_fleet(), seed=2)
+    router.apply_endpoints([state(n, k) for k, n in enumerate("abcd", start=1)])
+    lane = router.lane("m")
+    out = [(lane.pick(), lane.begin()) for _ in range(40)]
+    held = [i for i, _ in out if i == 1]
+    assert held, "b should hold some requests"
+    change = router.apply_endpoints([state(n, k) for k, n in zip((1, 3, 4), "acd")])
+    assert change.left == (1,) and change.drained == () and router.vacant() == (False, True, False, False)
+    assert 1 not in picks(router, 200)
+    for i, t0 in out:
+        lane.succeeded(i, t0)  # the records of b's requests land on b's slot
+    d = router.dispatcher("m")
+    assert d.stats().in_flight == (0, 0, 0, 0)
+    reaped = router.reap()
+    assert reaped.drained == (1,) and router.reap().drained == ()
+    change = router.apply_endpoints([state(n, k) for k, n in zip((1, 3, 4, 5), "acde")])
+    assert change.joined == (1,) and router.endpoint_names() == ("a", "e", "c", "d")  # the slot is reused
+    assert d.stats().successes[1] == 0 and router.endpoint_counters()[1] == (0, 0, 0)
+    assert 1 in picks(router, 200)
+
+
+def test_a_slot_with_requests_out_is_not_reused_a_new_one_is_appended() -> None:
+    router = Router(empty_fleet(), seed=3)
+    router.apply_endpoints([state("a", 1), state("b", 2)])
+    lane = router.lane("m")
+    router.set_default_weights([0.0, 1.0])
+    i = lane.pick()
+    assert i == 1
+    change = router.apply_endpoints([state("a", 1), state("c", 3)])
+    assert change.left == (1,) and change.joined == (2,) and router.dispatcher("m").n_endpoints == 3
+    lane.failed(i, lane.begin())  # the request on b's slot fails late: recorded there, nothing else moves
+    assert router.reap().drained == (1,)
+
+
+def test_a_terminating_endpoint_drains_and_a_not_ready_one_waits() -> None:
+    router = Router(empty_fleet(), seed=4)
+    router.apply_endpoints([state("a", 1), state("b", 2)])
+    assert set(picks(router, 50)) == {0, 1}
+    router.apply_endpoints([state("a", 1), state("b", 2, terminating=True)])
+    assert set(picks(router, 100)) == {0} and router.serving() == (True, False)
+    router.apply_endpoints([state("a", 1, ready=False), state("b", 2, terminating=True)])
+    with pytest.raises(NoEndpointAvailable):
+        router.lane("m").pick()
+    router.apply_endpoints([state("a", 1), state("b", 2)])
+    assert set(picks(router, 50)) == {0, 1}
+
+
+def test_listeners_hear_each_change_and_bad_input_changes_nothing() -> None:
+    router = Router(empty_fleet(), seed=5)
+    heard: List[EndpointChange] = []
+    router.add_endpoints_listener(heard.append)
+    router.apply_endpoints([state("a", 1)])
+    router.apply_endpoints([state("a", 1)])  # nothing changed: no call
+    moved = EndpointState(spec("a", 9))
+    router.apply_endpoints([moved])
+    assert [(c.joined, c.replaced) for c in heard] == [((0,), ()), ((), (0,))]
+    assert router.fleet.endpoints[0].url == "127.0.0.1:9"
+    with pytest.raises(ValueError, match="twice"):
+        router.apply_endpoints([state("a", 1), state("a", 2)])
+    with pytest.raises(ValueError, match="no url"):
+        router.apply_endpoints([EndpointSpec(name="x", accelerator="gpu", price_per_hour=1.0)])
+    assert router.endpoint_names() == ("a",) and len(heard) == 2
+
+
+def test_explicit_weights_give_a_newcomer_nothing_until_a_plan_does() -> None:
+    router = Router(empty_fleet(), seed=6)
+    router.apply_endpoints([state("a", 1)])
+    router.set_weights("m", "interactive", [1.0])
+    router.apply_endpoints([state("a", 1), state("b", 2)])
+    assert router.dispatcher("m").weights() == (1.0, 0.0)
+    assert set(picks(router, 50)) == {0}
+    router.set_weights("m", "interactive", [1.0, 1.0])
+    assert set(picks(router, 50)) == {0, 1}
