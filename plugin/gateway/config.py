@@ -1,0 +1,252 @@
+"""Envoy's configuration for the gateway, as plain JSON values (Envoy's v3 API; Envoy itself validates them, and
+``tests/test_gateway_config.py`` runs ``envoy --mode validate`` on a bootstrap).
+
+    bootstrap    admin (127.0.0.1 only), two static listeners (KServe v2 HTTP/REST; gRPC over h2c), CDS and RDS
+                 read from files in a watched folder (``xds.FileXds``)
+    CDS          per protocol, one cluster per planned model and a default one: EDS from a file each, weighted
+                 least request, active health checks on /v2/health/ready, outlier detection, a retry budget
+    RDS (HTTP)   /v2/models/<name>[/...] -> that model's cluster; anything else (health, metadata, repository)
+                 -> the default cluster. gRPC: every request -> the gRPC default cluster (the model name is inside
+                 the protobuf body: reading it would buffer every request in the proxy, see docs/gateway.md)
+    EDS          per cluster, from the plan: endpoints the plan weights at priority 0 with integer weights, the
+                 other available ones at priority 1 (Envoy sends there only when priority 0 is short of healthy
+                 hosts), the unavailable ones (ejected, not ready) marked UNHEALTHY at priority 1
+
+Each endpoint carries the plan's generation in its metadata (``tritonmix.generation``: Envoy's config dump shows
+it, so a reader can tell which plan Envoy holds). Weights: Envoy wants integers >= 1; a plan weight w in [0, 1] becomes max(1, round(w x WEIGHT_SCALE)).
+"""
+from __future__ import annotations
+
+import dataclasses
+import re
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+__all__ = ["GatewaySettings", "Upstream", "bootstrap", "clusters", "route_config", "load_assignment",
+           "cluster_name", "WEIGHT_SCALE", "envoy_weights"]
+
+WEIGHT_SCALE = 1000
+_CLUSTER_T = "type.googleapis.com/envoy.config.cluster.v3.Cluster"
+_CLA_T = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"
+_ROUTES_T = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration"
+_HCM_T = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
+_ROUTER_T = "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"
+_BUFFER_T = "type.googleapis.com/envoy.extensions.filters.http.buffer.v3.Buffer"
+_HTTP_OPTS_T = "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+_TLS_T = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext"
+_FILE_LOG_T = "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog"
+_PREVIOUS_HOSTS_T = "type.googleapis.com/envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate"
+
+
+@dataclasses.dataclass(frozen=True)
+class GatewaySettings:
+    """How the gateway's Envoy behaves (times in seconds). The defaults suit a local fleet; ``timeout_s`` bounds a
+    whole request (a Stable Diffusion request may take many seconds)."""
+
+    host: str = "127.0.0.1"
+    http_port: int = 8000
+    grpc_port: int = 8001
+    admin_port: int = 0
+    timeout_s: float = 60.0
+    connect_timeout_s: float = 0.25
+    retries: int = 2
+    retry_budget_percent: float = 20.0
+    health_interval_s: float = 0.5
+    health_timeout_s: float = 0.25
+    unhealthy_threshold: int = 2
+    outlier_interval_s: float = 0.5
+    outlier_base_ejection_s: float = 2.0
+    max_request_bytes: int = 64 << 20
+    active_request_bias: float = 1.0
+    access_log: Optional[str] = None          # a file path; None: no access log
+    tls_cert: Optional[str] = None            # downstream TLS on both listeners (PEM files)
+    tls_key: Optional[str] = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Upstream:
+    """One fleet endpoint as Envoy reaches it: host and ports (0: that protocol is not served there)."""
+
+    name: str
+    host: str
+    http_port: int
+    grpc_port: int
+
+
+def cluster_name(protocol: str, model: Optional[str]) -> str:
+    """``http~default``, ``http~m~<model>``: the model name with characters Envoy's stat names dislike replaced
+    (a model name is at most 256 characters; Envoy's cluster names are free-form strings)."""
+    if model is None:
+        return f"{protocol}~default"
+    return f"{protocol}~m~" + re.sub(r"[^A-Za-z0-9_.-]", "_", model)
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds:.6f}s"
+
+
+def _source(path: str, folder: str) -> Dict[str, Any]:
+    return {"resource_api_version": "V3", "path_config_source": {"path": path, "watched_directory": {"path": folder}}}
+
+
+def bootstrap(s: GatewaySettings, folder: str, cds_path: str, rds_path: str) -> Dict[str, Any]:
+    """Envoy's bootstrap: admin on loopback, the two listeners, CDS and RDS from files in ``folder``."""
+    return {
+        "node": {"id": "tritonmix-gateway", "cluster": "tritonmix"},
+        "admin": {"address": _address("127.0.0.1", s.admin_port)},
+        "static_resources": {"listeners": [_listener("http", s, _source(rds_path, folder)),
+                                           _listener("grpc", s, None)]},
+        "dynamic_resources": {"cds_config": _source(cds_path, folder)},
+    }
+
+
+def _address(host: str, port: int) -> Dict[str, Any]:
+    return {"socket_address": {"address": host, "port_value": port}}
+
+
+def _listener(protocol: str, s: GatewaySettings, rds: Optional[Dict[str, Any]]) -> Dict[str, Any]:
+    hcm: Dict[str, Any] = {
+        "@type": _HCM_T, "stat_prefix": protocol, "codec_type": "AUTO" if protocol == "http" else "HTTP2",
+        "http_filters": [{"name": "envoy.filters.http.router", "typed_config": {"@type": _ROUTER_T}}],
+        "stream_idle_timeout": _duration(max(300.0, s.timeout_s)),
+        "request_timeout": "0s",
+    }
+    if protocol == "http":
+        hcm["rds"] = {"route_config_name": "http", "config_source": rds}
+        # a body over the limit is refused by the proxy (413) before any endpoint sees it; KServe v2 errors are
+        # JSON objects {"error": "..."}, so every reply Envoy makes itself is one
+        hcm["http_filters"].insert(0, {"name": "envoy.filters.http.buffer", "typed_config": {
+            "@type": _BUFFER_T, "max_request_bytes": s.max_request_bytes}})
+        hcm["local_reply_config"] = {"mappers": [
+            {"filter": {"status_code_filter": {"comparison": {"op": "EQ", "value": {
+                "default_value": 413, "runtime_key": "tritonmix.status413"}}}},
+             "body": {"inline_string": f"request body is larger than the gateway's limit of "
+                                       f"{s.max_request_bytes} bytes"}}],
+            "body_format": {"json_format": {"error": "%LOCAL_REPLY_BODY%"}}}
+    else:
+        hcm["http2_protocol_options"] = {}
+        hcm["route_config"] = {"name": "grpc", "validate_clusters": False, "virtual_hosts": [{
+            "name": "grpc", "domains": ["*"],
+            "routes": [{"match": {"prefix": "/"}, "route": _route_action(cluster_name("grpc", None), s, True)}]}]}
+    if s.access_log:
+        hcm["access_log"] = [{"name": "envoy.access_loggers.file", "typed_config": {
+            "@type": _FILE_LOG_T, "path": s.access_log,
+            "log_format": {"text_format_source": {"inline_string":
+                f"[%START_TIME%] {protocol} \"%REQ(:METHOD)% %REQ(:PATH)%\" %RESPONSE_CODE% %RESPONSE_FLAGS% "
+                "%GRPC_STATUS% %BYTES_RECEIVED% %BYTES_SENT% %DURATION%ms %UPSTREAM_HOST% "
+                "attempts=%UPSTREAM_REQUEST_ATTEMPT_COUNT%\n"}}}}]
+    chain: Dict[str, Any] = {"filters": [{"name": "envoy.filters.network.http_connection_manager",
+                                          "typed_config": hcm}]}
+    if s.tls_cert:
+        alpn = ["h2", "http/1.1"] if protocol == "http" else ["h2"]
+        chain["transport_socket"] = {"name": "envoy.transport_sockets.tls", "typed_config": {
+            "@type": _TLS_T, "common_tls_context": {"alpn_protocols": alpn, "tls_certificates": [{
+                "certificate_chain": {"filename": s.tls_cert}, "private_key": {"filename": s.tls_key}}]}}}
+    port = s.http_port if protocol == "http" else s.grpc_port
+    return {"name": protocol, "address": _address(s.host, port), "filter_chains": [chain],
+            "per_connection_buffer_limit_bytes": 1 << 20}
+
+
+def _route_action(cluster: str, s: GatewaySettings, grpc: bool) -> Dict[str, Any]:
+    """Retries only where the request never reached a server or the connection broke (the retry budget in the
+    cluster's circuit breakers caps them at ``retry_budget_percent`` of the requests in flight), each on another
+    host than the attempts before."""
+    retry_on = "connect-failure,refused-stream,reset" + (",unavailable" if grpc else "")
+    return {"cluster": cluster, "timeout": _duration(s.timeout_s), "retry_policy": {
+        "retry_on": retry_on, "num_retries": s.retries,
+        "retry_host_predicate": [{"name": "envoy.retry_host_predicates.previous_hosts",
+                                  "typed_config": {"@type": _PREVIOUS_HOSTS_T}}],
+        "host_selection_retry_max_attempts": 5}}
+
+
+def route_config(models: Sequence[str], s: GatewaySettings) -> Dict[str, Any]:
+    """RDS for the HTTP listener: each model's paths to its cluster, the rest to the default cluster."""
+    routes: List[Dict[str, Any]] = []
+    for model in models:
+        action = _route_action(cluster_name("http", model), s, False)
+        routes.append({"match": {"path": f"/v2/models/{model}"}, "route": action})
+        routes.append({"match": {"prefix": f"/v2/models/{model}/"}, "route": action})
+    routes.append({"match": {"prefix": "/"}, "route": _route_action(cluster_name("http", None), s, False)})
+    return {"version_info": "0", "resources": [{"@type": _ROUTES_T, "name": "http", "virtual_hosts": [
+        {"name": "kserve", "domains": ["*"], "routes": routes}]}]}
+
+
+def clusters(models: Sequence[str], s: GatewaySettings, eds_path: Any, folder: str) -> Dict[str, Any]:
+    """CDS: per protocol a default cluster and (HTTP) one per model; ``eds_path(cluster)`` names its EDS file."""
+    out = []
+    for protocol in ("http", "grpc"):
+        for model in ([None] + list(models) if protocol == "http" else [None]):
+            name = cluster_name(protocol, model)
+            out.append(_cluster(name, protocol, s, _source(eds_path(name), folder)))
+    return {"version_info": "0", "resources": out}
+
+
+def _cluster(name: str, protocol: str, s: GatewaySettings, eds: Dict[str, Any]) -> Dict[str, Any]:
+    """Weighted least request (each pick: of two hosts drawn by weight, the one with fewer requests active; with
+    unequal weights, weight / (active + 1)^bias), health checked on /v2/health/ready over HTTP/1.1 (on the
+    endpoint's HTTP port for the gRPC cluster too), hosts that fail locally (refused, reset, timed out) or answer
+    502/503/504 in a row ejected for a while; a plain 500 or any 4xx is a client's or a model's answer and ejects
+    nothing."""
+    cluster: Dict[str, Any] = {
+        "@type": _CLUSTER_T, "name": name, "type": "EDS", "eds_cluster_config": {"eds_config": eds},
+        "connect_timeout": _duration(s.connect_timeout_s), "lb_policy": "LEAST_REQUEST",
+        "least_request_lb_config": {"choice_count": 2, "active_request_bias": {
+            "default_value": s.active_request_bias, "runtime_key": "tritonmix.active_request_bias"}},
+        "common_lb_config": {"healthy_panic_threshold": {"value": 0.0}},
+        "ignore_health_on_host_removal": True,
+        "health_checks": [{
+            "timeout": _duration(s.health_timeout_s), "interval": _duration(s.health_interval_s),
+            "no_traffic_interval": _duration(s.health_interval_s * 4),
+            "unhealthy_threshold": s.unhealthy_threshold, "healthy_threshold": 1,
+            "always_log_health_check_failures": False,
+            "http_health_check": {"path": "/v2/health/ready", "codec_client_type": "HTTP1"}}],
+        "outlier_detection": {
+            "split_external_local_origin_errors": True, "consecutive_local_origin_failure": 2,
+            "enforcing_consecutive_local_origin_failure": 100, "enforcing_local_origin_success_rate": 0,
+            "consecutive_gateway_failure": 3, "enforcing_consecutive_gateway_failure": 100,
+            "consecutive_5xx": 1000000, "enforcing_consecutive_5xx": 0, "enforcing_success_rate": 0,
+            "interval": _duration(s.outlier_interval_s), "base_ejection_time": _duration(s.outlier_base_ejection_s),
+            "max_ejection_percent": 100},
+        "circuit_breakers": {"thresholds": [{
+            "priority": "DEFAULT", "max_connections": 100000, "max_pending_requests": 100000,
+            "max_requests": 100000,
+            "retry_budget": {"budget_percent": {"value": s.retry_budget_percent}, "min_retry_concurrency": 3}}]},
+        "per_connection_buffer_limit_bytes": 1 << 20,
+    }
+    if protocol == "grpc":
+        cluster["typed_extension_protocol_options"] = {"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+            "@type": _HTTP_OPTS_T, "explicit_http_config": {"http2_protocol_options": {}}}}
+    return cluster
+
+
+def envoy_weights(weights: Sequence[float]) -> Tuple[int, ...]:
+    """Plan weights (>= 0) as Envoy's integer weights; 0 where the plan gives none."""
+    return tuple(max(1, int(round(w * WEIGHT_SCALE))) if w > 0 else 0 for w in weights)
+
+
+def load_assignment(name: str, protocol: str, upstreams: Sequence[Upstream], weights: Sequence[float],
+                    available: Sequence[bool], version: str) -> Dict[str, Any]:
+    """EDS for one cluster (module docstring): priority 0 holds the planned endpoints with their weights, priority
+    1 the available ones the plan sends nothing (Envoy spills there when priority 0 lacks healthy hosts) and the
+    unavailable ones marked UNHEALTHY. When the plan weights no available endpoint, every available one is at
+    priority 0 with weight 1."""
+    ints = envoy_weights(weights)
+    if not any(w and ok for w, ok in zip(ints, available)):
+        ints = tuple(1 if ok else 0 for ok in available)
+    groups: Dict[int, List[Dict[str, Any]]] = {0: [], 1: []}
+    for u, w, ok in zip(upstreams, ints, available):
+        port = u.http_port if protocol == "http" else u.grpc_port
+        if not port:
+            continue
+        lb: Dict[str, Any] = {"endpoint": {"address": _address(u.host, port), "hostname": u.name,
+                                           "health_check_config": {"port_value": u.http_port}},
+                              "load_balancing_weight": max(1, w),
+                              "metadata": {"filter_metadata": {"tritonmix": {"generation": version}}}}
+        if u.http_port == 0:
+            del lb["endpoint"]["health_check_config"]
+        if not ok:
+            lb["health_status"] = "UNHEALTHY"
+        groups[0 if ok and w > 0 else 1].append(lb)
+    endpoints = [{"priority": p, "lb_endpoints": group} for p, group in groups.items() if group]
+    if endpoints and endpoints[0]["priority"] != 0:  # Envoy wants priorities from 0 without gaps
+        endpoints[0]["priority"] = 0
+    return {"version_info": version, "resources": [{"@type": _CLA_T, "cluster_name": name, "endpoints": endpoints}]}

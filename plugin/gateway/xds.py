@@ -1,0 +1,88 @@
+"""xDS for the gateway's Envoy from files: ``FileXds`` turns plans into CDS, RDS and per-cluster EDS files in one
+folder that Envoy watches.
+
+Why files and not gRPC ADS or REST polling: Envoy is our own child process on the same host, so a file is the
+shortest path. Every file is written beside its target and renamed over it (atomic: Envoy never reads half a file),
+and Envoy's ``watched_directory`` (inotify) reloads on the rename at once: a push with no server, no protobuf stack
+and no polling delay in our process. A config Envoy refuses shows in its admin stats (``update_rejected``), which
+``Gateway`` reads back.
+
+Writes, in an order that never routes to a missing cluster: the EDS files of new clusters, then CDS, then RDS.
+A file is rewritten only when its content changed, except the EDS files, which carry the plan's generation as
+``version_info`` so that Envoy's admin shows which plan it holds (``Gateway.envoy_generation``).
+"""
+from __future__ import annotations
+
+import json
+import os
+import threading
+from pathlib import Path
+from typing import Any, Dict, Optional, Sequence, Tuple
+
+from ..controller.model import INTERACTIVE
+from ..controller.plan import Plan
+from .config import GatewaySettings, Upstream, cluster_name, clusters, load_assignment, route_config
+
+__all__ = ["FileXds"]
+
+
+class FileXds:
+    """The xDS folder of one Envoy (module docstring). ``models``: the HTTP models that get a route and a cluster
+    of their own (a plan's per-model weights reach them; other models use the default weights)."""
+
+    def __init__(self, folder: Path, upstreams: Sequence[Upstream], models: Sequence[str],
+                 settings: GatewaySettings) -> None:
+        self.folder = Path(folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.upstreams = tuple(upstreams)
+        self.models = tuple(models)
+        self.settings = settings
+        self.cds_path = self.folder / "cds.json"
+        self.rds_path = self.folder / "rds.json"
+        self._written: Dict[Path, str] = {}
+        self._lock = threading.Lock()
+        self.generation = 0
+
+    def eds_path(self, cluster: str) -> str:
+        return str(self.folder / f"eds-{cluster}.json")
+
+    def _write(self, path: Path, value: Dict[str, Any]) -> bool:
+        text = json.dumps(value, sort_keys=True)
+        if self._written.get(path) == text:
+            return False
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text(text)
+        os.replace(tmp, path)
+        self._written[path] = text
+        return True
+
+    def initial(self) -> None:
+        """Files before Envoy starts: every endpoint available, equal weights."""
+        n = len(self.upstreams)
+        self.apply_weights({None: (1.0,) * n, **{m: (1.0,) * n for m in self.models}}, (True,) * n, "0")
+        self._write(self.cds_path, clusters(self.models, self.settings, self.eds_path, str(self.folder)))
+        self._write(self.rds_path, route_config(self.models, self.settings))
+
+    def apply(self, plan: Plan) -> None:
+        """Write ``plan``'s weights and availability (its interactive weights: the gateway cannot tell a batch
+        request from an interactive one; a batch client should say so by using its own tritonmix client)."""
+        if plan.endpoints != tuple(u.name for u in self.upstreams):
+            raise ValueError(f"the plan names endpoints {list(plan.endpoints)[:4]}..., the gateway serves "
+                             f"{[u.name for u in self.upstreams][:4]}...")
+        weights = {None: plan.weights("", INTERACTIVE), **{m: plan.weights(m, INTERACTIVE) for m in self.models}}
+        # a plan with every endpoint out (panic) leaves them all in: Envoy's own checks then decide
+        available = plan.available if any(plan.available) and not plan.panic else (True,) * len(plan.available)
+        self.apply_weights(weights, available, str(plan.generation))
+        self.generation = plan.generation
+
+    def apply_weights(self, weights: Dict[Optional[str], Sequence[float]], available: Sequence[bool],
+                      version: str) -> None:
+        with self._lock:
+            for model, w in weights.items():
+                for protocol in (("http", "grpc") if model is None else ("http",)):
+                    name = cluster_name(protocol, model)
+                    self._write(Path(self.eds_path(name)),
+                                load_assignment(name, protocol, self.upstreams, w, available, version))
+
+    def files(self) -> Tuple[str, ...]:
+        return tuple(sorted(str(p) for p in self._written))
