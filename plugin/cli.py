@@ -19,6 +19,7 @@ _SUBCOMMAND_MODULES: tuple[str, ...] = (
     "tritonmix.commands.fleet",
     "tritonmix.commands.status",
     "tritonmix.commands.control_plane",
+    "tritonmix.commands.k8s",
     "tritonmix.commands.gateway",
     "tritonmix.commands.bench",
 )
