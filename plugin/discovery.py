@@ -14,11 +14,14 @@ known name (a new price annotation, say) replaces the old one in place.
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable, Protocol, Sequence
+from typing import TYPE_CHECKING, Callable, Optional, Protocol, Sequence
 
 from .fleet import EndpointSpec
 
-__all__ = ["EndpointState", "EndpointSource", "OnChange"]
+if TYPE_CHECKING:
+    from .fleet import Fleet
+
+__all__ = ["EndpointState", "EndpointSource", "OnChange", "source_for"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,3 +54,13 @@ class EndpointSource(Protocol):
 
     def stop(self) -> None:
         """Stop watching; no ``on_change`` call starts after this returns."""
+
+
+def source_for(fleet: "Fleet") -> Optional[EndpointSource]:
+    """The source a fleet names (``endpoints: {kubernetes: ...}``: a ``KubernetesSource``), not yet started; None
+    for a fleet of static endpoints."""
+    if fleet.discovery is None:
+        return None
+    from .k8s.discovery import KubernetesSource  # noqa: PLC0415 - the Kubernetes client only where it is used
+
+    return KubernetesSource(fleet.discovery)

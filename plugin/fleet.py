@@ -23,6 +23,13 @@ One format for the local fleet (``tritonmix.local.LocalFleet``) and for the clie
         profile: inf2.xlarge          # local only: an emulation profile (name or mapping) ...
         model_repository: ./repo      # ... or a real model repository (local only)
 
+Or the endpoints are discovered live from Kubernetes (the Services labelled ``tritonmix.io/fleet=sd`` and their
+EndpointSlices; every field in ``tritonmix.k8s.settings``): the fleet then has no static endpoints and a
+``discovery`` value that ``tritonmix.discovery.source_for(fleet)`` turns into a source::
+
+    endpoints:
+      kubernetes: {namespace: inference, fleet: sd, protocol: http}
+
 Every error is a ``ConfigError`` naming the endpoint and the field.
 """
 from __future__ import annotations
@@ -34,6 +41,7 @@ from pathlib import Path
 from typing import Any, Dict, Iterator, Mapping, Optional, Sequence, Tuple, Union
 
 from .errors import ConfigError
+from .k8s.settings import KubernetesSettings
 from .settings import ControllerSettings, ControlPlaneSettings
 
 __all__ = ["EndpointSpec", "Fleet", "PROTOCOLS", "MODES", "CAPACITY_TYPES", "parse_url"]
@@ -104,7 +112,8 @@ class EndpointSpec:
 
 @dataclasses.dataclass(frozen=True)
 class Fleet:
-    """A validated fleet: endpoints in file order (that order is the dispatchers' endpoint index)."""
+    """A validated fleet: endpoints in file order (that order is the dispatchers' endpoint index), or none and a
+    ``discovery`` setting that names where they are found live."""
 
     endpoints: Tuple[EndpointSpec, ...]
     slo_ms: float = 1000.0
@@ -115,6 +124,8 @@ class Fleet:
     emulated_model: str = "stable_diffusion"
     #: the control plane(s) the clients follow (None: each client runs its own controller)
     control_plane: Optional[ControlPlaneSettings] = None
+    #: where the endpoints are discovered live (``endpoints: {kubernetes: ...}``); ``endpoints`` is then empty
+    discovery: Optional[KubernetesSettings] = None
 
     # -- access ----------------------------------------------------------------------------------------------
     def __iter__(self) -> Iterator[EndpointSpec]:
@@ -161,7 +172,10 @@ class Fleet:
             out["controller"] = controller
         if self.control_plane is not None:
             out["control_plane"] = self.control_plane.to_value()
-        out["endpoints"] = [e.to_dict() for e in self.endpoints]
+        if self.discovery is not None:
+            out["endpoints"] = {"kubernetes": self.discovery.to_dict()}
+        else:
+            out["endpoints"] = [e.to_dict() for e in self.endpoints]
         return out
 
     def to_yaml(self, path: Union[str, Path, None] = None) -> str:
@@ -210,9 +224,11 @@ class Fleet:
             raise ConfigError(f"a fleet is a mapping with an 'endpoints' list, got {type(data).__name__}")
         _no_unknown_keys(data, _FLEET_KEYS, "fleet")
         raw_endpoints = data.get("endpoints")
-        if not isinstance(raw_endpoints, list) or not raw_endpoints:
-            raise ConfigError("fleet: 'endpoints' must be a non-empty list")
-        endpoints = tuple(_endpoint(item, i, base_dir) for i, item in enumerate(raw_endpoints))
+        discovery = _discovery(raw_endpoints)
+        if discovery is None and (not isinstance(raw_endpoints, list) or not raw_endpoints):
+            raise ConfigError("fleet: 'endpoints' must be a non-empty list or a mapping {kubernetes: {...}}")
+        endpoints = () if discovery is not None else tuple(
+            _endpoint(item, i, base_dir) for i, item in enumerate(raw_endpoints))
         seen: Dict[str, int] = {}
         for i, endpoint in enumerate(endpoints):
             if endpoint.name in seen:
@@ -230,6 +246,7 @@ class Fleet:
             emulated_model=_model_name(data.get("emulated_model", "stable_diffusion")),
             control_plane=(ControlPlaneSettings.from_value(data["control_plane"])
                            if data.get("control_plane") is not None else None),
+            discovery=discovery,
         )
 
 
@@ -242,6 +259,16 @@ def _no_unknown_keys(data: Mapping[str, Any], allowed: frozenset, where: str) ->
     unknown = sorted(str(k) for k in data if k not in allowed)
     if unknown:
         raise ConfigError(f"{where}: unknown field(s) {', '.join(unknown)} (allowed: {', '.join(sorted(allowed))})")
+
+
+def _discovery(value: Any) -> Optional[KubernetesSettings]:
+    """``endpoints: {kubernetes: {...}}`` -> its settings; None for a list of endpoints."""
+    if not isinstance(value, Mapping):
+        return None
+    if set(value) != {"kubernetes"}:
+        raise ConfigError(f"fleet: 'endpoints' as a mapping names one source, 'kubernetes' (got: "
+                          f"{', '.join(sorted(str(k) for k in value)) or 'nothing'})")
+    return KubernetesSettings.from_dict(value["kubernetes"])
 
 
 def _model_name(value: Any) -> str:
