@@ -119,3 +119,80 @@ def test_explicit_weights_give_a_newcomer_nothing_until_a_plan_does() -> None:
     assert set(picks(router, 50)) == {0}
     router.set_weights("m", "interactive", [1.0, 1.0])
     assert set(picks(router, 50)) == {0, 1}
+
+
+# ---- the controller follows the set -------------------------------------------------------------------------
+
+from tritonmix.controller import Controller  # noqa: E402
+from tritonmix.controller.signals import NullSource  # noqa: E402
+from tritonmix.controller.simulation import FakeClock  # noqa: E402
+
+
+def controlled(clock: FakeClock) -> tuple:
+    fleet = Fleet(endpoints=(), slo_ms=500.0, mode="capacity")
+    router = Router(fleet, seed=7, clock=clock)
+    return Controller(fleet, router, source=NullSource(0), clock=clock, jitter=0.0), router
+
+
+def serve(router: Router, clock: FakeClock, k: int, latency_s: float = 0.05) -> List[int]:
+    lane = router.lane("m")
+    out = []
+    for _ in range(k):
+        t0 = lane.begin()
+        i = lane.pick()
+        clock.advance(latency_s / 10)
+        lane.succeeded(i, t0 - latency_s)
+        out.append(i)
+    return out
+
+
+def test_the_controller_starts_empty_and_plans_over_the_set_as_it_changes() -> None:
+    clock = FakeClock()
+    ctl, router = controlled(clock)
+    ctl.tick()  # nothing to plan over: no error
+    router.apply_endpoints([state("a", 1), state("b", 2), state("c", 3)])
+    assert ctl.tick_due_early  # a join brings the next tick forward
+    plan = ctl.tick()
+    assert plan.endpoints == ("a", "b", "c") and all(w > 0 for w in plan.interactive_weights)
+    serve(router, clock, 300)
+    clock.advance(0.5)
+    ctl.tick()
+    router.apply_endpoints([state("a", 1), state("c", 3)])
+    clock.advance(0.5)
+    plan = ctl.tick()
+    assert plan.interactive_weights[1] == 0.0 and plan.interactive_weights[0] > 0 and ctl.n == 3
+    assert 1 not in serve(router, clock, 200)
+    router.apply_endpoints([state("a", 1), state("c", 3), state("d", 4)])  # takes b's drained slot
+    clock.advance(0.5)
+    plan = ctl.tick()
+    assert plan.endpoints == ("a", "d", "c") and plan.interactive_weights[1] > 0.0
+    assert 1 in serve(router, clock, 200)
+
+
+def test_a_newcomer_is_seeded_from_a_measured_pool_mate() -> None:
+    clock = FakeClock()
+    ctl, router = controlled(clock)
+    router.apply_endpoints([state("a", 1), state("b", 2)])
+    for _ in range(6):
+        serve(router, clock, 100, latency_s=0.2)
+        clock.advance(0.5)
+        ctl.tick()
+    mate = ctl.observer.models["m"].capacity[0]
+    assert mate.measured and mate.service_s != pytest.approx(0.1)  # hint: C=1, max_rps=10
+    router.apply_endpoints([state("a", 1), state("b", 2), state("e", 5)])
+    clock.advance(0.5)
+    ctl.tick()
+    fresh = ctl.observer.models["m"].capacity[2]
+    mus = sorted(c.mu_rps for c in ctl.observer.models["m"].capacity[:2])
+    assert fresh.measured and fresh.mu_rps in mus
+    assert len(ctl.health.ready) == 3 and ctl.snapshot() is not None
+
+
+def test_a_draining_endpoint_is_out_of_the_plan_and_not_a_panic() -> None:
+    clock = FakeClock()
+    ctl, router = controlled(clock)
+    router.apply_endpoints([state("a", 1), state("b", 2)])
+    ctl.tick()
+    router.apply_endpoints([state("a", 1), state("b", 2, terminating=True)])
+    plan = ctl.tick()
+    assert plan.interactive_weights[1] == 0.0 and not ctl.health.panic and plan.available == (True, False)

@@ -109,7 +109,8 @@ class Decider:
         """Events name an endpoint; only one that carried interactive load in the last plan is a shortfall."""
         name = event.partition(":")[2]
         i = self.names.index(name) if name in self.names else -1
-        return i >= 0 and self.last is not None and self.last.interactive_rps[i] > 0.0
+        last = self.last
+        return 0 <= i < len(last.interactive_rps) and last.interactive_rps[i] > 0.0 if last is not None else False
 
     def _with_probation(self, facts: Facts, plan: ModelPlan) -> ModelPlan:
         """Slow start after a latency ejection (``policy.probation.with_trial_share``)."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 import math
 from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
+from ..request.slots import SlotArrays
 from .estimators import CapacityObservation
 from .signals import TritonSample
 
@@ -29,8 +30,8 @@ def dispatcher_totals(stats: Sequence[object], n: int) -> Tuple[List[int], List[
     in_flight = [0] * n
     lat_sum = [0.0] * n
     lat_w = [0.0] * n
-    for s in stats:
-        for i, (f, ok, lat) in enumerate(zip(s.in_flight, s.successes, s.ewma_latency_s)):  # type: ignore[attr-defined]
+    for s in stats:  # a router that grew since the controller followed it has more slots: the first n count
+        for i, f, ok, lat in zip(range(n), s.in_flight, s.successes, s.ewma_latency_s):  # type: ignore[attr-defined]
             in_flight[i] += f
             if lat == lat and ok:
                 lat_sum[i] += lat * ok
@@ -43,7 +44,7 @@ EXTERNAL_ALPHA = 0.15
 EXTERNAL_NOISE_RPS = 1.0
 
 
-class Deltas:
+class Deltas(SlotArrays):
     """Remembers the last cumulative values and returns per-interval differences (a counter that went down, as a
     restarted server's does, counts from 0).
 
@@ -54,6 +55,8 @@ class Deltas:
         external = max(0, ext~ - EXTERNAL_NOISE_RPS)
     Clipping each interval at 0 before averaging (as a naive max(0, d) does) turns the noise of a single client
     into phantom external load that empties the cheapest endpoint's room on every other tick."""
+
+    SLOTS = {"_counters": (0, 0, 0), "_samples": None, "_external": 0.0}
 
     def __init__(self, n: int) -> None:
         self._counters: List[Tuple[int, int, int]] = [(0, 0, 0)] * n

@@ -5,6 +5,8 @@ tick (interval ``dt_s``); none reads a clock or does I/O.
 """
 from __future__ import annotations
 
+import copy
+
 import math
 from typing import Dict, Hashable, Mapping, NamedTuple, Optional
 
@@ -107,6 +109,14 @@ class CapacityEstimator:
         self._threshold = slo_miss_threshold
         self._down = alpha_down
         self._up = alpha_up
+
+    def like(self) -> "CapacityEstimator":
+        """A fresh estimator that starts from this one's figures (mu, C, s, f) with no window of its own: the seed
+        of a new endpoint from a pool mate (same hardware, same model) instead of the hint or the default."""
+        fresh = copy.copy(self)
+        fresh._ok = fresh._over = fresh._forgive = fresh._queued_ticks = fresh._above = 0
+        fresh._quiet_s = 0.0
+        return fresh
 
     @property
     def meets_slo(self) -> bool:

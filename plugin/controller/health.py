@@ -2,17 +2,19 @@
 carried load, a shortfall event for AUTO mode."""
 from __future__ import annotations
 
-from typing import Any, List, Optional, Sequence, Tuple
+import math
+from typing import Any, Iterable, List, Optional, Sequence, Tuple
 
 from .decisions import Decision, DecisionLog
 from .deltas import EndpointTick
 from ..request.ejection import EjectionEvent, OutlierDetector, in_panic
+from ..request.slots import SlotArrays
 
 __all__ = ["Health"]
 
 
-class Health:
-    """routable_i = panic or (ready_i and not ejected_i).
+class Health(SlotArrays):
+    """routable_i = not out_i and (panic or (ready_i and not ejected_i)).
 
         ready_i     the newest readiness probe (unknown, e.g. a 401 from an authenticating proxy: unchanged).
                     With a live source (``live=True``: the scraper hands each answer over as it lands, ``probe``)
@@ -20,7 +22,11 @@ class Health:
         ejected_i   OutlierDetector, fed our per-tick successes, failures and latency, and between ticks the
                     router's request-path failures (``report``): the one holder of ejection state
         panic       healthy / n < panic_threshold (in_panic): every endpoint is routable
+        out_i       the endpoint left the set or takes no new requests (terminating, not ready at its source:
+                    ``follow``); not counted in n, never routable
     """
+
+    SLOTS = {"ready": True, "_pushed": True, "_ready_at": -math.inf, "out": False}
 
     def __init__(self, fleet: Any, outliers: OutlierDetector, live: bool = False) -> None:
         self._names = [e.name for e in fleet.endpoints]
@@ -37,6 +43,20 @@ class Health:
         self.live = live
         #: start time of the probe whose answer set ready_i (an older answer landing late changes nothing)
         self._ready_at = [float("-inf")] * n
+        self.out = [False] * n
+
+    def follow(self, fleet: Any, serving: Sequence[bool], reset: Iterable[int]) -> None:
+        """The set changed (``tritonmix.request.slots``): slots up to the fleet's, fresh state for ``reset``, and
+        ``out`` from ``serving``. The caller serialises it with ``update``."""
+        self._names = [e.name for e in fleet.endpoints]
+        self._pools = [e.pool_name for e in fleet.endpoints]
+        n = len(self._names)
+        self.grow_slots(n)
+        self.outliers.grow_slots(n)
+        for i in reset:
+            self.reset_slot(i)
+            self.outliers.reset_slot(i)
+        self.out = [not s for s in serving]
 
     def update(self, now: float, ticks: Sequence[EndpointTick], service_s: Sequence[float],
                log: DecisionLog) -> List[str]:
@@ -116,19 +136,20 @@ class Health:
 
     def _update_panic(self, now: float, log: DecisionLog) -> None:
         healthy = sum(self.healthy())
-        panic = in_panic(healthy, len(self._names), self._threshold)
+        total = len(self._names) - sum(self.out)
+        panic = in_panic(healthy, total, self._threshold)
         if panic != self.panic:
             self.panic = panic
             kind = "panic" if panic else "panic_over"
-            log.add(Decision(now, kind, f"{kind}: {healthy} of {len(self._names)} endpoints healthy",
-                             figures={"healthy": float(healthy), "total": float(len(self._names)),
+            log.add(Decision(now, kind, f"{kind}: {healthy} of {total} endpoints healthy",
+                             figures={"healthy": float(healthy), "total": float(total),
                                       "panic_threshold": self._threshold}))
 
     def healthy(self) -> List[bool]:
-        return [r and not self.outliers.ejected(i) for i, r in enumerate(self.ready)]
+        return [r and not self.outliers.ejected(i) and not o for i, (r, o) in enumerate(zip(self.ready, self.out))]
 
     def routable(self) -> List[bool]:
-        return [True] * len(self.ready) if self.panic else self.healthy()
+        return [not o for o in self.out] if self.panic else self.healthy()
 
     def ejected_mask(self) -> List[bool]:
         return [self.outliers.ejected(i) for i in range(len(self.ready))]

@@ -1,6 +1,8 @@
 """The Controller: the Observer, the Decider and the Applier on one router, run by one thread.
 
-    tick:  Observer.observe        signals -> per-endpoint ticks, per-model estimates        (observer.py)
+    tick:  follow                 the router's slots (endpoints that joined, left, drain: ``request.slots``) ->
+                                  every per-endpoint part grows or resets the slots that changed hands
+           Observer.observe        signals -> per-endpoint ticks, per-model estimates        (observer.py)
            Health.update           readiness, outlier ejection, panic -> events              (health.py)
            Observer.views          per-model EndpointViews over the routable endpoints
            Decider.decide          views + facts -> Plan (mode, weights, limits, generation) (decider.py)
@@ -35,7 +37,7 @@ import logging
 import random
 import threading
 import time
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from .applier import Applier
 from .decider import Decider, Facts
@@ -120,8 +122,13 @@ class Controller:
         self._stalls = StallWatch(self.n, slo_s=fleet.slo_s, report_cadence_s=report_cadence_s,
                                   scrape_period_s=s.interval_s)
         self.registry = new_registry(lambda: self._snapshot)
+        #: the router's slots as last followed (generation and serving per slot)
+        self._generations: Tuple[int, ...] = tuple([1] * self.n)
+        self._serving: Tuple[bool, ...] = tuple([True] * self.n)
         if hasattr(router, "set_ejector"):
             router.set_ejector(self.report_failure)
+        if hasattr(router, "add_endpoints_listener"):
+            router.add_endpoints_listener(self._on_endpoints)
         if live:
             self._source.set_readiness_listener(self._on_ready)  # type: ignore[attr-defined]
 
@@ -161,6 +168,7 @@ class Controller:
     def tick(self) -> Plan:
         """One step (module docstring); returns the Plan it applied."""
         now = self._clock()
+        self.follow()
         seen = self.observer.observe(now)
         with self._health_lock:
             events = self._reported + self.health.update(now, seen.ticks, self.observer.service_s(), self._log)
@@ -174,6 +182,38 @@ class Controller:
         self.applier.offer(plan)
         self._publish(now, views, seen.ticks, plan)
         return plan
+
+    def follow(self) -> None:
+        """Follow the router's slots (``Router.reap``): grow every per-endpoint part to its slot count, reset the
+        slots another endpoint took (a new generation), and mark those that take no new requests (left, draining,
+        not ready at the source) out of the plan. O(n); nothing to do when no slot changed."""
+        if not hasattr(self.router, "reap"):
+            return
+        view = self.router.reap()
+        if view.generations == self._generations and view.serving == self._serving:
+            return
+        fleet, n = view.fleet, len(view.fleet.endpoints)
+        old = self._generations
+        reset = [i for i in range(min(len(old), n)) if view.generations[i] != old[i]]
+        fresh = reset + list(range(len(old), n))
+        with self._health_lock:
+            self.health.follow(fleet, view.serving, reset)
+            self.observer.follow(fleet, fresh, view.serving)
+            self._stalls.follow(n, reset)
+            self._probes.follow(n, reset)
+            if hasattr(self._source, "follow"):
+                self._source.follow(fleet, view.vacant, fresh)  # type: ignore[attr-defined]
+            self.fleet, self.n = fleet, n
+            self._names = tuple(e.name for e in fleet.endpoints)
+            self.decider.names = self._names
+            self._generations, self._serving = view.generations, view.serving
+        if fresh or view.drained:
+            _log.info("endpoints: %d slots, %d new or reused, %d drained", n, len(fresh), len(view.drained))
+
+    def _on_endpoints(self, change: Any) -> None:
+        """The router's endpoints listener: a join or a leave brings the next tick forward (it follows then)."""
+        if change.joined or change.left or change.replaced:
+            self._wake.set()
 
     def _facts(self, now: float, seen: Observation, events: Sequence[str], healthy: Sequence[bool]) -> Facts:
         states, outliers = self.observer.states(), self.health.outliers
@@ -212,8 +252,9 @@ class Controller:
             route = last.route(model)
             if route is None:
                 continue
-            for i, (old, est) in enumerate(zip(before, self.observer.models[model].capacity)):
-                if route.plan.interactive_rps[i] > 0.0 and est.mu_rps < CAPACITY_CUT * old:
+            for i, (old, est, rps) in enumerate(zip(before, self.observer.models[model].capacity,
+                                                    route.plan.interactive_rps)):
+                if rps > 0.0 and est.mu_rps < CAPACITY_CUT * old and last.endpoints[i] == self._names[i]:
                     name = self._names[i]
                     self._log.add(Decision(now, "capacity_cut", f"{name} ({model}): mu {old:.1f} -> "
                                            f"{est.mu_rps:.1f} req/s", endpoint=name, model=model,
@@ -226,6 +267,8 @@ class Controller:
         the next tick sees the ejection as a shortfall event; re-admission is the tick's. ``now`` is the router's
         clock; the controller's own is used for the state it keeps."""
         with self._health_lock:
+            if index >= self.n:  # a slot the controller has not followed yet: its next tick starts it fresh
+                return
             self._reported += self.health.report(self._clock(), index, reason, self._log)
             self._push_availability()
 
@@ -337,6 +380,8 @@ class Controller:
         self._wake.set()
         if hasattr(self.router, "set_ejector"):
             self.router.set_ejector(None)
+        if hasattr(self.router, "remove_endpoints_listener"):
+            self.router.remove_endpoints_listener(self._on_endpoints)
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout_s)
         self._source.close()

@@ -56,14 +56,29 @@ class Observer:
         #: plane whose followers cannot enforce the in-flight limits sets UNLIMITED_MISS_TARGET
         self.queue_miss_target = QUEUE_MISS_TARGET
 
+    def follow(self, fleet: Any, reset: Sequence[int], live: Sequence[bool]) -> None:
+        """The set changed (``tritonmix.request.slots``): per-endpoint state up to the fleet's slots, fresh for
+        ``reset`` (a new endpoint's capacity seeded from its pool's measured mates: ``ModelState.follow``)."""
+        self.fleet, n = fleet, len(fleet.endpoints)
+        self._deltas.grow_slots(n)
+        for i in reset:
+            self._deltas.reset_slot(i)
+        old = list(self.prices)
+        self.prices = [old[i] if i < len(old) and i not in reset else e.price_per_hour
+                       for i, e in enumerate(fleet.endpoints)]
+        self._pools = [e.pool_name for e in fleet.endpoints]
+        for state in [self.prior, *self.models.values()]:
+            state.follow(fleet, reset, live)
+        self.n = n
+
     def observe(self, now: float) -> Observation:
         dt_s = self._interval_s if self._last is None else max(now - self._last, 1e-9)
         self._last = now
         stats = {key: d.stats() for key, d in self.router.dispatchers().items()}
         samples = self.source.poll(now)
         in_flight, latency_s = dispatcher_totals(list(stats.values()), self.n)
-        ticks = self._deltas.tick(now, dt_s, self.router.endpoint_counters(), samples, in_flight, latency_s,
-                                  capacity=False)
+        counters = self.router.endpoint_counters()[: self.n]  # a router that grew since the last follow: ours
+        ticks = self._deltas.tick(now, dt_s, counters, samples, in_flight, latency_s, capacity=False)
         self._update_prices()
         self.demand.update(self.router.arrivals(), dt_s)
         previous = self._observe_models(now, dt_s, stats, samples, ticks)

@@ -36,18 +36,34 @@ class ModelState:
     series, its cumulative share of the endpoints' SLO misses, and its last plan."""
 
     def __init__(self, model: Optional[str], fleet: Any) -> None:
-        s = fleet.controller
         self.model = model
-        self.capacity = [CapacityEstimator(seed_capacity(e.max_rps, e.max_concurrency, s.default_capacity_rps),
-                                           e.max_concurrency, slo_s=fleet.slo_s, slo_miss_threshold=s.slo_miss_threshold,
-                                           alpha_down=s.capacity_alpha_down, alpha_up=s.capacity_alpha_up,
-                                           hinted=bool(e.max_rps)) for e in fleet.endpoints]
+        self.capacity = [_hinted(fleet, e) for e in fleet.endpoints]
         n = len(fleet.endpoints)
         self._deltas = Deltas(n)
         self._over = [0.0] * n
         self._last_interactive = [0] * n
         self.plan: Optional[ModelPlan] = None
         self.ticks: List[EndpointTick] = []
+
+    def follow(self, fleet: Any, reset: Sequence[int], live: Sequence[bool]) -> None:
+        """The set changed (``tritonmix.request.slots``): slots up to the fleet's; each new or reset slot gets a
+        fresh estimator seeded from a measured pool mate (``live``, same pool: the one with the median mu), else
+        from its own hints (``seed_capacity``)."""
+        n = len(fleet.endpoints)
+        fresh = sorted(set(reset) | set(range(len(self.capacity), n)))
+        self._deltas.grow_slots(n)
+        self._over += [0.0] * (n - len(self._over))
+        self._last_interactive += [0] * (n - len(self._last_interactive))
+        self.capacity += [None] * (n - len(self.capacity))  # type: ignore[list-item]
+        taken = set(fresh)
+        for i in fresh:
+            self._deltas.reset_slot(i)
+            self._over[i], self._last_interactive[i] = 0.0, 0
+            pool = fleet.endpoints[i].pool_name
+            mates = sorted((c.mu_rps, j) for j, c in enumerate(self.capacity)
+                           if j not in taken and live[j] and c.measured and fleet.endpoints[j].pool_name == pool)
+            self.capacity[i] = (self.capacity[mates[len(mates) // 2][1]].like() if mates
+                                else _hinted(fleet, fleet.endpoints[i]))
 
     def interactive_delta(self, interactive_ok: Sequence[int]) -> List[int]:
         """Interactive completions of this model per endpoint since the last call."""
@@ -69,6 +85,14 @@ class ModelState:
 
     def mu(self) -> List[float]:
         return [c.mu_rps for c in self.capacity]
+
+
+def _hinted(fleet: Any, e: Any) -> CapacityEstimator:
+    """An estimator of endpoint ``e`` from its hints (max_rps, max_concurrency) or the default capacity."""
+    s = fleet.controller
+    return CapacityEstimator(seed_capacity(e.max_rps, e.max_concurrency, s.default_capacity_rps), e.max_concurrency,
+                             slo_s=fleet.slo_s, slo_miss_threshold=s.slo_miss_threshold,
+                             alpha_down=s.capacity_alpha_down, alpha_up=s.capacity_alpha_up, hinted=bool(e.max_rps))
 
 
 class ModelStats:

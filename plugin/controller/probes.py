@@ -203,6 +203,13 @@ class ProbeBackoff:
         self._delay = [first_s] * n
         self._next: List[Optional[float]] = [None] * n
 
+    def follow(self, n: int, reset: Sequence[int]) -> None:
+        """Slots up to ``n``; ``reset`` ones are not watched."""
+        self._delay += [self.first_s] * (n - len(self._delay))
+        self._next += [None] * (n - len(self._next))
+        for i in reset:
+            self._delay[i], self._next[i] = self.first_s, None
+
     def due(self, now: float, watched: Sequence[int]) -> List[int]:
         """The watched endpoints to probe now (their next probe is scheduled); the others are forgotten."""
         keep = set(watched)

@@ -12,7 +12,7 @@ import dataclasses
 import logging
 import math
 import time
-from typing import Callable, Dict, List, Mapping, Optional, Protocol, Sequence
+from typing import Any, Callable, Dict, List, Mapping, Optional, Protocol, Sequence
 
 from .. import triton_metrics
 from .probes import GrpcProber, ProbeSettings, http_get, http_ready
@@ -115,6 +115,9 @@ class NullSource:
     def poll(self, now: float) -> Sequence[Optional[TritonSample]]:
         return self._none
 
+    def follow(self, fleet: Any, vacant: Sequence[bool], reset: Sequence[int]) -> None:
+        self._none = [None] * len(fleet.endpoints)
+
     def close(self) -> None:
         pass
 
@@ -168,7 +171,8 @@ class HttpScraper:
         self._metrics_urls = list(metrics_urls)
         self._timeout_s = timeout_s
         self._clock = clock
-        self._pool = concurrent.futures.ThreadPoolExecutor(max(1, min(workers, n)), thread_name_prefix="tritonmix-scrape")
+        # threads start on demand, so a set that grows later (``follow``) can use them all
+        self._pool = concurrent.futures.ThreadPoolExecutor(max(1, workers), thread_name_prefix="tritonmix-scrape")
         self._futures: List[Optional[concurrent.futures.Future]] = [None] * n
         self._probing: List[Optional[concurrent.futures.Future]] = [None] * n
         self._latest: List[Optional[TritonSample]] = [None] * n
@@ -176,6 +180,39 @@ class HttpScraper:
         self._closed = False
         #: metrics scrapes per endpoint so far (cumulative)
         self.scrapes: List[int] = [0] * n
+        #: per slot, bumped when another endpoint takes it: a scrape or probe of the one before is dropped
+        self._generation: List[int] = [0] * n
+        self._metrics_by_name: Mapping[str, str] = {}
+
+    def follow(self, fleet: Any, vacant: Sequence[bool], reset: Sequence[int]) -> None:
+        """The set changed (``tritonmix.request.slots``): slots up to the fleet's; a new or reset slot gets its
+        endpoint's URLs, fresh counts, and no sample (one of the endpoint before it that lands late is dropped);
+        a vacant slot loses its URLs (its scrape is an empty sample). Call it from the thread that polls."""
+        eps = fleet.endpoints
+        n, old = len(eps), len(self._ready_urls)
+        for column, fresh in ((self._ready_urls, None), (self._grpc, None), (self._metrics_urls, None),
+                              (self._futures, None), (self._probing, None), (self._latest, None), (self.scrapes, 0),
+                              (self._generation, 0)):
+            column.extend([fresh] * (n - old))
+        for i in sorted(set(reset) | set(range(old, n))):
+            e = eps[i]
+            prober = self._grpc[i]
+            if prober is not None:
+                prober.close()
+            self._ready_urls[i] = e.url if e.url and e.protocol == "http" else None
+            self._grpc[i] = GrpcProber(e.url, self._settings) if e.url and e.protocol == "grpc" else None
+            url = self._metrics_by_name.get(e.name) or getattr(e, "metrics_url", None)
+            self._metrics_urls[i] = _full_metrics_url(url) if url else None
+            self._futures[i] = self._probing[i] = self._latest[i] = None
+            self.scrapes[i] = 0
+            self._generation[i] += 1
+        for i, gone in enumerate(vacant):
+            if gone and (self._ready_urls[i] or self._grpc[i] is not None or self._metrics_urls[i]):
+                if self._grpc[i] is not None:
+                    self._grpc[i].close()  # type: ignore[union-attr]
+                self._ready_urls[i] = self._grpc[i] = self._metrics_urls[i] = None
+                self._latest[i] = None
+                self._generation[i] += 1
 
     @classmethod
     def for_fleet(cls, fleet: object, metrics_urls: Optional[Mapping[str, str]] = None,
@@ -188,7 +225,9 @@ class HttpScraper:
             grpc.append(e.url if e.url and e.protocol == "grpc" else None)
             url = (metrics_urls or {}).get(e.name) or getattr(e, "metrics_url", None)
             metrics.append(_full_metrics_url(url) if url else None)
-        return cls(ready, metrics, settings=settings, grpc_urls=grpc, **kwargs)  # type: ignore[arg-type]
+        scraper = cls(ready, metrics, settings=settings, grpc_urls=grpc, **kwargs)  # type: ignore[arg-type]
+        scraper._metrics_by_name = dict(metrics_urls or {})
+        return scraper
 
     def set_readiness_listener(self, listener: Optional["ReadinessListener"]) -> None:
         """``listener(index, ready, started_s)`` on the scraper thread after each readiness answer; quick."""
@@ -234,6 +273,7 @@ class HttpScraper:
     def _ready(self, i: int) -> Optional[bool]:
         """Probe endpoint i's readiness and hand the answer to the listener. None: not probed or unknown."""
         started_s = self._clock()
+        generation = self._generation[i]
         if self._ready_urls[i]:
             ready = http_ready(self._ready_urls[i], self._timeout_s, self._settings)  # type: ignore[arg-type]
         elif self._grpc[i] is not None:
@@ -241,7 +281,7 @@ class HttpScraper:
         else:
             return None
         listener = self._listener
-        if listener is not None and not self._closed:
+        if listener is not None and not self._closed and generation == self._generation[i]:
             try:
                 listener(i, ready, started_s)
             except Exception:  # noqa: BLE001 - the listener's failure must not lose the sample

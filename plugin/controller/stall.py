@@ -100,6 +100,18 @@ class StallWatch:
         self._seen: List[Deque[Tuple[TritonSample, int, int]]] = [collections.deque(maxlen=CROWD_SPANS + 1)
                                                                    for _ in range(n)]
 
+    def follow(self, n: int, reset: Sequence[int]) -> None:
+        """Slots up to ``n``; fresh state (no usual latency, no samples) for ``reset``."""
+        for i in range(self.n, n):
+            self._done.append(-1)
+            self._since.append(math.inf)
+            self._usual.values.append(math.nan)
+            self._seen.append(collections.deque(maxlen=CROWD_SPANS + 1))
+        self.n = max(self.n, n)
+        for i in reset:
+            self._done[i], self._since[i], self._usual.values[i] = -1, math.inf, math.nan
+            self._seen[i] = collections.deque(maxlen=CROWD_SPANS + 1)
+
     def look(self, now: float, stats: Iterable[object], frozen: Container[int] = (),
              samples: Sequence[Optional[TritonSample]] = ()) -> List[Tuple[int, str]]:
         """Stalled endpoints with the reason to log, given every dispatcher's ``DispatchStats`` and the newest

@@ -135,6 +135,7 @@ class Router:
         self._slot_of: Dict[str, int] = {e.name: i for i, e in enumerate(fleet.endpoints)}
         self._endpoint_listeners: List[Callable[[EndpointChange], None]] = []
         self._reaped: Set[int] = set()
+        self._generation = [1] * n
 
     # ---- the contract ----------------------------------------------------------------------------------------
 
@@ -241,11 +242,12 @@ class Router:
         return change
 
     def reap(self) -> EndpointChange:
-        """Report the vacant slots whose last request in flight has been recorded since the last look (``drained``:
-        the client closes the left endpoint's own client then); the controller calls it every tick."""
+        """The slots now, and the vacant ones whose last request in flight has been recorded since the last look
+        (``drained``: the client closes the left endpoint's own client then); the controller calls it every tick
+        (its listeners hear only a change with something drained)."""
         with self._lock:
             drained = self._drained()
-            change = EndpointChange(self.fleet, drained=drained, vacant=tuple(self._vacant))
+            change = self._change(drained=drained)
             listeners = list(self._endpoint_listeners) if drained else []
         self._tell(listeners, change)
         return change
@@ -430,7 +432,13 @@ class Router:
         for key in self._dispatchers:
             for i in touched:
                 self._dispatchers[key].set_available(i, self._available(key[0], i))
-        return EndpointChange(self.fleet, tuple(joined), tuple(left), tuple(replaced), drained, tuple(self._vacant))
+        return self._change(tuple(joined), tuple(left), tuple(replaced), drained)
+
+    def _change(self, joined: Tuple[int, ...] = (), left: Tuple[int, ...] = (), replaced: Tuple[int, ...] = (),
+                drained: Tuple[int, ...] = ()) -> EndpointChange:
+        return EndpointChange(self.fleet, joined, left, replaced, drained, tuple(self._vacant),
+                              tuple(s and not v for s, v in zip(self._serving, self._vacant)),
+                              tuple(self._generation))
 
     def _idle(self, i: int) -> bool:
         return all(d.in_flight(i) == 0 for d in self._dispatchers.values())
@@ -452,6 +460,7 @@ class Router:
         self._controller_mask.append(True)
         self._serving.append(False)
         self._vacant.append(True)  # until _reset_slot hands it over
+        self._generation.append(0)
         self._over_slo.append(0)
         self._failed.append(0)
         self._outliers.grow_slots(self._n)
@@ -472,6 +481,7 @@ class Router:
         self.tally.reset(i)
         self._controller_mask[i], self._vacant[i], self._over_slo[i], self._failed[i] = True, False, 0, 0
         self._reaped.discard(i)
+        self._generation[i] += 1
         self._outliers.reset_slot(i)
         for mask in self._ready.values():
             mask[i] = True

@@ -21,8 +21,8 @@ __all__ = ["EndpointChange", "SlotArrays"]
 
 @dataclasses.dataclass(frozen=True)
 class EndpointChange:
-    """What one reconcile did, by slot. ``fleet.endpoints`` is the slot list after it (a vacant slot keeps the spec
-    of the endpoint that left it); ``vacant[i]``: no endpoint holds slot i now."""
+    """What one reconcile did, by slot, and the slots after it: ``fleet.endpoints`` is the slot list (a vacant slot
+    keeps the spec of the endpoint that left it), ``vacant[i]``: no endpoint holds slot i now."""
 
     fleet: Any
     joined: Tuple[int, ...] = ()      # slots a new endpoint took (appended or reused: fresh state)
@@ -30,6 +30,8 @@ class EndpointChange:
     replaced: Tuple[int, ...] = ()    # slots whose endpoint's spec changed in place (same name)
     drained: Tuple[int, ...] = ()     # vacant slots whose last request in flight has been recorded since
     vacant: Tuple[bool, ...] = ()
+    serving: Tuple[bool, ...] = ()    # per slot: may take new requests (live, ready, not terminating)
+    generations: Tuple[int, ...] = ()  # per slot: how many endpoints have held it (a follower resets on a change)
 
     @property
     def n_slots(self) -> int:
