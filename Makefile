@@ -41,6 +41,10 @@ test: install
 	@command -v nginx >/dev/null 2>&1 || ! command -v apt-get >/dev/null 2>&1 || \
 		(DEBIAN_FRONTEND=noninteractive apt-get install -y -q nginx-light openssl >/dev/null || (apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q nginx-light openssl >/dev/null)) || \
 		echo 'warning: could not install nginx-light; the HTTP-over-TLS tests will be skipped'
+	@# tests/test_k8s_prometheus.py runs each rendered KEDA query in a real Prometheus (Debian's, 2.42, with promtool)
+	@command -v prometheus >/dev/null 2>&1 || ! command -v apt-get >/dev/null 2>&1 || \
+		(DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends prometheus >/dev/null || (apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends prometheus >/dev/null)) || \
+		echo 'warning: could not install prometheus; the KEDA query test will be skipped'
 	TRITONMIX_EXPECT_COMPILED=1 $(PY) -m pytest -q tests $(PYTEST_ARGS)
 
 bench: install
