@@ -35,6 +35,8 @@ _HTTP_OPTS_T = "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProto
 _TLS_T = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext"
 _FILE_LOG_T = "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog"
 _PREVIOUS_HOSTS_T = "type.googleapis.com/envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate"
+_PREVIOUS_PRIORITIES_T = \
+    "type.googleapis.com/envoy.extensions.retry.priority.previous_priorities.v3.PreviousPrioritiesConfig"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,7 +50,8 @@ class GatewaySettings:
     admin_port: int = 0
     timeout_s: float = 60.0
     connect_timeout_s: float = 0.25
-    retries: int = 2
+    retries: int = 3
+    retry_backoff_s: float = 0.05
     retry_budget_percent: float = 20.0
     health_interval_s: float = 0.5
     health_timeout_s: float = 0.25
@@ -149,12 +152,19 @@ def _listener(protocol: str, s: GatewaySettings, rds: Optional[Dict[str, Any]]) 
 def _route_action(cluster: str, s: GatewaySettings, grpc: bool) -> Dict[str, Any]:
     """Retries only where the request never reached a server or the connection broke (the retry budget in the
     cluster's circuit breakers caps them at ``retry_budget_percent`` of the requests in flight), each on another
-    host than the attempts before."""
+    host than the attempts before and in another priority (a cheap pool of one endpoint that died is priority 0
+    alone: its retry must go to priority 1 before health checks have caught up). The back-off (jittered, from
+    ``retry_backoff_s``) gives outlier detection time to eject a dead endpoint before the next attempt: with unequal
+    weights Envoy's pick is a deadline schedule, and a retry's new pick may land on the heavy endpoint again."""
     retry_on = "connect-failure,refused-stream,reset" + (",unavailable" if grpc else "")
     return {"cluster": cluster, "timeout": _duration(s.timeout_s), "retry_policy": {
         "retry_on": retry_on, "num_retries": s.retries,
+        "retry_back_off": {"base_interval": _duration(s.retry_backoff_s),
+                           "max_interval": _duration(10 * s.retry_backoff_s)},
         "retry_host_predicate": [{"name": "envoy.retry_host_predicates.previous_hosts",
                                   "typed_config": {"@type": _PREVIOUS_HOSTS_T}}],
+        "retry_priority": {"name": "envoy.retry_priorities.previous_priorities",
+                           "typed_config": {"@type": _PREVIOUS_PRIORITIES_T, "update_frequency": 1}},
         "host_selection_retry_max_attempts": 5}}
 
 

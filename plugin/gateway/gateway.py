@@ -334,6 +334,9 @@ class Gateway:
         for cluster in self.envoy.admin_json("/clusters?format=json").get("cluster_statuses", []):
             hosts = out.setdefault(cluster.get("name", ""), {})
             for host in cluster.get("host_statuses", []):
-                flags = ",".join(k for k, v in host.get("health_status", {}).items() if v is True) or "healthy"
+                health = host.get("health_status", {})
+                eds = health.get("eds_health_status", "HEALTHY")
+                flags = ",".join([k for k, v in health.items() if v is True] +
+                                 ([f"eds_{eds.lower()}"] if eds != "HEALTHY" else [])) or "healthy"
                 hosts[host.get("hostname", "")] = (int(host.get("weight", 1)), int(host.get("priority", 0)), flags)
         return out
