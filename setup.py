@@ -103,6 +103,7 @@ setup(
             "matplotlib>=3.7",
             "Cython>=3.0,<4",
             "kubernetes>=31",
+            "kubernetes-validate>=1.32",  # offline schemas: tests validate the rendered manifests (k8s 1.32, strict)
         ],
     },
     entry_points={"console_scripts": ["tritonmix = tritonmix.cli:main"]},
