@@ -29,6 +29,7 @@ import logging
 import os
 import random
 import threading
+import time
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
@@ -96,6 +97,7 @@ class KubernetesSource:
         self._on_change: Optional[OnChange] = None
         self._threads: List[threading.Thread] = []
         self._watches: Dict[str, Any] = {}
+        self._versions: Dict[str, Optional[str]] = {}  # kind -> the resourceVersion to watch from (None: list)
         self._api_client: Any = None
         #: per kind: lists served, watches opened, relists after 410, reconnects after errors (for tests and status)
         self.counters: Dict[str, int] = {"lists": 0, "watches": 0, "relists": 0, "reconnects": 0, "changes": 0}
@@ -125,11 +127,14 @@ class KubernetesSource:
     def stop(self) -> None:
         with self._lock:
             self._stopping.set()
-        for watch in list(self._watches.values()):
-            watch.stop()
+        # Watch.stop() shuts the stream's socket; a watch that was opening when the flag was set has no socket yet,
+        # so stop again until each thread is out
+        deadline = time.monotonic() + _CONNECT_TIMEOUT_S + 1.0
         for thread in self._threads:
-            if thread is not threading.current_thread():
-                thread.join(_CONNECT_TIMEOUT_S + 1.0)
+            while thread.is_alive() and thread is not threading.current_thread() and time.monotonic() < deadline:
+                for watch in list(self._watches.values()):
+                    watch.stop()
+                thread.join(0.05)
         if self._api_client is not None:
             self._api_client.close()
 
@@ -147,19 +152,19 @@ class KubernetesSource:
         from kubernetes.client.exceptions import ApiException  # noqa: PLC0415
         from urllib3.exceptions import ReadTimeoutError  # noqa: PLC0415
 
-        version: Optional[str] = None
         failures = 0
         while not self._stopping.is_set():
             try:
-                if version is None:
-                    version = self._list(kind, list_fn, selector)
-                version = self._watch(kind, list_fn, selector, version)
+                if self._versions.get(kind) is None:
+                    self._versions[kind] = self._list(kind, list_fn, selector)
+                self._watch(kind, list_fn, selector)
                 failures = 0
             except ApiException as exc:
                 if exc.status == 410:
-                    log.info("%s watch: resourceVersion %s expired (410 Gone): listing again", kind, version)
+                    log.info("%s watch: resourceVersion %s expired (410 Gone): listing again", kind,
+                             self._versions.get(kind))
                     self.counters["relists"] += 1
-                    version = None
+                    self._versions[kind] = None
                     continue
                 failures = self._backoff(kind, f"HTTP {exc.status} {exc.reason}", failures)
             except ReadTimeoutError:
@@ -212,13 +217,15 @@ class KubernetesSource:
             self._publish()
         return str(meta["resourceVersion"])
 
-    def _watch(self, kind: str, list_fn: Callable[..., Any], selector: str, version: str) -> str:
-        """Watch from ``version`` until the stream ends; returns the last resourceVersion seen."""
+    def _watch(self, kind: str, list_fn: Callable[..., Any], selector: str) -> None:
+        """Watch from this kind's last resourceVersion until the stream ends, keeping that version current (an
+        event's object or a BOOKMARK moves it) so that a dropped stream resumes where it stopped."""
         from kubernetes import watch  # noqa: PLC0415
 
         stream = watch.Watch(return_type="object")  # raw dicts: this module reads them, no model validation
         self._watches[kind] = stream
         self.counters["watches"] += 1
+        version = self._versions[kind]
         try:
             for event in stream.stream(
                     list_fn, self.settings.namespace, label_selector=selector, resource_version=version,
@@ -227,12 +234,13 @@ class KubernetesSource:
                 if self._stopping.is_set():
                     break
                 raw = event.get("raw_object") or {}
-                version = str((raw.get("metadata") or {}).get("resourceVersion") or version)
                 if event.get("type") in ("ADDED", "MODIFIED", "DELETED"):
                     self._apply(kind, event["type"], raw)
+                version = (raw.get("metadata") or {}).get("resourceVersion")
+                if version:
+                    self._versions[kind] = str(version)
         finally:
             self._watches.pop(kind, None)
-        return version
 
     # -- the state -------------------------------------------------------------------------------------------
     def _apply(self, kind: str, event_type: str, raw: Dict[str, Any]) -> None:

@@ -392,7 +392,8 @@ class FakeApiServer:
         watch = query.get("watch", "") in ("1", "true", "True")
         with self._records_lock:
             self._records.append(RequestRecord(kind, namespace, watch, query))
-        if self.token is not None and request.headers.get("Authorization") != f"Bearer {self.token}":
+        scheme, _, credential = request.headers.get("Authorization", "").partition(" ")
+        if self.token is not None and (scheme.lower() != "bearer" or credential != self.token):
             return web.json_response(_status(401, "Unauthorized", "Unauthorized"), status=401)
         try:
             selector = _Selector(query.get("labelSelector", ""))
@@ -458,23 +459,27 @@ class FakeApiServer:
         return response
 
     async def _stream(self, watch: _Watch, response: web.StreamResponse, timeout_s: Optional[float]) -> None:
-        deadline = None if timeout_s is None else asyncio.get_running_loop().time() + timeout_s
+        """Write the watch's events until its timeout, an end marker (None) or the client going away (looked at
+        every 0.1 s: a handler is not cancelled when its client disconnects); a BOOKMARK after every quiet
+        ``bookmark_interval_s``."""
+        clock = asyncio.get_running_loop().time
+        deadline = None if timeout_s is None else clock() + timeout_s
+        last_write = clock()
         while True:
-            wait_s = self.bookmark_interval_s
-            if deadline is not None:
-                wait_s = min(wait_s, deadline - asyncio.get_running_loop().time())
-                if wait_s <= 0:
-                    break
+            if watch.request.transport is None or watch.request.transport.is_closing():
+                return
+            if deadline is not None and clock() >= deadline:
+                break
             try:
-                event = await asyncio.wait_for(watch.queue.get(), wait_s)
+                event = await asyncio.wait_for(watch.queue.get(), 0.1)
             except asyncio.TimeoutError:
-                if watch.bookmarks and (deadline is None or asyncio.get_running_loop().time() < deadline):
-                    event = self._bookmark_event(watch.kind)
-                else:
+                if not watch.bookmarks or clock() - last_write < self.bookmark_interval_s:
                     continue
+                event = self._bookmark_event(watch.kind)
             if event is None:
                 if watch.request.transport is None or watch.request.transport.is_closing():
                     return
                 break
             await response.write(json.dumps(event).encode() + b"\n")
+            last_write = clock()
         await response.write_eof()
