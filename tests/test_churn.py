@@ -196,3 +196,94 @@ def test_a_draining_endpoint_is_out_of_the_plan_and_not_a_panic() -> None:
     router.apply_endpoints([state("a", 1), state("b", 2, terminating=True)])
     plan = ctl.tick()
     assert plan.interactive_weights[1] == 0.0 and not ctl.health.panic and plan.available == (True, False)
+
+
+# ---- the drop-in clients follow the set ---------------------------------------------------------------------
+
+import asyncio  # noqa: E402
+import importlib  # noqa: E402
+from typing import Any, Dict  # noqa: E402
+
+from clients_support import FakeEndpoint  # noqa: E402
+
+
+class Fake(FakeEndpoint):
+    def __init__(self, url: str) -> None:
+        super().__init__()
+        self.url, self.closed = url, 0
+
+    def close(self) -> None:
+        self.closed += 1
+
+
+class AioFake(Fake):
+    async def infer(self, model_name: str, inputs: Any, *args: Any) -> Any:  # type: ignore[override]
+        return FakeEndpoint.infer(self, model_name, inputs)
+
+    async def is_model_ready(self, *args: Any, **kwargs: Any) -> bool:  # type: ignore[override]
+        return True
+
+    async def close(self) -> None:  # type: ignore[override]
+        self.closed += 1
+
+
+def spec_of(name: str, port: int, protocol: str) -> EndpointSpec:
+    return EndpointSpec(name=name, accelerator="cpu", price_per_hour=1.0, url=f"127.0.0.1:{port}", protocol=protocol)
+
+
+@pytest.mark.parametrize("module", ["tritonmix.http", "tritonmix.grpc"])
+def test_a_sync_client_starts_empty_then_follows_joins_and_leaves(module: str) -> None:
+    protocol = module.rsplit(".", 1)[1]
+    made: Dict[str, List[Fake]] = {}
+
+    def factory(url: str) -> Fake:
+        made.setdefault(url, []).append(Fake(url))
+        return made[url][-1]
+
+    fleet = Fleet(endpoints=(), controller=Fleet(endpoints=()).controller.__class__(enabled=False))
+    with importlib.import_module(module).InferenceServerClient(fleet=fleet, seed=1, endpoint_client_factory=factory,
+                                                              readiness_interval_s=3600) as client:
+        client.apply_endpoints([spec_of("a", 1, protocol), spec_of("b", 2, protocol)])
+        for _ in range(40):
+            client.infer("m", [])
+        assert {r.name for r in client.endpoint_reports() if r.succeeded} == {"a", "b"}
+        client.apply_endpoints([spec_of("b", 2, protocol), spec_of("c", 3, protocol)])  # a leaves, c joins
+        for _ in range(60):
+            client.infer("m", [])
+        reports = {r.name: r for r in client.endpoint_reports()}
+        assert set(reports) == {"b", "c"} and reports["c"].succeeded > 0
+        a_calls = sum(f.calls for f in made["127.0.0.1:1"])
+        for _ in range(20):
+            client.infer("m", [])
+        assert sum(f.calls for f in made["127.0.0.1:1"]) == a_calls  # nothing more reaches a
+        assert all(f.closed for f in made["127.0.0.1:1"])  # nothing was in flight: a's clients are closed
+        with pytest.raises(Exception, match="not .* endpoints"):
+            client.apply_endpoints([spec_of("x", 4, "grpc" if protocol == "http" else "http")])
+
+
+@pytest.mark.parametrize("module", ["tritonmix.http.aio", "tritonmix.grpc.aio"])
+def test_an_aio_client_starts_empty_then_follows_joins_and_leaves(module: str) -> None:
+    protocol = module.split(".")[1]
+    made: Dict[str, AioFake] = {}
+
+    def factory(url: str) -> AioFake:
+        made[url] = AioFake(url)
+        return made[url]
+
+    async def scenario() -> None:
+        fleet = Fleet(endpoints=(), controller=Fleet(endpoints=()).controller.__class__(enabled=False))
+        client = importlib.import_module(module).InferenceServerClient(fleet=fleet, seed=2,
+                                                                       endpoint_client_factory=factory)
+        try:
+            client.apply_endpoints([spec_of("a", 1, protocol), spec_of("b", 2, protocol)])
+            for _ in range(40):
+                await client.infer("m", [])
+            client.apply_endpoints([spec_of("b", 2, protocol)])
+            await asyncio.sleep(0.01)  # the drained client's close runs on the loop
+            for _ in range(20):
+                await client.infer("m", [])
+            assert made["127.0.0.1:1"].closed == 1 and made["127.0.0.1:2"].calls >= 20
+        finally:
+            await client.close()
+
+    asyncio.run(scenario())

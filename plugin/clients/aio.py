@@ -163,6 +163,12 @@ class AioClientMixin:
         """Per endpoint: how many attempts this client sent there and how they went."""
         return self._aio.core.endpoint_reports()
 
+    def apply_endpoints(self, states: Any) -> Any:
+        """Follow a whole discovered set of endpoints (``EndpointState``s or ready ``EndpointSpec``s, by name:
+        joins, drains, leaves; ``tritonmix.clients.churn``); returns the router's ``EndpointChange``. A fleet that
+        names a discovery source applies its sets by itself."""
+        return self._aio.core.apply_endpoints(states)
+
     def register_plugin(self, plugin: Any) -> None:
         """tritonclient's plugin hook, applied to every endpoint's client."""
         super().register_plugin(plugin)  # type: ignore[misc]

@@ -3,6 +3,7 @@ readiness refresher and controller, and the public read-outs of them (``Endpoint
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 import os
 from typing import Any, Callable, List, Mapping, Optional, Tuple
@@ -13,9 +14,13 @@ from ..fleet import Fleet
 from ..settings import ControlPlaneSettings
 from ..request import Engine, Router, SequencePins, Sequences
 from ..request.engine import Classifier
+from ..discovery import source_for
+from .churn import check_protocol
 from .readiness import Probe, ReadinessRefresher
 
 __all__ = ["resolve_fleet", "ClientCore", "EndpointReport"]
+
+logger = logging.getLogger(__name__)
 
 
 def resolve_fleet(url: Optional[str], fleet: Optional[Fleet], protocol: str, control_plane: Any = None) -> Fleet:
@@ -79,6 +84,33 @@ class ClientCore:
         self.pins = SequencePins(len(fleet.endpoints))
         self.sequences = Sequences(self.engine, self.pins)
         self.controller: Any = start_controller(fleet, self.router, probe_settings=probe_settings)
+        #: the fleet's discovery source (``endpoints: {kubernetes: ...}``), started by ``follow_endpoints``
+        self.source: Any = None
+        self._protocol = ""
+
+    def follow_endpoints(self, listener: Callable[[Any], None], protocol: str) -> None:
+        """Wire the protocol's per-endpoint clients to the router's set (``listener(change)``, see
+        ``tritonmix.clients.churn``), then start the fleet's discovery source, if it names one."""
+        self._protocol = protocol
+        self.router.add_endpoints_listener(listener)
+        self.pins.follow_router(self.router)
+        self.source = source_for(self.fleet)
+        if self.source is not None:
+            self.source.start(self._discovered)
+
+    def apply_endpoints(self, states: Any) -> Any:
+        """Follow a whole discovered set (``tritonmix.clients.churn``); ConfigError for an endpoint of another
+        protocol, ValueError for a duplicate name or a missing url (nothing changes then)."""
+        if self._protocol:
+            check_protocol(states, self._protocol)
+        return self.router.apply_endpoints(states)
+
+    def _discovered(self, states: Any) -> None:
+        """The source's ``on_change``: a set that cannot be applied is logged and changes nothing."""
+        try:
+            self.apply_endpoints(states)
+        except (ConfigError, ValueError) as exc:
+            logger.error("discovered endpoints not applied: %s", exc)
 
     def decisions(self) -> List[Any]:
         return list(self.controller.decisions()) if self.controller is not None else []
@@ -90,11 +122,14 @@ class ClientCore:
 
     def endpoint_reports(self) -> Tuple[EndpointReport, ...]:
         """Per endpoint, how this client's attempts went (``EndpointReport``)."""
+        eps, vacant = self.router.fleet.endpoints, self.router.vacant()  # slots; a vacant one is not reported
         stats = [d.stats() for d in self.router.dispatchers().values()]
         counters = self.router.endpoint_counters()
         ejected = self.router.ejected()
         out = []
-        for i, e in enumerate(self.fleet.endpoints):
+        for i, e in enumerate(eps):
+            if vacant[i]:
+                continue
             busiest = max(stats, key=lambda s: s.successes[i], default=None)
             ewma_s = busiest.ewma_latency_s[i] if busiest is not None and busiest.successes[i] else math.nan
             ok, over_slo, failed = counters[i]
@@ -103,6 +138,9 @@ class ClientCore:
         return tuple(out)
 
     def stop(self) -> None:
+        source, self.source = self.source, None
+        if source is not None:
+            source.stop()
         self.engine.close()
         controller, self.controller = self.controller, None
         if controller is not None:

@@ -76,6 +76,12 @@ class SyncClientMixin:
         """Per endpoint: how many attempts this client sent there and how they went."""
         return self._core.endpoint_reports()
 
+    def apply_endpoints(self, states: Any) -> Any:
+        """Follow a whole discovered set of endpoints (``EndpointState``s or ready ``EndpointSpec``s, by name:
+        joins, drains, leaves; ``tritonmix.clients.churn``); returns the router's ``EndpointChange``. A fleet that
+        names a discovery source applies its sets by itself."""
+        return self._core.apply_endpoints(states)
+
     # ---- protocol hooks -----------------------------------------------------------------------------------------
 
     def _sender(self, args: tuple) -> Send:

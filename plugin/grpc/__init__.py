@@ -23,6 +23,7 @@ from tritonclient.grpc import (InferInput, InferRequestedOutput, InferResult, Ke
                                model_config_pb2, service_pb2, service_pb2_grpc)
 from tritonclient.utils import InferenceServerException, raise_error
 
+from ..clients.churn import ListClients
 from ..clients.core import ClientCore, resolve_fleet
 from ..clients.sync import SyncClientMixin
 from ..controller.probes import ProbeSettings
@@ -75,6 +76,8 @@ class InferenceServerClient(SyncClientMixin, InferenceServerClientBase):
                                 probe=self._probe, readiness_interval_s=readiness_interval_s,
                                 probe_settings=ProbeSettings.for_grpc(ssl, root_certificates, private_key,
                                                                       certificate_chain, creds))
+        self._core.follow_endpoints(ListClients(self._clients, [e.url for e in self._fleet.endpoints], factory).follow,
+                                    "grpc")
         #: hedged requests (``controller.hedge``): each attempt is tritonclient's async_infer, cancelled when it loses
         self._lanes = {} if self._core.engine.hedged else self._core.router.lanes
         self._closed = False

@@ -25,6 +25,7 @@ from tritonclient._client import InferenceServerClientBase
 from tritonclient.http import InferInput, InferRequestedOutput, InferResult
 from tritonclient.utils import InferenceServerException, raise_error
 
+from ..clients.churn import both
 from ..clients.core import ClientCore, resolve_fleet
 from ..clients.sync import SyncClientMixin
 from ..controller.probes import ProbeSettings
@@ -91,6 +92,7 @@ class InferenceServerClient(SyncClientMixin, InferenceServerClientBase):
                                 probe=self._probe, readiness_interval_s=readiness_interval_s,
                                 on_probe_thread_exit=self._probes.release_thread,
                                 probe_settings=ProbeSettings.for_http(ssl, ssl_options, ssl_context_factory, insecure))
+        self._core.follow_endpoints(both(self._clients.follow, self._probes.follow), "http")
         self._hedger = SyncHedger.for_engine(self._core.engine)  # None unless the fleet enables hedging
         self._lanes = self._core.router.lanes if self._hedger is None else {}
         self._closed = False

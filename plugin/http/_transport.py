@@ -2,14 +2,16 @@
 
 tritonclient's HTTP client is not thread-safe (geventhttpclient sockets belong to one thread's gevent hub), so each
 thread gets its own tritonclient client per endpoint, created on first use; ``close_all`` closes every one of them,
-whichever thread made it.
+whichever thread made it. Endpoints that join and leave (``tritonmix.request.slots``): ``follow(change)`` gives a
+new or reused slot its URL and closes, in every thread, the clients of a slot whose endpoint left once its requests
+are all recorded (a drained or reused slot: nothing is in flight on them then).
 """
 from __future__ import annotations
 
 import logging
 import socket
 import threading
-from typing import Any, Callable, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 from urllib.parse import quote
 
 import tritonclient.http as _tc
@@ -41,11 +43,21 @@ def classify_http(exc: BaseException) -> Outcome:
 _NOT_SENT_ERRNOS = frozenset({101, 111, 113, 99})  # ENETUNREACH, ECONNREFUSED, EHOSTUNREACH, EADDRNOTAVAIL
 
 
-class _PerThread(threading.local):
-    """``clients``: this thread's client per endpoint (None until made)."""
+class _Clients(dict):
+    """One thread's clients by slot; a slot without one reads None (no per-thread growth when the set grows)."""
 
-    def __init__(self, n: int) -> None:
-        self.clients: List[Any] = [None] * n
+    def __missing__(self, i: int) -> None:
+        return None
+
+
+class _PerThread(threading.local):
+    """``clients``: this thread's client per endpoint (None until made); each thread's table is registered with its
+    owner so that a slot's clients can be closed in every thread."""
+
+    def __init__(self, tables: List[Dict[int, Any]], lock: threading.Lock) -> None:
+        self.clients: Dict[int, Any] = _Clients()
+        with lock:
+            tables.append(self.clients)
 
 
 class ThreadClients:
@@ -54,12 +66,36 @@ class ThreadClients:
     Hot path: ``local.clients[i]`` is this thread's client of endpoint i or None; ``get(i)`` makes it when None."""
 
     def __init__(self, urls: Tuple[str, ...], factory: Callable[[str], Any]) -> None:
-        self._urls = urls
+        self._urls: List[Optional[str]] = list(urls)
+        self._generation: List[int] = [1] * len(urls)
         self._factory = factory
-        self.local = _PerThread(len(urls))
         self._lock = threading.Lock()
+        self._tables: List[Dict[int, Any]] = []
+        self.local = _PerThread(self._tables, self._lock)
         self._all: List[Any] = []
         self._closed = False
+
+    def follow(self, change: Any) -> None:
+        """The router's endpoints listener (``Router.add_endpoints_listener``): URLs for new and reused slots (a
+        spec changed in place too), every thread's clients of drained and reused slots closed."""
+        eps, gens = change.fleet.endpoints, change.generations
+        stale = set(change.drained)
+        with self._lock:
+            for i, e in enumerate(eps):
+                if i >= len(self._urls):
+                    self._urls.append(e.url)
+                    self._generation.append(gens[i])
+                elif gens[i] != self._generation[i] or e.url != self._urls[i]:
+                    self._urls[i], self._generation[i] = e.url, gens[i]
+                    stale.add(i)
+        self._close_slots(sorted(stale))
+
+    def _close_slots(self, slots: Sequence[int]) -> None:
+        for i in slots:
+            with self._lock:
+                clients = [c for c in (table.pop(i, None) for table in self._tables) if c is not None]
+            for client in clients:
+                self._close(client)
 
     def get(self, i: int) -> Any:
         clients = self.local.clients
@@ -85,7 +121,7 @@ class ThreadClients:
 
     def release_thread(self) -> None:
         """Close the calling thread's clients (a helper thread on its way out)."""
-        for i in range(len(self._urls)):
+        for i in list(self.local.clients):
             self.discard(i)
 
     def _close(self, client: Any) -> None:
@@ -100,7 +136,8 @@ class ThreadClients:
             clients, self._all = self._all, []
         for client in clients:
             _safe_close(client)
-        self.local = _PerThread(len(self._urls))
+        self._tables = []
+        self.local = _PerThread(self._tables, self._lock)
 
 
 def _safe_close(client: Any) -> None:

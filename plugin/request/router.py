@@ -213,8 +213,9 @@ class Router:
             return tuple(s and not v for s, v in zip(self._serving, self._vacant))
 
     def add_endpoints_listener(self, callback: Callable[[EndpointChange], None]) -> None:
-        """``callback(change)`` after every reconcile that changed something, outside the lock (the client makes and
-        closes its per-endpoint clients there, the controller resizes its state)."""
+        """``callback(change)`` after every reconcile that changed something, under the router's lock and before a
+        newcomer can be picked (the client makes its per-endpoint clients there, closes those of drained slots, the
+        controller wakes): it must be quick and must not call the router."""
         with self._lock:
             self._endpoint_listeners.append(callback)
 
@@ -236,9 +237,14 @@ class Router:
                 raise ValueError(f"endpoint {spec.name!r} has no url; a discovered endpoint needs one")
             wanted[spec.name] = (spec, serving)
         with self._lock:
-            change = self._reconcile(wanted)
-            listeners = list(self._endpoint_listeners) if not change.empty else []
-        self._tell(listeners, change)
+            change, touched = self._reconcile(wanted)
+            if not change.empty:
+                self._tell(change)
+            if change.joined or change.left or change.replaced:
+                self._refresh_defaults()  # from here on a newcomer can be picked
+            for key in self._dispatchers:
+                for i in touched:
+                    self._dispatchers[key].set_available(i, self._available(key[0], i))
         return change
 
     def reap(self) -> EndpointChange:
@@ -246,10 +252,9 @@ class Router:
         (``drained``: the client closes the left endpoint's own client then); the controller calls it every tick
         (its listeners hear only a change with something drained)."""
         with self._lock:
-            drained = self._drained()
-            change = self._change(drained=drained)
-            listeners = list(self._endpoint_listeners) if drained else []
-        self._tell(listeners, change)
+            change = self._change(drained=self._drained())
+            if change.drained:
+                self._tell(change)
         return change
 
     # ---- hot path ------------------------------------------------------------------------------------------
@@ -396,9 +401,10 @@ class Router:
         return (self._controller_mask[i] and self._outliers.until[i] is None and self._serving[i]
                 and (ready is None or ready[i]))
 
-    def _reconcile(self, wanted: Dict[str, Tuple[EndpointSpec, bool]]) -> EndpointChange:
+    def _reconcile(self, wanted: Dict[str, Tuple[EndpointSpec, bool]]) -> Tuple[EndpointChange, Set[int]]:
         """apply_endpoints under the lock: leaves first (their slots may be reused at once when idle), then the
-        known names, then the newcomers."""
+        known names, then the newcomers (weight 0 until the caller refreshes the weights). Returns the change and
+        the slots whose availability may have changed."""
         slots = list(self.fleet.endpoints)
         left = [self._slot_of.pop(name) for name in list(self._slot_of) if name not in wanted]
         for i in left:
@@ -427,12 +433,7 @@ class Router:
             self._serving[i] = serving
         self.fleet = dataclasses.replace(self.fleet, endpoints=tuple(slots))
         self._names = tuple(e.name for e in slots)
-        if joined or left or replaced:
-            self._refresh_defaults()
-        for key in self._dispatchers:
-            for i in touched:
-                self._dispatchers[key].set_available(i, self._available(key[0], i))
-        return self._change(tuple(joined), tuple(left), tuple(replaced), drained)
+        return self._change(tuple(joined), tuple(left), tuple(replaced), drained), touched
 
     def _change(self, joined: Tuple[int, ...] = (), left: Tuple[int, ...] = (), replaced: Tuple[int, ...] = (),
                 drained: Tuple[int, ...] = ()) -> EndpointChange:
@@ -492,9 +493,8 @@ class Router:
         for key, d in self._dispatchers.items():
             d.set_weights(self._explicit.get(key, self._default))
 
-    @staticmethod
-    def _tell(listeners: List[Callable[[EndpointChange], None]], change: EndpointChange) -> None:
-        for callback in listeners:
+    def _tell(self, change: EndpointChange) -> None:
+        for callback in list(self._endpoint_listeners):
             try:
                 callback(change)
             except Exception:  # noqa: BLE001 - a listener must not break the reconcile

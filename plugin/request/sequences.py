@@ -37,7 +37,22 @@ class SequencePins:
         self.capacity = capacity
         self._pins: "OrderedDict[Key, int]" = OrderedDict()
         self._lock = threading.Lock()
-        self._others = [frozenset(range(n_endpoints)) - {i} for i in range(n_endpoints)]
+        self._n = n_endpoints
+        self._others: dict = {}  # i -> every endpoint but i, made on first use (O(n) each)
+
+    def follow_router(self, router: Any) -> None:
+        """Follow the router's slots (``tritonmix.request.slots``): ``others`` covers the slots that joined, and a
+        sequence pinned to a slot that another endpoint took is forgotten (its state went with the endpoint that
+        left; while the slot was vacant its requests failed with "start the sequence again")."""
+        router.add_endpoints_listener(self._follow)
+
+    def _follow(self, change: Any) -> None:
+        with self._lock:
+            if change.n_slots != self._n:
+                self._n, self._others = change.n_slots, {}
+            reused = set(change.joined)
+            for key in [k for k, i in self._pins.items() if i in reused]:
+                del self._pins[key]
 
     def get(self, key: Key) -> Optional[int]:
         with self._lock:
@@ -59,7 +74,10 @@ class SequencePins:
 
     def others(self, i: int) -> FrozenSet[int]:
         """Every endpoint but i: what a pinned request's pick excludes."""
-        return self._others[i]
+        others = self._others.get(i)
+        if others is None:
+            others = self._others[i] = frozenset(range(self._n)) - {i}
+        return others
 
     def __len__(self) -> int:
         return len(self._pins)

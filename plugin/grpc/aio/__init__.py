@@ -19,6 +19,7 @@ from tritonclient.grpc import (InferInput, InferRequestedOutput, InferResult, Ke
 from tritonclient.utils import InferenceServerException
 
 from ...clients.aio import AioClientCore, AioClientMixin
+from ...clients.churn import ListClients, running_loop
 from ...clients.core import resolve_fleet
 from ...request.fanout import install_server_calls
 from ...controller.probes import ProbeSettings
@@ -52,6 +53,8 @@ class InferenceServerClient(AioClientMixin, InferenceServerClientBase):
                                   probe_settings=ProbeSettings.for_grpc(ssl, root_certificates, private_key,
                                                                         certificate_chain, creds))
         self._clients = clients
+        self._aio.core.follow_endpoints(ListClients(clients, [e.url for e in fleet.endpoints], factory, is_async=True,
+                                                    loop=running_loop()).follow, "grpc")
 
     async def infer(self, model_name, inputs, model_version="", outputs=None, request_id="", sequence_id=0,
                     sequence_start=False, sequence_end=False, priority=0, timeout=None, client_timeout=None,

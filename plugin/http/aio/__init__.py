@@ -21,6 +21,7 @@ from tritonclient.http import InferInput, InferRequestedOutput, InferResult
 from tritonclient.utils import InferenceServerException, raise_error
 
 from ...clients.aio import AioClientCore, AioClientMixin, timed
+from ...clients.churn import ListClients, running_loop
 from ...clients.core import resolve_fleet
 from ...request.fanout import install_server_calls, sum_statistics
 from ...controller.probes import ProbeSettings
@@ -63,6 +64,8 @@ class InferenceServerClient(AioClientMixin, InferenceServerClientBase):
                                   readiness_interval_s=readiness_interval_s, sum_statistics=sum_statistics,
                                   probe_settings=ProbeSettings.for_http_aio(ssl, ssl_context))
         self._clients = clients
+        self._aio.core.follow_endpoints(ListClients(clients, [e.url for e in fleet.endpoints], factory, is_async=True,
+                                                    loop=running_loop()).follow, "http")
 
     async def infer(self, model_name, inputs, model_version="", outputs=None, request_id="", sequence_id=0,
                     sequence_start=False, sequence_end=False, priority=0, timeout=None, headers=None,
