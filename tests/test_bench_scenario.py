@@ -17,7 +17,7 @@ from tritonmix.bench.oracle import UnitState, oracle_cost_per_1k, unit_states_at
 from tritonmix.bench.report import floor_checks, markdown_table, write_summary
 from tritonmix.bench.sampler import Sample
 from tritonmix.bench.scenario import FULL, QUICK
-from tritonmix.bench.trace import ArrivalTrace, Event, cosine_rate, poisson_arrivals
+from tritonmix.bench.trace import ArrivalTrace, Event, cosine_rate
 
 
 def test_trace_is_deterministic_and_follows_the_cosine() -> None:
@@ -126,18 +126,33 @@ def test_settling_needs_the_cut_pool_within_its_queue_limit() -> None:
 
 
 def test_report_and_floors(tmp_path) -> None:
-    policy = {"slo_attainment": 1.0, "errors": 0, "p50_s": 0.1, "p95_s": 0.2, "p99_s": 0.3, "cost_per_1k": 0.05,
-              "cost_vs_oracle": 1.05, "events": [{"event": "x", "at_s": 1.0, "settle_s": 0.5, "recovery_s": 0.0}]}
-    summary = {"oracle": {"cost_per_1k": 0.048},
+    event = {"event": "x", "at_s": 1.0, "settle_s": 0.5, "settle_limit_s": 0.74, "recovery_s": 0.0, "return_s": 1.0,
+             "return_limit_s": 1.75}
+    policy = {"slo_attainment": 0.995, "slo_attainment_worst": 0.985, "errors": 0, "p50_s": 0.1, "p95_s": 0.2,
+              "p99_s": 0.3, "cost_per_1k": 0.045, "goodput_cost_per_1k": 0.045, "goodput_vs_floor": 1.1,
+              "provisioned_goodput_cost_per_1k": 0.06, "events": [event]}
+    summary = {"floor": {"cost_per_1k": 0.041}, "offline_reference": {"cost_per_1k": 0.041, "slo_attainment": 1.0,
+                                                                      "goodput_cost_per_1k": 0.041},
                "policies": {"tritonmix-auto": policy,
-                            "round-robin": {**policy, "cost_per_1k": 0.2, "slo_attainment": 0.5}}}
-    checks = floor_checks(summary)
-    assert checks["auto: cost <= 1.10x oracle"] and checks["auto beats round-robin on cost and SLO"]
-    summary["policies"]["tritonmix-auto"] = {**policy, "errors": 2}
-    assert not floor_checks(summary)["auto: 0 client-visible errors"]
+                            "round-robin": {**policy, "goodput_cost_per_1k": 0.2, "slo_attainment": 0.5,
+                                            "provisioned_goodput_cost_per_1k": 0.05}}}
+    checks, _ = floor_checks(summary)
+    assert all(checks.values()) and len(checks) == 8
+    # a policy with more SLO (by > 0.3 points) and a lower goodput cost (by > 2%) takes AUTO off the Pareto front
+    summary["policies"]["cheapest"] = {**policy, "slo_attainment": 0.999, "goodput_cost_per_1k": 0.043}
+    checks, _ = floor_checks(summary)
+    assert not checks["on the Pareto front (SLO, goodput cost) of every policy run"]
+    assert not checks["lowest goodput cost of the policies with >= 99% SLO"]
+    summary["policies"]["cheapest"] = {**policy, "slo_attainment": 0.997, "goodput_cost_per_1k": 0.043}
+    assert floor_checks(summary)[0]["on the Pareto front (SLO, goodput cost) of every policy run"]
+    del summary["policies"]["cheapest"]
+    summary["policies"]["tritonmix-auto"] = {**policy, "errors": 2, "events": [{**event, "settle_s": None}]}
+    checks, _ = floor_checks(summary)
+    assert not checks["0 client-visible errors"] and not checks["settle at dispatch <= 0.74 s: x"]
     write_summary(summary, tmp_path)
-    assert json.loads((tmp_path / "summary.json").read_text())["policies"]["round-robin"]["cost_per_1k"] == 0.2
-    assert "| round-robin | 50.00% |" in markdown_table(summary)
+    assert json.loads((tmp_path / "summary.json").read_text())["policies"]["round-robin"]["cost_per_1k"] == 0.045
+    table = markdown_table(summary)
+    assert "| round-robin | 50.00% (98.50%) |" in table and "provisioned: round-robin < tritonmix-auto" in table
 
 
 def test_scenario_fleets_validate() -> None:
@@ -162,3 +177,180 @@ def test_scenario_protocol_and_hedge_options() -> None:
     assert [e.url for e in moved.endpoints] == list(urls.values())
     assert {e.protocol for e in moved.endpoints} == {"grpc"}
     assert [e.price_per_hour for e in moved.endpoints] == [e.price_per_hour for e in fleet.endpoints]
+
+
+# ---- second edition: the floor, the reference, settle at dispatch, two cost views, seeds ------------------------
+
+def _simulate(units, arrivals, choose):
+    """A discrete-event replay of a policy on ``units`` (each C slots, FIFO when full): [(unit, start, end)]."""
+    free = [[0.0] * u.concurrency for u in units]
+    out = []
+    for k, a in enumerate(arrivals):
+        i = choose(k, a, free)
+        slot = min(range(len(free[i])), key=lambda j: free[i][j])
+        start = max(a, free[i][slot])
+        free[i][slot] = start + units[i].latency_s
+        out.append((i, start, start + units[i].latency_s))
+    return out
+
+
+def _spill(units):
+    order = sorted(range(len(units)), key=lambda i: units[i].cost_per_request)
+
+    def choose(k, a, free):
+        return next((i for i in order if min(free[i]) <= a), min(order, key=lambda i: min(free[i])))
+    return choose
+
+
+def _round_robin(units):
+    return lambda k, a, free: k % len(units)
+
+
+def _earliest(units):
+    return lambda k, a, free: min(range(len(units)), key=lambda i: (max(a, min(free[i])) + units[i].latency_s, i))
+
+
+def test_the_floor_is_below_every_simulated_policy_and_the_offline_reference() -> None:
+    from tritonmix.bench.oracle import fluid_floor, offline_reference
+
+    units = [UnitState("cheap", 0.76, 0.16, 3), UnitState("mid", 1.34, 0.13, 3), UnitState("dear", 1.0, 0.23, 3)]
+    slo = 0.6
+    for seed, rps in ((1, 20.0), (2, 35.0), (3, 50.0)):
+        trace = ArrivalTrace.build(12.0, rps / 3, rps, 12.0, (), seed)
+        floor = fluid_floor(units, trace, slo)
+        assert floor["unplaced_requests"] == pytest.approx(0.0, abs=1e-6) and floor["cost_per_1k"] > 0
+        reference = offline_reference(units, trace, slo)
+        assert reference["slo_attainment"] == 1.0 or rps == 50.0  # greedy: near the capacity, some miss
+        if reference["slo_attainment"] == 1.0:
+            assert floor["cost_per_1k"] <= reference["cost_per_1k"] + 1e-12
+        met = 0
+        for policy in (_spill(units), _round_robin(units), _earliest(units)):
+            served = _simulate(units, trace.arrivals_s, policy)
+            cost = sum(units[i].cost_per_request for i, _, _ in served)
+            if all(end - a <= slo for (_, _, end), a in zip(served, trace.arrivals_s)):
+                met += 1
+                assert floor["cost_per_1k"] <= 1000 * cost / len(served) + 1e-12
+        assert met >= 2
+    # a floor that fills cheapest first: with room on the cheap unit alone, it is the cheap unit's price
+    light = ArrivalTrace.build(10.0, 2.0, 4.0, 10.0, (), 5)
+    assert fluid_floor(units, light, slo)["cost_per_1k"] == pytest.approx(1000 * units[0].cost_per_request)
+
+
+def test_the_floor_and_reference_follow_kills_freezes_and_reclaims() -> None:
+    from tritonmix.bench.oracle import fluid_floor, offline_reference, outages
+
+    units = [UnitState("cheap", 0.76, 0.16, 3), UnitState("dear", 1.34, 0.13, 3)]
+    events = (Event(2.0, "freeze", "cheap"), Event(4.0, "thaw", "cheap"), Event(6.0, "reclaim", "cheap", 0.5))
+    assert outages(["cheap", "dear"], events, 10.0) == {"cheap": [(2.0, 4.0), (6.0, math.inf)], "dear": []}
+    trace = ArrivalTrace.build(8.0, 6.0, 6.0, 8.0, events, 3)
+    reference = offline_reference(units, trace, 0.6)
+    for t, (name, start, end) in zip(trace.arrivals_s, reference["placement"]):
+        clear = t < 1.8 or 4.0 <= t < 5.8  # cheap is up for the whole service: 6 req/s fit its 18.75
+        assert name == ("cheap" if clear else "dear") or (name == "cheap" and start >= 4.0 and end <= 6.0)
+        if name == "cheap":
+            assert not (start < 4.0 and end > 2.0) and end <= 6.0 and end - t <= 0.6
+    flat = fluid_floor(units, trace, 0.6)["cost_per_1k"]
+    assert 1000 * units[0].cost_per_request < flat < 1000 * units[1].cost_per_request
+
+
+def test_planning_oracle_at_full_utilisation_places_the_demand() -> None:
+    units = [UnitState("cheap", 3.6, 0.1, 1), UnitState("dear", 36.0, 0.1, 10)]
+    heavy = ArrivalTrace((), (), 10.0, 18.0, 18.0, 10.0, 0)
+    full = oracle_cost_per_1k(units, heavy, utilisation=1.0)
+    assert full["unplaced_requests"] == 0 and full["cost_per_1k"] == pytest.approx(1000 * (10 * 1e-4 + 8 * 1e-3) / 18)
+    with pytest.raises(ValueError, match="utilisation"):
+        oracle_cost_per_1k(units, heavy, utilisation=0.0)
+
+
+def test_steady_stretch_then_cosine() -> None:
+    trace = ArrivalTrace.build(40.0, 5.0, 15.0, 20.0, (), 1, steady_s=20.0, steady_rps=30.0)
+    assert trace.rate_at(10.0) == 30.0 and trace.rate_at(20.0) == 5.0 and trace.rate_at(30.0) == 15.0
+    times = np.array(trace.arrivals_s)
+    assert 24 < np.sum(times < 20.0) / 20.0 < 36 and np.sum(times >= 20.0) / 20.0 < 14
+    with pytest.raises(ValueError, match="steady"):
+        ArrivalTrace.build(10.0, 1.0, 2.0, 10.0, (), 1, steady_s=2.0)
+    assert QUICK.trace().steady_s == 4.0 and {e.kind for e in QUICK.events} >= {"freeze", "thaw", "reclaim"}
+
+
+def test_settle_is_measured_at_dispatch_and_the_return_against_the_reference() -> None:
+    from tritonmix.bench.analysis import dispatch_series, placement_series, return_times
+
+    names = ["a", "b"]
+    units = [UnitState("a", 1.0, 0.1, 3), UnitState("b", 2.0, 0.1, 3)]
+    events = [Event(1.0, "kill", "a"), Event(3.0, "restart", "a")]
+    # 20 req/s; the policy sends to b from 1.5 s (0.5 s after the kill), back to a from 4.0 s (1 s after restart)
+    records = [RequestRecord(t / 20, 0.05, True, "", ("b",) if 1.5 <= t / 20 < 4.0 else ("a",))
+               for t in range(120)]
+    counts = dispatch_series(records, names, 6.0)
+    assert counts is not None and counts.sum() == 120 and dispatch_series([RequestRecord(0, 0, True)], names, 1) is None
+    settle = settle_times(counts, events, records, 0.3, 6.0, names=names)
+    assert 0.25 <= settle[0]["settle_s"] <= 0.75
+    reference = placement_series([(r.arrival_s, "b" if 1.0 <= r.arrival_s < 3.0 else "a") for r in records],
+                                 names, 6.0)
+    back = return_times(counts, reference, events, names, units, 6.0)
+    assert back[0] is None and 0.5 <= back[1] <= 1.25
+    fig = policy_figures(records, [], {"a": 1.0, "b": 2.0}, names, events, 0.3, 6.0, units, reference=reference)
+    assert fig["shares_from"] == "dispatch" and "return_s" in fig["events"][1] and "return_s" not in fig["events"][0]
+
+
+def test_completions_are_binned_in_the_middle_of_their_sampling_period() -> None:
+    early = Sample(0.5, "a", 4, 0, 0.1, 0.0, 0.25)  # completions of [0.25, 0.5): bin 1, not bin 2
+    assert share_series([early], ["a"], 1.0)[1, 0] == 4 and early.mid_s == pytest.approx(0.375)
+    assert share_series([Sample(0.5, "a", 4, 0, 0.1)], ["a"], 1.0)[2, 0] == 4  # unknown start: at its stamp
+
+
+def test_provisioned_cost_charges_the_replicas_a_reactive_autoscaler_keeps() -> None:
+    from tritonmix.bench.analysis import Provisioning, busy_from_intervals, provisioned_cost
+
+    settings = Provisioning(window_s=1.0, target_utilisation=0.5, scale_up_delay_s=1.0, stabilisation_s=1.0)
+    busy = np.array([[0.5], [0.0], [0.0], [0.0]])  # one window busy 0.5 s at 50%: one replica
+    # need 1 in window 0; kept for windows 1 and 2 (delay 1 + stabilisation 1), none in window 3
+    assert provisioned_cost(busy, [3600.0], settings) == pytest.approx(3.0)
+    assert provisioned_cost(busy * 3, [3600.0], settings) == pytest.approx(9.0)  # 1.5 s: three replicas
+    spans = busy_from_intervals([("a", 0.5, 1.5), ("a", 2.9, 3.0)], ["a"], 4.0, 1.0)
+    assert spans[:4, 0] == pytest.approx([0.5, 0.5, 0.1, 0.0])
+    with pytest.raises(ValueError, match="provisioning"):
+        Provisioning(target_utilisation=0.0)
+
+
+def _fake_run(policy: str, seed: int, trace: ArrivalTrace, endpoint: str, late: int, error: int) -> dict:
+    requests = [[t, 0.9 if k < late else 0.1, k >= late + error or k < late, "" if k >= late + error or k < late
+                 else "refused", [endpoint]] for k, t in enumerate(trace.arrivals_s)]
+    samples = [[b * 0.25 + 0.25, endpoint, 5.0, 0.0, 0.8, 0.0, b * 0.25] for b in range(int(trace.duration_s * 4))]
+    return {"policy": policy, "seed": seed, "order": 0, "requests": requests, "samples": samples, "decisions": []}
+
+
+def test_recompute_gives_medians_worst_and_per_seed_figures_from_raw() -> None:
+    import dataclasses
+
+    from tritonmix.bench.report import markdown_table
+    from tritonmix.bench.run import policy_order, recompute
+
+    spec = dataclasses.replace(QUICK, duration_s=6.0, steady_s=2.0, events=QUICK.events[:1])
+    runs = []
+    for seed in (7, 8):
+        trace = dataclasses.replace(spec, seed=seed).trace()
+        runs.append(_fake_run("tritonmix-auto", seed, trace, "inf2", late=0, error=0))
+        runs.append(_fake_run("round-robin", seed, trace, "trn1", late=seed - 5, error=1))
+    raw = {"scenario": dataclasses.asdict(spec), "endpoints": [n for n, _ in spec.pools],
+           "prices": {e.name: e.price_per_hour for e in spec.fleet().endpoints}, "seeds": 2,
+           "policies": ["tritonmix-auto", "round-robin"], "runs": runs}
+    summary = recompute(json.loads(json.dumps(raw)))
+    assert summary["floor"]["cost_per_1k"] > 0 and len(summary["floor"]["per_seed"]) == 2
+    assert summary["offline_reference"]["slo_attainment"] == 1.0
+    auto, rr = summary["policies"]["tritonmix-auto"], summary["policies"]["round-robin"]
+    assert auto["slo_attainment"] == 1.0 and auto["errors"] == 0 and len(auto["per_seed"]) == 2
+    assert rr["errors"] == 2 and rr["slo_attainment_worst"] < rr["slo_attainment"] < 1.0
+    assert rr["goodput_cost_per_1k"] > rr["cost_per_1k"]
+    assert auto["goodput_cost_per_1k"] == pytest.approx(statistics_median(
+        [f["goodput_cost_per_1k"] for f in auto["per_seed"]]))
+    assert summary["floors"]["0 client-visible errors"] and summary["floors_per_seed"]["0 client-visible errors"] == 2
+    assert "offline reference" in markdown_table(summary) and "seeds it held in" in markdown_table(summary)
+    assert sorted(policy_order(["a", "b", "c", "d"], 1)) == ["a", "b", "c", "d"]
+    assert len({tuple(policy_order(["a", "b", "c", "d"], s)) for s in range(6)}) > 1
+
+
+def statistics_median(values):
+    import statistics
+
+    return statistics.median(values)

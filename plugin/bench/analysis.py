@@ -1,35 +1,49 @@
-"""From a policy's replay to its figures: SLO attainment, latency percentiles, errors, cost, settling times.
+"""From a policy's replay to its figures: SLO attainment, latency percentiles, errors, two costs, settling times.
 
-Cost model (the paper's "cost of inference" for an autoscaled pool): a request costs the price per second of the
-accelerator that served it times its service time (one request per accelerator at a time), taken from the servers'
-own busy-time counters (``tritonmix_emulated_service_us``, else ``nv_inference_compute_infer_duration_us``: see
-``sampler``). Cost per 1,000 = total / successful x 1000.
+Costs, per 1,000 requests served (``cost_per_1k``) and per 1,000 requests that met the SLO (``goodput_cost_per_1k``:
+what the SLO-met work cost, the misses' cost included), in two views:
+
+- **busy time** (the paper's "cost of inference" for per-second billing): a request costs the price per second of
+  the accelerator that served it times its service time (one request per accelerator at a time), taken from the
+  servers' own busy-time counters (``tritonmix_emulated_service_us``, else ``nv_inference_compute_infer_duration_us``:
+  see ``sampler``);
+- **autoscaled provisioned capacity** (``provisioned_cost``, what instances paid whether busy or not): per pool and
+  per window of ``window_s``, the accelerators needed to carry that window's busy time at ``target_utilisation``,
+  ``ceil(busy / (window x target))``; a reactive autoscaler has them ``scale_up_delay_s`` later and keeps them for
+  ``stabilisation_s`` before scaling down, so each window is charged the larger of its own need and the most needed
+  over the windows the delay and the stabilisation span (the load was served, so never less than its own need).
+  Scale to zero is allowed (no minimum replicas).
 
 Settling after an event on endpoint E, judged over the event's window (from the event to the next one, at most 5 s,
-in 0.25 s bins). Traffic has settled at the first bin boundary T after which, to the end of the window, all of these
-hold:
+in 0.25 s bins) **at dispatch**: shares are of the requests the policy sent, by arrival time and the endpoint of
+their first attempt (``RequestRecord.endpoints``, in ``raw.json``), so they show a change when the policy made it,
+not a service time later when the servers' counters see it (the counters are used only where the records carry no
+endpoint). Traffic has settled at the first bin boundary T after which, to the end of the window, all of these hold:
 
-- E's share of the completions, over a centred 1 s window of the bins *inside* the event's window (no traffic from
-  before the event leaks in), stays within ``band`` (0.15) of its share over the window's last second, plus one
-  request's worth of share (1/n for the n requests of that 1 s window: one stray request, such as the controller's
-  probe trickle, in a sparse second is no movement): the policy has stopped moving traffic on or off E;
+- E's share of the dispatches over the 1 s from each bin boundary on (bins *inside* the event's window only),
+  stays within ``band`` (0.15) of its share over the window's last second, plus one request's worth of share (1/n
+  for the n requests of that second: one stray request, such as the controller's probe trickle, in a sparse second
+  is no movement): what the policy sent from T on is what it settled to, so a policy that switched at T settles at
+  T (a centred window would report it half a window late);
 - where the event took capacity away (a cut, a slow-down; ``units`` gives the pools' states), E's Triton queue (the
   pending-request gauge, the most seen in each bin, averaged over the same centred 1 s: a one-sample Poisson burst
   is no overload) stays within what the SLO absorbs at E's new capacity, ``floor(C' x (SLO - s') / s')`` requests
-  for C' slots of service time s': the policy sends E no more than it can serve. A policy that never moves traffic off a cut pool never settles (its queue only grows), where a share alone
-  would call it settled at once;
+  for C' slots of service time s': the policy sends E no more than it can serve. A policy that never moves traffic
+  off a cut pool never settles (its queue only grows), where a share alone would call it settled at once;
 - no request arriving after T in the window failed (client-visible): traffic no longer goes to a dead endpoint.
 
-``settle_s`` is T (None when the window ends first: not settled). Shares are of completions at the servers (what
-Triton's counters give), so they lag the routing by the affected endpoint's service time: a policy that stopped
-sending to a 3x slower trn1 at once still shows its last requests completing there up to ~0.4 s later. ``recovery_s`` is the time from the event to the
-last request in the window that missed the SLO or failed (0 when none did).
+``settle_s`` is T (None when the window ends first: not settled). ``recovery_s`` is the time from the event to the
+last request in the window that missed the SLO or failed (0 when none did). After an event that gives capacity back
+(capacity raised, restart, thaw), ``return_s`` is the time until E's dispatch share (the same 1 s ahead) first
+reaches the share the offline reference (``oracle.offline_reference``) gives it over the same second, less ``band``
+and one request's worth (None: not within the window): how long the policy leaves a recovered cheap pool idle.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections import defaultdict
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -38,7 +52,8 @@ from .oracle import UnitState, unit_states_at
 from .sampler import Sample
 from .trace import Event
 
-__all__ = ["policy_figures", "share_series", "pending_series", "settle_times", "queue_limit", "cost_per_1k"]
+__all__ = ["policy_figures", "share_series", "pending_series", "dispatch_series", "placement_series", "busy_from_intervals", "settle_times",
+           "return_times", "queue_limit", "cost_per_1k", "busy_per_window", "provisioned_cost", "Provisioning"]
 
 BIN_S = 0.25
 
@@ -48,26 +63,111 @@ def cost_per_1k(samples: Sequence[Sample], prices_per_hour: Mapping[str, float],
     return 1000.0 * spent / successes if successes else math.nan
 
 
+@dataclasses.dataclass(frozen=True)
+class Provisioning:
+    """The autoscaled-provisioned cost view's settings (scenario seconds)."""
+
+    window_s: float = 1.0
+    target_utilisation: float = 0.8
+    scale_up_delay_s: float = 1.0
+    stabilisation_s: float = 2.0
+
+    def __post_init__(self) -> None:
+        if self.window_s <= 0 or not 0 < self.target_utilisation <= 1 or self.scale_up_delay_s < 0 \
+                or self.stabilisation_s < 0:
+            raise ValueError(f"bad provisioning settings {self}")
+
+
+def busy_per_window(samples: Sequence[Sample], names: Sequence[str], duration_s: float,
+                    window_s: float) -> np.ndarray:
+    """Array [windows, endpoints] of busy (slot-)seconds, each sample's at the middle of its period."""
+    windows = int(math.ceil(duration_s / window_s)) + 1
+    out = np.zeros((windows, len(names)))
+    index = {n: i for i, n in enumerate(names)}
+    for s in samples:
+        out[min(int(s.mid_s / window_s), windows - 1), index[s.endpoint]] += s.busy_s
+    return out
+
+
+def busy_from_intervals(placed: Sequence[Tuple[str, float, float]], names: Sequence[str], duration_s: float,
+                        window_s: float) -> np.ndarray:
+    """``busy_per_window``'s array from ``(endpoint, start_s, end_s)`` service intervals (the offline reference's),
+    each interval's time split over the windows it spans."""
+    windows = int(math.ceil(duration_s / window_s)) + 1
+    out = np.zeros((windows, len(names)))
+    index = {n: i for i, n in enumerate(names)}
+    for name, start, end in placed:
+        w = int(start / window_s)
+        while start < end and w < windows:
+            edge = end if w == windows - 1 else min(end, (w + 1) * window_s)
+            out[w, index[name]] += edge - start
+            start, w = edge, w + 1
+    return out
+
+
+def provisioned_cost(busy: np.ndarray, prices_per_hour: Sequence[float], settings: Provisioning) -> float:
+    """Dollars for the autoscaled pools (module docstring) given ``busy_per_window``'s array."""
+    need = np.ceil(busy / (settings.window_s * settings.target_utilisation) - 1e-9)
+    delay = int(math.ceil(settings.scale_up_delay_s / settings.window_s - 1e-9))
+    hold = int(math.ceil(settings.stabilisation_s / settings.window_s - 1e-9))
+    charged = need.copy()
+    for w in range(len(need)):
+        lo, hi = max(0, w - delay - hold), max(0, w - delay + 1)
+        if hi > lo:
+            charged[w] = np.maximum(charged[w], need[lo:hi].max(axis=0))
+    return float((charged * np.asarray(prices_per_hour)).sum() * settings.window_s / 3600.0)
+
+
 def share_series(samples: Sequence[Sample], names: Sequence[str], duration_s: float) -> np.ndarray:
-    """Array [bins, endpoints] of requests served per bin."""
-    return _binned(samples, names, duration_s, lambda cell, s: cell + s.success + s.failure)
+    """Array [bins, endpoints] of requests served per bin (each sample's at the middle of its period)."""
+    return _binned(samples, names, duration_s, lambda cell, s: cell + s.success + s.failure, lambda s: s.mid_s)
 
 
 def pending_series(samples: Sequence[Sample], names: Sequence[str], duration_s: float) -> np.ndarray:
     """Array [bins, endpoints]: the most requests seen queued (Triton's pending gauge) in each bin."""
-    return _binned(samples, names, duration_s, lambda cell, s: max(cell, s.pending))
+    return _binned(samples, names, duration_s, lambda cell, s: max(cell, s.pending), lambda s: s.t_s)
+
+
+def dispatch_series(records: Sequence[RequestRecord], names: Sequence[str],
+                    duration_s: float) -> Optional[np.ndarray]:
+    """Array [bins, endpoints] of requests dispatched per bin (arrival time, first attempt's endpoint); None when
+    no record says where it went."""
+    if not any(r.endpoints for r in records):
+        return None
+    return placement_series([(r.arrival_s, r.endpoint) for r in records], names, duration_s)
+
+
+def placement_series(placed: Sequence[Tuple[float, str]], names: Sequence[str], duration_s: float) -> np.ndarray:
+    """Array [bins, endpoints] counting ``(time, endpoint)`` pairs (unknown endpoints left out)."""
+    bins = int(math.ceil(duration_s / BIN_S)) + 1
+    out = np.zeros((bins, len(names)))
+    index = {n: i for i, n in enumerate(names)}
+    for t, name in placed:
+        if name in index:
+            out[min(max(int(t / BIN_S), 0), bins - 1), index[name]] += 1
+    return out
 
 
 def _binned(samples: Sequence[Sample], names: Sequence[str], duration_s: float,
-            fold: Callable[[float, Sample], float]) -> np.ndarray:
+            fold: Callable[[float, Sample], float], when: Callable[[Sample], float]) -> np.ndarray:
     """Array [bins of BIN_S, endpoints], each cell ``fold``ed over the samples of its bin and endpoint from 0."""
     bins = int(math.ceil(duration_s / BIN_S)) + 1
     out = np.zeros((bins, len(names)))
     index = {n: i for i, n in enumerate(names)}
     for s in samples:
-        b, i = min(int(s.t_s / BIN_S), bins - 1), index[s.endpoint]
+        b, i = min(max(int(when(s) / BIN_S), 0), bins - 1), index[s.endpoint]
         out[b, i] = fold(out[b, i], s)
     return out
+
+
+def forward_shares(counts: np.ndarray, width: int = 4) -> Tuple[np.ndarray, np.ndarray]:
+    """(shares, requests) per bin over the ``width`` bins (1 s) from that bin on, of the bins there are: what was
+    sent from each bin boundary on, so that a policy that switched at T is seen to have switched at T."""
+    ahead = np.stack([np.convolve(counts[:, j][::-1], np.ones(width))[: len(counts)][::-1]
+                      for j in range(counts.shape[1])], axis=1)
+    totals = ahead.sum(axis=1)
+    shares = np.divide(ahead, totals[:, None], out=np.zeros_like(ahead), where=totals[:, None] > 0)
+    return shares, totals
 
 
 def smoothed_shares(counts: np.ndarray, width: int = 4) -> np.ndarray:
@@ -93,7 +193,42 @@ def _centred_mean(values: np.ndarray, width: int = 4) -> np.ndarray:
 
 
 def _takes_capacity(event: Event, before: UnitState, after: UnitState) -> bool:
-    return event.kind != "kill" and after.mu_rps < before.mu_rps
+    """A cut or a slow-down (an endpoint that is gone has no queue to judge)."""
+    return event.kind not in ("kill", "reclaim", "freeze") and after.mu_rps < before.mu_rps
+
+
+def _gives_back(event: Event, before: UnitState, after: UnitState) -> bool:
+    return event.kind in ("restart", "thaw") or (event.kind == "set_capacity" and after.mu_rps > before.mu_rps)
+
+
+def _window(events: Sequence[Event], k: int, duration_s: float) -> Tuple[int, int, float]:
+    """Event k's window in bins [first, last) and its end in seconds."""
+    event = events[k]
+    end = min(events[k + 1].at_s if k + 1 < len(events) else duration_s, event.at_s + 5.0, duration_s)
+    return int(round(event.at_s / BIN_S)), int(round(end / BIN_S)), end
+
+
+def return_times(counts: np.ndarray, reference: np.ndarray, events: Sequence[Event], names: Sequence[str],
+                 units: Sequence[UnitState], duration_s: float, band: float = 0.15) -> List[Optional[float]]:
+    """Per event: ``return_s`` (module docstring) for events that give capacity back, else None."""
+    out: List[Optional[float]] = []
+    for k, event in enumerate(events):
+        before = unit_states_at(units, events[:k], event.at_s)
+        after = unit_states_at(units, events[: k + 1], event.at_s)
+        j = list(names).index(event.endpoint) if event.endpoint in names else None
+        if j is None or not _gives_back(event, before[j], after[j]):
+            out.append(None)
+            continue
+        first, last, _ = _window(events, k, duration_s)
+        window, target = counts[first:last], reference[first:last]
+        if len(window) < 4:
+            out.append(None)
+            continue
+        (shares, seen), wanted = forward_shares(window), forward_shares(target)[0][:, j]
+        shares = shares[:, j]
+        reached = np.nonzero(shares >= wanted - band - 1.0 / np.maximum(seen, 1.0))[0]
+        out.append(round(float(reached[0]) * BIN_S, 3) if len(reached) else math.nan)
+    return out
 
 
 def settle_times(
@@ -104,15 +239,15 @@ def settle_times(
     """Per event: settle_s and recovery_s, as the module docstring defines them."""
     out = []
     for k, event in enumerate(events):
-        end = min(events[k + 1].at_s if k + 1 < len(events) else duration_s, event.at_s + 5.0, duration_s)
-        first, last = int(round(event.at_s / BIN_S)), int(round(end / BIN_S))
+        first, last, end = _window(events, k, duration_s)
         ok = np.ones(max(last - first, 0), dtype=bool)
         j = list(names).index(event.endpoint) if names is not None and event.endpoint in names else None
         if j is not None and len(ok) >= 4:
             window = counts[first:last]
-            shares = smoothed_shares(window)[:, j]
-            seen = np.convolve(window.sum(axis=1), np.ones(4), mode="same")  # requests in each bin's 1 s window
-            ok &= np.abs(shares - shares[-4:].mean()) <= band + 1.0 / np.maximum(seen, 1.0)
+            shares, seen = forward_shares(window)  # seen: requests in each bin's 1 s ahead
+            final = window[-4:].sum(axis=0)
+            final_share = final[j] / final.sum() if final.sum() else 0.0
+            ok &= np.abs(shares[:, j] - final_share) <= band + 1.0 / np.maximum(seen, 1.0)
         if j is not None and pending is not None and units is not None:
             before = unit_states_at(units, events[:k], event.at_s)[j]
             after = unit_states_at(units, events[: k + 1], event.at_s)[j]
@@ -137,8 +272,11 @@ def settle_times(
 def policy_figures(
     records: Sequence[RequestRecord], samples: Sequence[Sample], prices_per_hour: Mapping[str, float],
     names: Sequence[str], events: Sequence[Event], slo_s: float, duration_s: float,
-    units: Optional[Sequence[UnitState]] = None,
+    units: Optional[Sequence[UnitState]] = None, reference: Optional[np.ndarray] = None,
+    provisioning: Optional[Provisioning] = None,
 ) -> Dict[str, Any]:
+    """A replay's figures (module docstring); ``reference``: the offline reference's ``placement_series`` (for
+    ``return_s``); ``provisioning``: the provisioned view's settings (default ``Provisioning()``)."""
     latencies = np.array([r.latency_s for r in records if r.ok])
     ok = int(sum(1 for r in records if r.ok))
     within = int(sum(1 for r in records if r.ok and r.latency_s <= slo_s))
@@ -146,17 +284,33 @@ def policy_figures(
     for r in records:
         if not r.ok:
             errors[r.error[:80]] += 1
-    counts = share_series(samples, names, duration_s)
+    completions = share_series(samples, names, duration_s)
+    dispatched = dispatch_series(records, names, duration_s)
+    counts = completions if dispatched is None else dispatched
     served = counts.sum(axis=0)
     pct = (lambda q: float(np.percentile(latencies, q))) if len(latencies) else (lambda q: math.nan)
+    settings = provisioning or Provisioning()
+    busy_cost = cost_per_1k(samples, prices_per_hour, 1000)  # dollars
+    provisioned = provisioned_cost(busy_per_window(samples, names, duration_s, settings.window_s),
+                                   [prices_per_hour[n] for n in names], settings)
+    per_1k = (lambda spent, n: 1000.0 * spent / n if n else math.nan)
+    event_figures = settle_times(counts, events, records, slo_s, duration_s, names=names,
+                                 pending=pending_series(samples, names, duration_s), units=units)
+    if reference is not None and units is not None:
+        for figure, back in zip(event_figures, return_times(counts, reference, events, names, units, duration_s)):
+            if back is not None:
+                figure["return_s"] = None if math.isnan(back) else back
     return {
         "requests": len(records),
         "slo_attainment": within / len(records) if records else math.nan,
         "errors": len(records) - ok,
         "error_kinds": dict(sorted(errors.items(), key=lambda kv: -kv[1])[:5]),
         "p50_s": pct(50), "p95_s": pct(95), "p99_s": pct(99),
-        "cost_per_1k": cost_per_1k(samples, prices_per_hour, ok),
+        "cost_per_1k": per_1k(busy_cost, ok),
+        "goodput_cost_per_1k": per_1k(busy_cost, within),
+        "provisioned_cost_per_1k": per_1k(provisioned, ok),
+        "provisioned_goodput_cost_per_1k": per_1k(provisioned, within),
+        "shares_from": "dispatch" if dispatched is not None else "completions",
         "traffic_share": {n: float(served[i] / served.sum()) if served.sum() else 0.0 for i, n in enumerate(names)},
-        "events": settle_times(counts, events, records, slo_s, duration_s, names=names,
-                               pending=pending_series(samples, names, duration_s), units=units),
+        "events": event_figures,
     }

@@ -1,14 +1,16 @@
 """Open-loop load: each arrival is sent at its time, whatever happened to the ones before (no coordinated omission).
 
 A scheduler thread sleeps until each arrival and hands it to a bounded pool of worker threads; a request's latency
-is measured from its *scheduled* arrival, so time spent waiting for a free worker counts against the policy.
+is measured from its *scheduled* arrival, so time spent waiting for a free worker counts against the policy. A sender
+may return the endpoints its attempts went to, in order (the first: the policy's choice at dispatch); the record
+keeps them (``endpoints``), so that where each request went is known per request, not only from the servers' counters.
 """
 from __future__ import annotations
 
 import dataclasses
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Callable, List, Optional, Sequence
+from typing import Callable, List, Optional, Sequence, Tuple
 
 __all__ = ["RequestRecord", "replay"]
 
@@ -21,9 +23,15 @@ class RequestRecord:
     latency_s: float
     ok: bool
     error: str = ""
+    endpoints: Tuple[str, ...] = ()  # the endpoint of each attempt, in order (empty: the sender did not say)
+
+    @property
+    def endpoint(self) -> str:
+        """Where the request was dispatched (its first attempt); "" when unknown."""
+        return self.endpoints[0] if self.endpoints else ""
 
 
-Send = Callable[[], None]  # raises on failure
+Send = Callable[[], Optional[Sequence[str]]]  # raises on failure; may return the endpoints it tried
 
 
 def replay(
@@ -45,11 +53,12 @@ def replay(
 
     def run(index: int, due_s: float) -> None:
         try:
-            send()
+            tried = send()
         except Exception as exc:  # noqa: BLE001 - every failure is a record, never a lost request
-            records[index] = RequestRecord(due_s, clock() - start - due_s, False, _short(exc))
+            records[index] = RequestRecord(due_s, clock() - start - due_s, False, _short(exc),
+                                           tuple(getattr(exc, "tritonmix_endpoints", ())))
             return
-        records[index] = RequestRecord(due_s, clock() - start - due_s, True)
+        records[index] = RequestRecord(due_s, clock() - start - due_s, True, "", tuple(tried or ()))
 
     with ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="loadgen") as pool:
         for index, due_s in enumerate(arrivals_s):

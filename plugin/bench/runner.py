@@ -68,10 +68,14 @@ def apply_event(local_fleet: Any, event: Event) -> None:
         local_fleet.set_capacity(event.endpoint, int(event.value or 1))
     elif event.kind == "slow_down":
         local_fleet.slow_down(event.endpoint, float(event.value or 1.0))
-    elif event.kind == "kill":
+    elif event.kind in ("kill", "reclaim"):  # a reclaim's at_s is the end of its notice: the pool vanishes
         local_fleet.kill(event.endpoint)
     elif event.kind == "restart":
         local_fleet.restart(event.endpoint)
+    elif event.kind == "freeze":
+        local_fleet.freeze(event.endpoint)
+    elif event.kind == "thaw":
+        local_fleet.thaw(event.endpoint)
 
 
 def start_events(local_fleet: Any, events: List[Event], start: float, stop: threading.Event) -> threading.Thread:
@@ -124,6 +128,8 @@ def reset_fleet(local_fleet: Any, spec: ScenarioSpec, original_concurrency: Dict
     """Back to the initial state: every endpoint up, at full capacity, normal speed, with an empty queue."""
     for name in local_fleet.fleet.names:
         endpoint = local_fleet.endpoints[name]
+        if endpoint.running and any(e.kind == "freeze" and e.endpoint == name for e in spec.events):
+            local_fleet.thaw(name)  # a freeze the trace did not thaw (a replay cut short)
         if endpoint.running and scrape_pending(endpoint.metrics_url, spec.model) > 0:
             local_fleet.kill(name)  # a queue left by the last policy: drop it (a graceful stop would serve it out)
         if not endpoint.running:

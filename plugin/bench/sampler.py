@@ -25,7 +25,7 @@ __all__ = ["Sample", "MetricsSampler", "scrape_counters", "scrape_pending"]
 
 @dataclasses.dataclass(frozen=True)
 class Sample:
-    """Deltas over one sampling period for one endpoint."""
+    """Deltas over one sampling period ``[from_s, t_s]`` for one endpoint (the gauge ``pending`` read at ``t_s``)."""
 
     t_s: float
     endpoint: str
@@ -33,6 +33,13 @@ class Sample:
     failure: float
     busy_s: float
     pending: float = 0.0  # requests queued at the server at the sample (a gauge, not a delta)
+    from_s: Optional[float] = None  # the period's start: the previous sample of this endpoint (None: not known)
+
+    @property
+    def mid_s(self) -> float:
+        """The middle of the period the deltas happened in (``t_s`` when its start is not known): where a binned
+        series places them, since a period's completions are spread over it, not stamped at its end."""
+        return self.t_s if self.from_s is None else 0.5 * (self.from_s + self.t_s)
 
 
 def scrape_counters(metrics_url: str, model: str, timeout_s: float = 0.5) -> Optional[Dict[str, float]]:
@@ -63,6 +70,7 @@ class MetricsSampler:
         self._period_s = period_s
         self._clock = clock
         self._last: Dict[str, Dict[str, float]] = {}
+        self._last_t: Dict[str, float] = {}
         self._samples: List[Sample] = []
         self._stop = threading.Event()
         self._pool = ThreadPoolExecutor(max_workers=max(1, len(self._urls)), thread_name_prefix="sampler")
@@ -97,13 +105,13 @@ class MetricsSampler:
         for name, counters in zip(names, results):
             if counters is None:
                 continue
-            previous = self._last.get(name)
-            self._last[name] = counters
+            previous, since = self._last.get(name), self._last_t.get(name)
+            self._last[name], self._last_t[name] = counters, now
             if previous is None:
                 continue
             delta = {k: _delta(counters[k], previous[k]) for k in counters}
             self._samples.append(Sample(now, name, delta["success"], delta["failure"], delta["busy_us"] / 1e6,
-                                        counters["pending"]))
+                                        counters["pending"], since))
 
 
 def _delta(current: float, previous: float) -> float:

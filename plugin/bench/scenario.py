@@ -3,8 +3,11 @@
 Every pool is one local Triton endpoint serving ``concurrency`` requests at once (an autoscaled pool of that many
 accelerators). Latencies are the paper's figures times ``time_scale``; prices are per accelerator-hour.
 
-Events (same for every policy): the cheapest pool (inf2) loses two thirds of its capacity and later recovers;
-one endpoint (g5-triton) is killed under load; one endpoint (trn1) slows down.
+The trace opens with a steady stretch (22 req/s, no events: above inf2's capacity of 17.9 req/s, well inside what
+COST places on the five accelerators), where a policy that switches on an unsettled estimate pays for it; then the
+cosine wave with the events (same for every policy): the cheapest pool (inf2) loses two thirds of its capacity and
+later recovers; one endpoint (g5-triton) is killed under load; one (g6-triton) freezes (SIGSTOP) and thaws; one
+(trn1) slows down; one pool (g5-cuda) is reclaimed as a spot instance (killed after a short notice).
 """
 from __future__ import annotations
 
@@ -63,6 +66,9 @@ class ScenarioSpec:
     interval_s: float = 0.25
     request_timeout_s: float = 10.0
     seed: int = 2024
+    #: the steady stretch that opens the trace (seconds, req/s; 0: none)
+    steady_s: float = 0.0
+    steady_rps: float = 0.0
     model: str = "stable_diffusion"
     #: every policy's client speaks this protocol to the fleet (gRPC: a hedge's losing copy can be cancelled)
     protocol: str = "http"
@@ -73,8 +79,8 @@ class ScenarioSpec:
     concurrency: int = CONCURRENCY
 
     def trace(self) -> ArrivalTrace:
-        return ArrivalTrace.build(self.duration_s, self.base_rps, self.peak_rps, self.duration_s, self.events,
-                                  self.seed)
+        return ArrivalTrace.build(self.duration_s, self.base_rps, self.peak_rps, self.duration_s - self.steady_s,
+                                  self.events, self.seed, self.steady_s, self.steady_rps)
 
     def fleet_dict(self, mode: str = "auto") -> Dict[str, Any]:
         endpoints: List[Dict[str, Any]] = []
@@ -114,28 +120,38 @@ class ScenarioSpec:
 
 QUICK = ScenarioSpec(
     name="quick",
-    duration_s=16.0,
+    duration_s=18.0,
     base_rps=8.0,
     peak_rps=34.0,
+    steady_s=4.0,
+    steady_rps=22.0,
     events=(
-        Event(3.0, "set_capacity", "inf2", 1, "inf2 loses 2/3 of its capacity"),
-        Event(6.0, "kill", "g5-triton", None, "g5-triton killed"),
+        Event(5.0, "set_capacity", "inf2", 1, "inf2 loses 2/3 of its capacity"),
+        Event(7.0, "kill", "g5-triton", None, "g5-triton killed"),
         Event(9.0, "set_capacity", "inf2", CONCURRENCY, "inf2 capacity returns"),
-        Event(11.5, "slow_down", "trn1", 3.0, "trn1 slows down 3x"),
+        Event(10.5, "freeze", "g6-triton", None, "g6-triton freezes"),
+        Event(12.0, "thaw", "g6-triton", None, "g6-triton thaws"),
+        Event(13.5, "slow_down", "trn1", 3.0, "trn1 slows down 3x"),
+        Event(16.0, "reclaim", "g5-cuda", 0.5, "g5-cuda reclaimed (spot, 0.5 s notice)"),
     ),
 )
 
 FULL = ScenarioSpec(
     name="full",
-    duration_s=60.0,
+    duration_s=72.0,
     base_rps=8.0,
     peak_rps=34.0,
+    steady_s=12.0,
+    steady_rps=22.0,
     events=(
-        Event(10.0, "set_capacity", "inf2", 1, "inf2 loses 2/3 of its capacity"),
-        Event(20.0, "kill", "g5-triton", None, "g5-triton killed"),
-        Event(30.0, "set_capacity", "inf2", CONCURRENCY, "inf2 capacity returns"),
-        Event(40.0, "slow_down", "trn1", 3.0, "trn1 slows down 3x"),
-        Event(50.0, "restart", "g5-triton", None, "g5-triton back"),
+        Event(20.0, "set_capacity", "inf2", 1, "inf2 loses 2/3 of its capacity"),
+        Event(28.0, "kill", "g5-triton", None, "g5-triton killed"),
+        Event(36.0, "set_capacity", "inf2", CONCURRENCY, "inf2 capacity returns"),
+        Event(42.0, "freeze", "g6-triton", None, "g6-triton freezes"),
+        Event(45.0, "thaw", "g6-triton", None, "g6-triton thaws"),
+        Event(50.0, "slow_down", "trn1", 3.0, "trn1 slows down 3x"),
+        Event(56.0, "restart", "g5-triton", None, "g5-triton back"),
+        Event(64.0, "reclaim", "g5-cuda", 2.0, "g5-cuda reclaimed (spot, 2 s notice)"),
     ),
 )
 

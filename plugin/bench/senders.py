@@ -1,7 +1,9 @@
 """How each policy sends one request of the replay: tritonmix's client, or a baseline picker over tritonclient.
 
 Both send the same request (the SD ensemble's I/O: a prompt, a seed) to the same model, with the same timeout,
-over the same protocol (the scenario's ``protocol``).
+over the same protocol (the scenario's ``protocol``). Both return the endpoints their attempts went to, in order (on
+failure: as the exception's ``tritonmix_endpoints``), which ``loadgen`` records per request: tritonmix's client
+builds its per-endpoint tritonclient clients through ``endpoint_client_factory``, here one that notes each attempt.
 """
 from __future__ import annotations
 
@@ -9,7 +11,7 @@ import dataclasses
 import socket
 import threading
 import time
-from typing import Any, Dict, List, Optional, Set
+from typing import Any, Dict, List, Optional, Set, Tuple
 
 import numpy as np
 
@@ -34,6 +36,44 @@ def grpc_fleet(fleet: Fleet, grpc_urls: Dict[str, str]) -> Fleet:
     return dataclasses.replace(fleet, endpoints=endpoints)
 
 
+class _Noting:
+    """A tritonclient client that appends its endpoint's name to the calling thread's attempt list before each
+    ``infer`` / ``async_infer``; everything else is the wrapped client's."""
+
+    def __init__(self, client: Any, name: str, attempts: "threading.local") -> None:
+        self._client = client
+        self._name = name
+        self._attempts = attempts
+
+    def _note(self) -> None:
+        tried = getattr(self._attempts, "tried", None)
+        if tried is not None:
+            tried.append(self._name)
+
+    def infer(self, *args: Any, **kwargs: Any) -> Any:
+        self._note()
+        return self._client.infer(*args, **kwargs)
+
+    def async_infer(self, *args: Any, **kwargs: Any) -> Any:
+        self._note()
+        return self._client.async_infer(*args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+
+def _noting_factory(fleet: Fleet, attempts: "threading.local", grpc: bool, timeout_s: float) -> Any:
+    names = {e.url: e.name for e in fleet.endpoints}
+    if grpc:
+        import tritonclient.grpc as tc_grpc
+
+        return lambda url: _Noting(tc_grpc.InferenceServerClient(url), names[url], attempts)
+    import tritonclient.http as tc_http
+
+    return lambda url: _Noting(tc_http.InferenceServerClient(url, concurrency=8, network_timeout=timeout_s,
+                                                             connection_timeout=timeout_s), names[url], attempts)
+
+
 class TritonmixSender:
     """tritonmix's drop-in client (HTTP or gRPC, as the fleet's endpoints say) over the whole fleet, in one mode
     (auto, cost or capacity), its router seeded with ``seed``. ``control_plane`` ("host:port"): the client follows
@@ -43,23 +83,36 @@ class TritonmixSender:
                  control_plane: Optional[str] = None) -> None:
         self._fleet = dataclasses.replace(fleet, mode=mode)
         following: Dict[str, Any] = {} if control_plane is None else {"control_plane": control_plane}
-        if all(e.protocol == "grpc" for e in fleet.endpoints):
+        self._attempts = threading.local()
+        grpc = all(e.protocol == "grpc" for e in fleet.endpoints)
+        factory = _noting_factory(self._fleet, self._attempts, grpc, timeout_s)
+        if grpc:
             import tritonmix.grpc as grpcclient
 
             self._module = grpcclient
-            self._client = grpcclient.InferenceServerClient(fleet=self._fleet, seed=seed, **following)
+            self._client = grpcclient.InferenceServerClient(fleet=self._fleet, seed=seed,
+                                                            endpoint_client_factory=factory, **following)
         else:
             import tritonmix.http as httpclient
 
             self._module = httpclient
             self._client = httpclient.InferenceServerClient(
                 fleet=self._fleet, concurrency=8, network_timeout=timeout_s, connection_timeout=timeout_s,
-                seed=seed, **following)
+                seed=seed, endpoint_client_factory=factory, **following)
         self._model = model
         self._timeout_s = timeout_s
 
-    def __call__(self) -> None:
-        self._client.infer(self._model, make_inputs(self._module), deadline_s=self._timeout_s)
+    def __call__(self) -> Tuple[str, ...]:
+        tried: List[str] = []
+        self._attempts.tried = tried
+        try:
+            self._client.infer(self._model, make_inputs(self._module), deadline_s=self._timeout_s)
+        except BaseException as exc:
+            exc.tritonmix_endpoints = tuple(tried)  # type: ignore[attr-defined]
+            raise
+        finally:
+            self._attempts.tried = None
+        return tuple(tried)
 
     @property
     def controller(self) -> Any:
@@ -88,6 +141,7 @@ class BaselineSender:
 
             self._module = httpclient
         self._urls = [e.url for e in fleet.endpoints]
+        self._names = [e.name for e in fleet.endpoints]
         self._picker = picker
         self._model = model
         self._timeout_s = timeout_s
@@ -108,11 +162,13 @@ class BaselineSender:
                 self._all_clients.append(client)
         return clients[index]
 
-    def __call__(self) -> None:
+    def __call__(self) -> Tuple[str, ...]:
         tried: Set[int] = set()
+        order: List[str] = []
         for attempt in range(2):
             index = self._picker.pick(tried)
             tried.add(index)
+            order.append(self._names[index])
             try:
                 started = time.monotonic()
                 if self._grpc:
@@ -122,9 +178,10 @@ class BaselineSender:
                 observe = getattr(self._picker, "observe", None)
                 if observe is not None:
                     observe(index, time.monotonic() - started)
-                return
+                return tuple(order)
             except Exception as exc:  # noqa: BLE001 - classified below
                 if attempt == 1 or not _never_reached(exc):
+                    exc.tritonmix_endpoints = tuple(order)  # type: ignore[attr-defined]
                     raise
                 self._drop_client(index)
             finally:

@@ -6,6 +6,14 @@ Arrivals are a non-homogeneous Poisson process whose rate follows a cosine wave,
 
 drawn by thinning (Lewis & Shedler): candidates at the peak rate, each kept with probability rate(t) / peak_rps.
 Cost O(peak_rps x duration_s). Seeded, so every policy sees exactly the same arrival times and events.
+
+A trace may open with a steady stretch: ``steady_rps`` for the first ``steady_s`` seconds, then the cosine wave over
+the rest (its period: ``period_s`` from the end of the stretch).
+
+Events: ``set_capacity`` (value: slots), ``kill`` and ``restart``, ``slow_down`` (value: factor), ``freeze`` and
+``thaw`` (SIGSTOP / SIGCONT: connections hang instead of being refused), ``reclaim`` (a spot reclaim: the pool's
+server is killed at ``at_s``, its requests in flight fail; ``value`` is the notice in seconds, given at
+``at_s - value``, which no policy here reads).
 """
 from __future__ import annotations
 
@@ -16,7 +24,7 @@ from typing import Callable, List, Optional, Sequence, Tuple
 
 __all__ = ["Event", "ArrivalTrace", "cosine_rate", "poisson_arrivals", "EVENT_KINDS"]
 
-EVENT_KINDS = ("set_capacity", "kill", "restart", "slow_down")
+EVENT_KINDS = ("set_capacity", "kill", "restart", "slow_down", "freeze", "thaw", "reclaim")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,6 +80,8 @@ class ArrivalTrace:
     peak_rps: float
     period_s: float
     seed: int
+    steady_s: float = 0.0
+    steady_rps: float = 0.0
 
     @classmethod
     def build(
@@ -82,11 +92,18 @@ class ArrivalTrace:
         period_s: float,
         events: Sequence[Event],
         seed: int = 0,
+        steady_s: float = 0.0,
+        steady_rps: float = 0.0,
     ) -> "ArrivalTrace":
-        rate = cosine_rate(base_rps, peak_rps, period_s)
-        arrivals = poisson_arrivals(rate, peak_rps, duration_s, seed)
+        if steady_s < 0 or steady_rps < 0 or (steady_s > 0 and steady_rps <= 0):
+            raise ValueError("need steady_s >= 0, and steady_rps > 0 when there is a steady stretch")
+        cosine_rate(base_rps, peak_rps, period_s)  # validates
+        trace = cls((), (), duration_s, base_rps, peak_rps, period_s, seed, steady_s, steady_rps)
+        arrivals = poisson_arrivals(trace.rate_at, max(peak_rps, steady_rps), duration_s, seed)
         ordered = tuple(sorted(events, key=lambda e: e.at_s))
-        return cls(tuple(arrivals), ordered, duration_s, base_rps, peak_rps, period_s, seed)
+        return dataclasses.replace(trace, arrivals_s=tuple(arrivals), events=ordered)
 
     def rate_at(self, t_s: float) -> float:
-        return cosine_rate(self.base_rps, self.peak_rps, self.period_s)(t_s)
+        if t_s < self.steady_s:
+            return self.steady_rps
+        return cosine_rate(self.base_rps, self.peak_rps, self.period_s)(t_s - self.steady_s)
