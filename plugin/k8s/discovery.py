@@ -33,7 +33,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
-from ..discovery import EndpointState, OnChange
+from ..discovery.contract import EndpointState, OnChange
 from ..errors import ConfigError
 from . import labels
 from .pools import PoolError, PoolInfo, SliceEndpoint, endpoints_from_slice, pool_from_service
