@@ -234,3 +234,32 @@ def test_gateway_object_stops_its_envoy(trio: Trio) -> None:
     assert pid and _envoy_alive(pid)
     gw.stop()
     assert not _envoy_alive(pid)
+
+
+def test_tls_on_the_downstream_listeners(tmp_path: Path, trio: Trio) -> None:
+    import ssl
+
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj",
+                    "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out",
+                    str(cert)], check=True, capture_output=True)
+    trio.heal()
+    with Gateway(priced_fleet(trio), http_port=0, grpc_port=0, grpc_urls=grpc_urls(trio), tls_cert=str(cert),
+                 tls_key=str(key)) as gw:
+        context = ssl.create_default_context(cafile=str(cert))
+        with urllib.request.urlopen(f"https://{gw.http_url}/v2/health/ready", context=context, timeout=5) as resp:
+            assert resp.status == 200
+        with pytest.raises(OSError):  # plain HTTP is refused on a TLS listener
+            urllib.request.urlopen(f"http://{gw.http_url}/v2/health/ready", timeout=5)
+        g = grpcclient.InferenceServerClient(gw.grpc_url, ssl=True, root_certificates=str(cert))
+        result = g.infer("add_sub", add_sub_inputs(grpcclient, ONE, ONE))
+        np.testing.assert_array_equal(result.as_numpy("OUTPUT0"), ONE + 1)
+
+
+def test_bad_settings_are_named(trio: Trio) -> None:
+    from tritonmix.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="unknown gateway setting"):
+        Gateway(priced_fleet(trio), retires=3)
+    with pytest.raises(ConfigError, match="both a certificate"):
+        Gateway(priced_fleet(trio), tls_cert="c.pem")
