@@ -38,6 +38,7 @@ __all__ = [
     "AttemptAborted",
     "TransportCancelled",
     "PoolShutDown",
+    "AttemptStalled",
 ]
 
 
@@ -96,3 +97,8 @@ class TransportCancelled(AttemptAborted):
 
 class PoolShutDown(AttemptAborted):
     """An attempt queued on the client's hedging pool when close() shut it down (it never ran)."""
+
+
+class AttemptStalled(AttemptAborted):
+    """An interactive attempt got no answer within its endpoint's rescue limit (``tritonmix.request.rescue``): it
+    was given up (its gRPC call cancelled, its HTTP connection closed) and the request sent once elsewhere."""

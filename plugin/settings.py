@@ -131,6 +131,11 @@ class ControllerSettings:
     enabled: bool = True
     #: hedged requests (off by default; see HedgeSettings)
     hedge: HedgeSettings = dataclasses.field(default_factory=HedgeSettings)
+    #: rescue of interactive requests in flight on an endpoint that stopped answering (``tritonmix.request.rescue``):
+    #: an attempt with no answer after max(rescue_factor x its endpoint's usual latency, usual latency + SLO) is
+    #: given up and the request sent once to another endpoint; False: attempts wait for the transport's timeouts
+    rescue: bool = True
+    rescue_factor: float = 4.0
 
     @classmethod
     def from_dict(cls, data: Any) -> "ControllerSettings":
@@ -256,7 +261,7 @@ def _coerce(name: str, value: Any, default: Any) -> Any:
         if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
             raise ConfigError(f"{where}: must be a list of names")
         return tuple(value)
-    if name == "enabled":
+    if name in ("enabled", "rescue"):
         if not isinstance(value, bool):
             raise ConfigError(f"{where}: {value!r} must be true or false")
         return value

@@ -111,8 +111,22 @@ class AioClientCore:
 
 
 def timed(remaining_s: Optional[float], call: Awaitable[Any]) -> Awaitable[Any]:
-    """``call`` bounded by ``remaining_s`` (asyncio.TimeoutError past it); unbounded when None."""
-    return call if remaining_s is None else asyncio.wait_for(call, remaining_s)
+    """``call`` bounded by ``remaining_s`` (asyncio.TimeoutError past it, the call cancelled); unbounded when None.
+    Every interactive attempt has a bound (its rescue limit), so Python 3.11+ takes ``asyncio.timeout``, which
+    makes no task of its own."""
+    if remaining_s is None:
+        return call
+    if _timeout is None:  # Python < 3.11
+        return asyncio.wait_for(call, remaining_s)
+    return _bounded(remaining_s, call)
+
+
+_timeout = getattr(asyncio, "timeout", None)
+
+
+async def _bounded(remaining_s: float, call: Awaitable[Any]) -> Any:
+    async with _timeout(remaining_s):  # type: ignore[misc]
+        return await call
 
 
 class AioClientMixin:

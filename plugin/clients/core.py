@@ -63,6 +63,7 @@ class EndpointReport:
     in_flight: int
     ewma_latency_s: float   # NaN before the first success (the busiest dispatcher's figure)
     available: bool         # takes new requests now (not ejected, not masked by the controller)
+    rescued: int = 0        # rescue copies sent because an attempt here got no answer (tritonmix.request.rescue)
 
 
 class ClientCore:
@@ -126,6 +127,7 @@ class ClientCore:
         stats = [d.stats() for d in self.router.dispatchers().values()]
         counters = self.router.endpoint_counters()
         ejected = self.router.ejected()
+        copies = self.engine.rescue.copies()
         out = []
         for i, e in enumerate(eps):
             if vacant[i]:
@@ -134,7 +136,8 @@ class ClientCore:
             ewma_s = busiest.ewma_latency_s[i] if busiest is not None and busiest.successes[i] else math.nan
             ok, over_slo, failed = counters[i]
             out.append(EndpointReport(e.name, e.url or "", sum(s.picks[i] for s in stats), ok, failed, over_slo,
-                                      sum(s.in_flight[i] for s in stats), ewma_s, not ejected[i]))
+                                      sum(s.in_flight[i] for s in stats), ewma_s, not ejected[i],
+                                      copies.get(e.name, 0)))
         return tuple(out)
 
     def stop(self) -> None:

@@ -3,6 +3,8 @@
     infer(...)                                   each protocol's own, with tritonclient's signature
       first attempt, when the lane exists, with no deadline, no sequence and no hedging (the common case):
           t0 = lane.begin(); i = lane.pick(); result = <endpoint i's client>.infer(...); lane.succeeded(i, t0)
+          an interactive attempt is bounded by endpoint i's rescue limit (``tritonmix.request.rescue``: gRPC's
+          client_timeout, a gevent timer for HTTP), read from ``engine.rescue.table`` (no lock, no call)
       a failure of it (or a pick that found no endpoint): ``_resume``: Engine.resume records it and fails over
       anything else: ``_infer``
           a sequence: Sequences.run (sticky to the endpoint that holds its state)
@@ -14,6 +16,7 @@ request costs no Python frame, closure, per-request object or lock besides trito
 """
 from __future__ import annotations
 
+import math
 from typing import Any, List, Optional, Tuple
 
 from tritonclient.utils import InferenceServerException
@@ -92,12 +95,15 @@ class SyncClientMixin:
 
     # ---- the request path (module docstring) ------------------------------------------------------------------
 
-    def _resume(self, args: tuple, request_class: str, i: int, t0: float, exc: BaseException) -> Any:
-        """After the first attempt of ``infer(*args)`` on endpoint ``i`` (begun at ``t0``) raised ``exc``, or its
-        pick did (``i`` < 0): failover from there. Anything but NoEndpointAvailable from the pick is raised."""
+    def _resume(self, args: tuple, request_class: str, i: int, t0: float, exc: BaseException,
+                rescue_s: float = math.inf) -> Any:
+        """After the first attempt of ``infer(*args)`` on endpoint ``i`` (begun at ``t0``, under the rescue limit
+        ``rescue_s``) raised ``exc``, or its pick did (``i`` < 0): failover from there. Anything but
+        NoEndpointAvailable from the pick is raised."""
         if i < 0 and not isinstance(exc, NoEndpointAvailable):
             raise exc
-        return self._core.engine.resume(args[0], request_class, self._sender(args), i, t0, exc if i >= 0 else None)
+        return self._core.engine.resume(args[0], request_class, self._sender(args), i, t0, exc if i >= 0 else None,
+                                        rescue_s)
 
     def _infer(self, args: tuple, request_class: str, deadline_s: Optional[float], sequence_id: Any = 0,
                sequence_start: bool = False, sequence_end: bool = False) -> Any:

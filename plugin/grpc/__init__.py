@@ -14,6 +14,7 @@ that holds its state (``tritonmix.request.sequences``); the callback form ``asyn
 """
 from __future__ import annotations
 
+import math
 import time
 from typing import Any, Callable, Optional
 
@@ -80,6 +81,7 @@ class InferenceServerClient(SyncClientMixin, InferenceServerClientBase):
                                     "grpc")
         #: hedged requests (``controller.hedge``): each attempt is tritonclient's async_infer, cancelled when it loses
         self._lanes = {} if self._core.engine.hedged else self._core.router.lanes
+        self._rescue = self._core.engine.rescue.table
         self._closed = False
 
     # ---- life cycle --------------------------------------------------------------------------------------------
@@ -119,17 +121,26 @@ class InferenceServerClient(SyncClientMixin, InferenceServerClientBase):
               sequence_start=False, sequence_end=False, priority=0, timeout=None, client_timeout=None,
               headers=None, compression_algorithm=None, parameters=None, request_class="interactive",
               deadline_s=None):
-        lane = self._lanes.get((model_name, request_class))
+        key = (model_name, request_class)
+        lane = self._lanes.get(key)
         if lane is not None and deadline_s is None and not sequence_id and not self._closed:
             t0 = lane.begin()  # the first attempt (tritonmix.clients.sync)
             i = -1
+            rescue_s = math.inf
             try:
                 i = lane.pick()
+                limit_s = client_timeout
+                limits = self._rescue.get(key)  # interactive: the attempt's rescue limit (tritonmix.request.rescue)
+                if limits is not None:
+                    if t0 >= limits.refresh_at:
+                        limits.refresh(t0)
+                    if client_timeout is None or limits.limits[i] < client_timeout:
+                        limit_s = rescue_s = limits.limits[i]  # gRPC cancels the call at its deadline
                 result = self._clients[i].infer(model_name, inputs, model_version, outputs, request_id,
                                                  sequence_id, sequence_start, sequence_end, priority, timeout,
-                                                 client_timeout, headers, compression_algorithm, parameters)
+                                                 limit_s, headers, compression_algorithm, parameters)
             except BaseException as exc:
-                failure = (i, t0, exc)
+                failure = (i, t0, exc, rescue_s)
             else:
                 lane.succeeded(i, t0)
                 return result

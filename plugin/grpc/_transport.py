@@ -13,7 +13,8 @@ from tritonclient.utils import InferenceServerException
 from ..request.fanout import sum_statistics
 from ..request.retry import Outcome
 
-__all__ = ["classify_grpc", "UNAVAILABLE_STATUS", "channel_kwargs", "sum_grpc_statistics", "endpoint_kwargs"]
+__all__ = ["classify_grpc", "UNAVAILABLE_STATUS", "channel_kwargs", "sum_grpc_statistics", "endpoint_kwargs",
+           "KEEPALIVE"]
 
 UNAVAILABLE_STATUS = "StatusCode.UNAVAILABLE"
 _DEADLINE = "StatusCode.DEADLINE_EXCEEDED"
@@ -39,11 +40,22 @@ def classify_grpc(exc: BaseException) -> Outcome:
     return Outcome.REQUEST
 
 
+#: HTTP/2 keepalive when the caller gives no keepalive_options (tritonclient's default sends no pings): while a call
+#: is in flight and nothing has been read for 10 s the channel pings, and a ping unanswered for 5 s closes the
+#: connection, failing its calls (UNAVAILABLE: failed over). A connection whose peer vanished costs a call at most
+#: 15 s. At most 2 pings without data in between, and none on an idle channel, so that Triton's default ping policy
+#: (5 min between pings without data, 2 strikes) never answers GOAWAY "too many pings". A frozen server's kernel
+#: still ACKs TCP but its gRPC stack answers no ping: after 15 s its connection is closed too.
+KEEPALIVE = KeepAliveOptions(keepalive_time_ms=10_000, keepalive_timeout_ms=5_000,
+                             keepalive_permit_without_calls=False, http2_max_pings_without_data=2)
+
+
 def channel_kwargs(keepalive_options: Optional[KeepAliveOptions], channel_args: Optional[List[Any]]) -> Dict[str, Any]:
-    """tritonclient's default channel options plus RECONNECT_OPTIONS, unless the caller gave channel_args."""
+    """tritonclient's default channel options with KEEPALIVE (unless keepalive_options are given) plus
+    RECONNECT_OPTIONS, unless the caller gave channel_args."""
     if channel_args is not None:
         return {"channel_args": channel_args}
-    ka = keepalive_options or KeepAliveOptions()
+    ka = keepalive_options or KEEPALIVE
     options = [
         ("grpc.max_send_message_length", MAX_GRPC_MESSAGE_SIZE),
         ("grpc.max_receive_message_length", MAX_GRPC_MESSAGE_SIZE),

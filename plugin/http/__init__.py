@@ -14,6 +14,7 @@ tritonclient client, for tests and custom transports) on the constructor; ``requ
 """
 from __future__ import annotations
 
+import math
 import threading
 import time
 from typing import Any, Callable, List, Optional
@@ -33,7 +34,7 @@ from ..request import SyncHedger
 from ..request.engine import Send
 from ..request.fanout import aggregate, call_in_order, endpoint_order, install_server_calls, sum_statistics
 from ..fleet import Fleet
-from ._transport import UNAVAILABLE_STATUS, ThreadClients, classify_http, model_ready, probe_factory
+from ._transport import UNAVAILABLE_STATUS, ThreadClients, classify_http, keep_alive, model_ready, probe_factory
 
 __all__ = [
     "InferenceServerClient",
@@ -43,6 +44,11 @@ __all__ = [
     "InferAsyncRequest",
     "InferenceServerException",
 ]
+
+
+class _Stalled(BaseException):
+    """Thrown into the greenlet of an attempt that reached its rescue limit. Not an OSError, which
+    geventhttpclient would take for a broken pooled connection and send again on the same endpoint."""
 
 
 class InferAsyncRequest:
@@ -95,6 +101,7 @@ class InferenceServerClient(SyncClientMixin, InferenceServerClientBase):
         self._core.follow_endpoints(both(self._clients.follow, self._probes.follow), "http")
         self._hedger = SyncHedger.for_engine(self._core.engine)  # None unless the fleet enables hedging
         self._lanes = self._core.router.lanes if self._hedger is None else {}
+        self._rescue = self._core.engine.rescue.table
         self._closed = False
 
     # ---- life cycle --------------------------------------------------------------------------------------------
@@ -127,7 +134,7 @@ class InferenceServerClient(SyncClientMixin, InferenceServerClientBase):
 
     def _make_endpoint_client(self, url: str) -> Any:
         factory = self._factory
-        client = factory(url) if factory is not None else _tc.InferenceServerClient(url, **self._kwargs)
+        client = factory(url) if factory is not None else keep_alive(_tc.InferenceServerClient(url, **self._kwargs))
         if self._plugin is not None:
             client.register_plugin(self._plugin)
         return client
@@ -141,20 +148,40 @@ class InferenceServerClient(SyncClientMixin, InferenceServerClientBase):
               sequence_start=False, sequence_end=False, priority=0, timeout=None, headers=None,
               query_params=None, request_compression_algorithm=None, response_compression_algorithm=None,
               parameters=None, request_class="interactive", deadline_s=None):
-        lane = self._lanes.get((model_name, request_class))
+        key = (model_name, request_class)
+        lane = self._lanes.get(key)
         if lane is not None and deadline_s is None and not sequence_id and not self._closed:
             t0 = lane.begin()  # the first attempt (tritonmix.clients.sync)
             i = -1
+            rescue_s = math.inf
             try:
                 i = lane.pick()
                 client = self._clients.local.clients[i]
                 if client is None:
                     client = self._clients.get(i)
-                result = client.infer(model_name, inputs, model_version, outputs, request_id, sequence_id,
-                                      sequence_start, sequence_end, priority, timeout, headers, query_params,
-                                      request_compression_algorithm, response_compression_algorithm, parameters)
+                limits = self._rescue.get(key)  # interactive: the attempt's rescue limit (tritonmix.request.rescue)
+                if limits is None:
+                    result = client.infer(model_name, inputs, model_version, outputs, request_id, sequence_id,
+                                          sequence_start, sequence_end, priority, timeout, headers, query_params,
+                                          request_compression_algorithm, response_compression_algorithm, parameters)
+                else:
+                    if t0 >= limits.refresh_at:
+                        limits.refresh(t0)
+                    rescue_s = limits.limits[i]
+                    timer = gevent.get_hub().loop.timer(rescue_s)
+                    timer.start(gevent.getcurrent().throw, _Stalled, update=True)
+                    try:
+                        result = client.infer(model_name, inputs, model_version, outputs, request_id, sequence_id,
+                                              sequence_start, sequence_end, priority, timeout, headers,
+                                              query_params, request_compression_algorithm,
+                                              response_compression_algorithm, parameters)
+                    finally:
+                        timer.close()
+            except _Stalled:
+                self._clients.discard(i)  # its connection is mid-request: closed, not reused
+                failure = (i, t0, TimeoutError("no answer within the rescue limit"), rescue_s)
             except BaseException as exc:
-                failure = (i, t0, exc)
+                failure = (i, t0, exc, rescue_s)
             else:
                 lane.succeeded(i, t0)
                 return result

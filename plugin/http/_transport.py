@@ -20,7 +20,8 @@ from tritonclient.utils import InferenceServerException
 
 from ..request.retry import Outcome
 
-__all__ = ["ThreadClients", "classify_http", "UNAVAILABLE_STATUS"]
+__all__ = ["ThreadClients", "classify_http", "UNAVAILABLE_STATUS", "keep_alive", "KEEPALIVE_IDLE_S",
+           "KEEPALIVE_INTERVAL_S", "KEEPALIVE_COUNT", "USER_TIMEOUT_S"]
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +42,36 @@ def classify_http(exc: BaseException) -> Outcome:
 
 
 _NOT_SENT_ERRNOS = frozenset({101, 111, 113, 99})  # ENETUNREACH, ECONNREFUSED, EHOSTUNREACH, EADDRNOTAVAIL
+
+#: TCP keep-alive on every endpoint connection of the sync HTTP client: a connection whose peer vanished (no FIN, no
+#: RST) while nothing was outstanding is closed by the kernel after IDLE + INTERVAL x COUNT = 25 s; one with bytes
+#: sent and never acknowledged, after USER_TIMEOUT_S (TCP_USER_TIMEOUT). The read on it then fails (maybe ran: failed
+#: over). A peer whose kernel still answers (a frozen process) is not dead to TCP: the rescue limit covers that.
+KEEPALIVE_IDLE_S = 10
+KEEPALIVE_INTERVAL_S = 5
+KEEPALIVE_COUNT = 3
+USER_TIMEOUT_S = 25
+
+
+def _tune(sock: Any) -> None:
+    """SO_KEEPALIVE with the probes above, and TCP_USER_TIMEOUT, where the platform has them."""
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    for name, value in (("TCP_KEEPIDLE", KEEPALIVE_IDLE_S), ("TCP_KEEPINTVL", KEEPALIVE_INTERVAL_S),
+                        ("TCP_KEEPCNT", KEEPALIVE_COUNT), ("TCP_USER_TIMEOUT", USER_TIMEOUT_S * 1000)):
+        option = getattr(socket, name, None)
+        if option is not None:
+            sock.setsockopt(socket.IPPROTO_TCP, option, value)
+
+
+def keep_alive(client: Any) -> Any:
+    """Turn on TCP keep-alive (``_tune``) for the connections a tritonclient HTTP client opens from now on; returns
+    the client. tritonclient has no socket-options argument, so this sets geventhttpclient's documented
+    ``after_connect`` hook on the client's connection pool; a client without one (a custom transport from
+    ``endpoint_client_factory``) is left as it is."""
+    pool = getattr(getattr(client, "_client_stub", None), "_connection_pool", None)
+    if pool is not None and hasattr(pool, "after_connect"):
+        pool.after_connect = _tune
+    return client
 
 
 class _Clients(dict):

@@ -3,11 +3,16 @@ its lane, deadline and retry policy, and the errors that end it.
 
     Attempts(engine, model, rc, deadline_s)   lane.begin() (unless the caller began it), the deadline from now
     pick()                                    lane.pick(exclude=endpoints tried); none left: the summary error
+    limit(i, now, remaining_s)                (the time limit to give the transport, the rescue limit or inf): the
+                                              shorter of the deadline's remaining_s and endpoint i's rescue limit
+                                              (``tritonmix.request.rescue``; interactive requests only)
     succeeded(i, t0)                          lane.succeeded
-    noted(i, t0, exc)                         lane.failed with the classified outcome; raises what ends the request
-                                              whatever else is in flight (a cancellation, the client closed, the
-                                              server's answer about the request); else the attempt joins the history
-    failed(i, t0, exc)                        noted, then raises unless a retry is allowed (policy, deadline, budget)
+    noted(i, t0, exc, rescue_s)               lane.failed with the classified outcome (STALLED when it failed at its
+                                              rescue limit ``rescue_s``); raises what ends the request whatever else
+                                              is in flight (a cancellation, the client closed, the server's answer
+                                              about the request); else the attempt joins the history
+    failed(i, t0, exc, rescue_s)              noted, then raises unless a retry is allowed (policy, deadline, budget);
+                                              a retry after a stall is the request's rescue copy, counted
 
 Every pick is matched by exactly one lane.succeeded or lane.failed. What the user sees is tritonclient's
 InferenceServerException: the server's own, or one naming every endpoint tried and why. An attempt that the
@@ -17,12 +22,14 @@ attempt, not a cancellation.
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, Optional
+import math
+from typing import TYPE_CHECKING, Optional, Tuple
 
 from tritonclient.utils import InferenceServerException
 
 from ..dispatch_core import NoEndpointAvailable
-from ..errors import TransportCancelled
+from ..errors import AttemptStalled, TransportCancelled
+from .rescue import STALL_TOLERANCE
 from .retry import Attempt, Outcome
 from .router import REQUEST_CLASSES
 
@@ -35,7 +42,7 @@ __all__ = ["Attempts", "task_cancelled", "transport_cancelled", "is_not_found"]
 class Attempts:
     """The bookkeeping of one request (module docstring); ``policy`` is a new value after each failed attempt."""
 
-    __slots__ = ("engine", "model", "request_class", "lane", "deadline_at", "policy")
+    __slots__ = ("engine", "model", "request_class", "lane", "deadline_at", "policy", "rescue")
 
     def __init__(self, engine: "Engine", model: str, request_class: str, deadline_s: Optional[float],
                  begun: bool = False) -> None:
@@ -49,10 +56,23 @@ class Attempts:
         now = engine.clock() if begun else self.lane.begin()
         self.deadline_at = None if deadline_s is None else now + deadline_s
         self.policy = engine.policy
+        self.rescue = engine.rescue.limits(model, request_class)
 
-    def noted(self, i: int, t0: float, exc: BaseException) -> float:
+    def limit(self, i: int, now: float, remaining_s: Optional[float]) -> Tuple[Optional[float], float]:
+        """(the time limit to give the transport for an attempt on endpoint i, its rescue limit): the rescue limit
+        when it is the shorter (it is then also the first value), else the deadline's ``remaining_s`` and inf."""
+        rescue = self.rescue
+        if rescue is None:
+            return remaining_s, math.inf
+        limit_s = rescue.limit_s(i, now)
+        if remaining_s is not None and remaining_s <= limit_s:
+            return remaining_s, math.inf
+        return limit_s, limit_s
+
+    def noted(self, i: int, t0: float, exc: BaseException, rescue_s: float = math.inf) -> float:
         """Record a failed attempt and add it to the history; returns the time. Raises what ends the request
-        whatever else is in flight: a cancellation, the client closed, the server's error about the request."""
+        whatever else is in flight: a cancellation, the client closed, the server's error about the request. An
+        attempt that failed at its rescue limit ``rescue_s`` is STALLED (``tritonmix.request.rescue``)."""
         engine = self.engine
         if not isinstance(exc, Exception):
             self.lane.failed(i, t0, None)
@@ -60,7 +80,10 @@ class Attempts:
         if engine.closed:
             self.lane.failed(i, t0, Outcome.MAYBE_RAN)
             raise engine.closed_error(self.model) from exc
-        outcome = engine.classify(exc)
+        if rescue_s < math.inf and self.rescue is not None and not isinstance(exc, AttemptStalled) \
+                and engine.clock() - t0 >= STALL_TOLERANCE * rescue_s:
+            exc = engine.rescue.stalled(self.rescue, i, rescue_s, exc)
+        outcome = Outcome.STALLED if isinstance(exc, AttemptStalled) else engine.classify(exc)
         now = self.lane.failed(i, t0, outcome)
         if outcome is Outcome.REQUEST:
             if engine.on_not_found is not None and is_not_found(exc):
@@ -89,12 +112,14 @@ class Attempts:
     def succeeded(self, i: int, t0: float) -> None:
         self.lane.succeeded(i, t0)
 
-    def failed(self, i: int, t0: float, exc: BaseException) -> None:
+    def failed(self, i: int, t0: float, exc: BaseException, rescue_s: float = math.inf) -> None:
         """Record the failure, then return to retry or raise (the server's error, or the summary)."""
-        now = self.noted(i, t0, exc)
+        now = self.noted(i, t0, exc, rescue_s)
         engine, policy = self.engine, self.policy
         if not policy.can_retry():
-            why = f"{len(policy.history)} attempt(s), no retries left"
+            stalled = policy.history[-1].outcome is Outcome.STALLED
+            why = ("the rescue copy got no answer either" if stalled and policy.stalls() > 1
+                   else f"{len(policy.history)} attempt(s), no retries left")
             raise engine.exhausted(self.model, policy, why) from exc
         if self.deadline_at is not None and now >= self.deadline_at:
             raise engine.exhausted(self.model, policy, "deadline passed") from exc
@@ -103,6 +128,8 @@ class Attempts:
         # That keeps a client that just saw the whole fleet down from refusing retries while servers come back.
         if policy.history[-1].outcome.reached_server and not engine.router.budget.try_acquire():
             raise engine.exhausted(self.model, policy, "retry budget spent") from exc
+        if policy.history[-1].outcome is Outcome.STALLED:
+            engine.rescue.count_copy(i)
 
 
 def task_cancelled() -> bool:

@@ -61,13 +61,14 @@ class FailoverCall:
             self._deliver(None, exc)
             return
         t0 = self._engine.clock()
-        done = functools.partial(self._done, i, t0)
+        limit_s, rescue_s = att.limit(i, t0, remaining_s)
+        done = functools.partial(self._done, i, t0, rescue_s)
         try:
-            self._ctx = self._start(i, remaining_s, done)
+            self._ctx = self._start(i, limit_s, done)
         except Exception as exc:  # noqa: BLE001 - an attempt that failed to start is a failed attempt
-            self._done(i, t0, error=exc)
+            self._done(i, t0, rescue_s, error=exc)
 
-    def _done(self, i: int, t0: float, result: Any = None, error: Any = None) -> None:
+    def _done(self, i: int, t0: float, rescue_s: float, result: Any = None, error: Any = None) -> None:
         att = self._att
         assert att is not None
         if error is None:
@@ -75,7 +76,7 @@ class FailoverCall:
             self._deliver(result, None)
             return
         try:
-            att.failed(i, t0, error)
+            att.failed(i, t0, error, rescue_s)
         except BaseException as final:  # noqa: BLE001 - the request's last word goes to the callback
             self._deliver(None, final)
             return

@@ -2,12 +2,14 @@
 coroutines (``run_async``), both over ``Attempts`` so that their bookkeeping cannot drift. Hedged requests take the
 hedging drivers instead (``tritonmix.request.hedging``), gRPC's callback form ``callback.FailoverCall``.
 
-    begin -> pick(exclude=tried) -> send(i, remaining_s)
+    begin -> pick(exclude=tried) -> send(i, limit_s)   limit_s: the deadline's remaining time or, for interactive
+                                                        requests, i's rescue limit when shorter (``rescue``)
         ok          lane.succeeded(i, t0), return the result
         REQUEST     lane.failed(i, t0, REQUEST), raise the server's error unchanged (never retried)
         otherwise   lane.failed(i, t0, outcome); retry on another endpoint while the policy has retries left,
                     the deadline has time left and the retry budget has a token; else one
-                    InferenceServerException naming every endpoint tried and why
+                    InferenceServerException naming every endpoint tried and why, and the state of the others
+        no answer within the rescue limit: STALLED, sent once more elsewhere (the rescue copy, ``rescue``)
 
 Every pick is matched by exactly one record, whatever ``send`` raised (cancellation included).
 
@@ -19,6 +21,7 @@ itself was not cancelled is such a failure too; a real cancellation of the task 
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from typing import Any, Awaitable, Callable, Optional
 
@@ -26,6 +29,7 @@ from tritonclient.utils import InferenceServerException
 
 from .attempts import Attempts, task_cancelled, transport_cancelled
 from .hedging import HedgeDelay, HedgedCall, Start, run_hedged_async
+from .rescue import Rescue
 from .retry import Outcome, RetryBudget, RetryPolicy
 from .router import Router
 
@@ -55,6 +59,10 @@ class Engine:
                                                   if self.hedge.enabled else None)
         #: hedges per hedgeable request over the last 10 s: at most max(2, max_share x requests)
         self.hedge_budget = RetryBudget(self.hedge.max_share, min_retries=2, window_s=10.0, clock=clock)
+        settings = router.fleet.controller
+        #: the rescue limits of interactive attempts and the copies sent (``tritonmix.request.rescue``)
+        self.rescue = Rescue(router.lane, router.endpoint_names, router.fleet.slo_s, settings.rescue_factor,
+                             settings.rescue)
         self.closed = False
 
     @property
@@ -71,13 +79,14 @@ class Engine:
         return self.drive(Attempts(self, model, request_class, deadline_s), send)
 
     def resume(self, model: str, request_class: str, send: Send, i: int = -1, t0: float = 0.0,
-               exc: Optional[BaseException] = None) -> Any:
+               exc: Optional[BaseException] = None, rescue_s: float = math.inf) -> Any:
         """``run`` (no deadline) for a request whose ``lane.begin()`` and first attempt the caller made itself (the
         sync clients' first attempt, ``tritonmix.clients.sync``): the attempt on endpoint ``i`` started at ``t0``
-        failed with ``exc``, and is recorded here; ``exc`` None: the caller's pick found no endpoint."""
+        under the rescue limit ``rescue_s`` failed with ``exc``, and is recorded here; ``exc`` None: the caller's
+        pick found no endpoint."""
         att = Attempts(self, model, request_class, None, begun=True)
         if exc is not None:
-            att.failed(i, t0, exc)
+            att.failed(i, t0, exc, rescue_s)
         return self.drive(att, send)
 
     def drive(self, att: Attempts, send: Send) -> Any:
@@ -86,10 +95,11 @@ class Engine:
             remaining_s = att.remaining_s(self.clock())
             i = att.pick()
             t0 = self.clock()
+            limit_s, rescue_s = att.limit(i, t0, remaining_s)
             try:
-                result = send(i, remaining_s)
+                result = send(i, limit_s)
             except BaseException as exc:
-                att.failed(i, t0, exc)
+                att.failed(i, t0, exc, rescue_s)
                 continue
             att.succeeded(i, t0)
             return result
@@ -114,13 +124,14 @@ class Engine:
             remaining_s = att.remaining_s(self.clock())
             i = att.pick()
             t0 = self.clock()
+            limit_s, rescue_s = att.limit(i, t0, remaining_s)
             try:
-                result = await send(i, remaining_s)
+                result = await send(i, limit_s)
             except asyncio.CancelledError as exc:
-                att.failed(i, t0, exc if task_cancelled() else transport_cancelled(exc))
+                att.failed(i, t0, exc if task_cancelled() else transport_cancelled(exc), rescue_s)
                 continue
             except BaseException as exc:
-                att.failed(i, t0, exc)
+                att.failed(i, t0, exc, rescue_s)
                 continue
             att.succeeded(i, t0)
             return result
@@ -130,8 +141,21 @@ class Engine:
             msg=f"tritonmix: the client was closed while a request for model '{model}' was in flight")
 
     def exhausted(self, model: str, policy: RetryPolicy, why: str) -> InferenceServerException:
+        """The summary error: each endpoint tried and what happened, then the state of those not tried."""
         tried = policy.describe() or "no endpoint was tried"
+        others = self._others(model, policy)
         return InferenceServerException(
-            msg=f"tritonmix: model '{model}' failed on every endpoint tried ({why}): {tried}",
+            msg=f"tritonmix: model '{model}' failed on every endpoint tried ({why}): {tried}{others}",
             status=self.unavailable_status,
         )
+
+    def _others(self, model: str, policy: RetryPolicy) -> str:
+        """"; not tried: name (state), ..." for the endpoints the request did not try."""
+        router, tried = self.router, policy.tried()
+        ejected = router.ejected()
+        rest = []
+        for j, name in enumerate(router.endpoint_names()):
+            if j not in tried:
+                state = "ejected" if ejected[j] else "not ready" if not router.is_available(model, j) else "available"
+                rest.append(f"{name} ({state})")
+        return f"; not tried: {', '.join(rest)}" if rest else ""

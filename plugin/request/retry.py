@@ -18,6 +18,8 @@ Failure kinds (``Outcome``)::
     MAYBE_RAN     sent, no usable response (reset, timeout) -> fail over when retry_maybe_executed
     UNAVAILABLE   the server answered 503 / UNAVAILABLE     -> fail over (the server did not run it)
     REQUEST       the server answered about the request     -> pass the server's error through, never retried
+    STALLED       no answer within the rescue limit         -> fail over once per request (the rescue copy,
+                  (``tritonmix.request.rescue``)               ``tritonmix.request.rescue``); a second stall ends it
 """
 from __future__ import annotations
 
@@ -37,6 +39,7 @@ class Outcome(enum.Enum):
     MAYBE_RAN = "maybe ran"
     UNAVAILABLE = "unavailable"
     REQUEST = "request error"
+    STALLED = "stalled"
 
     @property
     def reached_server(self) -> bool:
@@ -69,13 +72,19 @@ class RetryPolicy:
         """Whether a failure of this kind may be sent to another endpoint at all."""
         if outcome is Outcome.REQUEST:
             return False
-        return outcome is not Outcome.MAYBE_RAN or self.retry_maybe_executed
+        return outcome not in (Outcome.MAYBE_RAN, Outcome.STALLED) or self.retry_maybe_executed
 
     def can_retry(self) -> bool:
         """True when the last attempt failed over-ably and retries are left (attempts = 1 + retries)."""
         if not self.history or not self.retryable(self.history[-1].outcome):
             return False
+        if self.history[-1].outcome is Outcome.STALLED and self.stalls() > 1:
+            return False  # one rescue copy per request: the copy stalled too
         return len(self.history) <= self.max_retries
+
+    def stalls(self) -> int:
+        """Attempts that got no answer within their rescue limit."""
+        return sum(1 for a in self.history if a.outcome is Outcome.STALLED)
 
     def tried(self) -> FrozenSet[int]:
         """Endpoints already tried: a retry never goes back to them."""

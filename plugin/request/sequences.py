@@ -6,7 +6,9 @@ started it, so every request of a sequence goes to one endpoint. ``Sequences`` w
                                               recorded as any request): no failover, the state is not elsewhere; an
                                               endpoint that takes no requests now (ejected, not ready, weight 0)
                                               fails the request at once with an error that says to start the
-                                              sequence again
+                                              sequence again; no answer within the endpoint's rescue limit
+                                              (interactive, ``tritonmix.request.rescue``) fails the request with an
+                                              error naming the endpoint that holds the state, never a move
     sequence_end                              unpinned after the request, whatever its outcome
 
 The pins (``SequencePins``) are bounded: past ``capacity`` the least recently used goes (a sequence that never sent
@@ -14,6 +16,7 @@ its end). Sequences are never hedged.
 """
 from __future__ import annotations
 
+import math
 import threading
 from collections import OrderedDict
 from typing import Any, FrozenSet, List, Optional, Tuple
@@ -23,7 +26,7 @@ from tritonclient.utils import InferenceServerException
 from ..dispatch_core import NoEndpointAvailable
 from .attempts import Attempts
 from .engine import AsyncSend, Engine, Send
-from .retry import RetryPolicy
+from .retry import Outcome, RetryPolicy
 
 __all__ = ["SequencePins", "Sequences"]
 
@@ -106,6 +109,22 @@ class _Pinned(Attempts):
                 msg=f"tritonmix: sequence {self.key[1]!r} of model '{self.model}' is on endpoint {name}, which takes "
                     f"no requests now (ejected, not ready or weight 0); its state is there: start the sequence again",
                 status=self.engine.unavailable_status) from None
+
+    def failed(self, i: int, t0: float, exc: BaseException, rescue_s: float = math.inf) -> None:
+        """As ``Attempts.failed`` (no retries: it raises), with an error that names the sequence's endpoint when
+        the attempt stalled."""
+        before = len(self.policy.history)
+        try:
+            super().failed(i, t0, exc, rescue_s)
+        except InferenceServerException as error:
+            history = self.policy.history
+            if len(history) > before and history[-1].outcome is Outcome.STALLED:
+                raise InferenceServerException(
+                    msg=f"tritonmix: sequence {self.key[1]!r} of model '{self.model}' is on endpoint "
+                        f"{history[-1].name}, which gave {history[-1].reason}; the request was not moved, since the "
+                        f"sequence's state is there",
+                    status=self.engine.unavailable_status) from error
+            raise
 
 
 class Sequences:

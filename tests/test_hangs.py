@@ -1,0 +1,294 @@
+"""Hangs are failures too (``tritonmix.request.rescue``): three real Triton servers, the first one behind a FaultProxy
+(HTTP and gRPC ports); four clients at once (sync and aio, HTTP and gRPC), each with four callers. One endpoint
+frozen (SIGSTOP), black-holed or half-open: no request fails, none waits out the fault, and copies are sent; a slow
+endpoint sends none; every endpoint frozen: each call ends within the bound with an error naming the endpoints; a
+sequence pinned to a frozen endpoint errors, naming it, and is never moved."""
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from typing import Any, Callable, Dict, Iterator, List, Tuple
+
+import pytest
+from tritonclient.utils import InferenceServerException
+
+import tritonmix.grpc
+import tritonmix.grpc.aio
+import tritonmix.http
+import tritonmix.http.aio
+from clients_support import Trio, add_sub_inputs, assert_nothing_in_flight, sample
+from tritonmix.fleet import Fleet
+from tritonmix.local import FaultProxy
+
+pytestmark = pytest.mark.timeout(120)
+
+MODES = ("sync-http", "sync-grpc", "aio-http", "aio-grpc")
+SLO_MS = 300.0
+#: the rescue limit of a fast model: max(4 x usual, usual + SLO), usual a few ms here
+LIMIT_S = SLO_MS / 1000.0
+#: a request rescued at LIMIT_S plus its copy, with room for a loaded 2-core machine; well under the fault's length
+MAX_LATENCY_S = 1.2
+FAULT_S = 2.0
+CALLERS = 4
+
+
+@pytest.fixture(scope="module")
+def trio() -> Iterator[Trio]:
+    trio = Trio()
+    try:
+        yield trio
+    finally:
+        trio.stop()
+
+
+@pytest.fixture(scope="module")
+def proxies(trio: Trio) -> Iterator[Dict[str, FaultProxy]]:
+    server = trio.servers[0]
+    found = {"http": FaultProxy(server.http_url).start(), "grpc": FaultProxy(server.grpc_url).start()}
+    try:
+        yield found
+    finally:
+        for proxy in found.values():
+            proxy.stop()
+
+
+def _fleet(trio: Trio, proxies: Dict[str, FaultProxy], protocol: str, slo_ms: float = SLO_MS) -> Fleet:
+    urls = [proxies[protocol].address] + trio.urls(protocol)[1:]
+    return Fleet.from_urls(",".join(urls), protocol=protocol, slo_ms=slo_ms,
+                           controller={"eject_base_s": 0.5, "eject_max_s": 1.0})
+
+
+class Callers:
+    """``CALLERS`` callers of one client in a loop (threads, or tasks on a loop of its own); every request's
+    latency and error."""
+
+    def __init__(self, mode: str, fleet: Fleet) -> None:
+        self.kind, self.protocol = mode.split("-")
+        self.module = getattr(tritonmix, self.protocol)
+        if self.kind == "aio":
+            self.module = self.module.aio
+        self.fleet = fleet
+        self.results: List[Tuple[float, float, Any]] = []  # (started, latency_s, error)
+        self.stop = threading.Event()
+        self.client: Any = None
+        self.loop: Any = None
+        self._threads: List[threading.Thread] = []
+
+    def start(self) -> "Callers":
+        if self.kind == "sync":
+            self.client = self.module.InferenceServerClient(fleet=self.fleet, seed=11)
+            self._threads = [threading.Thread(target=self._sync, args=(c,)) for c in range(CALLERS)]
+        else:
+            ready = threading.Event()
+            self._threads = [threading.Thread(target=lambda: asyncio.run(self._aio(ready)))]
+        for t in self._threads:
+            t.start()
+        if self.kind == "aio":
+            assert ready.wait(30)
+        return self
+
+    def _sync(self, c: int) -> None:
+        k = 0
+        while not self.stop.is_set():
+            self._one(lambda: self.client.infer("add_sub", add_sub_inputs(self.module, *sample(c * 1000 + k))))
+            k += 1
+
+    def _one(self, call: Callable[[], Any]) -> None:
+        t0 = time.monotonic()
+        try:
+            call()
+        except Exception as exc:  # noqa: BLE001 - collected for the assertions
+            self.results.append((t0, time.monotonic() - t0, exc))
+            return
+        self.results.append((t0, time.monotonic() - t0, None))
+
+    async def _aio(self, ready: threading.Event) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.client = self.module.InferenceServerClient(fleet=self.fleet, seed=11)
+        ready.set()
+
+        async def caller(c: int) -> None:
+            k = 0
+            while not self.stop.is_set():
+                t0 = time.monotonic()
+                try:
+                    await self.client.infer("add_sub", add_sub_inputs(self.module, *sample(c * 1000 + k)))
+                except Exception as exc:  # noqa: BLE001 - collected for the assertions
+                    self.results.append((t0, time.monotonic() - t0, exc))
+                else:
+                    self.results.append((t0, time.monotonic() - t0, None))
+                k += 1
+
+        await asyncio.gather(*(caller(c) for c in range(CALLERS)))
+        await self.client.close()
+
+    def finish(self) -> None:
+        self.stop.set()
+        for t in self._threads:
+            t.join(30)
+        assert not any(t.is_alive() for t in self._threads), "a caller hung"
+        if self.kind == "sync":
+            assert_nothing_in_flight(self.client)
+            self.client.close()
+
+    def copies(self) -> List[int]:
+        return [r.rescued for r in self.client.endpoint_reports()]
+
+
+def _run_fault(trio: Trio, proxies: Dict[str, FaultProxy], begin: Callable[[], None], end: Callable[[], None],
+               slo_ms: float = SLO_MS, fault_s: float = FAULT_S) -> Dict[str, Callers]:
+    runs = {mode: Callers(mode, _fleet(trio, proxies, mode.split("-")[1], slo_ms)).start() for mode in MODES}
+    try:
+        time.sleep(1.5)  # every endpoint's usual latency known
+        begin()
+        time.sleep(fault_s)
+    finally:
+        end()
+        time.sleep(0.5)
+        for run in runs.values():
+            run.finish()
+    return runs
+
+
+def _check_rescued(runs: Dict[str, Callers]) -> None:
+    for mode, run in runs.items():
+        errors = [e for _, _, e in run.results if e is not None]
+        slowest = max(latency for _, latency, _ in run.results)
+        copies = run.copies()
+        assert not errors, f"{mode}: {len(errors)} of {len(run.results)} failed: {errors[:2]}"
+        assert slowest < MAX_LATENCY_S, f"{mode}: a request took {slowest:.2f} s (copies {copies})"
+        assert copies[0] >= 1 and copies[1:] == [0, 0], f"{mode}: copies per endpoint {copies}"
+
+
+def _warm(call: Callable[[int], Any]) -> None:
+    """Requests for 0.3 s: every endpoint's usual latency known, and the rescue limits computed from them (they are
+    recomputed every REFRESH_S, 0.05 s, by the request that notices)."""
+    for k in range(30):
+        call(k)
+        time.sleep(0.01)
+
+
+def _set_mode(proxies: Dict[str, FaultProxy], mode: str) -> Callable[[], None]:
+    def apply() -> None:
+        for proxy in proxies.values():
+            proxy.set_mode(mode)
+            if mode == "pass":
+                proxy.reset_connections()  # the path is back: what was lost on it is reset, as a rebooted peer would
+    return apply
+
+
+def test_a_frozen_endpoint_holds_no_request(trio: Trio, proxies: Dict[str, FaultProxy]) -> None:
+    server = trio.servers[0]
+    _check_rescued(_run_fault(trio, proxies, server.freeze, server.thaw))
+
+
+@pytest.mark.parametrize("fault", ["blackhole", "half_open"])
+def test_a_black_holed_or_half_open_path_holds_no_request(trio: Trio, proxies: Dict[str, FaultProxy],
+                                                          fault: str) -> None:
+    _check_rescued(_run_fault(trio, proxies, _set_mode(proxies, fault), _set_mode(proxies, "pass")))
+
+
+def test_a_slow_endpoint_sends_no_copies(trio: Trio, proxies: Dict[str, FaultProxy]) -> None:
+    def slow() -> None:
+        for proxy in proxies.values():
+            proxy.set_delay(0.004)  # each way: a few ms of model time becomes two to three times that
+
+    def fast() -> None:
+        for proxy in proxies.values():
+            proxy.set_delay(0.0)
+
+    runs = _run_fault(trio, proxies, slow, fast)
+    for mode, run in runs.items():
+        errors = [e for _, _, e in run.results if e is not None]
+        assert not errors and run.copies() == [0, 0, 0], f"{mode}: errors {errors[:2]}, copies {run.copies()}"
+
+
+def test_every_endpoint_frozen_ends_each_call_within_the_bound(trio: Trio, proxies: Dict[str, FaultProxy]) -> None:
+    fleets = {p: _fleet(trio, proxies, p) for p in ("http", "grpc")}
+    outcomes: Dict[str, Tuple[float, str]] = {}
+    warm = {name: threading.Event() for name in ("http", "grpc", "aio-http", "aio-grpc")}
+    frozen = threading.Event()
+
+    def ended(name: str, t0: float, error: Any) -> None:
+        outcomes[name] = (time.monotonic() - t0, str(error) if error is not None else "answered")
+
+    def sync_call(p: str) -> None:
+        module = getattr(tritonmix, p)
+        with module.InferenceServerClient(fleet=fleets[p], seed=5) as client:
+            _warm(lambda k: client.infer("add_sub", add_sub_inputs(module, *sample(k))))
+            warm[p].set()
+            frozen.wait(30)
+            t0, error = time.monotonic(), None
+            try:
+                client.infer("add_sub", add_sub_inputs(module, *sample(0)))
+            except InferenceServerException as exc:
+                error = exc
+            ended(p, t0, error)
+
+    async def aio_call(p: str) -> None:
+        module = getattr(tritonmix, p).aio
+        async with module.InferenceServerClient(fleet=fleets[p], seed=5) as client:
+            for k in range(30):  # usual latencies known, and the limits computed from them (REFRESH_S)
+                await client.infer("add_sub", add_sub_inputs(module, *sample(k)))
+                await asyncio.sleep(0.01)
+            warm["aio-" + p].set()
+            await asyncio.get_running_loop().run_in_executor(None, frozen.wait, 30)
+            t0, error = time.monotonic(), None
+            try:
+                await client.infer("add_sub", add_sub_inputs(module, *sample(0)))
+            except InferenceServerException as exc:
+                error = exc
+            ended("aio-" + p, t0, error)
+
+    threads = [threading.Thread(target=sync_call, args=(p,)) for p in fleets]
+    threads += [threading.Thread(target=lambda p=p: asyncio.run(aio_call(p))) for p in fleets]
+    for t in threads:
+        t.start()
+    try:
+        assert all(event.wait(30) for event in warm.values())
+        for server in trio.servers:
+            server.freeze()
+        frozen.set()
+        for t in threads:
+            t.join(20)
+    finally:
+        frozen.set()
+        for server in trio.servers:
+            server.thaw()
+        for t in threads:
+            t.join(30)
+    bound_s = 2 * LIMIT_S  # the first attempt and its copy, each at its rescue limit
+    assert set(outcomes) == set(warm), outcomes
+    print("all frozen:", {name: round(elapsed_s, 3) for name, (elapsed_s, _) in outcomes.items()})
+    for name, (elapsed_s, text) in outcomes.items():
+        assert bound_s * 0.9 < elapsed_s < bound_s + 0.6, f"{name}: ended after {elapsed_s:.2f} s: {text}"
+        assert "stalled" in text and "no answer within" in text, f"{name}: {text}"
+        assert all(e.name in text for e in fleets["http"].endpoints + fleets["grpc"].endpoints
+                   if e.protocol == name.split("-")[-1]), f"{name}: not every endpoint named: {text}"
+
+
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_a_sequence_on_a_frozen_endpoint_errors_and_is_never_moved(trio: Trio, proxies: Dict[str, FaultProxy],
+                                                                  protocol: str) -> None:
+    module = getattr(tritonmix, protocol)
+    fleet = _fleet(trio, proxies, protocol)
+    with module.InferenceServerClient(fleet=fleet, seed=5) as client:
+        _warm(lambda k: client.infer("add_sub", add_sub_inputs(module, *sample(k))))
+        client.infer("add_sub", add_sub_inputs(module, *sample(0)), sequence_id=77, sequence_start=True)
+        home = client._core.pins.get(("add_sub", 77))
+        served = [r.succeeded for r in client.endpoint_reports()]
+        trio.servers[home].freeze()
+        try:
+            t0 = time.monotonic()
+            with pytest.raises(InferenceServerException) as info:
+                client.infer("add_sub", add_sub_inputs(module, *sample(1)), sequence_id=77)
+            elapsed_s = time.monotonic() - t0
+        finally:
+            trio.servers[home].thaw()
+        name = fleet.endpoints[home].name
+        assert elapsed_s < LIMIT_S + 0.6, elapsed_s
+        assert f"sequence 77 of model 'add_sub' is on endpoint {name}" in str(info.value), str(info.value)
+        assert [r.succeeded for r in client.endpoint_reports()] == served  # nothing served elsewhere
+        assert sum(r.rescued for r in client.endpoint_reports()) == 0
+
