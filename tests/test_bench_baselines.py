@@ -73,3 +73,38 @@ def test_restricted_translates_indexes_both_ways() -> None:
     assert [p.pick(set()) for _ in range(4)] == [DEAR, CHEAP, DEAR, CHEAP]
     assert p.pick({DEAR}) == CHEAP
     p.done(CHEAP)
+
+
+def test_senders_say_which_endpoints_each_request_went_to(monkeypatch) -> None:
+    """The baseline sender returns (and a failure carries) the endpoint of every attempt; tritonmix's client's
+    per-endpoint clients are wrapped to note theirs on the calling thread."""
+    import threading
+
+    import tritonclient.http as tc_http
+
+    from tritonmix.bench.senders import BaselineSender, _Noting
+
+    class Fake:
+        def __init__(self, url: str, **kwargs: object) -> None:
+            self.url = url
+
+        def infer(self, *args: object, **kwargs: object) -> str:
+            if self.url == "h:1":
+                raise ConnectionRefusedError("refused")
+            if self.url == "h:3":
+                raise ValueError("bad request")
+            return "ok"
+
+        def close(self) -> None:
+            pass
+
+    monkeypatch.setattr(tc_http, "InferenceServerClient", Fake)
+    sender = BaselineSender(FLEET, RoundRobin(3), "m", 1.0)
+    assert sender() == ("dear", "cheap")  # refused on dear, retried on cheap
+    with pytest.raises(ValueError) as failed:
+        sender()  # round-robin's next is cpu: not a connection failure, no retry
+    assert failed.value.tritonmix_endpoints == ("cpu",)
+    attempts = threading.local()
+    attempts.tried = []
+    noting = _Noting(Fake("h:2"), "cheap", attempts)
+    assert noting.infer() == "ok" and noting.url == "h:2" and attempts.tried == ["cheap"]
