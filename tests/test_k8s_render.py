@@ -298,6 +298,21 @@ def test_pools_that_cannot_be_one_deployment_or_have_no_device_resource_are_refu
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_discovering_fleet_is_the_planes_and_must_look_where_the_pools_go(tmp_path: Path) -> None:
+    discovering = tmp_path / "live.yaml"
+    discovering.write_text(yaml.safe_dump({"endpoints": {"kubernetes": {"namespace": "inference",
+                                                                         "fleet": "fleet-k8s"}}}))
+    with pytest.raises(ConfigError, match="lists no pools: give --fleet a file that lists one endpoint per pool"):
+        render(discovering, tmp_path / "out", **VALUES)
+    with pytest.raises(ConfigError, match="discovers namespace 'inference', fleet 'fleet-k8s', but the pools go to "
+                       "namespace 'inference' labelled fleet 'sd'"):
+        render(EXAMPLE, tmp_path / "out", plane_fleet=discovering, **dict(VALUES, fleet_name="sd"))
+    assert not (tmp_path / "out").exists()
+    render(EXAMPLE, tmp_path / "out", plane_fleet=discovering, **VALUES)
+    (config,) = _kinds(_docs(tmp_path / "out"), "ConfigMap")
+    assert config["data"]["fleet.yaml"] == discovering.read_text()
+
+
 def test_an_existing_directory_is_replaced_whole_only_when_asked(tmp_path: Path) -> None:
     out = tmp_path / "out"
     out.mkdir()

@@ -58,6 +58,19 @@ def _load(fleet: Any) -> Tuple[Any, str, str]:
     return fleet, fleet.to_yaml(), "a Fleet object"
 
 
+def _plane_fleet(path: Union[str, os.PathLike], values: RenderValues) -> str:
+    """The text of the plane's fleet file, once it parses; a discovering one must look where render puts the pools."""
+    from ..fleet import Fleet
+
+    fleet = Fleet.from_file(path)
+    found = getattr(fleet, "discovery", None)
+    if found is not None and (found.namespace, found.fleet) != (values.namespace, values.fleet_name):
+        raise ConfigError(f"render: --plane-fleet {path} discovers namespace {found.namespace!r}, fleet "
+                          f"{found.fleet!r}, but the pools go to namespace {values.namespace!r} labelled fleet "
+                          f"{values.fleet_name!r}: the plane would find none of them")
+    return Path(path).read_text()
+
+
 def render_objects(fleet: Any, values: RenderValues, plane_fleet_text: str) -> Dict[str, Any]:
     """File stem -> object: every pool's three objects, then the plane's. Raises ConfigError before returning
     anything when a pool or a value is wrong."""
@@ -132,7 +145,11 @@ def render(fleet: Any, out_dir: Union[str, os.PathLike], *, overwrite: bool = Fa
         chosen = settings
     else:
         chosen = RenderValues.from_mapping(values, default_fleet_name=stem)
-    plane_text = Path(plane_fleet).read_text() if plane_fleet is not None else text
+    if getattr(loaded, "discovery", None) is not None:
+        raise ConfigError(f"render: {source} discovers its endpoints (endpoints: {{kubernetes: ...}}), so it lists no "
+                          "pools: give --fleet a file that lists one endpoint per pool (their accelerator, instance "
+                          "type, price ...) and this one as --plane-fleet, for the plane to read in the cluster")
+    plane_text = text if plane_fleet is None else _plane_fleet(plane_fleet, chosen)
     objects = render_objects(loaded, chosen, plane_text)
     header = _HEADER.format(source=Path(source).name if source != "a Fleet object" else source)
     texts: Dict[str, str] = {f"{stem_}.yaml": header + _dump(obj) for stem_, obj in objects.items()}
