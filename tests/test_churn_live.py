@@ -4,9 +4,8 @@ leaves, while eight threads send add_sub requests. The draining endpoint sits be
 chunk 0.1 s, so that requests are still out on it when it turns terminating."""
 from __future__ import annotations
 
-import threading
 import time
-from typing import Any, Dict, Iterator, List
+from typing import Any, Dict, Iterator
 
 import numpy as np
 import pytest
