@@ -1,0 +1,154 @@
+"""Live: a client whose fleet names ``endpoints: {kubernetes: ...}`` follows a pool announced through FakeApiServer
+(real kubernetes client, real Triton servers whose model EMULATES an inf2 unit at time_scale 0.1: 67 ms, two at a
+time) while it is scaled 1 -> 3 -> 1 under load: no request fails, the newcomers take traffic within one controller
+interval, the two that turn terminating finish what they hold and get nothing new, then leave."""
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any, Dict, Iterator, List, Optional
+
+import numpy as np
+import pytest
+
+pytest.importorskip("kubernetes")
+
+import tritonmix.http as httpclient  # noqa: E402
+from tritonmix import Fleet  # noqa: E402
+from tritonmix.k8s import labels  # noqa: E402
+from tritonmix.k8s.fakeapi import FakeApiServer  # noqa: E402
+from tritonmix.local import LocalFleet  # noqa: E402
+
+NS = "inference"
+INTERVAL_S = 0.5
+MODEL = "stable_diffusion"
+PODS = ("inf2-0", "inf2-1", "inf2-2")
+SERVERS = {
+    "time_scale": 0.1,
+    "endpoints": [{"name": pod, "accelerator": "neuron", "price_per_hour": 0.7582, "max_concurrency": 2,
+                   "profile": {"base": "inf2.xlarge", "concurrency": 2}} for pod in PODS],
+}
+
+
+def pool_service() -> Dict[str, Any]:
+    return {"kind": "Service", "metadata": {
+        "name": "inf2", "namespace": NS, "labels": {labels.FLEET_LABEL: "sd", labels.POOL_LABEL: "inf2"},
+        "annotations": {labels.PRICE_ANNOTATION: "0.7582", labels.ACCELERATOR_ANNOTATION: "neuron",
+                        labels.MAX_CONCURRENCY_ANNOTATION: "2"}}}
+
+
+def pod_slice(pod: str, url: str, metrics_url: str, terminating: bool = False) -> Dict[str, Any]:
+    """One slice per pod: the local servers share 127.0.0.1 and differ by port, and a slice's ports are its own."""
+    host, port = url.rsplit(":", 1)
+    return {"kind": "EndpointSlice", "addressType": "IPv4",
+            "metadata": {"name": f"inf2-{pod}", "namespace": NS, "labels": {labels.SERVICE_NAME_LABEL: "inf2"}},
+            "ports": [{"name": "http", "port": int(port)}, {"name": "metrics", "port": int(metrics_url.rsplit(":")[1])}],
+            "endpoints": [{"addresses": [host], "targetRef": {"kind": "Pod", "name": pod, "namespace": NS},
+                           "conditions": {"ready": not terminating, "serving": True, "terminating": terminating}}]}
+
+
+class Load:
+    """Closed-loop senders: each thread sends the next request when its last one is answered."""
+
+    def __init__(self, client: Any, threads: int = 4) -> None:
+        self.client = client
+        self.sent = 0
+        self.errors: List[BaseException] = []
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._threads = [threading.Thread(target=self._run, daemon=True) for _ in range(threads)]
+
+    def __enter__(self) -> "Load":
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(10.0)
+
+    def _run(self) -> None:
+        prompt = httpclient.InferInput("prompt", [1], "BYTES")
+        prompt.set_data_from_numpy(np.array([b"a lighthouse"], dtype=object))
+        while not self._stop.is_set():
+            try:
+                self.client.infer(MODEL, [prompt])
+            except Exception as exc:  # noqa: BLE001 - every failure is counted, the test asserts none
+                with self._lock:
+                    self.errors.append(exc)
+            with self._lock:
+                self.sent += 1
+
+
+def reports(client: Any) -> Dict[str, Any]:
+    return {r.name.split("/")[-1]: r for r in client.endpoint_reports()}
+
+
+def wait(predicate: Any, timeout_s: float, step_s: float = 0.005) -> Optional[float]:
+    """The time ``predicate()`` first held, polling every ``step_s``; None on timeout."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return time.monotonic()
+        time.sleep(step_s)
+    return None
+
+
+@pytest.fixture(scope="module")
+def servers() -> Iterator[LocalFleet]:
+    with LocalFleet(Fleet.from_dict(SERVERS)) as local:
+        yield local
+
+
+def test_a_pool_scaled_1_3_1_under_load_through_the_kubernetes_api(servers: LocalFleet) -> None:
+    urls = {pod: (servers.endpoints[pod].http_url, servers.endpoints[pod].metrics_url) for pod in PODS}
+    with FakeApiServer(token="t") as api:
+        api.apply(pool_service())
+        api.apply(pod_slice(PODS[0], *urls[PODS[0]]))
+        fleet = Fleet.from_dict({
+            "slo_ms": 1000, "controller": {"interval_s": INTERVAL_S},
+            "endpoints": {"kubernetes": {"namespace": NS, "fleet": "sd", "kubeconfig": str(api.kubeconfig_path()),
+                                         "backoff_initial_s": 0.05, "backoff_max_s": 0.5}}})
+        with httpclient.InferenceServerClient(fleet=fleet, seed=3) as client:
+            assert wait(lambda: PODS[0] in reports(client), 10.0), "the first endpoint was never discovered"
+            with Load(client) as load:
+                assert wait(lambda: reports(client)[PODS[0]].succeeded >= 5, 10.0)
+                time.sleep(1.0)  # a pool that has served a while: its capacity is measured, a newcomer starts from it
+
+                # 1 -> 3: the newcomers take traffic within one interval of their announcement
+                joined_at = time.monotonic()
+                join_s: Dict[str, Any] = {}
+                for pod in PODS[1:]:
+                    api.apply(pod_slice(pod, *urls[pod]))
+                for pod in PODS[1:]:
+                    known = wait(lambda: pod in reports(client), 5.0)
+                    took = wait(lambda: reports(client)[pod].attempts > 0, 5.0)
+                    assert known is not None and took is not None, f"{pod} never took traffic"
+                    join_s[pod] = (round(known - joined_at, 3), round(took - joined_at, 3))
+                    assert took - joined_at < INTERVAL_S, f"{pod} took traffic {join_s[pod]} s after it joined"
+                time.sleep(1.5)
+
+                # 3 -> 1: two turn terminating: they finish what they hold and take nothing new
+                draining = PODS[1:]
+                for pod in draining:
+                    api.apply(pod_slice(pod, *urls[pod], terminating=True))
+                held = {pod: reports(client)[pod].in_flight for pod in draining}
+                time.sleep(0.3)  # discovery delivers in milliseconds; a request picked before the mask may start
+                picks = {pod: reports(client)[pod].attempts for pod in draining}
+                assert wait(lambda: all(reports(client)[p].in_flight == 0 for p in draining), 5.0)
+                time.sleep(1.0)
+                after = reports(client)
+                for pod in draining:
+                    assert after[pod].attempts == picks[pod], f"{pod} got new requests while terminating"
+                    assert after[pod].succeeded == after[pod].attempts and after[pod].failed == 0
+
+                # ... then their slices go: they leave every dispatcher, the pool runs on the first
+                for pod in draining:
+                    api.delete("EndpointSlice", NS, f"inf2-{pod}")
+                assert wait(lambda: set(reports(client)) == {PODS[0]}, 5.0)
+                served = reports(client)[PODS[0]].succeeded
+                assert wait(lambda: reports(client)[PODS[0]].succeeded >= served + 5, 5.0)
+            assert load.errors == [], f"{len(load.errors)} of {load.sent} requests failed: {load.errors[:3]}"
+            print(f"\nsent {load.sent}, failed 0; (known to the client, first request) after the announcement (s): {join_s}; in flight on "
+                  f"the drained endpoints when they turned terminating: {held}")
