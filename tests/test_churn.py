@@ -287,3 +287,15 @@ def test_an_aio_client_starts_empty_then_follows_joins_and_leaves(module: str) -
             await client.close()
 
     asyncio.run(scenario())
+
+
+def test_a_client_that_follows_a_plane_refuses_a_changing_set() -> None:
+    from tritonmix.errors import ConfigError
+
+    import tritonmix.http as httpclient
+
+    fleet = Fleet.from_urls("127.0.0.1:9", controller={"enabled": False})
+    with httpclient.InferenceServerClient(fleet=fleet, control_plane="127.0.0.1:1",
+                                          endpoint_client_factory=Fake, readiness_interval_s=3600) as client:
+        with pytest.raises(ConfigError, match="control plane"):
+            client.apply_endpoints([spec_of("a", 1, "http")])

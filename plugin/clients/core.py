@@ -66,6 +66,12 @@ class EndpointReport:
     rescued: int = 0        # rescue copies sent because an attempt here got no answer (tritonmix.request.rescue)
 
 
+#: why a client that follows a control plane cannot take a changing endpoint set (yet)
+_PLANE_CHURN = ("a client that follows a control plane takes its endpoints from the plane's fleet: the plane's plans "
+                "and the clients' reports are indexed by that fixed list; endpoints that join and leave (a discovery "
+                "source, apply_endpoints) work for clients that decide locally (no control_plane)")
+
+
 class ClientCore:
     """The router, engine, sequences, readiness refresher and controller of one client."""
 
@@ -73,6 +79,8 @@ class ClientCore:
                  clock: Callable[[], float], probe: Optional[Probe], readiness_interval_s: float,
                  on_not_found: Optional[Callable[[str], None]] = None,
                  on_probe_thread_exit: Optional[Callable[[], None]] = None, probe_settings: Any = None) -> None:
+        if getattr(fleet, "discovery", None) is not None and fleet.control_plane is not None:
+            raise ConfigError(_PLANE_CHURN)
         self.fleet = fleet
         self.router = Router(fleet, seed=seed, clock=clock)
         self.readiness = ReadinessRefresher(self.router, probe, interval_s=readiness_interval_s, clock=clock,
@@ -101,7 +109,10 @@ class ClientCore:
 
     def apply_endpoints(self, states: Any) -> Any:
         """Follow a whole discovered set (``tritonmix.clients.churn``); ConfigError for an endpoint of another
-        protocol, ValueError for a duplicate name or a missing url (nothing changes then)."""
+        protocol or for a client that follows a control plane, ValueError for a duplicate name or a missing url
+        (nothing changes then)."""
+        if self.fleet.control_plane is not None:
+            raise ConfigError(_PLANE_CHURN)
         if self._protocol:
             check_protocol(states, self._protocol)
         return self.router.apply_endpoints(states)
