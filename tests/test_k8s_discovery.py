@@ -3,8 +3,10 @@ faults (410, bookmarks, dropped streams, an API server restart), both ways to lo
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
+import uuid
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import pytest
@@ -441,3 +443,47 @@ def test_fleet_file_kubernetes_endpoints_round_trip_and_errors():
                        ({"consul": {}}, "names one source, 'kubernetes'")]:
         with pytest.raises(ConfigError, match=match):
             Fleet.from_dict({"endpoints": bad})
+
+
+# -- a real cluster (pytest -m k8s; skipped without KUBECONFIG) ---------------------------------------------------
+@pytest.mark.k8s
+@pytest.mark.skipif(not os.environ.get("KUBECONFIG"), reason="no KUBECONFIG: the real-cluster check needs one")
+def test_discovery_against_a_real_cluster():
+    """A selector-less Service and a hand-made EndpointSlice in a namespace of their own: the same join,
+    terminating and leave, through a real API server."""
+    from kubernetes import client, config
+
+    config.load_kube_config(config_file=os.environ["KUBECONFIG"])
+    core, discovery = client.CoreV1Api(), client.DiscoveryV1Api()
+    namespace = f"tritonmix-discovery-{uuid.uuid4().hex[:8]}"
+    core.create_namespace({"metadata": {"name": namespace}})
+    try:
+        svc = service("inf2")
+        svc["metadata"]["namespace"] = namespace
+        svc["spec"] = {"ports": [{"name": "http", "port": 8000}]}
+        core.create_namespaced_service(namespace, svc)
+
+        def real_slice(*eps: Dict[str, Any]) -> Dict[str, Any]:
+            body = slice_("inf2-manual", "inf2", [dict(e, targetRef=dict(e["targetRef"], namespace=namespace))
+                                                  for e in eps])
+            body["metadata"]["namespace"] = namespace
+            body["metadata"]["labels"]["endpointslice.kubernetes.io/managed-by"] = "tritonmix-test"
+            return body
+
+        discovery.create_namespaced_endpoint_slice(namespace, real_slice(endpoint("p1", "10.255.0.1")))
+        recorder = Recorder()
+        source = KubernetesSource(KubernetesSettings(namespace=namespace, fleet="sd", in_cluster=False,
+                                                     kubeconfig=os.environ["KUBECONFIG"]))
+        source.start(recorder)
+        try:
+            ns_names = lambda *pods: (lambda s: set(s) == {f"{namespace}/{p}" for p in pods})  # noqa: E731
+            recorder.wait(ns_names("p1"), 30.0)
+            discovery.replace_namespaced_endpoint_slice("inf2-manual", namespace, real_slice(
+                endpoint("p1", "10.255.0.1", terminating=True), endpoint("p2", "10.255.0.2")))
+            recorder.wait(lambda s: ns_names("p1", "p2")(s) and s[f"{namespace}/p1"].terminating, 30.0)
+            discovery.delete_namespaced_endpoint_slice("inf2-manual", namespace)
+            recorder.wait(ns_names(), 30.0)
+        finally:
+            source.stop()
+    finally:
+        core.delete_namespace(namespace)
