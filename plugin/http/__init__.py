@@ -21,6 +21,7 @@ from typing import Any, Callable, List, Optional
 
 import gevent
 import gevent.pool
+from gevent import getcurrent
 import tritonclient.http as _tc
 from tritonclient._client import InferenceServerClientBase
 from tritonclient.http import InferInput, InferRequestedOutput, InferResult
@@ -34,7 +35,8 @@ from ..request import SyncHedger
 from ..request.engine import Send
 from ..request.fanout import aggregate, call_in_order, endpoint_order, install_server_calls, sum_statistics
 from ..fleet import Fleet
-from ._transport import UNAVAILABLE_STATUS, ThreadClients, classify_http, keep_alive, model_ready, probe_factory
+from ._transport import (UNAVAILABLE_STATUS, ThreadClients, Watchdog, classify_http, keep_alive, model_ready,
+                         probe_factory)
 
 __all__ = [
     "InferenceServerClient",
@@ -102,6 +104,7 @@ class InferenceServerClient(SyncClientMixin, InferenceServerClientBase):
         self._hedger = SyncHedger.for_engine(self._core.engine)  # None unless the fleet enables hedging
         self._lanes = self._core.router.lanes if self._hedger is None else {}
         self._rescue = self._core.engine.rescue.table
+        self._watchdog = Watchdog(_Stalled, clock)
         self._closed = False
 
     # ---- life cycle --------------------------------------------------------------------------------------------
@@ -168,15 +171,18 @@ class InferenceServerClient(SyncClientMixin, InferenceServerClientBase):
                     if t0 >= limits.refresh_at:
                         limits.refresh(t0)
                     rescue_s = limits.limits[i]
-                    timer = gevent.get_hub().loop.timer(rescue_s)
-                    timer.start(gevent.getcurrent().throw, _Stalled, update=True)
+                    due = self._watchdog.due
+                    if due is None:
+                        due = self._watchdog.start()
+                    glet = getcurrent()
+                    due[glet] = t0 + rescue_s  # past it, the thread's watchdog throws _Stalled into this greenlet
                     try:
                         result = client.infer(model_name, inputs, model_version, outputs, request_id, sequence_id,
                                               sequence_start, sequence_end, priority, timeout, headers,
                                               query_params, request_compression_algorithm,
                                               response_compression_algorithm, parameters)
                     finally:
-                        timer.close()
+                        due.pop(glet, None)
             except _Stalled:
                 self._clients.discard(i)  # its connection is mid-request: closed, not reused
                 failure = (i, t0, TimeoutError("no answer within the rescue limit"), rescue_s)

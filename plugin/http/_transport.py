@@ -21,7 +21,7 @@ from tritonclient.utils import InferenceServerException
 from ..request.retry import Outcome
 
 __all__ = ["ThreadClients", "classify_http", "UNAVAILABLE_STATUS", "keep_alive", "KEEPALIVE_IDLE_S",
-           "KEEPALIVE_INTERVAL_S", "KEEPALIVE_COUNT", "USER_TIMEOUT_S"]
+           "KEEPALIVE_INTERVAL_S", "KEEPALIVE_COUNT", "USER_TIMEOUT_S", "Watchdog", "WATCHDOG_PERIOD_S"]
 
 logger = logging.getLogger(__name__)
 
@@ -72,6 +72,42 @@ def keep_alive(client: Any) -> Any:
     if pool is not None and hasattr(pool, "after_connect"):
         pool.after_connect = _tune
     return client
+
+
+#: how often a thread's watchdog looks at its attempts while the thread waits on the network (the rescue of an
+#: attempt comes at most this late)
+WATCHDOG_PERIOD_S = 0.05
+
+
+class Watchdog(threading.local):
+    """Per thread: the rescue deadline of each greenlet's attempt in flight (``due``: greenlet -> time on
+    ``clock``), and a repeating timer on the thread's gevent hub that throws ``exc_type`` into a greenlet whose
+    deadline has passed (once; the entry goes). The timer is unref'd and fires only while the thread waits in
+    gevent, which is when an attempt can be stuck: an attempt costs a dict entry, not a timer of its own."""
+
+    def __init__(self, exc_type: type, clock: Callable[[], float]) -> None:
+        self.exc_type = exc_type
+        self.clock = clock
+        self.due: Optional[Dict[Any, float]] = None
+        self._timer: Any = None
+
+    def start(self) -> Dict[Any, float]:
+        """Start this thread's timer; returns ``due``."""
+        import gevent  # noqa: PLC0415 - gevent is tritonclient.http's own dependency, loaded with it
+
+        self.due = {}
+        self._timer = gevent.get_hub().loop.timer(WATCHDOG_PERIOD_S, WATCHDOG_PERIOD_S, ref=False)
+        self._timer.start(self._look)
+        return self.due
+
+    def _look(self) -> None:
+        due = self.due
+        if not due:
+            return
+        now = self.clock()
+        for glet, at in list(due.items()):
+            if now >= at and due.pop(glet, None) is not None:
+                glet.throw(self.exc_type)
 
 
 class _Clients(dict):
