@@ -316,7 +316,8 @@ class Gateway:
     # ---- what Envoy holds --------------------------------------------------------------------------------------
     def envoy_generation(self) -> Dict[str, int]:
         """Per cluster, the plan generation whose endpoints Envoy holds now (the ``tritonmix.generation``
-        metadata of its endpoints in Envoy's config dump; 0 before the first plan)."""
+        metadata of its endpoints in Envoy's config dump; 0 before the first plan); clusters without endpoints are
+        left out."""
         assert self.envoy is not None
         dump = self.envoy.admin_json("/config_dump?include_eds&resource=dynamic_endpoint_configs")
         out = {}
@@ -324,7 +325,8 @@ class Gateway:
             config = item.get("endpoint_config", {})
             versions = [lb.get("metadata", {}).get("filter_metadata", {}).get("tritonmix", {}).get("generation", "0")
                         for group in config.get("endpoints", []) for lb in group.get("lb_endpoints", [])]
-            out[config.get("cluster_name", "")] = min((int(v) for v in versions if str(v).isdigit()), default=0)
+            if versions:  # a cluster without endpoints (gRPC where no endpoint gave a gRPC port) holds no plan
+                out[config.get("cluster_name", "")] = min(int(v) if str(v).isdigit() else 0 for v in versions)
         return out
 
     def envoy_weights(self) -> Dict[str, Dict[str, Tuple[int, int, str]]]:

@@ -1,0 +1,235 @@
+"""Figures of the gateway (benches/results/gateway.md), with perf_analyzer (benches/perf_analyzer.py) and real
+Triton servers on this machine. Run each under the bench lock:
+
+    flock /tmp/tritonmix-bench.lock .venv/bin/python benches/gateway_bench.py overhead [--rounds 3]
+    flock /tmp/tritonmix-bench.lock .venv/bin/python benches/gateway_bench.py plan [--changes 50]
+    flock /tmp/tritonmix-bench.lock .venv/bin/python benches/gateway_bench.py faults
+
+overhead: one Triton server (add_sub, and ``sleep20``: a python-backend model that holds each request 20 ms, 8
+          instances); perf_analyzer over HTTP direct, through the gateway and through a plain hand-configured Envoy
+          (static cluster, least request, nothing else), interleaved per round: p50/p99 at concurrency 1 on
+          add_sub, throughput at concurrency 32 on sleep20. The median of the rounds is reported.
+plan:     the time from the plane's tick that publishes plan G (the controller's listener, in-process) to Envoy's
+          admin holding G's endpoints (the ``tritonmix.generation`` metadata of every cluster's endpoints, polled
+          every 2 ms), over consecutive plans.
+faults:   three servers behind the gateway, perf_analyzer at concurrency 8 on sleep20 through it; 3 s in, one of:
+          SIGKILL an endpoint, SIGSTOP one (SIGCONT 6 s later), restart the in-process plane.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any, Dict, List
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from perf_analyzer import PaRow, PerfAnalyzer  # noqa: E402
+
+from tritonmix.fleet import Fleet  # noqa: E402
+from tritonmix.gateway import Gateway  # noqa: E402
+from tritonmix.gateway.envoy import EnvoyProcess  # noqa: E402
+from tritonmix.local import LocalTritonServer  # noqa: E402
+from tritonmix.local.server import free_port  # noqa: E402
+
+REPO = Path(__file__).resolve().parent.parent
+ADD_SUB = {"INPUT0": [4], "INPUT1": [4]}
+SLEEP_MODEL = '''
+import time
+import triton_python_backend_utils as pb_utils
+
+
+class TritonPythonModel:
+    def execute(self, requests):
+        out = []
+        for request in requests:
+            time.sleep(0.02)
+            x = pb_utils.get_input_tensor_by_name(request, "INPUT0").as_numpy()
+            out.append(pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor("OUTPUT0", x)]))
+        return out
+'''
+SLEEP_CONFIG = '''name: "sleep20"
+backend: "python"
+max_batch_size: 0
+input [ { name: "INPUT0" data_type: TYPE_FP32 dims: [ 4 ] } ]
+output [ { name: "OUTPUT0" data_type: TYPE_FP32 dims: [ 4 ] } ]
+instance_group [ { kind: KIND_CPU count: 8 } ]
+'''
+
+
+def repository() -> Path:
+    """add_sub (the example) and sleep20, in a fresh folder."""
+    import shutil
+
+    root = Path(tempfile.mkdtemp(prefix="tritonmix-gwbench-"))
+    shutil.copytree(REPO / "model_repository" / "example" / "add_sub", root / "add_sub")
+    (root / "sleep20" / "1").mkdir(parents=True)
+    (root / "sleep20" / "config.pbtxt").write_text(SLEEP_CONFIG)
+    (root / "sleep20" / "1" / "model.py").write_text(SLEEP_MODEL)
+    return root
+
+
+def commit() -> str:
+    return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                          cwd=REPO).stdout.strip()
+
+
+def plain_envoy(upstream_http_port: int, work: Path) -> tuple:
+    """A hand-configured Envoy: one listener, one static cluster, least request; no health checks, retries,
+    outlier detection or access log."""
+    port = free_port()
+    config = {
+        "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": 0}}},
+        "static_resources": {
+            "listeners": [{"name": "http", "address": {"socket_address": {"address": "127.0.0.1",
+                                                                          "port_value": port}},
+                           "filter_chains": [{"filters": [{"name": "envoy.filters.network.http_connection_manager",
+                                                           "typed_config": {
+                               "@type": "type.googleapis.com/envoy.extensions.filters.network."
+                                        "http_connection_manager.v3.HttpConnectionManager",
+                               "stat_prefix": "plain", "codec_type": "AUTO",
+                               "route_config": {"virtual_hosts": [{"name": "all", "domains": ["*"], "routes": [
+                                   {"match": {"prefix": "/"}, "route": {"cluster": "triton"}}]}]},
+                               "http_filters": [{"name": "envoy.filters.http.router", "typed_config": {
+                                   "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}]
+                           }}]}]}],
+            "clusters": [{"name": "triton", "type": "STATIC", "lb_policy": "LEAST_REQUEST",
+                          "connect_timeout": "1s",
+                          "load_assignment": {"cluster_name": "triton", "endpoints": [{"lb_endpoints": [
+                              {"endpoint": {"address": {"socket_address": {"address": "127.0.0.1",
+                                                                           "port_value": upstream_http_port}}}}]}]}}]},
+    }
+    work.mkdir(parents=True, exist_ok=True)
+    (work / "plain.json").write_text(json.dumps(config))
+    return EnvoyProcess(work / "plain.json", work).start(), f"127.0.0.1:{port}"
+
+
+def one_fleet(server: LocalTritonServer, **controller: Any) -> Fleet:
+    return Fleet.from_dict({"mode": "auto", "controller": controller, "endpoints": [
+        {"name": "t0", "url": server.http_url, "accelerator": "cpu", "price_per_hour": 1.0}]})
+
+
+def overhead(args: argparse.Namespace) -> Dict[str, Any]:
+    pa = PerfAnalyzer.ensure()
+    results: Dict[str, Dict[str, List[PaRow]]] = {"c1": {}, "c32": {}}
+    with LocalTritonServer(repository()) as server:
+        with Gateway(one_fleet(server), http_port=0, grpc_port=0) as gw:
+            plain, plain_url = plain_envoy(server.ports["http"], Path(tempfile.mkdtemp(prefix="plain-envoy-")))
+            try:
+                targets = {"direct": server.http_url, "gateway": gw.http_url, "plain-envoy": plain_url}
+                for name, url in targets.items():  # warm every path once
+                    pa.run("add_sub", url, concurrency=1, shapes=ADD_SUB, window_ms=500, max_trials=3)
+                for r in range(args.rounds):
+                    for name, url in targets.items():
+                        results["c1"].setdefault(name, []).append(pa.run(
+                            "add_sub", url, concurrency=1, shapes=ADD_SUB, window_ms=args.window_ms))
+                    for name, url in targets.items():
+                        results["c32"].setdefault(name, []).append(pa.run(
+                            "sleep20", url, concurrency=32, window_ms=args.window_ms))
+                    print(f"round {r + 1}: " + ", ".join(
+                        f"{n} p50 {results['c1'][n][-1].p50_us:.0f} us / {results['c32'][n][-1].throughput:.0f}/s"
+                        for n in targets), flush=True)
+            finally:
+                plain.stop()
+    out: Dict[str, Any] = {}
+    for name in ("direct", "gateway", "plain-envoy"):
+        c1, c32 = results["c1"][name], results["c32"][name]
+        out[name] = {"p50_us": statistics.median(x.p50_us for x in c1),
+                     "p99_us": statistics.median(x.p99_us for x in c1),
+                     "c1_rps": statistics.median(x.throughput for x in c1),
+                     "c32_rps": statistics.median(x.throughput for x in c32),
+                     "c32_p50_us": statistics.median(x.p50_us for x in c32),
+                     "errors": sum(x.errors for x in c1 + c32),
+                     "rounds_p50_us": [x.p50_us for x in c1], "rounds_c32_rps": [x.throughput for x in c32]}
+    return out
+
+
+def plan_latency(args: argparse.Namespace) -> Dict[str, Any]:
+    with LocalTritonServer(repository()) as server:
+        fleet = one_fleet(server, interval_s=args.interval)
+        with Gateway(fleet, http_port=0, grpc_port=0) as gw:
+            assert gw.plane is not None
+            published: Dict[int, float] = {}
+            gw.plane.controller.add_listener(lambda _snap: published.setdefault(
+                gw.plane.controller.plan.generation, time.monotonic()) if gw.plane.controller.plan else None)
+            seen: Dict[int, float] = {}
+            while len(seen) < args.changes + 2:
+                held = gw.envoy_generation()
+                now = time.monotonic()
+                g = min(held.values()) if held else 0
+                if g and g not in seen:
+                    seen[g] = now
+                time.sleep(0.002)
+    gens = sorted(g for g in seen if g in published)[1:args.changes + 1]  # the first may predate the listener
+    lat = sorted((seen[g] - published[g]) * 1000 for g in gens)
+    return {"changes": len(lat), "interval_s": args.interval, "p50_ms": statistics.median(lat),
+            "p99_ms": lat[min(len(lat) - 1, int(0.99 * len(lat)))], "max_ms": lat[-1]}
+
+
+def faults(args: argparse.Namespace) -> Dict[str, Any]:
+    pa = PerfAnalyzer.ensure()
+    repo = repository()
+    out: Dict[str, Any] = {}
+    servers = [LocalTritonServer(repo).start() for _ in range(3)]
+    try:
+        for fault in ("none", "sigkill", "sigstop", "plane-restart"):
+            for k, s in enumerate(servers):
+                if not s.running:
+                    servers[k] = LocalTritonServer(repo, http_port=s.ports["http"], grpc_port=s.ports["grpc"],
+                                                   metrics_port=s.ports["metrics"]).start()
+            fleet = Fleet.from_dict({"mode": "auto", "endpoints": [
+                {"name": f"t{k}", "url": s.http_url, "accelerator": "cpu", "price_per_hour": 1.0}
+                for k, s in enumerate(servers)]})
+            with Gateway(fleet, http_port=0, grpc_port=0) as gw:
+                time.sleep(1.0)
+
+                def inject(gw: Gateway = gw, fault: str = fault) -> None:
+                    time.sleep(3.0)
+                    if fault == "sigkill":
+                        servers[1].kill()
+                    elif fault == "sigstop":
+                        servers[1].freeze()
+                        time.sleep(6.0)
+                        servers[1].thaw()
+                    elif fault == "plane-restart":
+                        gw.restart_plane()
+
+                t = threading.Thread(target=inject)
+                t.start()
+                row = pa.run("sleep20", gw.http_url, concurrency=8, window_ms=4000, max_trials=3)
+                t.join()
+                stats = gw.envoy.admin("/stats?filter=^cluster.http~m~sleep20.(upstream_rq_retry$|"
+                                       "upstream_rq_retry_success|outlier_detection.ejections_enforced_total|"
+                                       "health_check.failure|upstream_rq_timeout|upstream_rq_5xx)")
+                out[fault] = {"throughput": row.throughput, "p50_us": row.p50_us, "p99_us": row.p99_us,
+                              "errors": row.errors, "requests": row.requests,
+                              "pa_tail": row.output[-600:], "envoy": stats.strip().splitlines()}
+                print(fault, json.dumps({k: v for k, v in out[fault].items() if k != "pa_tail"}), flush=True)
+    finally:
+        for s in servers:
+            if s.running:
+                s.stop()
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("what", choices=["overhead", "plan", "faults"])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--window-ms", type=int, default=3000)
+    parser.add_argument("--changes", type=int, default=50)
+    parser.add_argument("--interval", type=float, default=0.5)
+    args = parser.parse_args()
+    fn = {"overhead": overhead, "plan": plan_latency, "faults": faults}[args.what]
+    result = {"what": args.what, "commit": commit(), "command": " ".join(sys.argv), "result": fn(args)}
+    print(json.dumps(result, indent=1))
+
+
+if __name__ == "__main__":
+    main()
