@@ -27,6 +27,9 @@ exactly once, when it ends: a success as a success (the server served it), a fai
 that ended because we cancelled it as a completion with latency max(elapsed, the endpoint's EWMA): it did not fail,
 it was slower, and counting it as a failure would let hedging eject slow but healthy endpoints.
 
+Each attempt, the hedge included, is bounded by its endpoint's rescue limit (``tritonmix.request.rescue``): an
+attempt with no answer by then is STALLED, so that a hedged request on a frozen fleet ends too.
+
 Budget: each hedge takes one token of the hedge budget (``max_share`` of the hedgeable requests over the last 10 s,
 at least 2) and one of the client's retry budget (``RetryBudget.try_acquire``): hedges and retries together add at
 most ``retry_budget_share`` extra requests. ``batch`` requests and requests of a sequence are
@@ -115,13 +118,15 @@ class HedgeDelay:
 
 
 class _Flight:
-    """One attempt in flight: endpoint, start time, how to cancel it, whether we did."""
+    """One attempt in flight: endpoint, start time, its rescue limit (``rescue``), how to cancel it, whether we
+    did."""
 
-    __slots__ = ("i", "t0", "cancel", "cancelled")
+    __slots__ = ("i", "t0", "rescue_s", "cancel", "cancelled")
 
-    def __init__(self, i: int, t0: float) -> None:
+    def __init__(self, i: int, t0: float, rescue_s: float = math.inf) -> None:
         self.i = i
         self.t0 = t0
+        self.rescue_s = rescue_s
         self.cancel: Optional[Callable[[], Any]] = None
         self.cancelled = False
 
@@ -228,20 +233,22 @@ class HedgedCall:
                     att.succeeded(flight.i, flight.t0)
                     return result
                 if self._live:
-                    att.noted(flight.i, flight.t0, error)  # raises what ends the request; else wait for the other
+                    att.noted(flight.i, flight.t0, error, flight.rescue_s)  # raises what ends the request
                     continue
-                att.failed(flight.i, flight.t0, error)  # raises, or returns to fail over
+                att.failed(flight.i, flight.t0, error, flight.rescue_s)  # raises, or returns to fail over
                 remaining_s = att.remaining_s(self.e.clock())
                 self._launch(att.pick(), remaining_s)
         finally:
             self._finish()
 
     def _launch(self, i: int, remaining_s: Optional[float]) -> None:
-        flight = _Flight(i, self.e.clock())
+        t0 = self.e.clock()
+        limit_s, rescue_s = self.att.limit(i, t0, remaining_s)
+        flight = _Flight(i, t0, rescue_s)
         self._live[i] = flight
         self.plan.started(i, flight.t0)
         try:
-            flight.cancel = self.start(i, remaining_s, functools.partial(self._done, flight))
+            flight.cancel = self.start(i, limit_s, functools.partial(self._done, flight))
         except Exception as exc:  # noqa: BLE001 - an attempt that failed to start is a failed attempt
             self._done(flight, None, exc)
 
@@ -315,10 +322,12 @@ async def run_hedged_async(engine: "Engine", att: Attempts,
     live: Dict["asyncio.Future[Any]", _Flight] = {}
 
     def launch(i: int, remaining_s: Optional[float]) -> None:
-        flight = _Flight(i, engine.clock())
+        t0 = engine.clock()
+        limit_s, rescue_s = att.limit(i, t0, remaining_s)
+        flight = _Flight(i, t0, rescue_s)
         plan.started(i, flight.t0)
         try:
-            task = asyncio.ensure_future(send(i, remaining_s))
+            task = asyncio.ensure_future(send(i, limit_s))
         except Exception as exc:  # noqa: BLE001 - failed to start: a failed attempt
             task = asyncio.get_running_loop().create_future()
             task.set_exception(exc)
@@ -343,9 +352,9 @@ async def run_hedged_async(engine: "Engine", att: Attempts,
                     att.succeeded(flight.i, flight.t0)
                     return task.result()
                 if live:
-                    att.noted(flight.i, flight.t0, error)
+                    att.noted(flight.i, flight.t0, error, flight.rescue_s)
                     continue
-                att.failed(flight.i, flight.t0, error)
+                att.failed(flight.i, flight.t0, error, flight.rescue_s)
                 launch(att.pick(), att.remaining_s(engine.clock()))
     finally:
         for task, flight in live.items():
