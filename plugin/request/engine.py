@@ -152,10 +152,10 @@ class Engine:
     def _others(self, model: str, policy: RetryPolicy) -> str:
         """"; not tried: name (state), ..." for the endpoints the request did not try."""
         router, tried = self.router, policy.tried()
-        ejected = router.ejected()
+        ejected, vacant = router.ejected(), router.vacant()
         rest = []
         for j, name in enumerate(router.endpoint_names()):
-            if j not in tried:
+            if j not in tried and not vacant[j]:
                 state = "ejected" if ejected[j] else "not ready" if not router.is_available(model, j) else "available"
                 rest.append(f"{name} ({state})")
         return f"; not tried: {', '.join(rest)}" if rest else ""
