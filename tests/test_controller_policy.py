@@ -226,6 +226,7 @@ def test_auto_judges_no_demand_shortfall_before_capacity_is_known() -> None:
 def test_auto_keeps_a_load_driven_failure_while_capacity_mode_inflates_the_estimated_room() -> None:
     """The old rule forgot lambda_fail once K > 1.25 x K at the failure; in CAPACITY mode K grows by itself."""
     auto = AutoMode("auto", dwell_s=5.0, hysteresis=0.1)
+    _settle(auto, _shortfall(30.0, 52.0, rated=60.0), until=0.0)  # the estimate has been known for a dwell
     assert auto.update(0.0, _shortfall(50.0, 52.0, rated=60.0)).new == CAPACITY
     changes = [auto.update(0.5 * k, _shortfall(50.0, 80.0, rated=61.0)) for k in range(1, 120)]  # 60 s
     assert [c for c in changes if c] == [] and auto.fail_demand_rps == pytest.approx(50.0)
@@ -253,3 +254,36 @@ def test_a_registered_picker_decides_the_load_and_an_unknown_one_is_named() -> N
     assert chosen.interactive_rps == (5.0, 0.0, 0.0, 0.0)
     with pytest.raises(ConfigError, match="controller.cost_picker: unknown picker 'nope'"):
         Decider(ControllerSettings.from_dict({"cost_picker": "nope"}), "auto", 1.0, ("a",), DecisionLog())
+
+
+def test_auto_does_not_stick_in_capacity_after_a_switch_on_an_unsettled_estimate() -> None:
+    """Steady load inside COST's range: at start-up the estimated room K (8) is far below the rated room (56), so the
+    demand switch is tentative and COST returns once the settled K holds the load for the dwell; a second demand
+    switch within memory_s is a load-driven failure again and stays."""
+    auto = AutoMode("auto", dwell_s=0.5, hysteresis=0.1)
+    _settle(auto, _shortfall(4.0, 8.0, rated=56.0), until=1.0)
+    first = auto.update(1.0, _shortfall(20.0, 8.0, rated=56.0))
+    assert first.new == CAPACITY and auto.tentative and "tentative" in first.reasons[-1]
+    changes = [auto.update(1.0 + 0.1 * k, _shortfall(19.0, 30.0, rated=56.0)) for k in range(1, 20)]
+    assert [(c.new, round(c.at_s, 1)) for c in changes if c] == [(COST, 1.6)] and not auto.tentative
+    assert all(auto.update(3.0 + 0.1 * k, _shortfall(19.0, 30.0, rated=56.0)) is None for k in range(50))
+    again = auto.update(9.0, _shortfall(20.0, 8.0, rated=56.0))
+    assert again.new == CAPACITY and not auto.tentative  # within memory_s (20 dwells): kept as a failure
+    assert all(auto.update(9.0 + 0.1 * k, _shortfall(19.0, 30.0, rated=56.0)) is None for k in range(1, 60))
+
+
+def _settle(auto: AutoMode, quiet, until: float) -> None:
+    """Ticks of a known capacity and no shortfall for two dwells before ``until``."""
+    for k in range(20, 0, -1):
+        assert auto.update(until - k * auto.dwell_s / 10, quiet) is None
+
+
+def test_a_demand_switch_with_misses_or_a_settled_estimate_is_not_tentative() -> None:
+    auto = AutoMode("auto", dwell_s=0.5, hysteresis=0.1)
+    assert auto.update(0.0, _shortfall(20.0, 8.0, misses=0.2, rated=56.0)).new == CAPACITY and not auto.tentative
+    settled = AutoMode("auto", dwell_s=0.5, hysteresis=0.1)
+    _settle(settled, _shortfall(10.0, 20.0, rated=30.0), until=0.0)
+    assert settled.update(0.0, _shortfall(20.0, 20.0, rated=30.0)).new == CAPACITY and not settled.tentative
+    unrated = AutoMode("auto", dwell_s=0.5, hysteresis=0.1)
+    _settle(unrated, _shortfall(4.0, 8.0), until=0.0)
+    assert unrated.update(0.0, _shortfall(20.0, 8.0)).new == CAPACITY and not unrated.tentative

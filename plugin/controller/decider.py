@@ -81,7 +81,10 @@ class Decider:
             eligible = [v for v in vs
                         if v.healthy and v.meets_slo and all(f.keep(v, INTERACTIVE) for f in self.filters)]
             room[m] = sum(v.safe_room_rps(s.target_utilisation) for v in eligible)
-            rated[m] = sum(s.target_utilisation * v.service_rps for v in eligible if v.service_rps > 0.0)
+            # the rated room: the same SLO-safe share of each endpoint as K, of its configured slots over its
+            # measured service time (C_0 / s_i), so that K and K_r agree once the estimates have settled
+            rated[m] = sum(min(s.target_utilisation, v.slo_utilisation) * v.service_rps
+                           for v in eligible if v.service_rps > 0.0)
             known[m] = all(facts.measured[m][v.index] for v in eligible)
         judged = [m for m in views if known[m]] or list(views)
         m = binding({k: lam.get(k, 0.0) for k in judged}, room)

@@ -7,10 +7,13 @@ from typing import Dict, Optional, Sequence, Tuple
 
 from ..model import AUTO, CAPACITY, COST
 
-__all__ = ["Shortfall", "detect_shortfall", "AutoMode", "ModeChange", "MISS_PERSIST_TICKS"]
+__all__ = ["Shortfall", "detect_shortfall", "AutoMode", "ModeChange", "MISS_PERSIST_TICKS", "UNSETTLED_SHARE"]
 
 #: SLO misses must show on this many consecutive ticks to count (one unlucky interval is not a shortfall)
 MISS_PERSIST_TICKS = 2
+#: a demand shortfall judged on an estimated room K below this share of the rated room K_r is on an unsettled
+#: estimate (the slots and measured service times say the cheap set holds far more): its switch is tentative
+UNSETTLED_SHARE = 0.5
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,14 +85,21 @@ class AutoMode:
                               slow EWMA (a = 0.05) of lambda: a noisy high sample at the switch does not lower
                               the bar. lambda_fail is forgotten on evidence that the cheap set grew:
                               - an endpoint came back (ready again, re-admitted) or was added (``capacity_grew``);
-                              - the rated room K_r = sum(u x C_0,i / s_i) grew past 1.25 x K_r at the failure: the
-                                service times s_i fell (a slow-down ended); s_i is the server's compute time per
-                                request, measured at any load, so CAPACITY mode's lighter load does not fake it;
+                              - the rated room K_r = sum(min(u, u_slo_i) x C_0,i / s_i) grew past 1.25 x K_r at
+                                the failure: the service times s_i fell (a slow-down ended); s_i is the server's
+                                compute time per request, measured at any load, so CAPACITY mode's lighter load
+                                does not fake it;
                               - memory_s (20 dwell times) passed: a capacity that came back with no sign (a reload
                                 with more instances) is tried again at most that late.
                               Not on the estimated room K itself: under CAPACITY mode's light load the mu
                               estimates re-trust the configured slots, so K grows without any capacity coming
                               back, and forgetting on it would send steady load back to a COST mode that fails.
+                              Except a tentative switch: one for demand alone (no misses, errors or events: COST
+                              had not failed) while K < UNSETTLED_SHARE x K_r: the estimated room contradicts the
+                              rated one (the mu estimates have not settled). Its lambda_fail does not hold
+                              CAPACITY: it returns to COST once the exit thresholds (on the K of the day) have held
+                              for the dwell. At most one tentative switch per memory_s: a second demand switch
+                              within it is kept as a load-driven failure, so a real shortfall costs one round trip.
     The gap between the enter and exit thresholds, the dwell and lambda_fail are the hysteresis: steady load
     never flaps.
     """
@@ -109,6 +119,8 @@ class AutoMode:
         self._fail_at = -math.inf
         self._fail_rated_rps = 0.0
         self._mean_demand_rps: Optional[float] = None
+        self.tentative = False  # the CAPACITY in force came from a tentative switch (class docstring)
+        self._tentative_at = -math.inf
 
     def update(self, now: float, shortfall: Shortfall, capacity_grew: bool = False) -> Optional[ModeChange]:
         """Feed one tick; returns the change when the mode switched."""
@@ -127,6 +139,10 @@ class AutoMode:
                     self.fail_demand_rps, self._fail_at = shortfall.figures["demand_rps"], now
                     self._fail_rated_rps = shortfall.figures.get("rated_capacity_rps", 0.0)
                     self._mean_demand_rps = shortfall.figures["demand_rps"]
+                self.tentative = self._unsettled(shortfall.reasons, shortfall.figures, now)
+                if self.tentative:
+                    self._tentative_at = now
+                    reasons = reasons + ("tentative: estimated room below half the rated room",)
                 return self._switch(now, CAPACITY, reasons, shortfall.figures)
             return None
         self._track_demand(shortfall.figures["demand_rps"])
@@ -147,10 +163,20 @@ class AutoMode:
             self.fail_demand_rps = min(self.fail_demand_rps, self._mean_demand_rps)
 
     def _below_failure(self, demand_rps: float) -> bool:
-        return self.fail_demand_rps is None or demand_rps <= (1.0 - self.hysteresis) * self.fail_demand_rps
+        return (self.tentative or self.fail_demand_rps is None
+                or demand_rps <= (1.0 - self.hysteresis) * self.fail_demand_rps)
+
+    def _unsettled(self, reasons: Tuple[str, ...], figures: Dict[str, float], now: float) -> bool:
+        """A switch for demand alone (``reasons``: this tick's, misses not yet persistent included) on an unsettled
+        estimate (class docstring), the first in memory_s."""
+        room, rated = figures.get("cheap_capacity_rps", 0.0), figures.get("rated_capacity_rps", 0.0)
+        return (reasons == ("demand",) and rated > 0.0 and room < UNSETTLED_SHARE * rated
+                and now - self._tentative_at > self.memory_s)
 
     def _switch(self, now: float, new: str, reasons: Tuple[str, ...], figures: Dict[str, float]) -> ModeChange:
         change = ModeChange(now, self.mode, new, reasons, figures)
+        if new == COST:
+            self.tentative = False
         self.mode = new
         self.switches += 1
         return change
