@@ -5,6 +5,7 @@ import dataclasses
 import logging
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Dict, List
 
 from .baselines import (CheapestFirstSpill, LeastOutstandingP2C, PeakEwmaP2C, Restricted, RoundRobin, StaticWeights,
@@ -125,7 +126,9 @@ def warm_up(sender: Any, requests: int = 3) -> None:
 
 
 def reset_fleet(local_fleet: Any, spec: ScenarioSpec, original_concurrency: Dict[str, int]) -> None:
-    """Back to the initial state: every endpoint up, at full capacity, normal speed, with an empty queue."""
+    """Back to the initial state: every endpoint up, at full capacity, normal speed, with an empty queue. The
+    servers to restart (killed, reclaimed, or holding a queue) restart in parallel."""
+    down = []
     for name in local_fleet.fleet.names:
         endpoint = local_fleet.endpoints[name]
         if endpoint.running and any(e.kind == "freeze" and e.endpoint == name for e in spec.events):
@@ -133,7 +136,10 @@ def reset_fleet(local_fleet: Any, spec: ScenarioSpec, original_concurrency: Dict
         if endpoint.running and scrape_pending(endpoint.metrics_url, spec.model) > 0:
             local_fleet.kill(name)  # a queue left by the last policy: drop it (a graceful stop would serve it out)
         if not endpoint.running:
-            local_fleet.restart(name)
+            down.append(name)
+    if down:
+        with ThreadPoolExecutor(max_workers=len(down), thread_name_prefix="reset") as pool:
+            list(pool.map(local_fleet.restart, down))
     for event in spec.events:
         if event.kind == "set_capacity":
             local_fleet.set_capacity(event.endpoint, original_concurrency[event.endpoint])
