@@ -354,3 +354,18 @@ def statistics_median(values):
     import statistics
 
     return statistics.median(values)
+
+
+def test_events_reach_the_live_fleet() -> None:
+    from tritonmix.bench.runner import apply_event
+
+    calls = []
+
+    class Fleet:
+        def __getattr__(self, name):
+            return lambda *args: calls.append((name,) + args)
+
+    for event in (Event(1.0, "freeze", "a"), Event(2.0, "thaw", "a"), Event(3.0, "reclaim", "b", 0.5),
+                  Event(4.0, "slow_down", "c", 3.0), Event(5.0, "set_capacity", "a", 1)):
+        apply_event(Fleet(), event)
+    assert calls == [("freeze", "a"), ("thaw", "a"), ("kill", "b"), ("slow_down", "c", 3.0), ("set_capacity", "a", 1)]
