@@ -55,15 +55,19 @@ class ModelState:
         self._over += [0.0] * (n - len(self._over))
         self._last_interactive += [0] * (n - len(self._last_interactive))
         self.capacity += [None] * (n - len(self.capacity))  # type: ignore[list-item]
-        taken = set(fresh)
+        if not fresh:
+            return
+        taken, eps = set(fresh), fleet.endpoints
+        pools: Dict[str, List[Tuple[float, int]]] = {}  # measured live mates per pool, in one pass
+        for j, c in enumerate(self.capacity):
+            if c is not None and c.measured and live[j] and j not in taken:
+                pools.setdefault(eps[j].pool_name, []).append((c.mu_rps, j))
+        seeds = {pool: self.capacity[sorted(mates)[len(mates) // 2][1]] for pool, mates in pools.items()}
         for i in fresh:
             self._deltas.reset_slot(i)
             self._over[i], self._last_interactive[i] = 0.0, 0
-            pool = fleet.endpoints[i].pool_name
-            mates = sorted((c.mu_rps, j) for j, c in enumerate(self.capacity)
-                           if j not in taken and live[j] and c.measured and fleet.endpoints[j].pool_name == pool)
-            self.capacity[i] = (self.capacity[mates[len(mates) // 2][1]].like() if mates
-                                else _hinted(fleet, fleet.endpoints[i]))
+            mate = seeds.get(eps[i].pool_name)
+            self.capacity[i] = mate.like() if mate is not None else _hinted(fleet, eps[i])
 
     def interactive_delta(self, interactive_ok: Sequence[int]) -> List[int]:
         """Interactive completions of this model per endpoint since the last call."""

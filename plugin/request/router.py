@@ -422,7 +422,7 @@ class Router:
                 self._reset_slot(i)
                 self._slot_of[name] = i
                 joined.append(i)
-            elif spec != slots[i]:
+            elif spec is not slots[i] and spec != slots[i]:
                 replaced.append(i)
             if i < len(slots):
                 slots[i] = spec
