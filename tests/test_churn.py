@@ -110,6 +110,15 @@ def test_listeners_hear_each_change_and_bad_input_changes_nothing() -> None:
     assert router.endpoint_names() == ("a",) and len(heard) == 2
 
 
+def test_server_level_calls_skip_the_slots_whose_endpoint_left() -> None:
+    from tritonmix.request.fanout import endpoint_order
+
+    router = Router(empty_fleet(), seed=8)
+    router.apply_endpoints([state("a", 1), state("b", 2), state("c", 3)])
+    router.apply_endpoints([state("a", 1), state("c", 3)])
+    assert endpoint_order(router, "every", (), {}) == [0, 2]
+
+
 def test_explicit_weights_give_a_newcomer_nothing_until_a_plan_does() -> None:
     router = Router(empty_fleet(), seed=6)
     router.apply_endpoints([state("a", 1)])
@@ -215,6 +224,9 @@ class Fake(FakeEndpoint):
     def close(self) -> None:
         self.closed += 1
 
+    def is_server_live(self, *args: Any, **kwargs: Any) -> bool:
+        return True
+
 
 class AioFake(Fake):
     async def infer(self, model_name: str, inputs: Any, *args: Any) -> Any:  # type: ignore[override]
@@ -257,6 +269,7 @@ def test_a_sync_client_starts_empty_then_follows_joins_and_leaves(module: str) -
             client.infer("m", [])
         assert sum(f.calls for f in made["127.0.0.1:1"]) == a_calls  # nothing more reaches a
         assert all(f.closed for f in made["127.0.0.1:1"])  # nothing was in flight: a's clients are closed
+        assert client.is_server_live()
         with pytest.raises(Exception, match="not .* endpoints"):
             client.apply_endpoints([spec_of("x", 4, "grpc" if protocol == "http" else "http")])
 

@@ -92,8 +92,9 @@ def aggregate(policy: str, order: Sequence[int], names: Sequence[str], results: 
 
 def endpoint_order(router: Any, policy: str, args: tuple, kwargs: dict) -> List[int]:
     """Endpoints in the order a server-level call asks them: for ``model_first``, those where the model is ready
-    come first (a stable sort keeps fleet order within each group)."""
-    order = list(range(len(router.endpoint_names())))
+    come first (a stable sort keeps fleet order within each group). Slots whose endpoint left are not asked."""
+    vacant = router.vacant() if hasattr(router, "vacant") else ()
+    order = [i for i in range(len(router.endpoint_names())) if not (i < len(vacant) and vacant[i])]
     if policy == "model_first":
         mask = router.ready_mask(args[0] if args else kwargs.get("model_name", ""))
         order.sort(key=lambda i: not mask[i])
