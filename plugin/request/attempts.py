@@ -62,8 +62,8 @@ class Attempts:
         """(the time limit to give the transport for an attempt on endpoint i, its rescue limit): the rescue limit
         when it is the shorter (it is then also the first value), else the deadline's ``remaining_s`` and inf."""
         rescue = self.rescue
-        if rescue is None:
-            return remaining_s, math.inf
+        if rescue is None or (remaining_s is not None and self.policy.history and self.policy.stalls()):
+            return remaining_s, math.inf  # a copy under a deadline has the deadline's time (``rescue``)
         limit_s = rescue.limit_s(i, now)
         if remaining_s is not None and remaining_s <= limit_s:
             return remaining_s, math.inf
@@ -126,10 +126,13 @@ class Attempts:
         # The budget bounds the *extra* load retries put on servers. An attempt that never reached a server
         # (connection refused) loaded none, so sending the request elsewhere adds nothing: it is not charged.
         # That keeps a client that just saw the whole fleet down from refusing retries while servers come back.
-        if policy.history[-1].outcome.reached_server and not engine.router.budget.try_acquire():
-            raise engine.exhausted(self.model, policy, "retry budget spent") from exc
-        if policy.history[-1].outcome is Outcome.STALLED:
+        # A rescue copy is not charged either: it replaces the attempt given up, once per request at most, so it
+        # cannot grow into a storm, and refusing it would fail a request that was only waiting (``rescue``).
+        last = policy.history[-1].outcome
+        if last is Outcome.STALLED:
             engine.rescue.count_copy(i)
+        elif last.reached_server and not engine.router.budget.try_acquire():
+            raise engine.exhausted(self.model, policy, "retry budget spent") from exc
 
 
 def task_cancelled() -> bool:

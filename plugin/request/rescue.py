@@ -16,18 +16,21 @@ is a whole SLO past its usual latency): a plain slow endpoint sends no copies.
                               call's deadline cancels it; HTTP: its connection is closed, so it holds no pool slot;
                               aio: the awaiting task is cancelled) and counts as STALLED (``retry.Outcome``): the
                               request is sent once to another endpoint (its copy), under the failover rules (a
-                              retry: one of max_retries and, since the request may have reached the server, one
-                              retry-budget token)
-    the copy stalls too       the request ends with one InferenceServerException naming each endpoint tried and
-                              what happened, and the state of those not tried: one copy per request, never more
+                              retry: one of max_retries; not charged to the retry budget, since it replaces the
+                              attempt given up, once per request at most)
+    the copy stalls too       (no deadline) the request ends with one InferenceServerException naming each
+                              endpoint tried and what happened, and the state of those not tried: one copy per
+                              request, never more
     the user's deadline       binds when it is shorter (``deadline_s``; gRPC's ``client_timeout``): that attempt is
-                              not a stall, the deadline's own rules apply
+                              not a stall, the deadline's own rules apply; a copy sent under a deadline has the
+                              deadline's remaining time, not a rescue limit (a fleet-wide slow spell, where every
+                              endpoint is late, must not fail requests that had time left)
 
 The attempt given up is the copy's loser by construction: cancelling it at the moment the copy is sent frees its
 connection at once and costs no thread or task per request on the fast path (a race with the original would); an
 endpoint that answers only after L_i would have lost the race to a copy on an endpoint that answers in its usual
 time. The bound: an interactive request on a frozen fleet ends within L_first + L_copy (2 x (usual + SLO), 2.04 s
-for a 20 ms model under the default 1 s SLO), whatever the network timeouts.
+for a 20 ms model under the default 1 s SLO), whatever the network timeouts; one with a ``deadline_s``, within it.
 
 Batch requests have no rescue limit (they may wait: their deadline and the transport's timeouts bound them). The
 requests of a pinned sequence do (interactive), but are never moved: a stall ends them with an error that names the

@@ -18,8 +18,8 @@ Failure kinds (``Outcome``)::
     MAYBE_RAN     sent, no usable response (reset, timeout) -> fail over when retry_maybe_executed
     UNAVAILABLE   the server answered 503 / UNAVAILABLE     -> fail over (the server did not run it)
     REQUEST       the server answered about the request     -> pass the server's error through, never retried
-    STALLED       no answer within the rescue limit         -> fail over once per request (the rescue copy,
-                  (``tritonmix.request.rescue``)               ``tritonmix.request.rescue``); a second stall ends it
+    STALLED       no answer within the rescue limit         -> fail over once per request (the rescue copy, not
+                  (``tritonmix.request.rescue``)               charged to the budget); a second stall ends it
 """
 from __future__ import annotations
 
