@@ -57,7 +57,10 @@ class AioClientCore:
         return await self.engine.run_async(model, request_class, deadline_s, send, hedged=True)
 
     async def refresh(self, model: str) -> None:
-        ready = await asyncio.gather(*(self._probe(c, model) for c in self.clients))
+        vacant = self.router.vacant()  # a slot whose endpoint left is not probed (its client is closed)
+        ready = await asyncio.gather(*(self._probe(c, model) for c, gone in zip(self.clients, vacant) if not gone))
+        it = iter(ready)
+        ready = [None if gone else next(it) for gone in vacant[: len(self.clients)]]
         self.router.set_model_ready(model, list(ready))
 
     @staticmethod

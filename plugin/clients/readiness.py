@@ -51,7 +51,8 @@ class ReadinessRefresher:
         self._ensure_thread()
 
     def refresh(self, model: str) -> None:
-        ready = [self._probe_one(i, model) for i in range(len(self.router.fleet.endpoints))]
+        vacant = self.router.vacant()  # a slot whose endpoint left is not probed
+        ready = [None if gone else self._probe_one(i, model) for i, gone in enumerate(vacant)]
         self.router.set_model_ready(model, ready)
 
     def request_refresh(self, model: str) -> None:
