@@ -2,6 +2,7 @@
 set by slot, without a server (the live check is tests/test_churn_live.py)."""
 from __future__ import annotations
 
+import dataclasses
 from typing import List
 
 import pytest
@@ -312,3 +313,17 @@ def test_a_client_that_follows_a_plane_refuses_a_changing_set() -> None:
                                           endpoint_client_factory=Fake, readiness_interval_s=3600) as client:
         with pytest.raises(ConfigError, match="control plane"):
             client.apply_endpoints([spec_of("a", 1, "http")])
+
+
+def test_a_plan_made_before_a_join_is_applied_with_the_newcomer_at_zero() -> None:
+    clock = FakeClock()
+    ctl, router = controlled(clock)
+    router.apply_endpoints([state("a", 1), state("b", 2)])
+    serve(router, clock, 10)
+    plan = ctl.tick()
+    router.apply_endpoints([state("a", 1), state("b", 2), state("c", 3)])  # joins between decide and apply
+    assert ctl.applier.offer(dataclasses.replace(plan, generation=plan.generation + 1))
+    assert router.dispatcher("m").weights()[2] == 0.0 and router.dispatcher("m").weights()[0] > 0.0
+    router.apply_endpoints([state("a", 1), state("c", 3), state("d", 4)])  # b's slot reused by d: refused
+    assert not ctl.applier.offer(dataclasses.replace(plan, generation=plan.generation + 2))
+    assert ctl.applier.refused == {"endpoints": 1}

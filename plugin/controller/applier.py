@@ -10,7 +10,8 @@ counts it in ``refused`` (by reason):
     stale       its generation is not newer than the plan in force (of the same source: ``offer(plan,
                 source=...)`` with another source than the plan in force's starts its numbering afresh, as a
                 client does when it moves to another control-plane replica)
-    endpoints   it names other endpoints (or another order) than the router's
+    endpoints   it names other endpoints (or another order) than the router's; a router whose set grew since the
+                plan was made (endpoints that joined: ``tritonmix.request.slots``) takes it, the newcomers at 0
     shape       a weight or limit vector of the wrong length
     weights     a weight that is negative or not finite
     limits      a negative in-flight limit
@@ -70,7 +71,8 @@ class Applier:
     def _fault(self, plan: Plan, source: Optional[str]) -> Optional[str]:
         if self.plan is not None and source == self.source and plan.generation <= self.plan.generation:
             return "stale"
-        if tuple(plan.endpoints) != tuple(self.router.endpoint_names()):
+        names = tuple(self.router.endpoint_names())
+        if tuple(plan.endpoints) != names[: len(plan.endpoints)]:
             return "endpoints"
         n = len(plan.endpoints)
         plans = [plan.default] + [route.plan for _, route in plan.models]
@@ -87,12 +89,13 @@ class Applier:
     def _apply(self, plan: Plan) -> None:
         self.plan = plan
         router = self.router
+        pad = len(router.endpoint_names()) - len(plan.endpoints)  # endpoints that joined since the plan: 0 for now
         for model, request_class in router.dispatchers():
-            router.set_weights(model, request_class, plan.weights(model, request_class))
+            router.set_weights(model, request_class, _padded(plan.weights(model, request_class), pad, 0.0))
             if request_class == INTERACTIVE and hasattr(router, "set_limits"):
-                router.set_limits(model, request_class, plan.limits(model))
+                router.set_limits(model, request_class, _padded(plan.limits(model), pad, 0))
         if sum(plan.interactive_weights) > 0.0:
-            router.set_default_weights(plan.interactive_weights)
+            router.set_default_weights(_padded(plan.interactive_weights, pad, 0.0))
         if self.follow_available:
             for i, available in enumerate(plan.available):
                 if available != self._available.get(i, True):
@@ -105,7 +108,12 @@ class Applier:
             return
         weights = plan.weights(*key)
         if sum(weights) > 0.0:
-            self.router.set_weights(key[0], key[1], weights)
+            pad = len(self.router.endpoint_names()) - len(weights)
+            self.router.set_weights(key[0], key[1], _padded(weights, pad, 0.0))
+
+
+def _padded(values: Sequence[Any], pad: int, fill: Any) -> Tuple[Any, ...]:
+    return tuple(values) + (fill,) * pad if pad > 0 else tuple(values)
 
 
 def _weight_vectors(plan: ModelPlan) -> Iterable[Sequence[float]]:
