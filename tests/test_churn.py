@@ -327,3 +327,18 @@ def test_a_plan_made_before_a_join_is_applied_with_the_newcomer_at_zero() -> Non
     router.apply_endpoints([state("a", 1), state("c", 3), state("d", 4)])  # b's slot reused by d: refused
     assert not ctl.applier.offer(dataclasses.replace(plan, generation=plan.generation + 2))
     assert ctl.applier.refused == {"endpoints": 1}
+
+
+def test_hedge_delays_cover_endpoints_that_joined() -> None:
+    from tritonmix.request.hedging import HedgeDelay
+    from tritonmix.settings import HedgeSettings
+
+    clock = FakeClock()
+    router = Router(empty_fleet(), seed=9, clock=clock)
+    router.apply_endpoints([state("a", 1)])
+    delay = HedgeDelay(router.fleet, HedgeSettings(), clock)
+    d = router.dispatcher("m")
+    assert delay(d, 0) > 0
+    router.apply_endpoints([state("a", 1), state("b", 2)])
+    clock.advance(1.0)
+    assert delay(d, 1) > 0

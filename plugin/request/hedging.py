@@ -92,16 +92,20 @@ class HedgeDelay:
         return entry[1][i]
 
     def expected_s(self, d: Any) -> List[float]:
-        """The dispatcher's EWMA latency per endpoint, the hint where it has none yet."""
+        """The dispatcher's EWMA latency per endpoint, the hint where it has none yet (none for an endpoint that
+        joined later: ``tritonmix.request.slots``)."""
         ewma = d.stats().ewma_latency_s
-        return [e if e == e else h for e, h in zip(ewma, self._hints)]
+        hints = self._hints + [math.nan] * (len(ewma) - len(self._hints))
+        return [e if e == e else h for e, h in zip(ewma, hints)]
 
     def usual_s(self, d: Any) -> List[float]:
         """usual_i (module docstring, ``tritonmix.request.baseline``) of dispatcher d's endpoints."""
         usual = self._usual.get(id(d))
         if usual is None:
             usual = self._usual[id(d)] = UsualLatency(len(self._hints), USUAL_TAU_S)
-        return list(usual.update(self.clock(), self.expected_s(d)))
+        expected = self.expected_s(d)
+        usual.values += [math.nan] * (len(expected) - len(usual.values))  # slots that joined since
+        return list(usual.update(self.clock(), expected))
 
     def compute(self, d: Any) -> Tuple[float, ...]:
         usual = self.usual_s(d)
