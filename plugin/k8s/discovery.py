@@ -93,6 +93,7 @@ class KubernetesSource:
         self._pools: Dict[str, PoolInfo] = {}      # Service name -> its last good reading
         self._listed: Dict[str, bool] = {"Service": False, "EndpointSlice": False}
         self._problems: Dict[str, str] = {}       # object -> the problem last logged for it
+        self._slice_cache: Dict[str, Tuple[Any, PoolInfo, Tuple[EndpointState, ...]]] = {}
         self._last: Optional[Tuple[EndpointState, ...]] = None
         self._on_change: Optional[OnChange] = None
         self._threads: List[threading.Thread] = []
@@ -276,6 +277,7 @@ class KubernetesSource:
 
     def _states(self) -> Tuple[EndpointState, ...]:
         found: Dict[str, EndpointState] = {}
+        cache, self._slice_cache = self._slice_cache, {}
         for slice_name, slice_ in sorted(self._slices.items()):
             key = f"EndpointSlice/{slice_name}"
             service = ((slice_.get("metadata") or {}).get("labels") or {}).get(labels.SERVICE_NAME_LABEL)
@@ -285,24 +287,35 @@ class KubernetesSource:
                        else f"Service {service!r} is not in fleet {self.settings.fleet!r}")
                 self._problem(key, f"EndpointSlice {self.settings.namespace}/{slice_name}: {why}; left out")
                 continue
-            try:
-                endpoints: Sequence[SliceEndpoint] = endpoints_from_slice(slice_, self.settings.protocol)
-            except PoolError as exc:
-                self._problem(key, f"{exc}; left out")
-                continue
-            if slice_.get("endpoints") is None:
-                self._problem(key, f"EndpointSlice {self.settings.namespace}/{slice_name}: 'endpoints' is null "
-                                   "(no endpoints)")
-            else:
-                self._problems.pop(key, None)
-            for endpoint in endpoints:
-                state = EndpointState(endpoint.spec(pool, self.settings.protocol), endpoint.ready,
-                                      endpoint.terminating)
-                other = found.get(endpoint.name)
+            states = self._slice_states(slice_name, slice_, pool, cache)
+            for state in states:
+                other = found.get(state.name)
                 # the same pod in two slices (while the slice controller moves it): the most available copy wins
                 if other is None or (state.serving, state.ready) > (other.serving, other.ready):
-                    found[endpoint.name] = state
+                    found[state.name] = state
         return tuple(found[name] for name in sorted(found))
+
+    def _slice_states(self, name: str, slice_: Dict[str, Any], pool: PoolInfo,
+                      cache: Dict[str, Tuple[Any, PoolInfo, Tuple[EndpointState, ...]]]) -> Tuple[EndpointState, ...]:
+        """One slice's endpoints, read again only when the slice (its resourceVersion) or its pool changed."""
+        version = (slice_.get("metadata") or {}).get("resourceVersion")
+        hit = cache.get(name)
+        if hit is not None and version is not None and hit[0] == version and hit[1] == pool:
+            self._slice_cache[name] = hit
+            return hit[2]
+        key = f"EndpointSlice/{name}"
+        try:
+            endpoints: Sequence[SliceEndpoint] = endpoints_from_slice(slice_, self.settings.protocol)
+        except PoolError as exc:
+            self._problem(key, f"{exc}; left out")
+            return ()
+        if slice_.get("endpoints") is None:
+            self._problem(key, f"EndpointSlice {self.settings.namespace}/{name}: 'endpoints' is null (no endpoints)")
+        else:
+            self._problems.pop(key, None)
+        states = tuple(EndpointState(e.spec(pool, self.settings.protocol), e.ready, e.terminating) for e in endpoints)
+        self._slice_cache[name] = (version, pool, states)
+        return states
 
     def _publish(self) -> None:
         """Send the whole set if both kinds are listed and it changed (called with the lock held)."""
