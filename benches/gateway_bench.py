@@ -14,6 +14,8 @@ plan:     the time from the plane's tick that publishes plan G (the controller's
           every 2 ms), over consecutive plans.
 faults:   three servers behind the gateway, perf_analyzer at concurrency 8 on sleep20 through it; 3 s in, one of:
           SIGKILL an endpoint, SIGSTOP one (SIGCONT 6 s later), restart the in-process plane.
+spill:    COST mode with a cheap endpoint of 100 req/s and two dear ones, ~400 req/s asked through the gateway:
+          the requests per endpoint and the queue time at each (``spill``'s docstring).
 """
 from __future__ import annotations
 
@@ -218,15 +220,77 @@ def faults(args: argparse.Namespace) -> Dict[str, Any]:
     return out
 
 
+def spill(args: argparse.Namespace) -> Dict[str, Any]:
+    """COST mode, three endpoints holding sleep20: the cheap one with 2 instances (100 req/s), two dear ones with 8;
+    perf_analyzer at concurrency 8 through the gateway asks ~400 req/s. Where the requests went (Envoy's per-host
+    counters) and the queue time at each endpoint (Triton's nv_inference_queue_duration_us / request) show whether
+    the excess spilled or queued at the cheap endpoint."""
+    import shutil
+
+    pa = PerfAnalyzer.ensure()
+    cheap = repository()
+    (cheap / "sleep20" / "config.pbtxt").write_text(SLEEP_CONFIG.replace("count: 8", "count: 2"))
+    shutil.rmtree(cheap / "add_sub")
+    dear = repository()
+    servers = [LocalTritonServer(cheap).start(), LocalTritonServer(dear).start(), LocalTritonServer(dear).start()]
+    try:
+        fleet = Fleet.from_dict({"mode": "cost", "slo_ms": args.slo_ms, "endpoints": [
+            {"name": name, "url": s.http_url, "metrics_url": s.metrics_url, "accelerator": name,
+             "price_per_hour": price, "max_concurrency": conc}
+            for name, s, price, conc in zip(("cheap", "dear-a", "dear-b"), servers, (0.2, 1.0, 1.0), (2, 8, 8))]})
+        with Gateway(fleet, http_port=0, grpc_port=0, models=["sleep20"]) as gw:
+            time.sleep(2.0)
+            before = _split(gw)
+            queue0 = [_queue_us(s) for s in servers]
+            row = pa.run("sleep20", gw.http_url, concurrency=args.concurrency, window_ms=4000, max_trials=3)
+            after = _split(gw)
+            queue1 = [_queue_us(s) for s in servers]
+            weights = gw.envoy_weights()["http~m~sleep20"]
+    finally:
+        for s in servers:
+            s.stop()
+    sent = {k: after[k] - before[k] for k in after}
+    return {"throughput": row.throughput, "p50_us": row.p50_us, "p99_us": row.p99_us, "errors": row.errors,
+            "requests_per_endpoint": sent,
+            "queue_us_per_request": [round((q1[0] - q0[0]) / max(1, q1[1] - q0[1]), 1)
+                                     for q0, q1 in zip(queue0, queue1)],
+            "envoy_weights_at_end": weights}
+
+
+def _split(gw: Gateway) -> Dict[str, int]:
+    out: Dict[str, int] = {}
+    for cluster in gw.envoy.admin_json("/clusters?format=json")["cluster_statuses"]:
+        for h in cluster.get("host_statuses", []):
+            n = sum(int(s.get("value", 0)) for s in h.get("stats", []) if s["name"] == "rq_total")
+            out[h["hostname"]] = out.get(h["hostname"], 0) + n
+    return out
+
+
+def _queue_us(server: LocalTritonServer) -> tuple:
+    """(sum of queue time in us, successful requests) of sleep20 from Triton's metrics."""
+    import urllib.request
+
+    text = urllib.request.urlopen(f"http://{server.metrics_url}/metrics", timeout=5).read().decode()
+    total = count = 0.0
+    for line in text.splitlines():
+        if line.startswith("nv_inference_queue_duration_us{") and 'model="sleep20"' in line:
+            total += float(line.rsplit(" ", 1)[1])
+        if line.startswith("nv_inference_request_success{") and 'model="sleep20"' in line:
+            count += float(line.rsplit(" ", 1)[1])
+    return total, count
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("what", choices=["overhead", "plan", "faults"])
+    parser.add_argument("what", choices=["overhead", "plan", "faults", "spill"])
+    parser.add_argument("--slo-ms", type=float, default=100.0)
+    parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--window-ms", type=int, default=3000)
     parser.add_argument("--changes", type=int, default=50)
     parser.add_argument("--interval", type=float, default=0.5)
     args = parser.parse_args()
-    fn = {"overhead": overhead, "plan": plan_latency, "faults": faults}[args.what]
+    fn = {"overhead": overhead, "plan": plan_latency, "faults": faults, "spill": spill}[args.what]
     result = {"what": args.what, "commit": commit(), "command": " ".join(sys.argv), "result": fn(args)}
     print(json.dumps(result, indent=1))
 
