@@ -10,7 +10,7 @@ Each follows the API's list + watch rules (as client-go's reflector does):
     list            in chunks of page_size (limit/continue); the list's resourceVersion starts the watch; a
                     continue token that expired (410) restarts the list
     watch           from the last resourceVersion seen (an event's object, or a BOOKMARK), allowWatchBookmarks,
-                    timeoutSeconds = watch_timeout_s; a watch that ends cleanly is resumed at once
+                    timeoutSeconds = watch_timeout_s x [1, 2); a watch that ends cleanly is resumed at once
     410 Gone        (an ERROR event or the HTTP status) the resourceVersion is too old: list again
     anything else   (connection refused or dropped, a 5xx, a silent stream past read_timeout_s) reconnect after a
                     backoff: backoff_initial_s doubling up to backoff_max_s, times a jitter in [0.5, 1]; the first
@@ -230,7 +230,7 @@ class KubernetesSource:
         try:
             for event in stream.stream(
                     list_fn, self.settings.namespace, label_selector=selector, resource_version=version,
-                    allow_watch_bookmarks=True, timeout_seconds=int(self.settings.watch_timeout_s),
+                    allow_watch_bookmarks=True, timeout_seconds=self._watch_timeout_s(),
                     _request_timeout=(_CONNECT_TIMEOUT_S, self.settings.read_timeout_s)):
                 if self._stopping.is_set():
                     break
@@ -242,6 +242,11 @@ class KubernetesSource:
                     self._versions[kind] = str(version)
         finally:
             self._watches.pop(kind, None)
+
+    def _watch_timeout_s(self) -> int:
+        """watch_timeout_s x a jitter in [1, 2), as client-go spreads its watches' ends, so that many watchers do not
+        reconnect in step."""
+        return max(1, int(self.settings.watch_timeout_s * self._random.uniform(1.0, 2.0)))
 
     # -- the state -------------------------------------------------------------------------------------------
     def _apply(self, kind: str, event_type: str, raw: Dict[str, Any]) -> None:
@@ -255,6 +260,7 @@ class KubernetesSource:
                 objects.pop(name, None)
                 if kind == "Service":
                     self._pools.pop(name, None)
+                self._problems.pop(f"{kind}/{name}", None)
             else:
                 objects[name] = raw
                 if kind == "Service":
@@ -293,6 +299,8 @@ class KubernetesSource:
                 # the same pod in two slices (while the slice controller moves it): the most available copy wins
                 if other is None or (state.serving, state.ready) > (other.serving, other.ready):
                     found[state.name] = state
+        for key in [k for k in self._problems if k.startswith("EndpointSlice/") and k[14:] not in self._slices]:
+            del self._problems[key]  # a slice that went: a new one of that name is logged afresh
         return tuple(found[name] for name in sorted(found))
 
     def _slice_states(self, name: str, slice_: Dict[str, Any], pool: PoolInfo,

@@ -11,7 +11,7 @@
         context: prod               # optional: a kubeconfig context other than the current one
         in_cluster: null            # null: in-cluster when KUBERNETES_SERVICE_HOST is set and no kubeconfig is named
         page_size: 500              # list in chunks of this many objects (limit/continue)
-        watch_timeout_s: 300        # the API server ends each watch after this (timeoutSeconds); it is resumed
+        watch_timeout_s: 300        # each watch asks the API server to end it after this x [1, 2); it is resumed
         read_timeout_s: 75          # a watch silent this long (no event, no bookmark) is reconnected
         backoff_initial_s: 0.5      # reconnect backoff after an error: doubles up to backoff_max_s, with jitter
         backoff_max_s: 30
