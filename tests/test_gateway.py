@@ -156,6 +156,42 @@ def test_a_killed_endpoint_fails_no_request(gateway: Gateway, trio: Trio, victim
     assert flags != "healthy", flags
 
 
+def test_a_plane_restart_fails_no_request_and_its_plans_are_followed(trio: Trio) -> None:
+    """The gateway follows a plane given by address; the plane stops and a new one starts on the same address
+    under load: Envoy keeps the last plan meanwhile (no request fails) and then holds the new plane's plans."""
+    from tritonmix.control_plane import ControlPlane
+
+    trio.heal()
+    fleet = priced_fleet(trio)
+    plane = ControlPlane(fleet, listen="127.0.0.1:0").start()
+    try:
+        with Gateway(fleet, http_port=0, grpc_port=0, control_plane=plane.address) as gw:
+            assert gw.plane is None and wait_for(lambda: plane.board.client_count == 1, 5.0)
+            stop, failures, done = threading.Event(), [], []
+            threads = [threading.Thread(target=_load, args=(gw, stop, failures, done, "http")) for _ in range(2)]
+            for t in threads:
+                t.start()
+            try:
+                assert wait_for(lambda: len(done) >= 20, 10.0)
+                address, old_epoch = plane.address, plane.epoch
+                plane.stop()
+                time.sleep(4 * INTERVAL_S)
+                plane = ControlPlane(fleet, listen=address).start()
+                assert gw.plane_epoch == old_epoch
+                applied = gw.plans_applied
+                assert wait_for(lambda: gw.plane_epoch == plane.epoch and gw.plans_applied > applied, 10.0)
+                assert plane.epoch != old_epoch and plane.board.client_count == 1
+                before = len(done)
+                assert wait_for(lambda: len(done) >= before + 20, 10.0)
+            finally:
+                stop.set()
+                for t in threads:
+                    t.join(10)
+            assert not failures, failures[:3]
+    finally:
+        plane.stop()
+
+
 def test_bad_input_gets_kserve_errors_and_ejects_nothing(gateway: Gateway) -> None:
     status, body = http(gateway, "/v2/models/no_such_model/infer", b'{"inputs": []}')
     assert status in (400, 404) and "no_such_model" in json.loads(body)["error"], (status, body)

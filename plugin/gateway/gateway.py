@@ -140,6 +140,8 @@ class Gateway:
         self.plans_applied = 0
         self.plan_errors = 0
         self.last_plan: Optional[Plan] = None
+        #: the epoch of the plane whose plan was applied last (a restarted plane has a new one)
+        self.plane_epoch = ""
         self._applied_at = math.nan
 
     # ---- addresses -------------------------------------------------------------------------------------------
@@ -283,6 +285,7 @@ class Gateway:
                 msg = json.loads(answer)
                 self._apply(Plan.from_dict(msg["plan"]))
                 after, epoch = int(msg["generation"]), str(msg["epoch"])
+                self.plane_epoch = epoch
                 interval_s = float(msg.get("interval_s", interval_s))
                 failing = False
                 self._stop.wait(max(0.0, float(msg.get("next_tick_s", 0.0)) - LEAD * interval_s))
