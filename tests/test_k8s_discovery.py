@@ -280,6 +280,37 @@ def test_stop_ends_the_threads_and_sends_nothing_after(running):
     assert until(lambda: api.open_watches() == 0)
 
 
+def test_a_service_relabelled_out_of_the_fleet_takes_its_endpoints_with_it(running):
+    api, _, recorder = running
+    api.apply(service("g5", fleet="another"))  # the watch sees DELETED: it no longer matches the selector
+    recorder.wait(names("p1", "p2"))
+    api.apply(service("g5"))
+    recorder.wait(names("p1", "p2", "g1"))
+
+
+def test_the_fake_serves_chunks_from_one_snapshot_and_expires_old_tokens(api):
+    """The fake API's own protocol, through the client: a continued list ignores writes after its first chunk; a
+    token from before a compaction is 410."""
+    from kubernetes import client, config
+    from kubernetes.client.exceptions import ApiException
+
+    for i in range(4):
+        api.apply(service(f"s{i}"))
+    configuration = client.Configuration()
+    config.load_kube_config(str(api.kubeconfig_path()), client_configuration=configuration)
+    core = client.CoreV1Api(client.ApiClient(configuration))
+    first = core.list_namespaced_service(NS, limit=2)
+    api.apply(service("s0", price="9"))
+    api.delete("Service", NS, "s3")
+    rest = core.list_namespaced_service(NS, limit=2, _continue=first.metadata._continue)
+    assert [s.metadata.name for s in first.items + rest.items] == ["s0", "s1", "s2", "s3"]
+    assert rest.metadata.resource_version == first.metadata.resource_version
+    api.compact()
+    with pytest.raises(ApiException) as exc:
+        core.list_namespaced_service(NS, limit=2, _continue=first.metadata._continue)
+    assert exc.value.status == 410
+
+
 # -- credentials -------------------------------------------------------------------------------------------------
 def test_kubeconfig_from_the_environment(api, monkeypatch):
     api.apply(service("inf2"))

@@ -42,21 +42,16 @@ import subprocess
 import tempfile
 import threading
 import time
-import uuid
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Set, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Set
 
 from aiohttp import web
 
+from .fakestore import KINDS, Change, Selector, Store, event_for, status
+
 __all__ = ["FakeApiServer", "RequestRecord", "KINDS"]
 
-#: kind -> (URL prefix, resource, apiVersion)
-KINDS: Dict[str, Tuple[str, str, str]] = {
-    "Service": ("/api/v1", "services", "v1"),
-    "EndpointSlice": ("/apis/discovery.k8s.io/v1", "endpointslices", "discovery.k8s.io/v1"),
-}
 _BY_RESOURCE = {resource: kind for kind, (_, resource, _) in KINDS.items()}
-_Key = Tuple[str, str, str]  # (kind, namespace, name)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,48 +64,14 @@ class RequestRecord:
     query: Mapping[str, str]
 
 
-class _Selector:
-    """A label selector of ANDed requirements: ``k=v``, ``k==v``, ``k!=v``, ``k`` (exists), ``!k`` (absent)."""
-
-    def __init__(self, text: str) -> None:
-        self.requirements: List[Tuple[str, str, str]] = []
-        for part in filter(None, (p.strip() for p in text.split(","))):
-            if "!=" in part:
-                key, value = part.split("!=", 1)
-                self.requirements.append(("!=", key.strip(), value.strip()))
-            elif "=" in part:
-                key, value = part.replace("==", "=").split("=", 1)
-                self.requirements.append(("=", key.strip(), value.strip()))
-            elif part.startswith("!"):
-                self.requirements.append(("absent", part[1:].strip(), ""))
-            elif " " in part or "(" in part:
-                raise ValueError(f"unsupported label selector requirement {part!r}")
-            else:
-                self.requirements.append(("exists", part, ""))
-
-    def matches(self, obj: Mapping[str, Any]) -> bool:
-        labels = (obj.get("metadata") or {}).get("labels") or {}
-        for op, key, value in self.requirements:
-            ok = {"=": labels.get(key) == value, "!=": labels.get(key) != value,
-                  "exists": key in labels, "absent": key not in labels}[op]
-            if not ok:
-                return False
-        return True
-
-
 @dataclasses.dataclass(eq=False)
 class _Watch:
     kind: str
     namespace: str
-    selector: _Selector
+    selector: Selector
     bookmarks: bool
     queue: "asyncio.Queue[Optional[Dict[str, Any]]]"
     request: web.Request
-
-
-def _status(code: int, reason: str, message: str) -> Dict[str, Any]:
-    return {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure", "message": message,
-            "reason": reason, "code": code}
 
 
 class FakeApiServer:
@@ -122,10 +83,7 @@ class FakeApiServer:
         self.tls = tls
         self.bookmark_interval_s = bookmark_interval_s
         self._port = port
-        self._rv = 0
-        self._compacted_rv = 0
-        self._versions: Dict[_Key, List[Tuple[int, Optional[Dict[str, Any]]]]] = {}
-        self._events: List[Tuple[int, _Key, Optional[Dict[str, Any]], Optional[Dict[str, Any]]]] = []
+        self._store = Store()
         self._watches: Set[_Watch] = set()
         self._records: List[RequestRecord] = []
         self._records_lock = threading.Lock()
@@ -229,7 +187,7 @@ class FakeApiServer:
 
     @property
     def resource_version(self) -> int:
-        return self._rv
+        return self._store.rv
 
     def compact(self, expire_watches: bool = True) -> int:
         """Forget the history up to now: a watch from an older resourceVersion or an older continue token gets
@@ -288,69 +246,31 @@ class FakeApiServer:
             await self._runner.cleanup()
             self._runner = None
 
-    async def _current(self, key: _Key) -> Optional[Dict[str, Any]]:
-        versions = self._versions.get(key)
-        return versions[-1][1] if versions else None
+    async def _current(self, key: Any) -> Optional[Dict[str, Any]]:
+        return self._store.current(key)
 
     async def _apply(self, obj: Dict[str, Any]) -> Dict[str, Any]:
-        kind = obj.get("kind")
-        if kind not in KINDS:
-            raise ValueError(f"FakeApiServer serves {', '.join(KINDS)}, not kind {kind!r}")
-        meta = obj.setdefault("metadata", {})
-        if not meta.get("name") or not meta.get("namespace"):
-            raise ValueError("an object needs metadata.name and metadata.namespace")
-        key = (kind, meta["namespace"], meta["name"])
-        old = await self._current(key)
-        self._rv += 1
-        obj["apiVersion"] = KINDS[kind][2]
-        meta["resourceVersion"] = str(self._rv)
-        meta["uid"] = (old or {}).get("metadata", {}).get("uid") or str(uuid.uuid4())
-        meta.setdefault("creationTimestamp", time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
-        self._record_change(key, old, obj)
-        return copy.deepcopy(obj)
+        change = self._store.apply(obj)
+        self._fan_out(change)
+        return copy.deepcopy(change.new)  # type: ignore[arg-type]
 
-    async def _delete(self, key: _Key) -> None:
-        old = await self._current(key)
-        if old is None:
-            raise KeyError(f"no {key[0]} {key[1]}/{key[2]}")
-        self._rv += 1
-        self._record_change(key, old, None)
+    async def _delete(self, key: Any) -> None:
+        self._fan_out(self._store.delete(key))
 
-    def _record_change(self, key: _Key, old: Optional[Dict[str, Any]], new: Optional[Dict[str, Any]]) -> None:
-        self._versions.setdefault(key, []).append((self._rv, new))
-        self._events.append((self._rv, key, old, new))
+    def _fan_out(self, change: Change) -> None:
         for watch in list(self._watches):
-            event = self._event_for(watch, self._rv, key, old, new)
+            event = event_for(watch.kind, watch.namespace, watch.selector, change)
             if event is not None:
                 watch.queue.put_nowait(event)
 
-    @staticmethod
-    def _event_for(watch: _Watch, rv: int, key: _Key, old: Optional[Dict[str, Any]],
-                   new: Optional[Dict[str, Any]]) -> Optional[Dict[str, Any]]:
-        """The event a watcher sees for one change: by whether the object matched its selector before and after."""
-        if key[0] != watch.kind or key[1] != watch.namespace:
-            return None
-        before = old is not None and watch.selector.matches(old)
-        after = new is not None and watch.selector.matches(new)
-        if after:
-            return {"type": "MODIFIED" if before else "ADDED", "object": new}
-        if before:
-            gone = copy.deepcopy(old)
-            gone["metadata"]["resourceVersion"] = str(rv)
-            return {"type": "DELETED", "object": gone}
-        return None
-
     async def _compact(self, expire_watches: bool) -> int:
-        self._compacted_rv = self._rv
-        self._events = []
-        for key, versions in self._versions.items():
-            self._versions[key] = versions[-1:]
+        compacted = self._store.compact()
         if expire_watches:
             for watch in list(self._watches):
-                watch.queue.put_nowait({"type": "ERROR", "object": _status(
-                    410, "Expired", f"too old resource version: compacted at {self._compacted_rv}")})
+                watch.queue.put_nowait({"type": "ERROR", "object": status(
+                    410, "Expired", f"too old resource version: compacted at {compacted}")})
                 watch.queue.put_nowait(None)
-        return self._compacted_rv
+        return compacted
 
     async def _drop(self) -> int:
         watches = list(self._watches)
@@ -368,21 +288,7 @@ class FakeApiServer:
 
     def _bookmark_event(self, kind: str) -> Dict[str, Any]:
         return {"type": "BOOKMARK", "object": {"kind": kind, "apiVersion": KINDS[kind][2],
-                                               "metadata": {"resourceVersion": str(self._rv)}}}
-
-    def _snapshot(self, kind: str, namespace: str, selector: _Selector, at_rv: int) -> List[Dict[str, Any]]:
-        """The matching objects as they were at ``at_rv``, sorted by name (the order chunks follow)."""
-        items = []
-        for (k, ns, name), versions in sorted(self._versions.items()):
-            if k != kind or ns != namespace:
-                continue
-            state = None
-            for rv, obj in versions:
-                if rv <= at_rv:
-                    state = obj
-            if state is not None and selector.matches(state):
-                items.append(state)
-        return items
+                                               "metadata": {"resourceVersion": str(self._store.rv)}}}
 
     # -- HTTP ------------------------------------------------------------------------------------------------
     async def _handle(self, request: web.Request) -> web.StreamResponse:
@@ -394,40 +300,40 @@ class FakeApiServer:
             self._records.append(RequestRecord(kind, namespace, watch, query))
         scheme, _, credential = request.headers.get("Authorization", "").partition(" ")
         if self.token is not None and (scheme.lower() != "bearer" or credential != self.token):
-            return web.json_response(_status(401, "Unauthorized", "Unauthorized"), status=401)
+            return web.json_response(status(401, "Unauthorized", "Unauthorized"), status=401)
         try:
-            selector = _Selector(query.get("labelSelector", ""))
+            selector = Selector(query.get("labelSelector", ""))
         except ValueError as exc:
-            return web.json_response(_status(400, "BadRequest", str(exc)), status=400)
+            return web.json_response(status(400, "BadRequest", str(exc)), status=400)
         if watch:
             return await self._watch(request, kind, namespace, selector, query)
         return self._list(kind, namespace, selector, query)
 
-    def _list(self, kind: str, namespace: str, selector: _Selector, query: Mapping[str, str]) -> web.Response:
-        at_rv, start = self._rv, ""
+    def _list(self, kind: str, namespace: str, selector: Selector, query: Mapping[str, str]) -> web.Response:
+        at_rv, start = self._store.rv, ""
         if query.get("continue"):
             try:
                 token = json.loads(base64.urlsafe_b64decode(query["continue"]))
                 at_rv, start = int(token["rv"]), str(token["start"])
             except (ValueError, KeyError, TypeError):
-                return web.json_response(_status(400, "BadRequest", "malformed continue token"), status=400)
-            if at_rv < self._compacted_rv:
-                return web.json_response(_status(
+                return web.json_response(status(400, "BadRequest", "malformed continue token"), status=400)
+            if at_rv < self._store.compacted_rv:
+                return web.json_response(status(
                     410, "Expired", "The provided continue parameter is too old to display a consistent list result."),
                     status=410)
-        items = [o for o in self._snapshot(kind, namespace, selector, at_rv) if o["metadata"]["name"] > start]
+        items = [o for o in self._store.snapshot(kind, namespace, selector, at_rv) if o["metadata"]["name"] > start]
         meta: Dict[str, Any] = {"resourceVersion": str(at_rv)}
         limit = int(query.get("limit") or 0)
         if 0 < limit < len(items):
             items = items[:limit]
             meta["continue"] = base64.urlsafe_b64encode(json.dumps(
                 {"rv": at_rv, "start": items[-1]["metadata"]["name"]}).encode()).decode()
-            meta["remainingItemCount"] = len(self._snapshot(kind, namespace, selector, at_rv)) - limit
+            meta["remainingItemCount"] = len(self._store.snapshot(kind, namespace, selector, at_rv)) - limit
         body = {"kind": kind + "List", "apiVersion": KINDS[kind][2], "metadata": meta,
                 "items": [{k: v for k, v in o.items() if k not in ("kind", "apiVersion")} for o in items]}
         return web.json_response(body)
 
-    async def _watch(self, request: web.Request, kind: str, namespace: str, selector: _Selector,
+    async def _watch(self, request: web.Request, kind: str, namespace: str, selector: Selector,
                      query: Mapping[str, str]) -> web.StreamResponse:
         response = web.StreamResponse(status=200, headers={"Content-Type": "application/json"})
         response.enable_chunked_encoding()
@@ -436,16 +342,17 @@ class FakeApiServer:
                        asyncio.Queue(), request)
         since = query.get("resourceVersion", "")
         # Replay and registration run without an await between them: no change can fall between the two.
+        store = self._store
         if since in ("", "0"):
-            for obj in self._snapshot(kind, namespace, selector, self._rv):
+            for obj in store.snapshot(kind, namespace, selector, store.rv):
                 watch.queue.put_nowait({"type": "ADDED", "object": obj})
-        elif not since.isdigit() or int(since) < self._compacted_rv:
-            watch.queue.put_nowait({"type": "ERROR", "object": _status(
-                410, "Expired", f"too old resource version: {since} ({self._compacted_rv})")})
+        elif not since.isdigit() or int(since) < store.compacted_rv:
+            watch.queue.put_nowait({"type": "ERROR", "object": status(
+                410, "Expired", f"too old resource version: {since} ({store.compacted_rv})")})
             watch.queue.put_nowait(None)
         else:
-            for rv, key, old, new in self._events:
-                event = self._event_for(watch, rv, key, old, new) if rv > int(since) else None
+            for change in store.changes_since(int(since)):
+                event = event_for(kind, namespace, selector, change)
                 if event is not None:
                     watch.queue.put_nowait(event)
         self._watches.add(watch)
