@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -272,6 +273,7 @@ def test_gateway_object_stops_its_envoy(trio: Trio) -> None:
     assert not _envoy_alive(pid)
 
 
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command (make test installs it)")
 def test_tls_on_the_downstream_listeners(tmp_path: Path, trio: Trio) -> None:
     import ssl
 
