@@ -224,7 +224,7 @@ class Fleet:
             raise ConfigError(f"a fleet is a mapping with an 'endpoints' list, got {type(data).__name__}")
         _no_unknown_keys(data, _FLEET_KEYS, "fleet")
         raw_endpoints = data.get("endpoints")
-        discovery = _discovery(raw_endpoints)
+        discovery = _discovery(raw_endpoints, base_dir)
         if discovery is None and (not isinstance(raw_endpoints, list) or not raw_endpoints):
             raise ConfigError("fleet: 'endpoints' must be a non-empty list or a mapping {kubernetes: {...}}")
         endpoints = () if discovery is not None else tuple(
@@ -261,14 +261,19 @@ def _no_unknown_keys(data: Mapping[str, Any], allowed: frozenset, where: str) ->
         raise ConfigError(f"{where}: unknown field(s) {', '.join(unknown)} (allowed: {', '.join(sorted(allowed))})")
 
 
-def _discovery(value: Any) -> Optional[KubernetesSettings]:
-    """``endpoints: {kubernetes: {...}}`` -> its settings; None for a list of endpoints."""
+def _discovery(value: Any, base_dir: Optional[Path]) -> Optional[KubernetesSettings]:
+    """``endpoints: {kubernetes: {...}}`` -> its settings (a relative ``kubeconfig`` is the fleet file's neighbour);
+    None for a list of endpoints."""
     if not isinstance(value, Mapping):
         return None
     if set(value) != {"kubernetes"}:
         raise ConfigError(f"fleet: 'endpoints' as a mapping names one source, 'kubernetes' (got: "
                           f"{', '.join(sorted(str(k) for k in value)) or 'nothing'})")
-    return KubernetesSettings.from_dict(value["kubernetes"])
+    settings = KubernetesSettings.from_dict(value["kubernetes"])
+    kubeconfig = settings.kubeconfig
+    if kubeconfig and base_dir is not None and not kubeconfig.startswith("~") and not Path(kubeconfig).is_absolute():
+        settings = dataclasses.replace(settings, kubeconfig=str(base_dir / kubeconfig))
+    return settings
 
 
 def _model_name(value: Any) -> str:

@@ -369,6 +369,21 @@ def test_missing_kubeconfig_is_a_config_error(tmp_path):
         source.start(Recorder())
 
 
+def test_without_the_kubernetes_package_start_names_the_extra(monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "kubernetes", None)  # import kubernetes raises ImportError
+    source = KubernetesSource(KubernetesSettings(namespace=NS, fleet="sd"))
+    with pytest.raises(ConfigError, match=r"needs the kubernetes package \(pip install 'tritonmix\[k8s\]'\)"):
+        source.start(Recorder())
+
+
+def test_a_relative_kubeconfig_is_the_fleet_files_neighbour(tmp_path):
+    path = tmp_path / "fleet.yaml"
+    path.write_text(f"endpoints: {{kubernetes: {{namespace: {NS}, fleet: sd, kubeconfig: kube/config}}}}\n")
+    assert Fleet.from_file(path).discovery.kubeconfig == str(tmp_path / "kube" / "config")
+
+
 # -- bad input: logged with what is wrong, nothing else changes ---------------------------------------------------
 def _price(recorder: Recorder, pod: str) -> float:
     return recorder.last[f"{NS}/{pod}"].spec.price_per_hour

@@ -54,8 +54,12 @@ def load_configuration(kubeconfig: Optional[str] = None, context: Optional[str] 
     ``KUBERNETES_SERVICE_HOST``/``_PORT``) when ``in_cluster`` is true, or when it is None, no kubeconfig is named and
     ``KUBERNETES_SERVICE_HOST`` is set; else the kubeconfig (``kubeconfig``, else ``$KUBECONFIG``, else
     ``~/.kube/config``). ConfigError naming the cause when neither works."""
-    from kubernetes import client, config  # noqa: PLC0415 - the Kubernetes client only where discovery is used
-    from kubernetes.config.incluster_config import InClusterConfigLoader  # noqa: PLC0415
+    try:
+        from kubernetes import client, config  # noqa: PLC0415 - the Kubernetes client only where discovery is used
+        from kubernetes.config.incluster_config import InClusterConfigLoader  # noqa: PLC0415
+    except ImportError as exc:
+        raise ConfigError("endpoints.kubernetes: discovery needs the kubernetes package "
+                          "(pip install 'tritonmix[k8s]')") from exc
 
     configuration = client.Configuration()
     if in_cluster is None:
@@ -110,10 +114,9 @@ class KubernetesSource:
     # -- EndpointSource --------------------------------------------------------------------------------------
     def start(self, on_change: OnChange) -> None:
         """Load the client configuration (ConfigError if it cannot be), then list and watch on two threads."""
-        from kubernetes import client  # noqa: PLC0415
-
         s = self.settings
         configuration = load_configuration(s.kubeconfig, s.context, s.in_cluster, self._serviceaccount_dir)
+        from kubernetes import client  # noqa: PLC0415 - importable: load_configuration checked
         self._api_client = client.ApiClient(configuration)
         self._on_change = on_change
         core, discovery = client.CoreV1Api(self._api_client), client.DiscoveryV1Api(self._api_client)
