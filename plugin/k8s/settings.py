@@ -7,7 +7,7 @@
         namespace: inference        # required: the namespace of the pools' Services and EndpointSlices
         fleet: sd                   # required: Services labelled tritonmix.io/fleet=sd are the fleet's pools
         protocol: http              # http | grpc: which named port of each endpoint the clients call
-        kubeconfig: ~/.kube/config  # optional: else $KUBECONFIG, else ~/.kube/config; or in-cluster (below)
+        kubeconfig: ~/.kube/config  # optional (relative: beside the fleet file); else $KUBECONFIG, else ~/.kube/config
         context: prod               # optional: a kubeconfig context other than the current one
         in_cluster: null            # null: in-cluster when KUBERNETES_SERVICE_HOST is set and no kubeconfig is named
         page_size: 500              # list in chunks of this many objects (limit/continue)
