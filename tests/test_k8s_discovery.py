@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import threading
 import time
 import uuid
@@ -328,6 +329,8 @@ def test_kubeconfig_from_the_environment(api, monkeypatch):
         source.stop()
 
 
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl makes the fake API's certificate (make test "
+                    "installs it with nginx-light)")
 def test_in_cluster_config_over_tls(monkeypatch):
     with FakeApiServer(token="pod-token", tls=True) as api:
         api.apply(service("inf2"))
