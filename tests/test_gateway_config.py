@@ -1,0 +1,89 @@
+"""The gateway's Envoy configuration as values (no Envoy): EDS from plan weights and availability, route and cluster
+names, the report built from Envoy's admin counters, and ``envoy --mode validate`` on a bootstrap."""
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+import tritonmix.gateway as gateway
+from tritonmix.control_plane.report import fleet_fingerprint, parse_report
+from tritonmix.gateway.config import (GatewaySettings, Upstream, bootstrap, cluster_name, envoy_weights,
+                                      load_assignment, route_config)
+from tritonmix.gateway.stats import host_counts, report_body
+
+UPS = (Upstream("a", "127.0.0.1", 8000, 8001), Upstream("b", "127.0.0.1", 8010, 8011),
+       Upstream("c", "127.0.0.1", 8020, 0))
+
+
+def _groups(cla: dict) -> dict:
+    out = {}
+    for group in cla["resources"][0]["endpoints"]:
+        for lb in group["lb_endpoints"]:
+            out[lb["endpoint"]["hostname"]] = (group["priority"], lb["load_balancing_weight"],
+                                               lb.get("health_status", "HEALTHY"))
+    return out
+
+
+def test_public_names_exist() -> None:
+    assert all(hasattr(gateway, name) for name in gateway.__all__)
+
+
+def test_weights_become_priorities_and_integers() -> None:
+    assert envoy_weights([0.98, 0.01, 0.0]) == (980, 10, 0)
+    assert envoy_weights([1e-6]) == (1,)  # a weight the plan gives is never rounded away
+    got = _groups(load_assignment("x", "http", UPS, [0.9, 0.0, 0.1], [True, True, True], "7"))
+    assert got == {"a": (0, 900, "HEALTHY"), "b": (1, 1, "HEALTHY"), "c": (0, 100, "HEALTHY")}
+
+
+def test_unavailable_endpoints_are_unhealthy_and_grpc_skips_hosts_without_a_port() -> None:
+    got = _groups(load_assignment("x", "grpc", UPS, [0.5, 0.5, 0.0], [True, False, True], "3"))
+    assert got == {"a": (0, 500, "HEALTHY"), "b": (1, 500, "UNHEALTHY")}  # c has no gRPC port
+    # nothing weighted and available: every available endpoint at priority 0, weight 1
+    got = _groups(load_assignment("x", "http", UPS, [0.0, 1.0, 0.0], [True, False, True], "4"))
+    assert got == {"a": (0, 1, "HEALTHY"), "b": (1, 1, "UNHEALTHY"), "c": (0, 1, "HEALTHY")}
+
+
+def test_routes_send_each_model_to_its_cluster() -> None:
+    routes = route_config(["add_sub", "sd/x"], GatewaySettings())["resources"][0]["virtual_hosts"][0]["routes"]
+    assert [(r["match"], r["route"]["cluster"]) for r in routes] == [
+        ({"path": "/v2/models/add_sub"}, "http~m~add_sub"), ({"prefix": "/v2/models/add_sub/"}, "http~m~add_sub"),
+        ({"path": "/v2/models/sd/x"}, "http~m~sd_x"), ({"prefix": "/v2/models/sd/x/"}, "http~m~sd_x"),
+        ({"prefix": "/"}, "http~default")]
+    assert cluster_name("grpc", None) == "grpc~default"
+
+
+def test_report_from_envoy_counters_parses_on_the_plane() -> None:
+    names = [u.name for u in UPS]
+    clusters = {"cluster_statuses": [
+        {"name": "http~m~add_sub", "host_statuses": [
+            {"hostname": "a", "stats": [{"name": "rq_total", "value": "5"}, {"name": "rq_success", "value": "4"},
+                                        {"name": "rq_error", "value": "1"}, {"name": "rq_active", "value": "2"}]},
+            {"hostname": "b", "stats": [{"name": "rq_total", "value": "3"}],
+             "health_status": {"failed_outlier_check": True}}]},
+        {"name": "grpc~default", "host_statuses": [
+            {"hostname": "a", "stats": [{"name": "rq_total", "value": "2"}, {"name": "rq_success", "value": "2"}]},
+            {"hostname": "unknown", "stats": [{"name": "rq_total", "value": "9"}]}]}]}
+    counts = host_counts(clusters, names)
+    body = report_body(counts, names, ["add_sub"], "gw/1", fleet_fingerprint(names), 0, -1.0, "add_sub")
+    report = parse_report(body, names, fleet_fingerprint(names))
+    assert report.ok.tolist() == [6, 0, 0] and report.failed.tolist() == [1, 0, 0]
+    (key,) = report.keys
+    assert (key.model, key.arrivals) == ("add_sub", 10)
+    assert key.successes.tolist() == [6, 0, 0] and key.in_flight.tolist() == [2, 0, 0]
+    assert report.ejected == (1,)
+
+
+def test_envoy_validates_the_bootstrap(tmp_path: Path) -> None:
+    envoy = pytest.importorskip("tritonmix.gateway.envoy").find_envoy()
+    settings = GatewaySettings(http_port=18000, grpc_port=18001, access_log=str(tmp_path / "access.log"))
+    (tmp_path / "cds.json").write_text("{}")
+    (tmp_path / "rds.json").write_text("{}")
+    config = tmp_path / "bootstrap.json"
+    config.write_text(json.dumps(bootstrap(settings, str(tmp_path), str(tmp_path / "cds.json"),
+                                           str(tmp_path / "rds.json"))))
+    out = subprocess.run([str(envoy), "--mode", "validate", "-c", str(config)], capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
