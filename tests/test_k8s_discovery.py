@@ -270,6 +270,28 @@ def test_an_api_server_restart_keeps_the_set_and_catches_up(running):
     assert len(recorder.calls) == before + 1
 
 
+def test_the_backoff_starts_afresh_after_a_good_answer(api):
+    api.apply(service("inf2"))
+    api.apply(slice_("inf2-a", "inf2", [endpoint("p1", "10.0.0.1")]))
+    recorder = Recorder()
+    source = KubernetesSource(settings_for(api, backoff_initial_s=0.05, backoff_max_s=2.0), seed=4)
+    source.start(recorder)
+    try:
+        recorder.wait(names("p1"))
+        assert until(lambda: api.open_watches() == 2)
+        api.restart(down_s=1.5)  # ~5 failed tries: the next delay would be 0.8-1.6 s
+        api.apply(slice_("inf2-a", "inf2", [endpoint("p1", "10.0.0.1"), endpoint("p2", "10.0.0.2")]))
+        recorder.wait(names("p1", "p2"))  # a watch event: a good answer
+        assert source.counters["reconnects"] >= 6
+        watches = len(api.requests("EndpointSlice", watch=True))
+        t0 = time.monotonic()
+        api.drop_watches()
+        assert until(lambda: len(api.requests("EndpointSlice", watch=True)) > watches)
+        assert time.monotonic() - t0 < 0.4  # the first failure's delay (<= 0.05 s), not the sixth's
+    finally:
+        source.stop()
+
+
 def test_stop_ends_the_threads_and_sends_nothing_after(running):
     api, source, recorder = running
     source.stop()

@@ -103,6 +103,7 @@ class KubernetesSource:
         self._threads: List[threading.Thread] = []
         self._watches: Dict[str, Any] = {}
         self._versions: Dict[str, Optional[str]] = {}  # kind -> the resourceVersion to watch from (None: list)
+        self._failures: Dict[str, int] = {}  # kind -> failures since its last good answer (the backoff's exponent)
         self._api_client: Any = None
         #: per kind: lists served, watches opened, relists after 410, reconnects after errors (for tests and status)
         self.counters: Dict[str, int] = {"lists": 0, "watches": 0, "relists": 0, "reconnects": 0, "changes": 0}
@@ -156,13 +157,11 @@ class KubernetesSource:
         from kubernetes.client.exceptions import ApiException  # noqa: PLC0415
         from urllib3.exceptions import ReadTimeoutError  # noqa: PLC0415
 
-        failures = 0
         while not self._stopping.is_set():
             try:
                 if self._versions.get(kind) is None:
                     self._versions[kind] = self._list(kind, list_fn, selector)
                 self._watch(kind, list_fn, selector)
-                failures = 0
             except ApiException as exc:
                 if exc.status == 410:
                     log.info("%s watch: resourceVersion %s expired (410 Gone): listing again", kind,
@@ -170,21 +169,24 @@ class KubernetesSource:
                     self.counters["relists"] += 1
                     self._versions[kind] = None
                     continue
-                failures = self._backoff(kind, f"HTTP {exc.status} {exc.reason}", failures)
+                self._backoff(kind, f"HTTP {exc.status} {exc.reason}")
             except ReadTimeoutError:
                 log.debug("%s watch silent for %.0f s: reconnecting", kind, self.settings.read_timeout_s)
             except Exception as exc:  # noqa: BLE001 - any transport error: reconnect, the loop must live on
                 if self._stopping.is_set():
                     break
-                failures = self._backoff(kind, f"{type(exc).__name__}: {exc}", failures)
+                self._backoff(kind, f"{type(exc).__name__}: {exc}")
 
-    def _backoff(self, kind: str, cause: str, failures: int) -> int:
+    def _backoff(self, kind: str, cause: str) -> None:
+        """Wait before the next try: doubling with each failure since this kind's last good answer (a list, or a
+        watch event or bookmark), with jitter."""
         s = self.settings
+        failures = self._failures.get(kind, 0)
         delay_s = min(s.backoff_max_s, s.backoff_initial_s * 2 ** failures) * self._random.uniform(0.5, 1.0)
         log.warning("%s list/watch failed (%s): retrying in %.2f s", kind, cause, delay_s)
         self.counters["reconnects"] += 1
+        self._failures[kind] = failures + 1
         self._stopping.wait(delay_s)
-        return failures + 1
 
     def _list(self, kind: str, list_fn: Callable[..., Any], selector: str) -> str:
         """List every object in chunks; replace this kind's objects with them; the list's resourceVersion."""
@@ -208,6 +210,7 @@ class KubernetesSource:
             if not token:
                 break
         self.counters["lists"] += 1
+        self._failures[kind] = 0
         with self._lock:
             if kind == "Service":
                 self._services = items
@@ -238,6 +241,7 @@ class KubernetesSource:
                 if self._stopping.is_set():
                     break
                 raw = event.get("raw_object") or {}
+                self._failures[kind] = 0
                 if event.get("type") in ("ADDED", "MODIFIED", "DELETED"):
                     self._apply(kind, event["type"], raw)
                 version = (raw.get("metadata") or {}).get("resourceVersion")
