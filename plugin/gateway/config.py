@@ -13,7 +13,8 @@
                  hosts), the unavailable ones (ejected, not ready) marked UNHEALTHY at priority 1
 
 Each endpoint carries the plan's generation in its metadata (``tritonmix.generation``: Envoy's config dump shows
-it, so a reader can tell which plan Envoy holds). Weights: Envoy wants integers >= 1; a plan weight w in [0, 1] becomes max(1, round(w x WEIGHT_SCALE)).
+it, so a reader can tell which plan Envoy holds). Weights: Envoy wants integers >= 1; a plan weight w in [0, 1]
+becomes max(1, round(w x WEIGHT_SCALE)).
 """
 from __future__ import annotations
 
@@ -154,8 +155,8 @@ def _route_action(cluster: str, s: GatewaySettings, grpc: bool) -> Dict[str, Any
     cluster's circuit breakers caps them at ``retry_budget_percent`` of the requests in flight), each on another
     host than the attempts before and in another priority (a cheap pool of one endpoint that died is priority 0
     alone: its retry must go to priority 1 before health checks have caught up). The back-off (jittered, from
-    ``retry_backoff_s``) and the re-picks give outlier detection time to eject a dead endpoint before the next attempt: with unequal
-    weights Envoy's pick is a deadline schedule, and a retry's new pick may land on the heavy endpoint again: up to
+    ``retry_backoff_s``) and the re-picks give outlier detection time to eject a dead endpoint before the next
+    attempt: with unequal weights Envoy's pick is a deadline schedule, and a retry's new pick may land on the heavy endpoint again: up to
     100 picks per retry walk the schedule past a host of weight 1000 to one of weight 10)."""
     retry_on = "connect-failure,refused-stream,reset" + (",unavailable" if grpc else "")
     return {"cluster": cluster, "timeout": _duration(s.timeout_s), "retry_policy": {
