@@ -1,9 +1,10 @@
-"""Live: a client whose fleet names ``endpoints: {kubernetes: ...}`` follows a pool announced through FakeApiServer
+"""Live: a client (HTTP and gRPC) whose fleet names ``endpoints: {kubernetes: ...}`` follows a pool announced through FakeApiServer
 (real kubernetes client, real Triton servers whose model EMULATES an inf2 unit at time_scale 0.1: 67 ms, two at a
 time) while it is scaled 1 -> 3 -> 1 under load: no request fails, the newcomers take traffic within one controller
 interval, the two that turn terminating finish what they hold and get nothing new, then leave."""
 from __future__ import annotations
 
+import importlib
 import threading
 import time
 from typing import Any, Dict, Iterator, List, Optional
@@ -13,7 +14,6 @@ import pytest
 
 pytest.importorskip("kubernetes")
 
-import tritonmix.http as httpclient  # noqa: E402
 from tritonmix import Fleet  # noqa: E402
 from tritonmix.k8s import labels  # noqa: E402
 from tritonmix.k8s.fakeapi import FakeApiServer  # noqa: E402
@@ -37,12 +37,13 @@ def pool_service() -> Dict[str, Any]:
                         labels.MAX_CONCURRENCY_ANNOTATION: "2"}}}
 
 
-def pod_slice(pod: str, url: str, metrics_url: str, terminating: bool = False) -> Dict[str, Any]:
+def pod_slice(pod: str, url: str, metrics_url: str, terminating: bool = False,
+              protocol: str = "http") -> Dict[str, Any]:
     """One slice per pod: the local servers share 127.0.0.1 and differ by port, and a slice's ports are its own."""
     host, port = url.rsplit(":", 1)
     return {"kind": "EndpointSlice", "addressType": "IPv4",
             "metadata": {"name": f"inf2-{pod}", "namespace": NS, "labels": {labels.SERVICE_NAME_LABEL: "inf2"}},
-            "ports": [{"name": "http", "port": int(port)}, {"name": "metrics", "port": int(metrics_url.rsplit(":")[1])}],
+            "ports": [{"name": protocol, "port": int(port)}, {"name": "metrics", "port": int(metrics_url.rsplit(":")[1])}],
             "endpoints": [{"addresses": [host], "targetRef": {"kind": "Pod", "name": pod, "namespace": NS},
                            "conditions": {"ready": not terminating, "serving": True, "terminating": terminating}}]}
 
@@ -50,8 +51,9 @@ def pod_slice(pod: str, url: str, metrics_url: str, terminating: bool = False) -
 class Load:
     """Closed-loop senders: each thread sends the next request when its last one is answered."""
 
-    def __init__(self, client: Any, threads: int = 4) -> None:
+    def __init__(self, client: Any, module: Any, threads: int = 4) -> None:
         self.client = client
+        self.module = module
         self.sent = 0
         self.errors: List[BaseException] = []
         self._stop = threading.Event()
@@ -69,7 +71,7 @@ class Load:
             thread.join(10.0)
 
     def _run(self) -> None:
-        prompt = httpclient.InferInput("prompt", [1], "BYTES")
+        prompt = self.module.InferInput("prompt", [1], "BYTES")
         prompt.set_data_from_numpy(np.array([b"a lighthouse"], dtype=object))
         while not self._stop.is_set():
             try:
@@ -101,18 +103,22 @@ def servers() -> Iterator[LocalFleet]:
         yield local
 
 
-def test_a_pool_scaled_1_3_1_under_load_through_the_kubernetes_api(servers: LocalFleet) -> None:
-    urls = {pod: (servers.endpoints[pod].http_url, servers.endpoints[pod].metrics_url) for pod in PODS}
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_a_pool_scaled_1_3_1_under_load_through_the_kubernetes_api(servers: LocalFleet, protocol: str) -> None:
+    module = importlib.import_module(f"tritonmix.{protocol}")
+    urls = {pod: (getattr(servers.endpoints[pod], f"{protocol}_url"), servers.endpoints[pod].metrics_url)
+            for pod in PODS}
     with FakeApiServer(token="t") as api:
         api.apply(pool_service())
-        api.apply(pod_slice(PODS[0], *urls[PODS[0]]))
+        api.apply(pod_slice(PODS[0], *urls[PODS[0]], protocol=protocol))
         fleet = Fleet.from_dict({
             "slo_ms": 1000, "controller": {"interval_s": INTERVAL_S},
             "endpoints": {"kubernetes": {"namespace": NS, "fleet": "sd", "kubeconfig": str(api.kubeconfig_path()),
+                                         "protocol": protocol,
                                          "backoff_initial_s": 0.05, "backoff_max_s": 0.5}}})
-        with httpclient.InferenceServerClient(fleet=fleet, seed=3) as client:
+        with module.InferenceServerClient(fleet=fleet, seed=3) as client:
             assert wait(lambda: PODS[0] in reports(client), 10.0), "the first endpoint was never discovered"
-            with Load(client) as load:
+            with Load(client, module) as load:
                 assert wait(lambda: reports(client)[PODS[0]].succeeded >= 5, 10.0)
                 time.sleep(1.0)  # a pool that has served a while: its capacity is measured, a newcomer starts from it
 
@@ -120,7 +126,7 @@ def test_a_pool_scaled_1_3_1_under_load_through_the_kubernetes_api(servers: Loca
                 joined_at = time.monotonic()
                 join_s: Dict[str, Any] = {}
                 for pod in PODS[1:]:
-                    api.apply(pod_slice(pod, *urls[pod]))
+                    api.apply(pod_slice(pod, *urls[pod], protocol=protocol))
                 for pod in PODS[1:]:
                     known = wait(lambda: pod in reports(client), 5.0)
                     took = wait(lambda: reports(client)[pod].attempts > 0, 5.0)
@@ -132,7 +138,7 @@ def test_a_pool_scaled_1_3_1_under_load_through_the_kubernetes_api(servers: Loca
                 # 3 -> 1: two turn terminating: they finish what they hold and take nothing new
                 draining = PODS[1:]
                 for pod in draining:
-                    api.apply(pod_slice(pod, *urls[pod], terminating=True))
+                    api.apply(pod_slice(pod, *urls[pod], terminating=True, protocol=protocol))
                 held = {pod: reports(client)[pod].in_flight for pod in draining}
                 time.sleep(0.3)  # discovery delivers in milliseconds; a request picked before the mask may start
                 picks = {pod: reports(client)[pod].attempts for pod in draining}
