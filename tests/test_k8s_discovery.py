@@ -417,7 +417,8 @@ def _price(recorder: Recorder, pod: str) -> float:
 @pytest.mark.parametrize("bad, message", [
     (service("neu", price=None), "annotation tritonmix.io/price-per-hour is missing"),
     (service("neu", price="cheap"), "annotation tritonmix.io/price-per-hour: 'cheap' is not a number"),
-    (service("neu", **{labels.CAPACITY_TYPE_ANNOTATION: "reserved"}), "annotation tritonmix.io/capacity-type: 'reserved' is not one of on-demand, spot"),
+    (service("neu", **{labels.CAPACITY_TYPE_ANNOTATION: "reserved"}),
+     "annotation tritonmix.io/capacity-type: 'reserved' is not one of on-demand, spot"),
 ])
 def test_a_bad_new_service_is_logged_and_its_endpoints_not_announced(running, caplog, bad, message):
     api, _, recorder = running

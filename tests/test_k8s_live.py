@@ -1,7 +1,8 @@
-"""Live: a client (HTTP and gRPC) whose fleet names ``endpoints: {kubernetes: ...}`` follows a pool announced through FakeApiServer
-(real kubernetes client, real Triton servers whose model EMULATES an inf2 unit at time_scale 0.1: 67 ms, two at a
-time) while it is scaled 1 -> 3 -> 1 under load: no request fails, the newcomers take traffic within one controller
-interval, the two that turn terminating finish what they hold and get nothing new, then leave."""
+"""Live: a client (HTTP and gRPC) whose fleet names ``endpoints: {kubernetes: ...}`` follows a pool announced
+through FakeApiServer (real kubernetes client, real Triton servers whose model EMULATES an inf2 unit at time_scale
+0.1: 67 ms, two at a time) while it is scaled 1 -> 3 -> 1 under load: no request fails, the newcomers take traffic
+within one controller interval, the two that turn terminating finish what they hold and get nothing new, then
+leave."""
 from __future__ import annotations
 
 import importlib
@@ -43,7 +44,8 @@ def pod_slice(pod: str, url: str, metrics_url: str, terminating: bool = False,
     host, port = url.rsplit(":", 1)
     return {"kind": "EndpointSlice", "addressType": "IPv4",
             "metadata": {"name": f"inf2-{pod}", "namespace": NS, "labels": {labels.SERVICE_NAME_LABEL: "inf2"}},
-            "ports": [{"name": protocol, "port": int(port)}, {"name": "metrics", "port": int(metrics_url.rsplit(":")[1])}],
+            "ports": [{"name": protocol, "port": int(port)},
+                      {"name": "metrics", "port": int(metrics_url.rsplit(":")[1])}],
             "endpoints": [{"addresses": [host], "targetRef": {"kind": "Pod", "name": pod, "namespace": NS},
                            "conditions": {"ready": not terminating, "serving": True, "terminating": terminating}}]}
 
@@ -156,5 +158,6 @@ def test_a_pool_scaled_1_3_1_under_load_through_the_kubernetes_api(servers: Loca
                 served = reports(client)[PODS[0]].succeeded
                 assert wait(lambda: reports(client)[PODS[0]].succeeded >= served + 5, 5.0)
             assert load.errors == [], f"{len(load.errors)} of {load.sent} requests failed: {load.errors[:3]}"
-            print(f"\nsent {load.sent}, failed 0; (known to the client, first request) after the announcement (s): {join_s}; in flight on "
+            print(f"\nsent {load.sent}, failed 0; (known to the client, first request) after the announcement (s): "
+                  f"{join_s}; in flight on "
                   f"the drained endpoints when they turned terminating: {held}")

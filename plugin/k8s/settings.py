@@ -70,7 +70,8 @@ class KubernetesSettings:
         return cls(**values)
 
     def to_dict(self) -> Dict[str, Any]:
-        """What ``from_dict`` reads back as this value: namespace, fleet and the fields that differ from the defaults."""
+        """What ``from_dict`` reads back as this value: namespace, fleet and the fields that differ from the
+        defaults."""
         out: Dict[str, Any] = {"namespace": self.namespace, "fleet": self.fleet}
         for field in dataclasses.fields(self):
             value = getattr(self, field.name)
