@@ -3,7 +3,7 @@
     flock /tmp/tritonmix-bench.lock .venv/bin/python -m pytest benches/test_bench_k8s_discovery.py -s -p no:cacheprovider
 
 - sync: 1,000 endpoints (10 pools, one 100-endpoint slice each, listed in chunks of 500): time from ``start()`` to the
-  first whole set;
+  first whole set, for the first source in the process (which imports the client's modules) and a second one;
 - change: 100 slice updates one at a time (an endpoint joins or leaves), time from the API server's write to the
   ``on_change`` that holds it: p50, p99, max; floor: p99 < 0.5 s (one controller interval);
 - relist: a compaction ends both watches with 410; time until both kinds are listed again (the set is unchanged, so
@@ -18,9 +18,9 @@ from typing import Any, Dict, List
 
 import numpy as np
 
-from tritonmix.k8s import labels
 from tritonmix.k8s.discovery import KubernetesSource
 from tritonmix.k8s.fakeapi import FakeApiServer
+from tritonmix.k8s.fakeobjects import SliceAddress, endpoint_slice, pool_service
 from tritonmix.k8s.settings import KubernetesSettings
 
 NS = "bench"
@@ -28,24 +28,16 @@ POOLS = 10
 PER_POOL = 100
 
 
-def _service(name: str) -> Dict[str, Any]:
-    return {"kind": "Service", "metadata": {"name": name, "namespace": NS, "labels": {labels.FLEET_LABEL: "b"},
-                                            "annotations": {labels.PRICE_ANNOTATION: "1.0",
-                                                            labels.ACCELERATOR_ANNOTATION: "gpu"}}}
-
-
 def _slice(pool: str, count: int) -> Dict[str, Any]:
     k = int(pool[4:])
-    return {"kind": "EndpointSlice", "addressType": "IPv4", "ports": [{"name": "http", "port": 8000}],
-            "metadata": {"name": f"{pool}-a", "namespace": NS, "labels": {labels.SERVICE_NAME_LABEL: pool}},
-            "endpoints": [{"addresses": [f"10.{k}.{i // 250}.{i % 250 + 1}"], "conditions": {"ready": True},
-                           "targetRef": {"name": f"{pool}-{i}"}} for i in range(count)]}
+    return endpoint_slice(NS, f"{pool}-a", pool, [SliceAddress(f"{pool}-{i}", f"10.{k}.{i // 250}.{i % 250 + 1}")
+                                                  for i in range(count)])
 
 
 def test_discovery_sync_change_and_relist() -> None:
     with FakeApiServer(bookmark_interval_s=60.0) as api:
         for k in range(POOLS):
-            api.apply(_service(f"pool{k}"))
+            api.apply(pool_service(NS, f"pool{k}", fleet="b", price_per_hour=1.0))
             api.apply(_slice(f"pool{k}", PER_POOL))
         sets: List[tuple] = []
         arrived = threading.Condition()
@@ -60,11 +52,16 @@ def test_discovery_sync_change_and_relist() -> None:
                 arrived.wait_for(lambda: any(n == count for _, n in sets[after:]), 10.0)
                 return next(t for t, n in sets[after:] if n == count)
 
-        source = KubernetesSource(KubernetesSettings(namespace=NS, fleet="b", kubeconfig=str(api.kubeconfig_path()),
-                                                     page_size=500))
-        t0 = time.perf_counter()
-        source.start(on_change)
-        sync_s = wait_for(POOLS * PER_POOL, 0) - t0
+        settings = KubernetesSettings(namespace=NS, fleet="b", kubeconfig=str(api.kubeconfig_path()), page_size=500)
+        syncs_s = []
+        for _ in range(2):  # the first in a process also imports the client's modules
+            source = KubernetesSource(settings)
+            seen = len(sets)
+            t0 = time.perf_counter()
+            source.start(on_change)
+            syncs_s.append(wait_for(POOLS * PER_POOL, seen) - t0)
+            if not syncs_s[1:]:
+                source.stop()
 
         latencies = []
         for step in range(100):
@@ -84,8 +81,8 @@ def test_discovery_sync_change_and_relist() -> None:
         source.stop()
 
     ms = np.array(latencies) * 1000
-    print(f"\nsync of {POOLS * PER_POOL} endpoints: {sync_s * 1000:.0f} ms (first start: includes importing the "
-          f"client); change -> on_change over {len(ms)} changes: p50 {np.percentile(ms, 50):.1f} ms, "
+    print(f"\nsync of {POOLS * PER_POOL} endpoints: {syncs_s[0] * 1000:.0f} ms in a new process (importing the client "
+          f"included), {syncs_s[1] * 1000:.0f} ms after; change -> on_change over {len(ms)} changes: p50 {np.percentile(ms, 50):.1f} ms, "
           f"p99 {np.percentile(ms, 99):.1f} ms, max {ms.max():.1f} ms; relist of both kinds after a 410: "
           f"{relist_s * 1000:.0f} ms")
     assert np.percentile(ms, 99) < 500.0

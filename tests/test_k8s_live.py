@@ -18,6 +18,7 @@ pytest.importorskip("kubernetes")
 from tritonmix import Fleet  # noqa: E402
 from tritonmix.k8s import labels  # noqa: E402
 from tritonmix.k8s.fakeapi import FakeApiServer  # noqa: E402
+from tritonmix.k8s.fakeobjects import SliceAddress, endpoint_slice, pool_service  # noqa: E402
 from tritonmix.local import LocalFleet  # noqa: E402
 
 NS = "inference"
@@ -31,23 +32,13 @@ SERVERS = {
 }
 
 
-def pool_service() -> Dict[str, Any]:
-    return {"kind": "Service", "metadata": {
-        "name": "inf2", "namespace": NS, "labels": {labels.FLEET_LABEL: "sd", labels.POOL_LABEL: "inf2"},
-        "annotations": {labels.PRICE_ANNOTATION: "0.7582", labels.ACCELERATOR_ANNOTATION: "neuron",
-                        labels.MAX_CONCURRENCY_ANNOTATION: "2"}}}
-
-
 def pod_slice(pod: str, url: str, metrics_url: str, terminating: bool = False,
               protocol: str = "http") -> Dict[str, Any]:
     """One slice per pod: the local servers share 127.0.0.1 and differ by port, and a slice's ports are its own."""
     host, port = url.rsplit(":", 1)
-    return {"kind": "EndpointSlice", "addressType": "IPv4",
-            "metadata": {"name": f"inf2-{pod}", "namespace": NS, "labels": {labels.SERVICE_NAME_LABEL: "inf2"}},
-            "ports": [{"name": protocol, "port": int(port)},
-                      {"name": "metrics", "port": int(metrics_url.rsplit(":")[1])}],
-            "endpoints": [{"addresses": [host], "targetRef": {"kind": "Pod", "name": pod, "namespace": NS},
-                           "conditions": {"ready": not terminating, "serving": True, "terminating": terminating}}]}
+    ports: Dict[str, Any] = {"http": None, "grpc": None, protocol: int(port)}
+    return endpoint_slice(NS, f"inf2-{pod}", "inf2", [SliceAddress(pod, host, terminating=terminating)],
+                          metrics=int(metrics_url.rsplit(":", 1)[1]), **ports)
 
 
 class Load:
@@ -111,7 +102,8 @@ def test_a_pool_scaled_1_3_1_under_load_through_the_kubernetes_api(servers: Loca
     urls = {pod: (getattr(servers.endpoints[pod], f"{protocol}_url"), servers.endpoints[pod].metrics_url)
             for pod in PODS}
     with FakeApiServer(token="t") as api:
-        api.apply(pool_service())
+        api.apply(pool_service(NS, "inf2", fleet="sd", price_per_hour=0.7582, accelerator="neuron",
+                               **{labels.MAX_CONCURRENCY_ANNOTATION: "2"}))
         api.apply(pod_slice(PODS[0], *urls[PODS[0]], protocol=protocol))
         fleet = Fleet.from_dict({
             "slo_ms": 1000, "controller": {"interval_s": INTERVAL_S},
