@@ -289,6 +289,12 @@ def test_settle_is_measured_at_dispatch_and_the_return_against_the_reference() -
                                  names, 6.0)
     back = return_times(counts, reference, events, names, units, 6.0)
     assert back[0] is None and 0.5 <= back[1] <= 1.25
+    # the target is the lower of the policy's own share before the fault and the reference's: half on a before the
+    # kill and half again from the restart on is back at once, though the reference sends a everything
+    halves = [RequestRecord(t / 20, 0.05, True, "", ("b",) if (t % 2 or 1.0 <= t / 20 < 3.0) else ("a",))
+              for t in range(120)]
+    everything = placement_series([(r.arrival_s, "a") for r in halves], names, 6.0)
+    assert return_times(dispatch_series(halves, names, 6.0), everything, events, names, units, 6.0)[1] == 0.0
     fig = policy_figures(records, [], {"a": 1.0, "b": 2.0}, names, events, 0.3, 6.0, units, reference=reference)
     assert fig["shares_from"] == "dispatch" and "return_s" in fig["events"][1] and "return_s" not in fig["events"][0]
 

@@ -35,8 +35,11 @@ endpoint). Traffic has settled at the first bin boundary T after which, to the e
 ``settle_s`` is T (None when the window ends first: not settled). ``recovery_s`` is the time from the event to the
 last request in the window that missed the SLO or failed (0 when none did). After an event that gives capacity back
 (capacity raised, restart, thaw), ``return_s`` is the time until E's dispatch share (the same 1 s ahead) first
-reaches the share the offline reference (``oracle.offline_reference``) gives it over the same second, less ``band``
-and one request's worth (None: not within the window): how long the policy leaves a recovered cheap pool idle.
+reaches its share again, less ``band`` and one request's worth (None: not within the window): how long the policy
+leaves a recovered cheap pool idle. Its share: the lower of what the policy itself sent E over the second before the
+fault (the last event that took capacity from E) and what the offline reference (``oracle.offline_reference``)
+gives E over the same second (the load may have grown past what E can carry; the reference fills E to 100%, which
+a policy keeping headroom never matches).
 """
 from __future__ import annotations
 
@@ -208,6 +211,22 @@ def _window(events: Sequence[Event], k: int, duration_s: float) -> Tuple[int, in
     return int(round(event.at_s / BIN_S)), int(round(end / BIN_S)), end
 
 
+def _share_before_fault(counts: np.ndarray, events: Sequence[Event], k: int, j: int,
+                        units: Sequence[UnitState]) -> Optional[float]:
+    """Endpoint j's dispatch share over the second before the last event ahead of event k that took capacity from
+    it (None: no such event, or nothing sent then)."""
+    for m in range(k - 1, -1, -1):
+        if events[m].endpoint != events[k].endpoint:
+            continue
+        before = unit_states_at(units, events[:m], events[m].at_s)[j]
+        after = unit_states_at(units, events[: m + 1], events[m].at_s)[j]
+        if after.mu_rps < before.mu_rps:
+            end = int(round(events[m].at_s / BIN_S))
+            sent = counts[max(0, end - 4):end].sum(axis=0)
+            return float(sent[j] / sent.sum()) if sent.sum() else None
+    return None
+
+
 def return_times(counts: np.ndarray, reference: np.ndarray, events: Sequence[Event], names: Sequence[str],
                  units: Sequence[UnitState], duration_s: float, band: float = 0.15) -> List[Optional[float]]:
     """Per event: ``return_s`` (module docstring) for events that give capacity back, else None."""
@@ -226,6 +245,9 @@ def return_times(counts: np.ndarray, reference: np.ndarray, events: Sequence[Eve
             continue
         (shares, seen), wanted = forward_shares(window), forward_shares(target)[0][:, j]
         shares = shares[:, j]
+        had = _share_before_fault(counts, events, k, j, units)
+        if had is not None:
+            wanted = np.minimum(wanted, had)
         reached = np.nonzero(shares >= wanted - band - 1.0 / np.maximum(seen, 1.0))[0]
         out.append(round(float(reached[0]) * BIN_S, 3) if len(reached) else math.nan)
     return out
