@@ -39,7 +39,7 @@ def register(subparsers: Any) -> None:
                                "(default 0.05)")
     scenario.set_defaults(func=run)
     again = sub.add_parser("recompute", help="the scenario's summary.json and summary.md again from its raw.json")
-    again.add_argument("raw", help="a scenario's raw.json")
+    again.add_argument("raw", help="a scenario's raw.json (or raw.json.gz)")
     again.add_argument("--out", default=None, help="output folder (default: the raw file's)")
     again.set_defaults(func=run_recompute)
     _register_clients(sub)
@@ -116,7 +116,12 @@ def run_recompute(args: argparse.Namespace) -> int:
 
     raw_path = Path(args.raw)
     try:
-        raw = json.loads(raw_path.read_text())
+        if raw_path.suffix == ".gz":
+            import gzip
+
+            raw = json.loads(gzip.decompress(raw_path.read_bytes()).decode())
+        else:
+            raw = json.loads(raw_path.read_text())
     except (OSError, ValueError) as exc:
         raise CLIError(f"recompute: cannot read {raw_path}: {exc}") from None
     if "runs" not in raw or "scenario" not in raw:
