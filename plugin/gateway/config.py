@@ -4,7 +4,7 @@
     bootstrap    admin (127.0.0.1 only), two static listeners (KServe v2 HTTP/REST; gRPC over h2c), CDS and RDS
                  read from files in a watched folder (``xds.FileXds``)
     CDS          per protocol, one cluster per planned model and a default one: EDS from a file each, weighted
-                 least request, active health checks on /v2/health/ready, outlier detection, a retry budget
+                 least request, active health checks (the model's readiness), outlier detection, a retry budget
     RDS (HTTP)   /v2/models/<name>[/...] -> that model's cluster; anything else (health, metadata, repository)
                  -> the default cluster. gRPC: every request -> the gRPC default cluster (the model name is inside
                  the protobuf body: reading it would buffer every request in the proxy, see docs/gateway.md)
@@ -188,15 +188,17 @@ def clusters(models: Sequence[str], s: GatewaySettings, eds_path: Any, folder: s
     for protocol in ("http", "grpc"):
         for model in ([None] + list(models) if protocol == "http" else [None]):
             name = cluster_name(protocol, model)
-            out.append(_cluster(name, protocol, s, _source(eds_path(name), folder)))
+            ready = "/v2/health/ready" if model is None else f"/v2/models/{model}/ready"
+            out.append(_cluster(name, protocol, s, _source(eds_path(name), folder), ready))
     return {"version_info": "0", "resources": out}
 
 
-def _cluster(name: str, protocol: str, s: GatewaySettings, eds: Dict[str, Any]) -> Dict[str, Any]:
+def _cluster(name: str, protocol: str, s: GatewaySettings, eds: Dict[str, Any], ready_path: str) -> Dict[str, Any]:
     """Weighted least request (each pick: of two hosts drawn by weight, the one with fewer requests active; with
-    unequal weights, weight / (active + 1)^bias), health checked on /v2/health/ready over HTTP/1.1 (on the
-    endpoint's HTTP port for the gRPC cluster too), hosts that fail locally (refused, reset, timed out) or answer
-    502/503/504 in a row ejected for a while; a plain 500 or any 4xx is a client's or a model's answer and ejects
+    unequal weights, weight / (active + 1)^bias), health checked over HTTP/1.1 on ``ready_path`` (a model's cluster
+    on /v2/models/<m>/ready: a server can be ready while one of its models is not; the default clusters on
+    /v2/health/ready), on the endpoint's HTTP port for the gRPC cluster too; hosts that fail locally (refused,
+    reset, timed out) or answer 502/503/504 in a row ejected for a while; a plain 500 or any 4xx is a client's or a model's answer and ejects
     nothing."""
     cluster: Dict[str, Any] = {
         "@type": _CLUSTER_T, "name": name, "type": "EDS", "eds_cluster_config": {"eds_config": eds},
@@ -210,7 +212,7 @@ def _cluster(name: str, protocol: str, s: GatewaySettings, eds: Dict[str, Any]) 
             "no_traffic_interval": _duration(s.health_interval_s * 4),
             "unhealthy_threshold": s.unhealthy_threshold, "healthy_threshold": 1,
             "always_log_health_check_failures": False,
-            "http_health_check": {"path": "/v2/health/ready", "codec_client_type": "HTTP1"}}],
+            "http_health_check": {"path": ready_path, "codec_client_type": "HTTP1"}}],
         "outlier_detection": {
             "split_external_local_origin_errors": True, "consecutive_local_origin_failure": 2,
             "enforcing_consecutive_local_origin_failure": 100, "enforcing_local_origin_success_rate": 0,
