@@ -198,8 +198,8 @@ def _cluster(name: str, protocol: str, s: GatewaySettings, eds: Dict[str, Any], 
     unequal weights, weight / (active + 1)^bias), health checked over HTTP/1.1 on ``ready_path`` (a model's cluster
     on /v2/models/<m>/ready: a server can be ready while one of its models is not; the default clusters on
     /v2/health/ready), on the endpoint's HTTP port for the gRPC cluster too; hosts that fail locally (refused,
-    reset, timed out) or answer 502/503/504 in a row ejected for a while; a plain 500 or any 4xx is a client's or a model's answer and ejects
-    nothing."""
+    reset, timed out) or answer 502/503/504 in a row ejected for a while; a plain 500 or any 4xx is a client's or
+    a model's answer and ejects nothing."""
     cluster: Dict[str, Any] = {
         "@type": _CLUSTER_T, "name": name, "type": "EDS", "eds_cluster_config": {"eds_config": eds},
         "connect_timeout": _duration(s.connect_timeout_s), "lb_policy": "LEAST_REQUEST",
