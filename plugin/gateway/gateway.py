@@ -111,8 +111,11 @@ class Gateway:
                  control_plane: Optional[str] = None, token: Optional[str] = None,
                  http_urls: Optional[Mapping[str, str]] = None, grpc_urls: Optional[Mapping[str, str]] = None,
                  models: Optional[Sequence[str]] = None, work_dir: Optional[str] = None,
-                 envoy_concurrency: int = 0, **settings: Any) -> None:
-        """``settings``: fields of ``GatewaySettings`` (timeouts, retries, health checks, access_log, TLS)."""
+                 envoy_concurrency: int = 0, static_weights: Optional[Sequence[float]] = None,
+                 **settings: Any) -> None:
+        """``settings``: fields of ``GatewaySettings`` (timeouts, retries, health checks, access_log, TLS).
+        ``static_weights`` (one per endpoint): serve these weights and follow no plane (a hand-configured
+        weighted Envoy, as an ALB with fixed target-group weights: the paper's baseline)."""
         self.fleet = fleet
         self.upstreams = upstreams_of(fleet, http_urls, grpc_urls)
         self.names = tuple(u.name for u in self.upstreams)
@@ -124,6 +127,10 @@ class Gateway:
         self.settings = GatewaySettings(host=host, http_port=http_port or _free_port(host),
                                         grpc_port=grpc_port or _free_port(host), **settings)
         self._models = tuple(models) if models is not None else None
+        if static_weights is not None and (len(static_weights) != len(self.upstreams) or
+                                           any(not w >= 0 for w in static_weights) or not any(static_weights)):
+            raise ConfigError(f"static_weights must be {len(self.upstreams)} numbers >= 0, not all 0")
+        self._static = tuple(float(w) for w in static_weights) if static_weights is not None else None
         self._remote_plane = control_plane
         self._token = token
         self._own_dir = work_dir is None
@@ -174,6 +181,10 @@ class Gateway:
         self.models = self._models if self._models is not None else fleet_models(self.upstreams)
         self.xds = FileXds(self.work_dir / "xds", self.upstreams, self.models, self.settings)
         self.xds.initial()
+        if self._static is not None:
+            n = len(self.upstreams)
+            self.xds.apply_weights({None: self._static, **{m: self._static for m in self.models}}, (True,) * n,
+                                   "0")
         config = self.work_dir / "bootstrap.json"
         config.write_text(json.dumps(bootstrap(self.settings, str(self.xds.folder), str(self.xds.cds_path),
                                                str(self.xds.rds_path)), indent=1))
@@ -200,6 +211,8 @@ class Gateway:
             raise failure[0]
         try:
             self._wait_listening()
+            if self._static is not None:
+                return self
             if self._remote_plane is None:
                 self.plane = ControlPlane(self.fleet, listen="127.0.0.1:0").start()
         except BaseException:
