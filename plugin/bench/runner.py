@@ -44,6 +44,11 @@ def client_fleet(local_fleet: Any, spec: ScenarioSpec) -> Any:
 def make_sender(policy: str, local_fleet: Any, spec: ScenarioSpec) -> Any:
     fleet = client_fleet(local_fleet, spec)
     names = list(fleet.names)
+    if policy in ("tritonmix-gateway", "paper-static-envoy"):  # through a real Envoy (gateway_sender.py)
+        from .gateway_sender import GatewaySender
+
+        weights = static_weights_for(names) if policy == "paper-static-envoy" else None
+        return GatewaySender(local_fleet.fleet, spec.model, spec.request_timeout_s, static_weights=weights)
     if policy.startswith("tritonmix-"):
         return TritonmixSender(fleet, policy.split("-", 1)[1], spec.model, spec.request_timeout_s, spec.seed)
     capable = slo_capable(fleet)

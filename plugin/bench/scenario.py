@@ -49,6 +49,8 @@ EXTRA_POLICIES: Tuple[str, ...] = (
     "peak-ewma-p2c",
     "round-robin-slo",
     "p2c-slo",
+    "tritonmix-gateway",
+    "paper-static-envoy",
 )
 
 
