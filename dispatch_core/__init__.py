@@ -9,6 +9,8 @@ Two builds with one behaviour: the compiled ``_dispatch_c`` (Cython) and the pur
     i = d.pick()                       # NoEndpointAvailable when nothing is eligible
     d.record(i, 0.012, True)           # exactly once per pick: success, error, timeout or cancellation
     d.pick(exclude=i)                  # a retry that must not go back to endpoint i
+    d.remove(1)                        # endpoint 1 left: never picked again; its requests out still record
+    d.reuse(1)                         # once none is in flight: slot 1, fresh, for a new endpoint
 
 The pick rule, its cost, the EWMA formulas and the thread-safety argument are in ``Dispatcher``'s docstring.
 
