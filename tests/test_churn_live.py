@@ -57,7 +57,10 @@ def test_join_drain_and_leave_under_load(trio: Trio) -> None:
             while d.stats().picks[slot] == 0 and time.monotonic() - joined_at < 5.0:
                 time.sleep(0.01)
             seen["first_pick_s"] = time.monotonic() - joined_at
-            time.sleep(1.0)
+            time.sleep(0.5)
+            waited = time.monotonic()  # e1 takes a request every so often: drain it while one is out
+            while d.in_flight(1) == 0 and time.monotonic() - waited < 2.0:
+                time.sleep(0.002)
             seen["in_flight_e1"] = d.in_flight(1)
             client.apply_endpoints([EndpointState(e0), EndpointState(e1, terminating=True), EndpointState(e2)])
             before = d.stats()
