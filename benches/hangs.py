@@ -28,8 +28,8 @@ from tritonmix.local import FaultProxy, LocalFleet  # noqa: E402
 MODES = ("sync-http", "sync-grpc", "aio-http", "aio-grpc")
 FAULTS = ("freeze", "blackhole", "half_open", "slow2x", "slow3x")
 CALLERS = 16
-WARM_S = 3.0
-AFTER_S = 2.0
+WARM_S = 2.0
+AFTER_S = 1.0
 LOCAL = {
     "time_scale": 1.0,
     "endpoints": [{"name": f"e{k}", "accelerator": "cpu", "price_per_hour": 1.0,
