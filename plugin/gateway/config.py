@@ -54,6 +54,7 @@ class GatewaySettings:
     retries: int = 3
     retry_backoff_s: float = 0.05
     retry_budget_percent: float = 20.0
+    retry_budget_min_concurrency: int = 16
     health_interval_s: float = 0.5
     health_timeout_s: float = 0.25
     unhealthy_threshold: int = 2
@@ -154,8 +155,10 @@ def _route_action(cluster: str, s: GatewaySettings, grpc: bool) -> Dict[str, Any
     """Retries only where the request never reached a server or the connection broke (the retry budget in the
     cluster's circuit breakers caps them at ``retry_budget_percent`` of the requests in flight), each on another
     host than the attempts before and in another priority (a cheap pool of one endpoint that died is priority 0
-    alone: its retry must go to priority 1 before health checks have caught up). The back-off (jittered, from
-    ``retry_backoff_s``) and the re-picks give outlier detection time to eject a dead endpoint before the next
+    alone: its retry must go to priority 1 before health checks have caught up). The budget allows at least
+    ``retry_budget_min_concurrency`` retries at once: an endpoint that dies under load fails every request it holds
+    and every connection to it at the same moment (with a floor of 3, one fault run at 8 in flight had 5 requests
+    fail without a retry). The back-off (jittered, from ``retry_backoff_s``) and the re-picks give outlier detection time to eject a dead endpoint before the next
     attempt: with unequal weights Envoy's pick is a deadline schedule, and a retry's new pick may land on the heavy
     endpoint again (up to 100 picks per retry walk the schedule past a host of weight 1000 to one of weight 10)."""
     retry_on = "connect-failure,refused-stream,reset" + (",unavailable" if grpc else "")
@@ -223,7 +226,8 @@ def _cluster(name: str, protocol: str, s: GatewaySettings, eds: Dict[str, Any], 
         "circuit_breakers": {"thresholds": [{
             "priority": "DEFAULT", "max_connections": 100000, "max_pending_requests": 100000,
             "max_requests": 100000,
-            "retry_budget": {"budget_percent": {"value": s.retry_budget_percent}, "min_retry_concurrency": 3}}]},
+            "retry_budget": {"budget_percent": {"value": s.retry_budget_percent},
+                             "min_retry_concurrency": s.retry_budget_min_concurrency}}]},
         "per_connection_buffer_limit_bytes": 1 << 20,
     }
     if protocol == "grpc":
