@@ -160,7 +160,8 @@ def _route_action(cluster: str, s: GatewaySettings, grpc: bool) -> Dict[str, Any
     and every connection to it at the same moment (with a floor of 3, one fault run at 8 in flight had 5 requests
     fail without a retry). The back-off (jittered, from ``retry_backoff_s``) and the re-picks give outlier
     detection time to eject a dead endpoint before the next attempt: with unequal weights Envoy's pick is a
-    deadline schedule, and a retry's new pick may land on the heavy endpoint again (up to 100 picks per retry walk the schedule past a host of weight 1000 to one of weight 10)."""
+    deadline schedule, and a retry's new pick may land on the heavy endpoint again (up to 100 picks per retry
+    walk the schedule past a host of weight 1000 to one of weight 10)."""
     retry_on = "connect-failure,refused-stream,reset" + (",unavailable" if grpc else "")
     return {"cluster": cluster, "timeout": _duration(s.timeout_s), "retry_policy": {
         "retry_on": retry_on, "num_retries": s.retries,
