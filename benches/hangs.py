@@ -37,6 +37,10 @@ LOCAL = {
 }
 
 
+#: the client's controller settings (``--rescue off``: the rescue turned off, for the figures without it)
+CONTROLLER: Dict[str, Any] = {}
+
+
 def client_fleet(local: LocalFleet, protocol: str, proxies: Dict[str, FaultProxy]) -> Fleet:
     """The local fleet as a new user's client sees it (default SLO and controller), e0 through its proxy."""
     endpoints = []
@@ -46,7 +50,7 @@ def client_fleet(local: LocalFleet, protocol: str, proxies: Dict[str, FaultProxy
             url = proxies[protocol].address
         endpoints.append({"name": name, "url": url, "metrics_url": ep.metrics_url, "protocol": protocol,
                           "accelerator": "cpu", "price_per_hour": 1.0})
-    return Fleet.from_dict({"endpoints": endpoints})
+    return Fleet.from_dict({"endpoints": endpoints, "controller": dict(CONTROLLER)})
 
 
 def fault_actions(local: LocalFleet, proxies: Dict[str, FaultProxy], fault: str) -> Tuple[Callable, Callable]:
@@ -140,7 +144,10 @@ def main(argv: List[str]) -> None:
     parser.add_argument("--fault-s", type=float, default=6.0)
     parser.add_argument("--modes", default=",".join(MODES))
     parser.add_argument("--faults", default=",".join(FAULTS))
+    parser.add_argument("--rescue", choices=("on", "off"), default="on")
+    parser.add_argument("--all-frozen-s", type=float, default=5.0, help="0: no all-frozen runs")
     args = parser.parse_args(argv)
+    CONTROLLER["rescue"] = args.rescue == "on"
     modes, faults = args.modes.split(","), [f for f in args.faults.split(",") if f]
     with LocalFleet(Fleet.from_dict(LOCAL), ready_timeout_s=120.0) as local:
         e0 = local.endpoints["e0"]
@@ -148,7 +155,8 @@ def main(argv: List[str]) -> None:
         try:
             rows = [retried(lambda: one_run(local, proxies, mode, fault, args.fault_s))
                     for fault in faults for mode in modes]
-            frozen = [retried(lambda: all_frozen(local, proxies, mode, 5.0)) for mode in modes]
+            frozen = [retried(lambda: all_frozen(local, proxies, mode, args.all_frozen_s))
+                      for mode in modes] if args.all_frozen_s > 0 else []
         finally:
             for proxy in proxies.values():
                 proxy.stop()
@@ -158,7 +166,8 @@ def main(argv: List[str]) -> None:
     for r in rows:
         print(f"| {r['fault']} | {r['mode']} | {r['requests']} | {r['failed']} | {r['max_latency_fault_s']:.3f} | "
               f"{r['max_latency_s']:.3f} | {r['copies']} |")
-    print("\n| every endpoint frozen (5 s) | calls that ended | each ended after (s), min - max |")
+    print(f"\n| every endpoint frozen ({args.all_frozen_s:.0f} s) | calls that ended | each ended after (s), "
+          "min - max |")
     print("|---|---|---|")
     for r in frozen:
         print(f"| {r['mode']} | {r['errors']} errors | {r['min_s']:.3f} - {r['max_s']:.3f} |")
