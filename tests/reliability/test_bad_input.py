@@ -39,7 +39,8 @@ EP = "{name: a, accelerator: gpu, price_per_hour: 1.0, url: '127.0.0.1:8000'}"
 FLEET_CASES = [
     ("empty file", "", r"a fleet is a mapping with an 'endpoints' list, got NoneType"),
     ("empty fleet", "endpoints: []", r"fleet: 'endpoints' must be a non-empty list"),
-    ("endpoints not a list", "endpoints: {a: 1}", r"fleet: 'endpoints' must be a non-empty list"),
+    ("endpoints an unknown source", "endpoints: {a: 1}", r"fleet: 'endpoints' as a mapping names one source, 'kubernetes' \(got: a\)"),
+    ("endpoints a scalar", "endpoints: 3", r"fleet: 'endpoints' must be a non-empty list"),
     ("endpoint not a mapping", "endpoints: [a]", r"endpoint 0: must be a mapping, got str"),
     ("unknown key", "endpoints: [{name: a, accelerator: gpu, price_per_hour: 1, url: 'h:1', weight: 3}]",
      r"endpoint 'a': unknown field\(s\) weight"),
