@@ -545,3 +545,25 @@ def test_over_tls_with_a_token_a_grpc_and_an_aio_client_follow(fleet: LocalFleet
     finally:
         sync.close()
         plane.stop()
+
+
+def test_a_stopped_plane_frees_its_load_channel_port_for_the_next_one() -> None:
+    """stop() closes the UDP socket too, so a plane restarted on the same port gets its load channel back."""
+    import logging
+
+    from tritonmix.controller.signals import NullSource
+
+    warnings: List[str] = []
+    handler = logging.Handler(logging.WARNING)
+    handler.emit = lambda record: warnings.append(record.getMessage())  # type: ignore[method-assign]
+    log = logging.getLogger("tritonmix.control_plane.plane")
+    log.addHandler(handler)
+    try:
+        first = ControlPlane(_fleet(), signal_source=NullSource(3), token="t").start(tick=False)
+        address = first.address
+        first.stop()
+        second = ControlPlane(_fleet(), listen=address, signal_source=NullSource(3), token="t").start(tick=False)
+        second.stop()
+    finally:
+        log.removeHandler(handler)
+    assert not [w for w in warnings if "no load channel" in w], warnings

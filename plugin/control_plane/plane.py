@@ -316,7 +316,10 @@ class ControlPlane:
         try:
             loop.run_forever()
         finally:
-            loop.close()
+            try:  # one more turn: the load channel's transport closes its UDP socket in a callback stop() queued
+                loop.run_until_complete(asyncio.sleep(0))
+            finally:
+                loop.close()
 
     def _authorised(self, request: Any) -> bool:
         if not self._token:
