@@ -167,9 +167,8 @@ def test_each_scaledobject_query_returns_its_pools_desired_replicas(fleet: Local
     clients = [httpclient.InferenceServerClient(fleet=fleet.fleet, control_plane=[leader.address], seed=k)
                for k in range(4)]
     stop, failed = threading.Event(), []
-    # three callers per client, twelve in all against five slots: every slot stays busy, so the fleet-wide rate on each
-    # pool is its capacity and the plane asks for more than one replica of it (ceil(mu / (0.8 mu)) = 2); with one
-    # caller per client trn1's four slots were not all busy and every figure a CI run saw was 1
+    # more callers than slots (CALLERS per client): every slot stays busy, so the fleet-wide rate on each pool is its
+    # capacity and the plane asks for more than one replica of it (ceil(mu / (0.8 mu)) = 2)
     pool = concurrent.futures.ThreadPoolExecutor(CALLERS * len(clients))
     futures = [pool.submit(_load, c, stop, failed) for c in clients for _ in range(CALLERS)]
     try:
