@@ -117,39 +117,78 @@ def one_fleet(server: LocalTritonServer, **controller: Any) -> Fleet:
         {"name": "t0", "url": server.http_url, "accelerator": "cpu", "price_per_hour": 1.0}]})
 
 
+#: gateway variants for ``overhead --variants``: Gateway keyword arguments, one setting changed at a time
+VARIANTS: Dict[str, Dict[str, Any]] = {
+    "gateway": {},                                        # as shipped (in-process plane, checks, retries)
+    "static": {"static_weights": [1.0]},                  # no plane: no Triton scrapes, no admin polling
+    "no-hc": {"health_interval_s": 3600.0},               # active health checks once at start only
+    "hc-2s": {"health_interval_s": 2.0},
+    "no-retry": {"retries": 0},
+    "no-buffer": {"max_request_bytes": 0},                # no buffer filter (no 413 from the gateway)
+    "no-routes": {"models": []},                          # one default cluster: no per-model routes
+    "bare": {"static_weights": [1.0], "health_interval_s": 3600.0, "retries": 0, "max_request_bytes": 0,
+             "models": []},
+}
+
+
 def overhead(args: argparse.Namespace) -> Dict[str, Any]:
+    """Per round, in an order rotated each round: direct, the plain Envoy, then each gateway variant started for
+    its measurement and stopped after it (so that no variant's health checks or plane load the others' runs).
+    c=1 add_sub on every path; c=32 sleep20 on direct, plain Envoy and the first variant unless ``--no-c32``."""
     pa = PerfAnalyzer.ensure()
-    results: Dict[str, Dict[str, List[PaRow]]] = {"c1": {}, "c32": {}}
+    variants = args.variants.split(",")
+    unknown = [v for v in variants if v not in VARIANTS]
+    if unknown:
+        raise SystemExit(f"unknown variant(s) {unknown}; known: {', '.join(VARIANTS)}")
+    c1: Dict[str, List[PaRow]] = {}
+    c32: Dict[str, List[PaRow]] = {}
     with LocalTritonServer(repository()) as server:
-        with Gateway(one_fleet(server), http_port=0, grpc_port=0) as gw:
-            plain, plain_url = plain_envoy(server.ports["http"], Path(tempfile.mkdtemp(prefix="plain-envoy-")))
-            try:
-                targets = {"direct": server.http_url, "gateway": gw.http_url, "plain-envoy": plain_url}
-                for name, url in targets.items():  # warm every path once
-                    pa.run("add_sub", url, concurrency=1, shapes=ADD_SUB, window_ms=500, max_trials=3)
-                for r in range(args.rounds):
-                    for name, url in targets.items():
-                        results["c1"].setdefault(name, []).append(pa.run(
-                            "add_sub", url, concurrency=1, shapes=ADD_SUB, window_ms=args.window_ms))
-                    for name, url in targets.items():
-                        results["c32"].setdefault(name, []).append(pa.run(
-                            "sleep20", url, concurrency=32, window_ms=args.window_ms))
-                    print(f"round {r + 1}: " + ", ".join(
-                        f"{n} p50 {results['c1'][n][-1].p50_us:.0f} us / {results['c32'][n][-1].throughput:.0f}/s"
-                        for n in targets), flush=True)
-            finally:
-                plain.stop()
+        plain, plain_url = plain_envoy(server.ports["http"], Path(tempfile.mkdtemp(prefix="plain-envoy-")))
+        try:
+            paths = ["direct", "plain-envoy"] + variants
+            for r in range(args.rounds):
+                k = r % len(paths)
+                for name in paths[k:] + paths[:k]:
+                    _overhead_path(pa, server, plain_url, name, name in ("direct", "plain-envoy", variants[0])
+                                   and args.c32, args.window_ms, c1, c32)
+                print(f"round {r + 1}: " + ", ".join(
+                    f"{n} p50/p99 {c1[n][-1].p50_us:.0f}/{c1[n][-1].p99_us:.0f} us" for n in paths), flush=True)
+        finally:
+            plain.stop()
     out: Dict[str, Any] = {}
-    for name in ("direct", "gateway", "plain-envoy"):
-        c1, c32 = results["c1"][name], results["c32"][name]
-        out[name] = {"p50_us": statistics.median(x.p50_us for x in c1),
-                     "p99_us": statistics.median(x.p99_us for x in c1),
-                     "c1_rps": statistics.median(x.throughput for x in c1),
-                     "c32_rps": statistics.median(x.throughput for x in c32),
-                     "c32_p50_us": statistics.median(x.p50_us for x in c32),
-                     "errors": sum(x.errors for x in c1 + c32),
-                     "rounds_p50_us": [x.p50_us for x in c1], "rounds_c32_rps": [x.throughput for x in c32]}
+    for name, rows in c1.items():
+        out[name] = {"p50_us": statistics.median(x.p50_us for x in rows),
+                     "p99_us": statistics.median(x.p99_us for x in rows),
+                     "c1_rps": statistics.median(x.throughput for x in rows),
+                     "errors": sum(x.errors for x in rows + c32.get(name, [])),
+                     "rounds_p50_us": [x.p50_us for x in rows], "rounds_p99_us": [x.p99_us for x in rows]}
+        if name in c32:
+            out[name].update({"c32_rps": statistics.median(x.throughput for x in c32[name]),
+                              "c32_p50_us": statistics.median(x.p50_us for x in c32[name]),
+                              "rounds_c32_rps": [x.throughput for x in c32[name]]})
     return out
+
+
+def _overhead_path(pa: PerfAnalyzer, server: LocalTritonServer, plain_url: str, name: str, with_c32: bool,
+                   window_ms: int, c1: Dict[str, List[PaRow]], c32: Dict[str, List[PaRow]]) -> None:
+    """One path's measurements of one round (a gateway variant is started for them and stopped after)."""
+    gw = None
+    if name == "direct":
+        url = server.http_url
+    elif name == "plain-envoy":
+        url = plain_url
+    else:
+        options = dict(VARIANTS[name])
+        gw = Gateway(one_fleet(server), http_port=0, grpc_port=0, **options).start()
+        url = gw.http_url
+    try:
+        pa.run("add_sub", url, concurrency=1, shapes=ADD_SUB, window_ms=500, max_trials=3)  # warm the path
+        c1.setdefault(name, []).append(pa.run("add_sub", url, concurrency=1, shapes=ADD_SUB, window_ms=window_ms))
+        if with_c32:
+            c32.setdefault(name, []).append(pa.run("sleep20", url, concurrency=32, window_ms=window_ms))
+    finally:
+        if gw is not None:
+            gw.stop()
 
 
 def plan_latency(args: argparse.Namespace) -> Dict[str, Any]:
@@ -322,6 +361,9 @@ def main() -> None:
     parser.add_argument("--changes", type=int, default=50)
     parser.add_argument("--interval", type=float, default=0.5)
     parser.add_argument("--faults", default="none,sigkill,sigstop,plane-restart")
+    parser.add_argument("--variants", default="gateway",
+                        help=f"overhead: gateway variants, comma-separated, of {', '.join(VARIANTS)}")
+    parser.add_argument("--no-c32", dest="c32", action="store_false", help="overhead: skip the c=32 runs")
     args = parser.parse_args()
     fn = {"overhead": overhead, "plan": plan_latency, "faults": faults, "spill": spill}[args.what]
     result = {"what": args.what, "commit": commit(), "command": " ".join(sys.argv), "result": fn(args)}

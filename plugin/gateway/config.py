@@ -60,7 +60,7 @@ class GatewaySettings:
     unhealthy_threshold: int = 2
     outlier_interval_s: float = 0.5
     outlier_base_ejection_s: float = 2.0
-    max_request_bytes: int = 64 << 20
+    max_request_bytes: int = 64 << 20         # 0: no limit (no buffer filter)
     active_request_bias: float = 1.0
     access_log: Optional[str] = None          # a file path; None: no access log
     tls_cert: Optional[str] = None            # downstream TLS on both listeners (PEM files)
@@ -117,10 +117,11 @@ def _listener(protocol: str, s: GatewaySettings, rds: Optional[Dict[str, Any]]) 
     }
     if protocol == "http":
         hcm["rds"] = {"route_config_name": "http", "config_source": rds}
-        # a body over the limit is refused by the proxy (413) before any endpoint sees it; KServe v2 errors are
-        # JSON objects {"error": "..."}, so every reply Envoy makes itself is one
-        hcm["http_filters"].insert(0, {"name": "envoy.filters.http.buffer", "typed_config": {
-            "@type": _BUFFER_T, "max_request_bytes": s.max_request_bytes}})
+        # a body over the limit is refused by the proxy (413) before any endpoint sees it (0: no limit, no buffer
+        # filter); KServe v2 errors are JSON objects {"error": "..."}, so every reply Envoy makes itself is one
+        if s.max_request_bytes > 0:
+            hcm["http_filters"].insert(0, {"name": "envoy.filters.http.buffer", "typed_config": {
+                "@type": _BUFFER_T, "max_request_bytes": s.max_request_bytes}})
         hcm["local_reply_config"] = {"mappers": [
             {"filter": {"status_code_filter": {"comparison": {"op": "EQ", "value": {
                 "default_value": 413, "runtime_key": "tritonmix.status413"}}}},
