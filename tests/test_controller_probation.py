@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from typing import Any, List
 
-from tritonmix.controller.decider import PROBATION_SHARE
+from tritonmix.controller.decider import PROBATION_LIMIT, PROBATION_SHARE
 from tritonmix.controller.model import ModelPlan
 from tritonmix.controller.policy import OutlierDetector
 from tritonmix.controller.policy.probation import with_trial_share
@@ -92,3 +92,23 @@ def test_an_endpoint_that_recovers_gets_its_share_back() -> None:
     share = sim.share_by_endpoint(38.0).get(SLOW, 0.0)
     assert share >= 0.05, sim.share_by_endpoint(38.0)
     assert sim.controller.observer.states()["sd"].capacity[SLOW].meets_slo
+
+
+def test_trials_on_probation_go_one_at_a_time() -> None:
+    """A readmitted endpoint that is still slow gets one trial in flight at a time (the plan's limit for it is
+    PROBATION_LIMIT), so what its probation costs is one request's wait, not a burst of them."""
+    sim = slowed(seed=5)
+    decisions = [d for d in sim.controller.decisions() if d.kind in ("eject", "readmit")]
+    windows = []
+    readmits = [d.at_s - sim.t0 for d in decisions if d.kind == "readmit"]
+    assert readmits, [d.summary for d in decisions]
+    for t_back in readmits:
+        later = [d.at_s - sim.t0 for d in decisions if d.kind == "eject" and d.at_s - sim.t0 > t_back]
+        windows.append((t_back, later[0] if later else math.inf))
+    limits = [p.limits("sd")[SLOW] for t, p in sim.ticks if any(a <= t < b for a, b in windows)]
+    assert PROBATION_LIMIT == 1 and limits and all(x == 1 for x in limits), limits
+    trials = sorted((r.arrived_s, r.arrived_s + r.latency_s) for r in sim.results
+                    if r.endpoint == SLOW and any(a <= r.arrived_s < b for a, b in windows))
+    assert trials, "no trial request on probation"
+    overlaps = sum(1 for (s0, e0), (s1, _) in zip(trials, trials[1:]) if s1 < e0 - 1e-9)
+    assert overlaps == 0, trials

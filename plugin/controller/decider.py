@@ -26,10 +26,12 @@ from .policy import AutoMode, PlanSettings, detect_shortfall, make_plan
 from .policy.probation import with_trial_share
 from .queueing import effective_limit, inflight_limit
 
-__all__ = ["Decider", "Facts", "PROBATION_SHARE"]
+__all__ = ["Decider", "Facts", "PROBATION_SHARE", "PROBATION_LIMIT"]
 
 #: the interactive share of each endpoint on probation after a latency ejection
 PROBATION_SHARE = 0.02
+#: the in-flight limit of each endpoint on probation: its trials go one at a time
+PROBATION_LIMIT = 1
 
 Views = Mapping[Optional[str], Sequence[EndpointView]]
 
@@ -123,13 +125,17 @@ class Decider:
 
     def _limits(self, facts: Facts, model: str) -> Tuple[int, ...]:
         """Interactive in-flight limits of a model (``queueing.inflight_limit`` from its slots C and service time s
-        per endpoint, less the other clients' requests at it: ``queueing.effective_limit``); none (0) for an
-        endpoint on probation (no limit: no overflow goes there)."""
+        per endpoint, less the other clients' requests at it: ``queueing.effective_limit``); PROBATION_LIMIT for an
+        endpoint on probation: its trials go one at a time, so one readmitted while still slow costs one request's
+        wait before the stall watch or the tick ejects it again, never a burst (with no limit the core picks it
+        whenever it is drawn with nothing in flight). The price: with a limit it may take one request of overflow
+        when every other endpoint is full."""
         slots = facts.slots.get(model)
         if slots is None:
-            return (0,) * len(self.names)
+            return tuple(PROBATION_LIMIT if i in facts.probation else 0 for i in range(len(self.names)))
         others = facts.others.get(model) or (0.0,) * len(slots)
-        return tuple(0 if i in facts.probation else effective_limit(inflight_limit(c, s_, self.slo_s), others[i])
+        return tuple(PROBATION_LIMIT if i in facts.probation
+                     else effective_limit(inflight_limit(c, s_, self.slo_s), others[i])
                      for i, (c, s_) in enumerate(slots))
 
 
