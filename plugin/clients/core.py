@@ -66,10 +66,9 @@ class EndpointReport:
     rescued: int = 0        # rescue copies sent because an attempt here got no answer (tritonmix.request.rescue)
 
 
-#: why a client that follows a control plane cannot take a changing endpoint set (yet)
-_PLANE_CHURN = ("a client that follows a control plane takes its endpoints from the plane's fleet: the plane's plans "
-                "and the clients' reports are indexed by that fixed list; endpoints that join and leave (a discovery "
-                "source, apply_endpoints) work for clients that decide locally (no control_plane)")
+#: why a client that follows a control plane does not take endpoint sets of its own
+_PLANE_CHURN = ("a client that follows a control plane takes its endpoints from the plane (a discovering plane sends "
+                "its set with its plans); apply_endpoints is for clients that decide locally (no control_plane)")
 
 
 class ClientCore:
@@ -79,8 +78,6 @@ class ClientCore:
                  clock: Callable[[], float], probe: Optional[Probe], readiness_interval_s: float,
                  on_not_found: Optional[Callable[[str], None]] = None,
                  on_probe_thread_exit: Optional[Callable[[], None]] = None, probe_settings: Any = None) -> None:
-        if getattr(fleet, "discovery", None) is not None and fleet.control_plane is not None:
-            raise ConfigError(_PLANE_CHURN)
         self.fleet = fleet
         self.router = Router(fleet, seed=seed, clock=clock)
         self.readiness = ReadinessRefresher(self.router, probe, interval_s=readiness_interval_s, clock=clock,
@@ -92,17 +89,25 @@ class ClientCore:
                              on_not_found=on_not_found)
         self.pins = SequencePins(len(fleet.endpoints))
         self.sequences = Sequences(self.engine, self.pins)
-        self.controller: Any = start_controller(fleet, self.router, probe_settings=probe_settings)
+        self._probe_settings = probe_settings
+        #: a client that follows a plane starts its Follower once its per-endpoint clients follow the router's set
+        #: (``follow_endpoints``): the plane's first answer may bring a set
+        self.controller: Any = start_controller(fleet, self.router, probe_settings=probe_settings) \
+            if fleet.control_plane is None else None
         #: the fleet's discovery source (``endpoints: {kubernetes: ...}``), started by ``follow_endpoints``
         self.source: Any = None
         self._protocol = ""
 
     def follow_endpoints(self, listener: Callable[[Any], None], protocol: str) -> None:
         """Wire the protocol's per-endpoint clients to the router's set (``listener(change)``, see
-        ``tritonmix.clients.churn``), then start the fleet's discovery source, if it names one."""
+        ``tritonmix.clients.churn``), then start the fleet's discovery source, if it names one, or the Follower of
+        the control plane the fleet names (a follower takes the plane's set: ``control_plane.follower``)."""
         self._protocol = protocol
         self.router.add_endpoints_listener(listener)
         self.pins.follow_router(self.router)
+        if self.fleet.control_plane is not None:
+            self.controller = start_controller(self.fleet, self.router, probe_settings=self._probe_settings)
+            return
         self.source = source_for(self.fleet)
         if self.source is not None:
             self.source.start(self._discovered)

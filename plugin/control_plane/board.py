@@ -1,10 +1,18 @@
 """The Board: every client's reports merged into one router-shaped view, so that the plane's Controller (Observer,
 Health, Decider: the same code a client runs in-process) reads the whole fleet's traffic as one client's.
 
+The Board's endpoints are the plane's slots (``endpoints.EndpointSet``: they follow the plane's discovery source,
+``apply_endpoints``; ``reap`` shows them to the Controller as a router's are). A client's report is in the client's
+own slots and names the endpoint of each (``report``); its figures land on the plane slot of the same NAME, and a
+name the plane does not have (an endpoint that left) is dropped, logged at debug level. A slot the plane hands to a
+new endpoint starts from zero: counters, gauges, ejection (nothing of the endpoint before it is inherited).
+
 Per client it keeps the last report; a new report adds its differences to the fleet-wide totals:
 
     counters (arrivals, successes, failures per key; ok, over_slo, failed per endpoint):
-        total += new - last        (a counter that went down, a restarted client, counts from 0)
+        total += new - last        per client slot whose name is the same in both reports (a counter that went
+                                   down, a restarted client, counts from 0); a slot that holds another endpoint
+                                   than in the last report counts from 0 (the client reset it when it took it)
         a client's first report is its baseline: it adds nothing (a client that ran before it connected does not
         land its whole history in one tick)
     gauges (in flight per key and endpoint): the sum over live clients of their latest figure
@@ -13,28 +21,36 @@ Per client it keeps the last report; a new report adds its differences to the fl
     demand share of client c for model m: r_c,m / sum over live clients of r_m, with r_c,m the client's
         interactive arrivals per second between its last two reports (equal shares while nobody has demand)
 
-A client's gauges leave the sums once its last report is older than ``gauge_expire_s`` (1.5 intervals: a client
-that died must not look like requests stuck at an endpoint; its next report brings them back), and a client silent
-for ``expire_s`` is dropped (its counters stay in the totals), as is one that says goodbye (``ingest(final=True)``,
-its last report as it closes). An
-endpoint that enters a client's passive-ejection set is handed to the ejector (the plane's Health), once per
-client and episode. Cost: O(keys x n) per report with numpy, O(keys x n) per read of the merged view.
+Gauges are summed when the view is read, from each live client's last report through the client's current map to
+the plane's slots, so that a change of either side's slots never leaves a stale figure in a sum. A client's gauges
+leave the sums once its last report is older than ``gauge_expire_s`` (1.5 intervals: a client that died must not
+look like requests stuck at an endpoint; its next report brings them back), and a client silent for ``expire_s`` is
+dropped (its counters stay in the totals), as is one that says goodbye (``ingest(final=True)``, its last report as
+it closes). An endpoint that enters a client's passive-ejection set is handed to the ejector (the plane's Health),
+once per client and episode. Cost: O(keys x n) per report with numpy, O(clients x keys x n) per read of the merged
+view (once per tick); the map from a client's slots to the plane's is built once per (client slots, plane set).
 """
 from __future__ import annotations
 
 import dataclasses
+import logging
 import threading
 import time
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
 from ..dispatch_core import DispatchStats
+from ..request.slots import EndpointChange
+from .endpoints import EndpointSet
 from .report import KeyReport, Report
 
 __all__ = ["Board", "ClientRow"]
 
+_log = logging.getLogger(__name__)
+
 Key = Tuple[str, str]
+Names = Tuple[Optional[str], ...]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,24 +67,26 @@ class ClientRow:
 
 
 class _Total:
-    """One (model, request class) over the fleet: merged counters and gauges."""
+    """One (model, request class) over the fleet: merged counters, by plane slot."""
 
-    __slots__ = ("arrivals", "successes", "failures", "in_flight", "lat_num", "lat_den")
+    __slots__ = ("arrivals", "successes", "failures")
 
     def __init__(self, n: int) -> None:
         self.arrivals = 0
         self.successes = np.zeros(n, np.int64)
         self.failures = np.zeros(n, np.int64)
-        self.in_flight = np.zeros(n, np.int64)
-        self.lat_num = np.zeros(n)
-        self.lat_den = np.zeros(n)
+
+    def grow(self, n: int) -> None:
+        pad = n - self.successes.size
+        if pad > 0:
+            self.successes = np.concatenate([self.successes, np.zeros(pad, np.int64)])
+            self.failures = np.concatenate([self.failures, np.zeros(pad, np.int64)])
 
 
 class _Client:
-    __slots__ = ("last", "seen_at", "reports", "rates", "rate_at", "gauges")
+    __slots__ = ("last", "seen_at", "reports", "rates", "rate_at")
 
     def __init__(self, report: Report, now: float) -> None:
-        self.gauges = True       # its last report's gauges are in the sums
         self.last = report
         self.seen_at = now
         self.reports = 1
@@ -81,6 +99,25 @@ def _grown(new: np.ndarray, old: np.ndarray) -> np.ndarray:
     return np.where(new >= old, new - old, new)
 
 
+def _growth(new: np.ndarray, old: np.ndarray, same: Optional[np.ndarray]) -> np.ndarray:
+    """A client's counter growth per client slot: ``_grown`` where the slot holds the same endpoint as in the last
+    report (``same``; None: every slot), else the new figure (the slot counts from 0 since its endpoint took it)."""
+    if same is None and new.size == old.size:
+        return _grown(new, old)
+    out = new.copy()
+    k = min(new.size, old.size)
+    mask = np.ones(k, bool) if same is None else same[:k]
+    out[:k][mask] = _grown(new[:k], old[:k])[mask]
+    return out
+
+
+def _same(new: Names, old: Names) -> Optional[np.ndarray]:
+    """Per slot of ``new``: it holds the endpoint it held in ``old`` (None: all of them)."""
+    if new == old:
+        return None
+    return np.array([k < len(old) and x is not None and x == old[k] for k, x in enumerate(new)], bool)
+
+
 def _latency_terms(k: KeyReport) -> Tuple[np.ndarray, np.ndarray]:
     known = ~np.isnan(k.latency_s) & (k.successes > 0)
     w = np.where(known, k.successes, 0).astype(float)
@@ -89,12 +126,14 @@ def _latency_terms(k: KeyReport) -> Tuple[np.ndarray, np.ndarray]:
 
 class Board:
     """Merged reports, with the router contract the Controller reads (``tritonmix.request.router``); the
-    plane applies nothing to it (clients apply the plans), so the setters only remember."""
+    plane applies nothing to it (clients apply the plans), so the setters only remember. ``fleet``: the plane's
+    fleet (``reap`` shows the slots over it); ``discovery``: the set follows a source (``apply_endpoints``)."""
 
     def __init__(self, names: Sequence[str], *, expire_s: float, gauge_expire_s: Optional[float] = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
-        self._names = tuple(names)
-        self.n = len(self._names)
+                 clock: Callable[[], float] = time.monotonic, fleet: Any = None, discovery: bool = False) -> None:
+        specs = fleet.endpoints if fleet is not None else None
+        self.endpoints = EndpointSet(names, specs, discovery)
+        self._fleet = fleet
         self.expire_s = expire_s
         self.gauge_expire_s = expire_s / 2 if gauge_expire_s is None else gauge_expire_s
         self._clock = clock
@@ -104,11 +143,92 @@ class Board:
         self._ep = np.zeros((3, self.n), np.int64)     # ok, over_slo, failed: fleet-wide cumulative
         self._ejector: Optional[Callable[[int, str, float], None]] = None
         self._listeners: List[Callable[[Key], None]] = []
+        self._endpoint_listeners: List[Callable[[EndpointChange], None]] = []
         self.available = [True] * self.n
         #: reports taken and clients dropped for silence, since the start
         self.reports = 0
         self.expired = 0
+        #: figures dropped because they named an endpoint the plane does not have (per name, since the start)
+        self.unknown: Dict[str, int] = {}
+        self._maps: Dict[Names, Tuple[np.ndarray, np.ndarray]] = {}
         self._view: Optional[Dict[Key, "_Stats"]] = None
+        self._view_clients: Tuple[str, ...] = ()
+        #: the set as the Controller last followed it (``reap``): (version, wire form), what the tick's plan is over
+        self.reaped: Tuple[int, Dict[str, Any]] = (self.endpoints.version, self.endpoints.to_wire())
+
+    @property
+    def n(self) -> int:
+        return self.endpoints.n
+
+    # ---- the plane's set ---------------------------------------------------------------------------------------
+    def apply_endpoints(self, states: Sequence[Any]) -> EndpointChange:
+        """Follow the plane's discovery source: reconcile the slots with the whole current set by name (``endpoints.
+        EndpointSet.apply``); a slot handed to a new endpoint starts from zero. Listeners (the Controller: a join
+        or a leave brings its next tick forward) hear the change. ValueError as ``EndpointSet.apply``."""
+        with self._lock:
+            joined, left, replaced = self.endpoints.apply(states)
+            n = self.n
+            if self._ep.shape[1] < n:
+                self._ep = np.concatenate([self._ep, np.zeros((3, n - self._ep.shape[1]), np.int64)], axis=1)
+                self.available += [True] * (n - len(self.available))
+            for total in self._totals.values():
+                total.grow(n)
+            for i in joined:
+                self._ep[:, i] = 0
+                self.available[i] = True
+                for total in self._totals.values():
+                    total.successes[i] = total.failures[i] = 0
+            if joined or left:
+                self._maps.clear()
+            self._view = None
+            change = self.endpoints.change(self._fleet, joined, left, replaced) if self._fleet is not None else None
+            listeners = list(self._endpoint_listeners)
+        if change is not None and (joined or left or replaced):
+            for callback in listeners:
+                callback(change)
+        return change  # type: ignore[return-value]
+
+    def add_endpoints_listener(self, callback: Callable[[EndpointChange], None]) -> None:
+        self._endpoint_listeners.append(callback)
+
+    def reap(self) -> EndpointChange:
+        """The slots now (the Controller follows them every tick); remembers the set it showed (``reaped``)."""
+        with self._lock:
+            if self.reaped[0] != self.endpoints.version:
+                self.reaped = (self.endpoints.version, self.endpoints.to_wire())
+            return self.endpoints.change(self._fleet)
+
+    def vacant(self) -> Tuple[bool, ...]:
+        with self._lock:
+            return tuple(self.endpoints.vacant)
+
+    def slot_names(self) -> Names:
+        """The endpoint of each plane slot (None: vacant): how a report without ``names`` is read."""
+        with self._lock:
+            return tuple(None if v else name for name, v in zip(self.endpoints.names, self.endpoints.vacant))
+
+    def _map(self, names: Names) -> Tuple[np.ndarray, np.ndarray]:
+        """(client slots, plane slots) of the names both have (lock held); cached per client slots and plane set."""
+        got = self._maps.get(names)
+        if got is None:
+            src, dst, unknown = [], [], []
+            for k, name in enumerate(names):
+                if name is None:
+                    continue
+                i = self.endpoints.slot(name)
+                if i is None:
+                    unknown.append(name)
+                    self.unknown[name] = self.unknown.get(name, 0) + 1
+                else:
+                    src.append(k)
+                    dst.append(i)
+            if unknown:
+                _log.debug("reports name %d endpoint(s) this plane does not have (dropped): %s", len(unknown),
+                           ", ".join(unknown[:5]))
+            got = self._maps[names] = (np.asarray(src, np.intp), np.asarray(dst, np.intp))
+            if len(self._maps) > 4 * len(self._clients) + 16:  # clients' old slot lists: keep the cache small
+                self._maps = {names: got}
+        return got
 
     # ---- reports -----------------------------------------------------------------------------------------------
     def ingest(self, report: Report, final: bool = False) -> None:
@@ -119,83 +239,65 @@ class Board:
         with self._lock:
             self.reports += 1
             client = self._clients.get(report.client)
+            names = report.names
+            ejected = {names[i] for i in report.ejected}
             if client is None:
                 self._clients[report.client] = _Client(report, now)
-                fresh = set(report.ejected)
+                fresh = ejected
                 for k in report.keys:
-                    new_keys += self._add_gauges(k, 1)
+                    new_keys += self._total(k)
             else:
                 last = client.last
-                fresh = set(report.ejected) - set(last.ejected)
+                fresh = ejected - {last.names[i] for i in last.ejected}
                 new_keys = self._merge(client, last, report, now)
             if final:
-                self._drop(report.client)
+                self._clients.pop(report.client)
             self._view = None
+            fresh_slots = sorted(i for i in (self.endpoints.slot(x) for x in fresh if x is not None)
+                                 if i is not None)
         for key in new_keys:
             for callback in self._listeners:
                 callback(key)
         ejector = self._ejector
         if ejector is not None:
-            for i in sorted(fresh):
+            for i in fresh_slots:
                 ejector(i, f"connection failures (seen by client {report.client})", now)
 
+    def _total(self, k: KeyReport) -> List[Key]:
+        key = (k.model, k.request_class)
+        if key in self._totals:
+            return []
+        self._totals[key] = _Total(self.n)
+        return [key]
+
     def _merge(self, client: _Client, last: Report, report: Report, now: float) -> List[Key]:
-        self._ep += np.stack([_grown(report.ok, last.ok), _grown(report.over_slo, last.over_slo),
-                              _grown(report.failed, last.failed)])
+        same = _same(report.names, last.names)
+        src, dst = self._map(report.names)
+        grew = np.stack([_growth(report.ok, last.ok, same), _growth(report.over_slo, last.over_slo, same),
+                         _growth(report.failed, last.failed, same)])
+        self._ep[:, dst] += grew[:, src]
         before = {(k.model, k.request_class): k for k in last.keys}
         dt = max(now - client.rate_at, 1e-3)
         arrivals: Dict[str, int] = {}
         created: List[Key] = []
         for k in report.keys:
             key = (k.model, k.request_class)
-            old = before.pop(key, None)
+            old = before.get(key)
             if old is None:
-                created += self._add_gauges(k, 1)
+                created += self._total(k)
                 continue
             total = self._totals[key]
-            grew = k.arrivals - old.arrivals if k.arrivals >= old.arrivals else k.arrivals
-            total.arrivals += grew
-            total.successes += _grown(k.successes, old.successes)
-            total.failures += _grown(k.failures, old.failures)
-            if client.gauges:
-                self._swap_gauges(total, old, k)
-            else:
-                self._add_gauges(k, 1)
+            grown = k.arrivals - old.arrivals if k.arrivals >= old.arrivals else k.arrivals
+            total.arrivals += grown
+            total.successes[dst] += _growth(k.successes, old.successes, same)[src]
+            total.failures[dst] += _growth(k.failures, old.failures, same)[src]
             if k.request_class == "interactive":
-                arrivals[k.model] = arrivals.get(k.model, 0) + grew
-        for old in before.values():  # a dispatcher the client no longer reports: its gauges leave
-            if client.gauges:
-                self._swap_gauges(self._totals[(old.model, old.request_class)], old, None)
-        client.gauges = True
+                arrivals[k.model] = arrivals.get(k.model, 0) + grown
         client.rates = {m: a / dt for m, a in arrivals.items()}
         client.rate_at = now
         client.last, client.seen_at = report, now
         client.reports += 1
         return created
-
-    def _add_gauges(self, k: KeyReport, sign: int) -> List[Key]:
-        key = (k.model, k.request_class)
-        total = self._totals.get(key)
-        created = []
-        if total is None:
-            total = self._totals[key] = _Total(self.n)
-            created.append(key)
-        num, den = _latency_terms(k)
-        total.in_flight += sign * k.in_flight
-        total.lat_num += sign * num
-        total.lat_den += sign * den
-        return created
-
-    def _swap_gauges(self, total: _Total, old: KeyReport, new: Optional[KeyReport]) -> None:
-        num, den = _latency_terms(old)
-        total.in_flight -= old.in_flight
-        total.lat_num -= num
-        total.lat_den -= den
-        if new is not None:
-            num, den = _latency_terms(new)
-            total.in_flight += new.in_flight
-            total.lat_num += num
-            total.lat_den += den
 
     def expire(self) -> List[str]:
         """Drop the clients silent for ``expire_s``; returns their ids."""
@@ -204,29 +306,12 @@ class Board:
         with self._lock:
             for cid, client in list(self._clients.items()):
                 if now - client.seen_at > self.expire_s:
-                    self._drop(cid)
+                    del self._clients[cid]
                     gone.append(cid)
             if gone:
                 self.expired += len(gone)
                 self._view = None
         return gone
-
-    def _drop(self, cid: str) -> None:
-        self._clear_gauges(self._clients.pop(cid))
-
-    def _clear_gauges(self, client: _Client) -> None:
-        if client.gauges:
-            for k in client.last.keys:
-                self._swap_gauges(self._totals[(k.model, k.request_class)], k, None)
-            client.gauges = False
-
-    def _stale_gauges(self) -> None:
-        """Take the gauges of clients silent for ``gauge_expire_s`` out of the sums (lock held)."""
-        now = self._clock()
-        for client in self._clients.values():
-            if client.gauges and now - client.seen_at > self.gauge_expire_s:
-                self._clear_gauges(client)
-                self._view = None
 
     def base_of(self, client: str, seq: int) -> Optional[Report]:
         """The client's last report when it is report ``seq`` (what a sparse report is read against), else None."""
@@ -253,7 +338,7 @@ class Board:
         with self._lock:
             return [ClientRow(cid, now - c.seen_at, c.reports, sum(c.rates.values()), c.last.plan_age_s,
                               int(sum(int(k.in_flight.sum()) for k in c.last.keys)),
-                              tuple(self._names[i] for i in c.last.ejected))
+                              tuple(str(c.last.names[i]) for i in c.last.ejected))
                     for cid, c in sorted(self._clients.items())]
 
     @property
@@ -263,14 +348,31 @@ class Board:
 
     # ---- the router contract (what the Controller reads) ------------------------------------------------------
     def endpoint_names(self) -> Tuple[str, ...]:
-        return self._names
+        return tuple(self.endpoints.names)
 
     def dispatchers(self) -> Dict[Key, "_Stats"]:
+        now = self._clock()
         with self._lock:
-            self._stale_gauges()
-            if self._view is None:
-                self._view = {key: _Stats(_stats(t, self.n)) for key, t in self._totals.items()}
+            live = tuple(cid for cid, c in self._clients.items() if now - c.seen_at <= self.gauge_expire_s)
+            if self._view is None or live != self._view_clients:
+                self._view = self._build_view(live)
+                self._view_clients = live
             return dict(self._view)
+
+    def _build_view(self, live: Sequence[str]) -> Dict[Key, "_Stats"]:
+        """Counters from the totals, gauges summed over the live clients' last reports (lock held)."""
+        n = self.n
+        gauges = {key: (np.zeros(n, np.int64), np.zeros(n), np.zeros(n)) for key in self._totals}
+        for cid in live:
+            report = self._clients[cid].last
+            src, dst = self._map(report.names)
+            for k in report.keys:
+                in_flight, num, den = gauges[(k.model, k.request_class)]
+                terms = _latency_terms(k)
+                in_flight[dst] += k.in_flight[src]
+                num[dst] += terms[0][src]
+                den[dst] += terms[1][src]
+        return {key: _Stats(_stats(t, *gauges[key], n)) for key, t in self._totals.items()}
 
     def endpoint_counters(self) -> List[Tuple[int, int, int]]:
         with self._lock:
@@ -290,7 +392,8 @@ class Board:
         self._listeners.append(callback)
 
     def set_endpoint_available(self, index: int, available: bool) -> None:
-        self.available[index] = bool(available)
+        if index < len(self.available):
+            self.available[index] = bool(available)
 
     def set_weights(self, model: str, request_class: str, weights: Sequence[float]) -> None:
         """Nothing to apply here: clients apply the plan."""
@@ -314,9 +417,9 @@ class _Stats:
         return self._s
 
 
-def _stats(t: _Total, n: int) -> DispatchStats:
+def _stats(t: _Total, in_flight: np.ndarray, lat_num: np.ndarray, lat_den: np.ndarray, n: int) -> DispatchStats:
     with np.errstate(invalid="ignore", divide="ignore"):
-        latency = np.where(t.lat_den > 0, t.lat_num / np.where(t.lat_den > 0, t.lat_den, 1.0), np.nan)
+        latency = np.where(lat_den > 0, lat_num / np.where(lat_den > 0, lat_den, 1.0), np.nan)
     zeros = (0,) * n
-    return DispatchStats(tuple(np.maximum(t.in_flight, 0).tolist()), zeros, tuple(t.successes.tolist()),
+    return DispatchStats(tuple(np.maximum(in_flight, 0).tolist()), zeros, tuple(t.successes.tolist()),
                          tuple(t.failures.tolist()), tuple(latency.tolist()), (0.0,) * n)

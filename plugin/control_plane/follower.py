@@ -12,6 +12,11 @@ only while no plan comes.
         the last FOLLOW_INTERVALS intervals (the replica in charge); its in-flight limits are scaled to this client's
         share of the model's demand (``scale_limits``); a plan from another replica than the last one applied
         starts the generation count afresh (each replica numbers its own)
+    the endpoint set (``endpoints``): each sync says which version of the replica's set this client holds (``eps``)
+        and the answer carries the set when that is not the one its plan is over. A plane that follows a discovery
+        source: before its plan is applied, the set is applied to the router (``Router.apply_endpoints``: joins,
+        drains, leaves, within the interval that brought it); every plan is moved from the plane's slots to the
+        router's by name (``endpoints.remap_plan``). While the local controller decides, the last set stays.
     fallback: no plan applied for FOLLOW_INTERVALS intervals -> a local Controller over the same router starts (it
         scrapes and decides alone, as a client without a plane does); the first plan applied after that stops it
         and hands its router back to the plane's plans
@@ -42,8 +47,9 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 from ..controller.applier import Applier
 from ..controller.decisions import Decision, DecisionLog
 from ..controller.plan import ModelRoute, Plan
+from .endpoints import PlaneSet, parse_set, remap_plan
 from .load import STALE_S, TELL_PERIOD_S, LoadTeller
-from .report import Snapshot, build_report, fleet_fingerprint, http_call, new_client_id
+from .report import Snapshot, build_report, fingerprint_of, http_call, new_client_id
 
 __all__ = ["Follower", "scale_limits", "FOLLOW_INTERVALS", "LEAD"]
 
@@ -95,6 +101,8 @@ class _Link:
         self.last_error = ""
         #: the seq and snapshot of the last report this replica answered: the next one is sparse against it
         self.acked: Optional[Tuple[int, Snapshot]] = None
+        #: the replica's endpoint set as last sent (of its epoch ``epoch``)
+        self.plane_set: Optional[PlaneSet] = None
 
 
 class Follower:
@@ -110,7 +118,7 @@ class Follower:
         self.fleet, self.router = fleet, router
         self.interval_s = fleet.controller.interval_s
         self.client_id = new_client_id()
-        self._fingerprint = fleet_fingerprint(router.endpoint_names())
+        self._fingerprint = fingerprint_of(fleet)
         self._clock = clock
         self._headers = {"Content-Type": "application/json"}
         if token:
@@ -136,6 +144,10 @@ class Follower:
         self.load_fresh = False
         self._plan: Optional[Plan] = None
         self._share: Mapping[str, float] = {}
+        #: (replica, epoch, set version) of the plane set last applied to the router
+        self._set_applied: Optional[Tuple[str, str, int]] = None
+        #: sets applied to the router so far (a discovering plane's joins, drains and leaves)
+        self.sets_applied = 0
 
     # ---- read-outs ------------------------------------------------------------------------------------------
     @property
@@ -242,6 +254,7 @@ class Follower:
                 self.local = None
             if local is not None or self._applied_from != link.base:
                 self.applier.release()
+            plan = self._follow_set(link, plan)
             self._plan, self._share = plan, share
             applied = self.applier.offer(plan if self.load_fresh else scale_limits(plan, share), source=link.base)
             if applied:
@@ -253,6 +266,32 @@ class Follower:
             local.stop()
             local.applier.detach()
         return applied
+
+    def _follow_set(self, link: _Link, plan: Plan) -> Plan:
+        """Apply the replica's set to the router when its plane follows a discovery source and the router does not
+        hold that version yet, then move ``plan`` to the router's slots by name, and tell the load channel which
+        slot is which (lock held)."""
+        held = link.plane_set
+        if held is None:
+            return plan
+        stamp = (link.base, link.epoch, held.version)
+        if held.discovery and stamp != self._set_applied:
+            try:
+                self.router.apply_endpoints(held.states)
+            except ValueError as exc:  # a set the router cannot take: the last one stays, and so does its plan
+                _log.error("the control plane's endpoint set %d was not applied: %s", held.version, exc)
+                return plan
+            self._set_applied = stamp
+            self.sets_applied += 1
+        names = tuple(self.router.endpoint_names())
+        vacant = self.router.vacant() if hasattr(self.router, "vacant") else ()
+        if self.load is not None:
+            pairs = [(k, held.slots[x]) for k, x in enumerate(names)
+                     if x in held.slots and not (k < len(vacant) and vacant[k])]
+            self.load.set_map(held.version, len(plan.endpoints), [a for a, _ in pairs], [b for _, b in pairs])
+        if names == tuple(plan.endpoints) and not any(vacant):
+            return plan  # a fixed list on both sides: the plan is in our slots already
+        return remap_plan(plan, held.slots, names, vacant)
 
     def _run_load(self) -> None:
         """The load channel's thread (module docstring): tell, take the sums, and switch the limits between whole
@@ -341,7 +380,10 @@ class Follower:
                                   base=link.acked)
         link.acked = None  # until this one is answered
         wait_s = FOLLOW_INTERVALS * self.interval_s
-        query = urllib.parse.urlencode({"after": link.generation, "epoch": link.epoch, "wait": f"{wait_s:.3f}"})
+        fields = {"after": link.generation, "epoch": link.epoch, "wait": f"{wait_s:.3f}"}
+        if link.plane_set is not None:
+            fields["eps"] = link.plane_set.version
+        query = urllib.parse.urlencode(fields)
         if link.conn is None:
             link.conn = (http.client.HTTPSConnection(link.host, link.port, timeout=wait_s + 1.0, context=self._ssl)
                          if link.https else http.client.HTTPConnection(link.host, link.port, timeout=wait_s + 1.0))
@@ -362,11 +404,22 @@ class Follower:
         try:
             msg = json.loads(data)
             plan = Plan.from_dict(msg["plan"])
+            plane_set = parse_set(msg["endpoints"]) if "endpoints" in msg else None
         except (ValueError, KeyError, TypeError) as exc:
             self.applier.refused["malformed"] = self.applier.refused.get("malformed", 0) + 1
             _log.warning("a malformed plan from %s was refused: %s", link.base, exc)
             raise OSError(f"malformed plan: {exc}") from None
-        link.generation, link.epoch = plan.generation, str(msg.get("epoch", ""))
+        epoch = str(msg.get("epoch", ""))
+        if plane_set is not None:
+            link.plane_set = plane_set
+        elif epoch != link.epoch:
+            link.plane_set = None
+        held = link.plane_set
+        if "endpoints_version" in msg and (held is None or held.version != msg["endpoints_version"]):
+            # a plan over a set we do not hold: ask again at once, without its generation, to get both
+            link.plane_set, link.epoch, link.next_send_at = None, epoch, 0.0
+            return
+        link.generation, link.epoch = plan.generation, epoch
         link.failures, link.last_error = 0, ""
         lead = LEAD * self.interval_s
         link.next_send_at = self._clock() + max(0.0, float(msg.get("next_tick_s", self.interval_s)) - lead)

@@ -57,8 +57,9 @@ class PlaneCollector(Collector):
         scrapes = p.source.scrapes
         family = CounterMetricFamily("tritonmix_plane_scrapes", "Triton metrics scrapes", labels=["endpoint"])
         if scrapes is not None:
-            for name, count in zip(p.names, scrapes):
-                family.add_metric([name], float(count))
+            for name, count in zip(p.board.slot_names(), scrapes):
+                if name is not None:  # a vacant slot: its endpoint left
+                    family.add_metric([name], float(count))
         yield family
         yield CounterMetricFamily("tritonmix_plane_ticks", "ticks run", value=float(p.ticks))
 

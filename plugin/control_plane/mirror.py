@@ -1,6 +1,8 @@
 """The plane's signal source, by role: the Triton scraper while this replica leads; the leader's samples (one GET
 of ``/v1/samples`` per tick, in the background) while it stands by. Samples travel with their age, not their
-clock (replicas' monotonic clocks differ): ``sample_to_dict`` / ``sample_from_dict``."""
+clock (replicas' monotonic clocks differ): ``sample_to_dict`` / ``sample_from_dict``. Replicas that follow a discovery
+source number their slots independently, so the leader's samples come with its slots' names and land on this
+replica's slots of the same name (``follow`` keeps this replica's names)."""
 from __future__ import annotations
 
 import concurrent.futures
@@ -30,6 +32,8 @@ class RoleSource:
         self.scraper = scraper
         self.mirror: Optional[str] = None          # base URL of the replica mirrored, None: scrape ourselves
         self._n, self._clock = n, clock
+        #: this replica's endpoint per slot (None: vacant), for mirrored samples
+        self.names: Sequence[Optional[str]] = ()
         self._headers, self._ssl = dict(headers), ssl_context
         self._latest: List[Optional[TritonSample]] = [None] * n
         #: what the controller last read (served to standbys on /v1/samples)
@@ -68,6 +72,20 @@ class RoleSource:
                 pass
         return self._latest
 
+    def follow(self, fleet: Any, vacant: Sequence[bool], reset: Sequence[int]) -> None:
+        """The plane's slots changed (the Controller's ``follow``): the scraper follows; mirrored samples are
+        matched by the new names."""
+        if hasattr(self.scraper, "follow"):
+            self.scraper.follow(fleet, vacant, reset)
+        n = len(fleet.endpoints)
+        self.names = tuple(None if v else e.name for e, v in zip(fleet.endpoints, vacant))
+        self._n = n
+        latest = list(self._latest[:n]) + [None] * (n - len(self._latest))
+        for i in reset:
+            if i < n:
+                latest[i] = None
+        self._latest = latest
+
     def probe(self, indices: Sequence[int]) -> None:
         if self.mirror is None and hasattr(self.scraper, "probe"):
             self.scraper.probe(indices)
@@ -85,8 +103,13 @@ class RoleSource:
         if status != 200:
             raise OSError(f"HTTP {status}")
         now = self._clock()
-        rows = json.loads(body)["samples"]
-        return [None if r is None else sample_from_dict(r, now) for r in rows][: self._n]
+        raw = json.loads(body)
+        rows, theirs = raw["samples"], raw.get("names")
+        samples = [None if r is None else sample_from_dict(r, now) for r in rows]
+        if theirs is None or not self.names:  # a leader of a fixed list: its slots are ours
+            return (samples + [None] * self._n)[: self._n]
+        by_name = {name: s for name, s in zip(theirs, samples) if name is not None}
+        return [by_name.get(name) if name is not None else None for name in self.names][: self._n]
 
 
 def sample_to_dict(s: TritonSample, now: float) -> Dict[str, Any]:

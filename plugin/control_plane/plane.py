@@ -8,18 +8,27 @@ merged) and its signal source scrapes each Triton endpoint once per tick, whatev
 
 HTTP API (JSON; ``Authorization: Bearer <token>`` on every route but /v1/health and /metrics when a token is set):
 
-    POST /v1/sync?after=G&epoch=E&wait=S   body: a report (``report``). The report is merged at once (``bye=1``: the
+    POST /v1/sync?after=G&epoch=E&wait=S&eps=V   body: a report (``report``). The report is merged at once (``bye=1``: the
                                            client's last one; it leaves, answer 204); the answer is
                                            the first plan newer than generation G of this plane's epoch E (at once
                                            when the plane has one, or E is another epoch: another replica or a
                                            restart), else held up to S seconds (204 when none came). Answer:
                                            {"plan": Plan.to_dict(), "share": {model: this client's demand share},
-                                            "next_tick_s": s, "interval_s": s, "replica": address, "epoch": E}
+                                            "next_tick_s": s, "interval_s": s, "replica": address, "epoch": E,
+                                            "endpoints_version": V', "endpoints": the set (``endpoints``; only
+                                            when V' is not the client's V of this epoch)}
     GET  /v1/plan?after=G&epoch=E&wait=S   the same without a report (watchers: ``tritonmix status``, tests)
     GET  /v1/status                        the plane's view: role, clients, per-endpoint load, plan, mode, scrapes
-    GET  /v1/samples                       the newest Triton scrape per endpoint (a standby replica mirrors them)
+    GET  /v1/samples                       the newest Triton scrape per slot, with the slots' names (a standby
+                                           replica mirrors them by name)
     GET  /v1/health                        {"role": "leader"|"standby", "generation": G, "epoch": E}
     GET  /metrics                          Prometheus text: the controller's series and the plane's (one registry)
+
+The endpoint set (``endpoints``): a fleet that names a discovery source (``endpoints: {kubernetes: ...}``) is
+followed live: the plane runs the same source a client would (``discovery.source_for``), the Board's slots follow it
+(joins, drains, leaves; a join or leave brings the next tick forward), and every answer whose client does not hold
+the set's version carries it; followers apply it (``Router.apply_endpoints``) and move the plan to their own slots by
+name. A standby replica runs its own source, so it holds the set when it takes over.
 
 The load channel (``load``, UDP on the same port number): followers' interactive requests in flight per endpoint,
 summed and sent back every few milliseconds, so that they share each endpoint's in-flight limit.
@@ -59,12 +68,14 @@ from ..controller.loop import Controller
 from ..controller.probes import ProbeSettings
 from ..controller.queueing import QUEUE_MISS_TARGET, UNLIMITED_MISS_TARGET
 from ..controller.signals import HttpScraper
+from ..discovery import source_for
 from ..errors import ConfigError, LaunchError
 from .board import Board
+from .endpoints import wire_json
 from .load import LoadHub
 from .mirror import RoleSource, sample_to_dict
 from .metrics import plane_registry
-from .report import (MAX_REPORT_BYTES, ReportError, StaleBase, fleet_fingerprint, http_call, parse_report,
+from .report import (MAX_REPORT_BYTES, ReportError, StaleBase, fingerprint_of, http_call, parse_report,
                      plan_message)
 
 __all__ = ["ControlPlane", "parse_address", "is_loopback"]
@@ -118,9 +129,11 @@ class ControlPlane:
                  tls_cert: Optional[str] = None, tls_key: Optional[str] = None, replicas: Sequence[str] = (),
                  metrics_urls: Optional[Mapping[str, str]] = None, probe_settings: Optional[ProbeSettings] = None,
                  peer_ca_file: Optional[str] = None, signal_source: Any = None, load_channel: bool = True,
-                 clock: Any = time.monotonic) -> None:
+                 endpoint_source: Any = None, clock: Any = time.monotonic) -> None:
         """``signal_source``: the Triton signals to use instead of scraping the fleet's endpoints (a
-        ``controller.signals.SignalSource``; benchmarks of the plane alone pass a NullSource)."""
+        ``controller.signals.SignalSource``; benchmarks of the plane alone pass a NullSource).
+        ``endpoint_source``: the ``discovery.EndpointSource`` to follow instead of the one the fleet names
+        (``discovery.source_for``; None for a fleet given as a list: its set never changes)."""
         self.fleet = fleet
         self._host, self._port = parse_address(listen)
         if not is_loopback(self._host) and not token:
@@ -133,18 +146,21 @@ class ControlPlane:
         self._clock = clock
         s = fleet.controller
         self.interval_s = s.interval_s
-        self.names = tuple(e.name for e in fleet.endpoints)
-        self.fingerprint = fleet_fingerprint(self.names)
+        names = tuple(e.name for e in fleet.endpoints)
+        self.fingerprint = fingerprint_of(fleet)
         self.epoch = os.urandom(4).hex()
-        self.board = Board(self.names, expire_s=CLIENT_EXPIRY_INTERVALS * s.interval_s, clock=clock)
+        self.endpoint_source = endpoint_source if endpoint_source is not None else source_for(fleet)
+        self.board = Board(names, expire_s=CLIENT_EXPIRY_INTERVALS * s.interval_s, clock=clock, fleet=fleet,
+                           discovery=self.endpoint_source is not None)
+        self._set_json: Tuple[int, str] = (0, "")
         #: the load channel (``load``): followers' in-flight per endpoint, summed and sent back every few ms
         self._load_channel = load_channel
-        self.load = LoadHub(len(self.names), token)
+        self.load = LoadHub(len(names), token)
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         peer_ssl = ssl.create_default_context(cafile=peer_ca_file) if peer_ca_file else None
         scraper = signal_source if signal_source is not None else HttpScraper.for_fleet(
             fleet, metrics_urls, settings=probe_settings, timeout_s=s.scrape_timeout_s, clock=clock)
-        self.source = RoleSource(scraper, len(self.names), clock, headers, peer_ssl)
+        self.source = RoleSource(scraper, len(names), clock, headers, peer_ssl)
         self.controller = Controller(fleet, self.board, source=self.source, clock=clock,
                                      report_cadence_s=s.interval_s)
         self.controller.add_listener(self._on_tick)
@@ -155,7 +171,7 @@ class ControlPlane:
         self.ticks = 0
         self.refused: Dict[str, int] = {}
         self.served = 0
-        self._published: Optional[Tuple[int, str]] = None     # (generation, plan JSON)
+        self._published: Optional[Tuple[int, str, int, str]] = None  # (generation, plan JSON, set version, set JSON)
         self._tick_at = 0.0
         self._loop: Optional[asyncio.AbstractEventLoop] = None
         self._changed: Optional[asyncio.Event] = None
@@ -166,6 +182,11 @@ class ControlPlane:
         self.address = ""
 
     # ---- life cycle ------------------------------------------------------------------------------------------
+    @property
+    def names(self) -> Tuple[str, ...]:
+        """The endpoint of each slot (a vacant slot keeps the name of the endpoint that left it)."""
+        return self.board.endpoint_names()
+
     @property
     def url(self) -> str:
         return ("https://" if self._tls else "http://") + self.address
@@ -184,6 +205,8 @@ class ControlPlane:
             self._thread = None
             raise LaunchError(f"control plane: cannot listen on {self._host}:{self._port}: {exc}") from exc
         self._update_role()
+        if self.endpoint_source is not None:
+            self.endpoint_source.start(self._discovered)
         self._peer_thread = threading.Thread(target=self._watch_peers, name="tritonmix-plane-peers", daemon=True)
         self._peer_thread.start()
         if tick:
@@ -196,6 +219,8 @@ class ControlPlane:
         if self._stop.is_set():
             return
         self._stop.set()
+        if self.endpoint_source is not None:
+            self.endpoint_source.stop()
         self.controller.stop()
         loop = self._loop
         if loop is not None and self._runner is not None and not loop.is_closed():
@@ -222,6 +247,27 @@ class ControlPlane:
         """One tick now (merge, decide, publish); returns the Plan."""
         return self.controller.tick()
 
+    # ---- the endpoint set --------------------------------------------------------------------------------------
+    def _discovered(self, states: Any) -> None:
+        """The source's ``on_change``: the Board's slots follow (the Controller at its next tick, brought forward
+        by a join or leave) and so does the load channel; a set that cannot be applied is logged and changes
+        nothing."""
+        try:
+            self.board.apply_endpoints(states)
+        except ValueError as exc:
+            _log.error("discovered endpoints not applied: %s", exc)
+            return
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            since = self.board.endpoints.since
+            loop.call_soon_threadsafe(self.load.follow, self.board.endpoints.version, tuple(since))
+
+    def _set_text(self, version: int, wire: Any) -> str:
+        """The set's JSON, serialised once per version."""
+        if self._set_json[0] != version:
+            self._set_json = (version, wire_json(wire))
+        return self._set_json[1]
+
     # ---- the tick's output ----------------------------------------------------------------------------------
     def _on_tick(self, _snapshot: Any) -> None:
         """The controller's listener, on its thread after every tick: publish the plan, drop silent clients."""
@@ -236,12 +282,13 @@ class ControlPlane:
         if plan is None:
             return
         self._tick_at = self._clock()
-        published = (plan.generation, plan.to_json())
+        version, wire = self.board.reaped  # the set this tick's plan is over
+        published = (plan.generation, plan.to_json(), version, self._set_text(version, wire))
         loop = self._loop
         if loop is not None:
             loop.call_soon_threadsafe(self._publish, published)
 
-    def _publish(self, published: Tuple[int, str]) -> None:
+    def _publish(self, published: Tuple[int, str, int, str]) -> None:
         self._published = published
         if self._changed is not None:
             self._changed.set()
@@ -354,7 +401,8 @@ class ControlPlane:
 
     async def _sync(self, request: Any) -> Any:
         body = await request.read()
-        report = parse_report(body, self.names, self.fingerprint, self.board.base_of)
+        report = parse_report(body, self.board.slot_names(), self.fingerprint,  # type: ignore[arg-type]
+                              self.board.base_of)
         final = request.query.get("bye") == "1"
         self.board.ingest(report, final=final)
         if final:
@@ -391,8 +439,9 @@ class ControlPlane:
         share = self.board.share(client) if client is not None else None
         next_tick_s = max(0.0, self._tick_at + self.interval_s - self._clock())
         self.served += 1
+        held = q.get("eps") if same_epoch else None
         body = plan_message(published[1], share, next_tick_s, self.interval_s, self.address, self.epoch,
-                            published[0])
+                            published[0], published[2], None if held == str(published[2]) else published[3])
         return web.Response(body=body, content_type="application/json")
 
     async def _health(self, request: Any) -> Any:
@@ -406,8 +455,9 @@ class ControlPlane:
 
         now = self._clock()
         latest = list(self.source.latest)
-        return web.json_response({"samples": [None if s is None else sample_to_dict(s, now) for s in latest]},
-                                 dumps=_dumps)
+        names = self.board.slot_names()[: len(latest)]
+        return web.json_response({"samples": [None if s is None else sample_to_dict(s, now) for s in latest],
+                                  "names": list(names)}, dumps=_dumps)
 
     async def _status(self, request: Any) -> Any:
         from aiohttp import web
@@ -428,11 +478,16 @@ class ControlPlane:
         scrapes = self.source.scrapes
         rows = []
         stats = self.board.dispatchers()
-        in_flight = [sum(d.stats().in_flight[i] for d in stats.values()) for i in range(len(self.names))]
-        for i, name in enumerate(self.names):
-            row: Dict[str, Any] = {"name": name, "in_flight": in_flight[i],
-                                   "scrapes": scrapes[i] if scrapes is not None else None}
-            if snap is not None:
+        slots = self.board.endpoints
+        states = [None if v else slots.state(i) for i, v in enumerate(tuple(slots.vacant))]
+        for i, name in enumerate(self.names[: len(states)]):
+            if states[i] is None:  # vacant: its endpoint left
+                continue
+            row: Dict[str, Any] = {"name": name, "slot": i, "state": states[i],
+                                   "in_flight": sum(d.stats().in_flight[i] for d in stats.values()
+                                                    if i < len(d.stats().in_flight)),
+                                   "scrapes": scrapes[i] if scrapes is not None and i < len(scrapes) else None}
+            if snap is not None and i < len(snap.endpoints) and snap.endpoints[i].name == name:
                 e = snap.endpoints[i]
                 row.update(pool=e.pool, ready=e.ready, ejected=e.ejected, mu_rps=e.mu_rps,
                            assigned_rps=e.assigned_rps, interactive_weight=e.interactive_weight,
@@ -450,7 +505,8 @@ class ControlPlane:
                                  "sent": self.load.sent, "dropped": self.load.dropped,
                                  "in_flight": self.load.totals()},
                 "scrapes": list(scrapes) if scrapes is not None else None, "mirrored": self.source.mirrored,
-                "endpoints": rows, "plan": plan.to_dict() if plan else None}
+                "endpoints": rows, "endpoints_version": slots.version, "discovery": slots.discovery,
+                "plan": plan.to_dict() if plan else None}
 
 
 def _dumps(obj: Any) -> str:

@@ -6,8 +6,10 @@ Wire format (JSON, one object, at most ``MAX_REPORT_BYTES``)::
 
     {"v": 1,
      "client": "host/pid/random",           # 1-128 printable characters, stable for the client's life
-     "fleet": "<fingerprint>",              # fleet_fingerprint(endpoint names): both sides must agree
+     "fleet": "<fingerprint>",              # fingerprint_of(fleet): the fleet's static parts; both sides agree
      "seq": 17,                             # the client's report number (0, 1, ...)
+     "names": ["a", null, ...],             # the endpoint of each of the client's slots (null: vacant); absent:
+                                            # the plane's own slots, in order (a client of a static fleet)
      "plan_age_s": 0.41,                    # how long the plan in force has been in force at the client (-1: none)
      "endpoint": {"ok": [..n..], "over_slo": [..n..], "failed": [..n..]},        # cumulative, per endpoint
      "keys": [{"model": "m", "class": "interactive",                            # per dispatcher
@@ -16,11 +18,15 @@ Wire format (JSON, one object, at most ``MAX_REPORT_BYTES``)::
                "in_flight": [..n..], "latency_s": [..n.., null where unknown]}],  # now
      "ejected": ["name", ...]}              # endpoints the client's own passive ejection holds out now
 
+Per-endpoint arrays are in the client's slot order (``names``); the plane adds them to its slots of the same name
+(``board.Board``) and drops a name it no longer has. A client whose slots changed since its base sends a whole
+report.
+
 Counters are cumulative so that a lost report loses nothing (the next one carries it); the plane takes a client's
 first report as its baseline (a client that ran before it connected does not land its whole history in one tick).
 
 Sparse reports: a client that got an answer to its report ``seq = B`` (so the plane holds it) may send the next one
-relative to it: ``"base": B``, and per array only the endpoints whose figure changed, as ``"idx": [...]`` beside
+relative to it: ``"base": B`` (``names`` left out when unchanged), and per array only the endpoints whose figure changed, as ``"idx": [...]`` beside
 the values at those indexes (``endpoint`` and each key; a key left out is unchanged). A client at a few requests a
 second touches a few of 256 endpoints per tick: its report shrinks from ~20 KB to a few hundred bytes, and so does
 the plane's work to read it. A plane that no longer holds report B (it restarted, the client expired) answers 409
@@ -42,12 +48,14 @@ import numpy as np
 from ..errors import ConfigError
 
 __all__ = ["MAX_REPORT_BYTES", "ReportError", "StaleBase", "Snapshot", "KeyReport", "Report", "build_report", "parse_report",
-           "fleet_fingerprint", "new_client_id", "plan_message", "http_call"]
+           "fleet_fingerprint", "fingerprint_of", "new_client_id", "plan_message", "http_call"]
 
 #: the largest report the plane reads (bytes); a fleet of 256 endpoints with a handful of models needs ~40 KB
 MAX_REPORT_BYTES = 1 << 20
 #: dispatchers per report (models x request classes); more is refused
 MAX_KEYS = 256
+#: endpoint slots per report; more is refused
+MAX_SLOTS = 65535
 _CLASSES = ("interactive", "batch")
 
 
@@ -67,6 +75,18 @@ Snapshot = Dict[str, Any]
 def fleet_fingerprint(names: Sequence[str]) -> str:
     """A short digest of the endpoint names in fleet order: a report or plan for another fleet (or order) differs."""
     return hashlib.sha256("\n".join(names).encode()).hexdigest()[:16]
+
+
+def fingerprint_of(fleet: Any) -> str:
+    """What a plane and its clients must agree on: the fleet's static parts. A fleet given as a list: its endpoint
+    names in order (``fleet_fingerprint``: a client of another list is refused, as a mistyped fleet file must be).
+    A discovering fleet (``endpoints: {kubernetes: ...}``): the discovery's namespace, fleet label and protocol,
+    and the SLO, never the endpoints found (they change; followers take the plane's set)."""
+    discovery = getattr(fleet, "discovery", None)
+    if discovery is None:
+        return fleet_fingerprint(tuple(e.name for e in fleet.endpoints))
+    static = {"kubernetes": [discovery.namespace, discovery.fleet, discovery.protocol], "slo_ms": fleet.slo_ms}
+    return hashlib.sha256(json.dumps(static, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def new_client_id() -> str:
@@ -94,24 +114,28 @@ class Report:
     over_slo: np.ndarray
     failed: np.ndarray
     keys: Tuple[KeyReport, ...]
-    ejected: Tuple[int, ...]           # endpoint indexes
+    ejected: Tuple[int, ...]           # endpoint indexes, in the client's slots
+    names: Tuple[Optional[str], ...] = ()   # the endpoint of each of the client's slots (None: vacant)
 
 
 def build_report(router: Any, client: str, seq: int, fingerprint: str, plan_age_s: float,
                  base: Optional[Tuple[int, Snapshot]] = None) -> Tuple[bytes, Snapshot]:
     """The report of ``router`` (a ``tritonmix.request.Router``) as JSON bytes, sparse against ``base`` (the seq and
     snapshot of the last report the plane acknowledged) when given, and the snapshot of this one. O(dispatchers x n)."""
-    names = router.endpoint_names()
-    counters = np.asarray(router.endpoint_counters(), dtype=np.int64).reshape(-1, 3).T
+    names = tuple(router.endpoint_names())
+    n = len(names)  # slots read later may have grown since: theirs are the first n (slots never move)
+    vacant = router.vacant() if hasattr(router, "vacant") else ()
+    slots = tuple(None if k < len(vacant) and vacant[k] else name for k, name in enumerate(names))
+    counters = np.asarray(router.endpoint_counters(), dtype=np.int64).reshape(-1, 3).T[:, :n]
     arrivals = router.arrivals()
-    snap: Snapshot = {"ep": counters, "keys": {}}
-    old = base[1] if base is not None else None
+    snap: Snapshot = {"ep": counters, "keys": {}, "names": slots}
+    old = base[1] if base is not None and base[1].get("names") == slots else None  # slots changed: a whole one
     keys = []
     for (model, request_class), d in router.dispatchers().items():
         st = d.stats()
-        figures = (arrivals.get((model, request_class), 0), np.asarray(st.successes, np.int64),
-                   np.asarray(st.failures, np.int64), np.asarray(st.in_flight, np.int64),
-                   np.asarray(st.ewma_latency_s, float))
+        figures = (arrivals.get((model, request_class), 0), np.asarray(st.successes, np.int64)[:n],
+                   np.asarray(st.failures, np.int64)[:n], np.asarray(st.in_flight, np.int64)[:n],
+                   np.asarray(st.ewma_latency_s, float)[:n])
         snap["keys"][(model, request_class)] = figures
         before = old["keys"].get((model, request_class)) if old is not None else None
         item: Dict[str, Any] = {"model": model, "class": request_class, "arrivals": figures[0]}
@@ -139,9 +163,11 @@ def build_report(router: Any, client: str, seq: int, fingerprint: str, plan_age_
     body: Dict[str, Any] = {"v": 1, "client": client, "fleet": fingerprint, "seq": seq,
                             "plan_age_s": plan_age_s if math.isfinite(plan_age_s) else -1.0,
                             "endpoint": endpoint, "keys": keys,
-                            "ejected": [names[i] for i, out in enumerate(ejected) if out]}
-    if base is not None:
-        body["base"] = base[0]
+                            "ejected": [names[i] for i, out in enumerate(ejected[:n]) if out and slots[i] is not None]}
+    if old is not None:
+        body["base"] = base[0]  # type: ignore[index]
+    else:
+        body["names"] = list(slots)
     return json.dumps(body, separators=(",", ":")).encode(), snap
 
 
@@ -165,8 +191,8 @@ def parse_report(data: bytes, names: Sequence[str], fingerprint: str,
         raise ReportError("report field 'client' must be 1-128 printable characters")
     if raw.get("fleet") != fingerprint:
         raise ReportError(f"report is for another fleet (fingerprint {str(raw.get('fleet'))[:32]!r}, this plane's "
-                          f"is {fingerprint!r}: the endpoint names or their order differ)")
-    n = len(names)
+                          f"is {fingerprint!r}: the endpoint names or their order differ, or for a discovering "
+                          "fleet the Kubernetes namespace, fleet label, protocol or SLO)")
     seq = _count(raw.get("seq"), "seq")
     age = raw.get("plan_age_s", -1.0)
     if not isinstance(age, (int, float)) or isinstance(age, bool) or not math.isfinite(age):
@@ -178,6 +204,10 @@ def parse_report(data: bytes, names: Sequence[str], fingerprint: str,
         if base is None:
             raise StaleBase(f"report is sparse against report {base_seq}, which this plane does not hold: send a "
                             "whole report")
+    slots = _names(raw["names"]) if "names" in raw else (base.names if base is not None else tuple(names))
+    n = len(slots)
+    if base is not None and len(base.names) != n:
+        raise ReportError("report field 'names': a sparse report's slots must be its base's")
     ep = raw.get("endpoint")
     if not isinstance(ep, Mapping):
         raise ReportError("report field 'endpoint' must be an object with 'ok', 'over_slo', 'failed'")
@@ -201,12 +231,25 @@ def parse_report(data: bytes, names: Sequence[str], fingerprint: str,
     ejected_names = raw.get("ejected", [])
     if not isinstance(ejected_names, list):
         raise ReportError("report field 'ejected' must be a list of endpoint names")
-    index = {name: i for i, name in enumerate(names)}
+    index = {name: i for i, name in enumerate(slots) if name is not None}
     unknown = [str(x)[:64] for x in ejected_names if x not in index]
     if unknown:
         raise ReportError(f"report field 'ejected' names unknown endpoint(s): {', '.join(unknown[:5])}")
     return Report(client, seq, float(age), ok, over, failed, tuple(keys),
-                  tuple(sorted({index[x] for x in ejected_names})))
+                  tuple(sorted({index[x] for x in ejected_names})), slots)
+
+
+def _names(raw: Any) -> Tuple[Optional[str], ...]:
+    """The report's ``names``: a list of endpoint names or nulls (vacant slots), the names distinct."""
+    if not isinstance(raw, list) or len(raw) > MAX_SLOTS:
+        raise ReportError(f"report field 'names' must be a list of at most {MAX_SLOTS} endpoint names or nulls")
+    if any(x is not None and not (isinstance(x, str) and 1 <= len(x) <= 256 and x.isprintable()) for x in raw):
+        raise ReportError("report field 'names' holds something that is not an endpoint name (1-256 printable "
+                          "characters) or null")
+    live = [x for x in raw if x is not None]
+    if len(set(live)) != len(live):
+        raise ReportError("report field 'names' names an endpoint twice")
+    return tuple(raw)
 
 
 def _key(item: Any, n: int, where: str, before: Mapping[Tuple[str, str], KeyReport]) -> KeyReport:
@@ -285,13 +328,18 @@ def _array(xs: Any, n: int, where: str, what: str, dtype: Any) -> np.ndarray:
 
 
 def plan_message(plan_json: str, share: Optional[Mapping[str, float]], next_tick_s: float, interval_s: float,
-                 replica: str, epoch: str, generation: int) -> bytes:
+                 replica: str, epoch: str, generation: int, endpoints_version: int = 0,
+                 endpoints_json: Optional[str] = None) -> bytes:
     """The plane's answer to a sync or plan request: the plan (JSON text serialised once per tick, spliced in),
     this client's demand share per model, and when the next tick is due; the plan's generation and the plane's
-    epoch are repeated last, so that a watcher can read them without parsing the plan."""
+    epoch are repeated last, so that a watcher can read them without parsing the plan. ``endpoints_version``: the
+    version of the endpoint set the plan was made over; ``endpoints_json``: that set (``endpoints``), spliced in
+    when the client does not hold it."""
     tail: Dict[str, Any] = {"share": dict(share or {}), "next_tick_s": round(next_tick_s, 4),
-                            "interval_s": interval_s, "replica": replica, "epoch": epoch, "generation": generation}
-    return ('{"plan":' + plan_json + "," + json.dumps(tail, separators=(",", ":"))[1:]).encode()
+                            "interval_s": interval_s, "replica": replica, "epoch": epoch,
+                            "endpoints_version": endpoints_version, "generation": generation}
+    head = '{"plan":' + plan_json + ("" if endpoints_json is None else ',"endpoints":' + endpoints_json)
+    return (head + "," + json.dumps(tail, separators=(",", ":"))[1:]).encode()
 
 
 def http_call(url: str, *, method: str = "GET", body: Optional[bytes] = None,
