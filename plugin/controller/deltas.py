@@ -66,44 +66,45 @@ class Deltas(SlotArrays):
     def tick(self, now: float, dt_s: float, counters: Sequence[Tuple[int, int, int]], samples: Sequence[Optional[TritonSample]],
              in_flight: Sequence[int], latency_s: Sequence[float], capacity: bool = True) -> List[EndpointTick]:
         """One tick per endpoint. ``capacity=False``: counts, readiness and staleness only (the endpoint-level pass
-        when capacity is observed per model: ``capacity`` is then an empty observation, ``external_rps`` 0)."""
-        out = []
-        last = self._counters
-        for i, c in enumerate(counters):
-            ok, over, failed = c
+        when capacity is observed per model: ``capacity`` is then an empty observation, ``external_rps`` 0).
+        O(n) in one loop without a call per endpoint unless a fresh scrape is read (``_server_view``): it runs at
+        every tick for every endpoint and model."""
+        out: List[EndpointTick] = []
+        append, new, nan = out.append, tuple.__new__, math.nan
+        last, seen, external = self._counters, self._samples, self._external
+        for i, (ok, over, failed) in enumerate(counters):
             ok0, over0, failed0 = last[i]
             last[i] = (ok, over, failed)
-            ok = ok - ok0 if ok >= ok0 else ok  # a counter that went down (restarted server) counts from 0
-            over = over - over0 if over >= over0 else over
-            failed = failed - failed0 if failed >= failed0 else failed
-            if capacity:
-                out.append(self._endpoint(i, now, dt_s, ok, over, failed, in_flight[i], latency_s[i], samples[i]))
-                continue
+            if ok >= ok0:  # a counter that went down (restarted server) counts from 0
+                ok -= ok0
+            if over >= over0:
+                over -= over0
+            if failed >= failed0:
+                failed -= failed0
             sample = samples[i]
             stale_s, ready = (math.inf, None) if sample is None else (now - sample.at_s, sample.ready)
-            out.append(EndpointTick(ok, over, failed, in_flight[i], latency_s[i], _EMPTY, 0.0, stale_s, ready))
+            if not capacity:
+                append(new(EndpointTick, (ok, over, failed, in_flight[i], latency_s[i], _EMPTY, 0.0, stale_s, ready)))
+                continue
+            flight, latency = in_flight[i], latency_s[i]
+            if sample is not None and sample.has_metrics:
+                prev = seen[i]
+                fresh = prev is None or sample.at_s > prev.at_s
+                if fresh and prev is not None and prev.has_metrics:
+                    cap, diff = _server_view(sample, prev, dt_s, ok, over, flight, latency if ok else nan)
+                    external[i] += EXTERNAL_ALPHA * (diff - external[i])
+                else:
+                    cap = new(CapacityObservation, (dt_s, ok, nan, nan, nan, flight, ok, over))
+                if fresh:
+                    seen[i] = sample
+            else:
+                # without server metrics our own latency stands in for the service time (it includes queueing:
+                # conservative)
+                cap = new(CapacityObservation, (dt_s, ok, latency if ok else nan, nan, nan, flight, ok, over))
+            ext = external[i] - EXTERNAL_NOISE_RPS
+            append(new(EndpointTick, (ok, over, failed, flight, latency, cap, ext if ext > 0.0 else 0.0, stale_s,
+                                      ready)))
         return out
-
-    def _endpoint(self, i: int, now: float, dt_s: float, ok: int, over: int, failed: int, in_flight: int,
-                  latency_s: float, sample: Optional[TritonSample]) -> EndpointTick:
-        prev = self._samples[i]
-        metrics = sample is not None and sample.has_metrics
-        fresh = metrics and (prev is None or sample.at_s > prev.at_s)  # type: ignore[union-attr]
-        if fresh and prev is not None and prev.has_metrics:
-            cap, diff = _server_view(sample, prev, dt_s, ok, over, in_flight,  # type: ignore[arg-type]
-                                     latency_s if ok else math.nan)
-            self._external[i] += EXTERNAL_ALPHA * (diff - self._external[i])
-        else:
-            # without server metrics our own latency stands in for the service time (it includes queueing:
-            # conservative)
-            cap = CapacityObservation(dt_s, ok, latency_s if ok and not metrics else math.nan, math.nan, math.nan,
-                                      in_flight, ok, over)
-        external = max(0.0, self._external[i] - EXTERNAL_NOISE_RPS)
-        if fresh:
-            self._samples[i] = sample
-        stale_s = now - sample.at_s if sample is not None else math.inf
-        ready = sample.ready if sample is not None else None
-        return EndpointTick(ok, over, failed, in_flight, latency_s, cap, external, stale_s, ready)
 
 
 _EMPTY = CapacityObservation(dt_s=0.0)

@@ -78,10 +78,10 @@ class ModelState:
     def observe(self, now: float, dt_s: float, stats: "ModelStats", over_share: Sequence[float],
                 samples: Sequence[Optional[TritonSample]]) -> List[EndpointTick]:
         """Fold one tick in: per-endpoint observation of this model, then every estimator. O(n)."""
-        for i, extra in enumerate(over_share):
-            self._over[i] += extra
-        counters = [(ok, int(round(over)), failed) for ok, over, failed in zip(stats.ok, self._over, stats.failed)]
-        mine = [None if s is None else s.for_model(self.model) if self.model is not None else s for s in samples]
+        self._over = over = list(map(add, self._over, over_share)) + self._over[len(over_share):]
+        counters = list(zip(stats.ok, [int(round(x)) for x in over], stats.failed))
+        model = self.model
+        mine = samples if model is None else [None if s is None else s.for_model(model) for s in samples]
         self.ticks = self._deltas.tick(now, dt_s, counters, mine, stats.in_flight, stats.latency_s)
         for est, t in zip(self.capacity, self.ticks):
             est.update(t.capacity)
@@ -139,8 +139,10 @@ def model_stats(stats: Mapping[Tuple[str, str], Any], n: int) -> Dict[str, Model
 def share_misses(over_slo: Sequence[int], interactive: Mapping[str, Sequence[int]]) -> Dict[str, List[float]]:
     """Each endpoint's SLO misses this tick, shared out to the models by their interactive completions there."""
     n = len(over_slo)
-    totals = [sum(d[i] for d in interactive.values()) for i in range(n)]
-    return {m: [over_slo[i] * d[i] / totals[i] if totals[i] else 0.0 for i in range(n)]
+    totals = [0] * n
+    for d in interactive.values():  # column-wise, models in order
+        totals = list(map(add, totals, d))
+    return {m: [over * k / total if total else 0.0 for over, k, total in zip(over_slo, d, totals)]
             for m, d in interactive.items()}
 
 

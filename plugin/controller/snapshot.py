@@ -3,15 +3,16 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Dict, Optional, Sequence, Tuple
+from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 from .model import EndpointView, ModelPlan
 
 __all__ = ["EndpointRow", "ControllerSnapshot", "desired_replicas", "desired_replicas_by_model", "build_snapshot"]
 
 
-@dataclasses.dataclass(frozen=True)
-class EndpointRow:
+class EndpointRow(NamedTuple):
+    """One endpoint's line in a snapshot (a NamedTuple: one per endpoint per tick; a frozen dataclass costs 5x)."""
+
     name: str
     pool: str
     ready: bool
@@ -85,14 +86,22 @@ def build_snapshot(at_s: float, views: Sequence[EndpointView], plan: ModelPlan, 
     replicas and ``capacity_rps``."""
     per_model = per_model or [(None, views, plan.assigned_rps)]
     assigned = plan.assigned_rps
-    busy = [sum(a[i] / vs[i].mu_rps for _, vs, a in per_model if vs[i].mu_rps > 0) for i in range(len(views))]
-    rows = tuple(
-        EndpointRow(v.name, v.pool, bool(extras["ready"][i]), bool(extras["ejected"][i]), v.healthy, v.meets_slo,
-                    v.mu_rps, v.latency_s, v.cost_per_inference, int(extras["in_flight"][i]), assigned[i],
-                    plan.interactive_weights[i], plan.batch_weights[i],
-                    v.price_per_hour * busy[i], float(extras["stale_s"][i]))
-        for i, v in enumerate(views))
+    n = len(views)
+    busy = [0.0] * n
+    for _, vs, a in per_model:  # column-wise: busy_i += a_(m,i) / mu_(m,i), models in order
+        for i in range(n):
+            mu = vs[i].mu_rps
+            if mu > 0:
+                busy[i] += a[i] / mu
+    ready, ejected, in_flight, stale_s = extras["ready"], extras["ejected"], extras["in_flight"], extras["stale_s"]
+    inter_w, batch_w = plan.interactive_weights, plan.batch_weights
+    new = tuple.__new__
+    rows: List[EndpointRow] = [
+        new(EndpointRow, (v.name, v.pool, bool(ready[i]), bool(ejected[i]), v.healthy, v.meets_slo, v.mu_rps,
+                          v.latency_s, v.cost_per_inference, int(in_flight[i]), assigned[i], inter_w[i], batch_w[i],
+                          v.price_per_hour * busy[i], float(stale_s[i])))
+        for i, v in enumerate(views)]
     replicas, pool_demand = desired_replicas_by_model([(vs, a) for _, vs, a in per_model], utilisation)
     capacity = {(v.name, m): v.mu_rps for m, vs, _ in per_model if m is not None for v in vs}
-    return ControllerSnapshot(at_s, plan.mode, configured, plan.panic, rows, dict(demand), replicas, pool_demand,
-                              decisions_total, capacity)
+    return ControllerSnapshot(at_s, plan.mode, configured, plan.panic, tuple(rows), dict(demand), replicas,
+                              pool_demand, decisions_total, capacity)
