@@ -309,7 +309,7 @@ def spill(args: argparse.Namespace) -> Dict[str, Any]:
             {"name": name, "url": s.http_url, "metrics_url": s.metrics_url, "accelerator": name,
              "price_per_hour": price, "max_concurrency": conc}
             for name, s, price, conc in zip(("cheap", "dear-a", "dear-b"), servers, (0.2, 1.0, 1.0), (2, 8, 8))]})
-        with Gateway(fleet, http_port=0, grpc_port=0, models=["sleep20"]) as gw:
+        with Gateway(fleet, http_port=0, grpc_port=0, models=["sleep20"], enforce_limits=args.limits) as gw:
             time.sleep(2.0)
             before = _split(gw)
             queue0 = [_queue_us(s) for s in servers]
@@ -317,6 +317,10 @@ def spill(args: argparse.Namespace) -> Dict[str, Any]:
             after = _split(gw)
             queue1 = [_queue_us(s) for s in servers]
             weights = gw.envoy_weights()["http~m~sleep20"]
+            envoy = [line for line in gw.envoy.admin(
+                "/stats?filter=^cluster.(http~m~sleep20.upstream_rq_retry(_success|_overflow)?|in~.*active_overflow)$"
+            ).strip().splitlines()]
+            limits = gw.envoy_limits()
     finally:
         for s in servers:
             s.stop()
@@ -325,7 +329,7 @@ def spill(args: argparse.Namespace) -> Dict[str, Any]:
             "requests_per_endpoint": sent,
             "queue_us_per_request": [round((q1[0] - q0[0]) / max(1, q1[1] - q0[1]), 1)
                                      for q0, q1 in zip(queue0, queue1)],
-            "envoy_weights_at_end": weights}
+            "envoy_weights_at_end": weights, "limits_at_end": limits, "envoy": envoy, "enforce_limits": args.limits}
 
 
 def _split(gw: Gateway) -> Dict[str, int]:
@@ -363,6 +367,8 @@ def main() -> None:
     parser.add_argument("--faults", default="none,sigkill,sigstop,plane-restart")
     parser.add_argument("--variants", default="gateway",
                         help=f"overhead: gateway variants, comma-separated, of {', '.join(VARIANTS)}")
+    parser.add_argument("--no-limits", dest="limits", action="store_false",
+                        help="spill: the gateway does not enforce the plan's in-flight limits")
     parser.add_argument("--no-c32", dest="c32", action="store_false", help="overhead: skip the c=32 runs")
     args = parser.parse_args()
     fn = {"overhead": overhead, "plan": plan_latency, "faults": faults, "spill": spill}[args.what]

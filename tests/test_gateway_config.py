@@ -10,8 +10,8 @@ import pytest
 
 import tritonmix.gateway as gateway
 from tritonmix.control_plane.report import fleet_fingerprint, parse_report
-from tritonmix.gateway.config import (GatewaySettings, Upstream, bootstrap, cluster_name, envoy_weights,
-                                      load_assignment, route_config)
+from tritonmix.gateway.config import (GatewaySettings, Upstream, bootstrap, cluster_name, clusters, envoy_weights,
+                                      inner_name, load_assignment, planned_count, route_config)
 from tritonmix.gateway.stats import host_counts, report_body
 
 UPS = (Upstream("a", "127.0.0.1", 8000, 8001), Upstream("b", "127.0.0.1", 8010, 8011),
@@ -44,6 +44,31 @@ def test_unavailable_endpoints_are_unhealthy_and_grpc_skips_hosts_without_a_port
     # nothing weighted and available: every available endpoint at priority 0, weight 1
     got = _groups(load_assignment("x", "http", UPS, [0.0, 1.0, 0.0], [True, False, True], "4"))
     assert got == {"a": (0, 1, "HEALTHY"), "b": (1, 1, "UNHEALTHY"), "c": (0, 1, "HEALTHY")}
+
+
+def test_a_capped_model_cluster_reaches_its_endpoints_through_the_inner_hops() -> None:
+    """Priority 0: the capped ways in of the planned endpoints; priority 1: the uncapped ways in of all of them,
+    the unavailable one UNHEALTHY; the route tries each planned endpoint once, retrying overflow and unreached."""
+    cla = load_assignment("m", "http", UPS, [0.9, 0.0, 0.1], [True, True, False], "7", model="sd/x")
+    got = [(g["priority"], lb["endpoint"]["address"]["envoy_internal_address"]["server_listener_name"],
+            lb["endpoint"]["hostname"], lb["load_balancing_weight"], lb.get("health_status", "HEALTHY"))
+           for g in cla["resources"][0]["endpoints"] for lb in g["lb_endpoints"]]
+    assert got == [(0, "cap~sd_x~a", "a", 900, "HEALTHY"),
+                   (1, "all~sd_x~a", "a", 900, "HEALTHY"), (1, "all~sd_x~b", "b", 1, "HEALTHY"),
+                   (1, "all~sd_x~c", "c", 100, "UNHEALTHY")]
+    assert planned_count([0.9, 0.0, 0.1], [True, True, False]) == 1
+    assert planned_count([0.0, 0.0, 0.0], [True, True, False]) == 2
+    policy = route_config(["sd/x"], GatewaySettings(retries=3), {"sd/x": 2})["resources"][0]["virtual_hosts"][0][
+        "routes"][0]["route"]["retry_policy"]
+    assert "retriable-headers" in policy["retry_on"] and policy["num_retries"] == 4
+    assert policy["retry_priority"]["typed_config"]["update_frequency"] == 2
+    assert {h["name"] for h in policy["retriable_headers"]} == {"x-envoy-overloaded", "x-tritonmix-unreached"}
+    names = [c["name"] for c in clusters(["sd/x"], GatewaySettings(), lambda n: f"/x/{n}", "/x", UPS)["resources"]]
+    assert names == ["http~default", "in~sd_x~a", "in~sd_x~b", "in~sd_x~c", "http~m~sd_x", "grpc~default"]
+    # without limits: one hop, as before
+    plain = route_config(["sd/x"], GatewaySettings(enforce_limits=False))["resources"][0]["virtual_hosts"][0]
+    assert "retriable_headers" not in plain["routes"][0]["route"]["retry_policy"]
+    assert inner_name("in", "sd/x", "a") == "in~sd_x~a"
 
 
 def test_routes_send_each_model_to_its_cluster() -> None:
@@ -82,8 +107,14 @@ def test_envoy_validates_the_bootstrap(tmp_path: Path) -> None:
     (tmp_path / "cds.json").write_text("{}")
     (tmp_path / "rds.json").write_text("{}")
     config = tmp_path / "bootstrap.json"
-    config.write_text(json.dumps(bootstrap(settings, str(tmp_path), str(tmp_path / "cds.json"),
-                                           str(tmp_path / "rds.json"))))
+    value = bootstrap(settings, str(tmp_path), str(tmp_path / "cds.json"), str(tmp_path / "rds.json"), UPS, ["m"])
+    # the CDS file is not read in validate mode: its inner clusters go in as static ones
+    value["static_resources"]["clusters"] = [
+        {k: v for k, v in c.items() if k != "@type"}
+        for c in clusters(["m"], settings, lambda n: str(tmp_path / n), str(tmp_path), UPS)["resources"]
+        if c["name"].startswith("in~")]
+    assert len([x for x in value["static_resources"]["listeners"] if "internal_listener" in x]) == 6
+    config.write_text(json.dumps(value))
     out = subprocess.run([str(envoy), "--mode", "validate", "-c", str(config)], capture_output=True, text=True,
                          timeout=60)
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]

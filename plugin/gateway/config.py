@@ -11,6 +11,19 @@
     EDS          per cluster, from the plan: endpoints the plan weights at priority 0 with integer weights, the
                  other available ones at priority 1 (Envoy sends there only when priority 0 is short of healthy
                  hosts), the unavailable ones (ejected, not ready) marked UNHEALTHY at priority 1
+    limits       (``enforce_limits``, HTTP model clusters) the plan's per-endpoint in-flight limits, enforced by a
+                 second hop inside the same Envoy, because Envoy never retries a request its own circuit breaker
+                 refused and has no per-host request cap that sends a request elsewhere:
+
+        model cluster (picks: weights, least request) ──► internal listener cap~<m>~<e>  (route priority DEFAULT)
+            priority 0: the planned endpoints, capped     │   inner cluster in~<m>~<e>: the endpoint alone, max_requests
+            priority 1: every available one, uncapped ──► all~<m>~<e> (HIGH: no cap)  = the plan's limit (runtime,
+                                                          │   set through the admin), health checks, outlier detection
+        a full endpoint: the inner hop answers 503 with x-envoy-overloaded (nothing reached the server); the model's
+        route retries it on another host (previous_hosts) at once, and after every planned endpoint was tried, in
+        priority 1, where the request queues where the weights say (the in-process dispatcher's rule: overflow to
+        one under its limit, else the choice stands). An inner hop that could not reach its server (refused, reset,
+        no healthy host) marks its 503 with x-tritonmix-unreached, retried the same way.
 
 Each endpoint carries the plan's generation in its metadata (``tritonmix.generation``: Envoy's config dump shows
 it, so a reader can tell which plan Envoy holds). Weights: Envoy wants integers >= 1; a plan weight w in [0, 1]
@@ -23,9 +36,13 @@ import re
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 __all__ = ["GatewaySettings", "Upstream", "bootstrap", "clusters", "route_config", "load_assignment",
-           "cluster_name", "WEIGHT_SCALE", "envoy_weights"]
+           "cluster_name", "inner_name", "limit_runtime", "WEIGHT_SCALE", "NO_LIMIT", "envoy_weights"]
 
 WEIGHT_SCALE = 1000
+#: the inner hop's request cap where the plan sets none
+NO_LIMIT = 1_000_000
+#: the header an inner hop adds to a 503 when its request never reached the server (safe to send elsewhere)
+UNREACHED = "x-tritonmix-unreached"
 _CLUSTER_T = "type.googleapis.com/envoy.config.cluster.v3.Cluster"
 _CLA_T = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"
 _ROUTES_T = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration"
@@ -36,6 +53,7 @@ _HTTP_OPTS_T = "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProto
 _TLS_T = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext"
 _FILE_LOG_T = "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog"
 _PREVIOUS_HOSTS_T = "type.googleapis.com/envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate"
+_INTERNAL_T = "type.googleapis.com/envoy.extensions.bootstrap.internal_listener.v3.InternalListener"
 _PREVIOUS_PRIORITIES_T = \
     "type.googleapis.com/envoy.extensions.retry.priority.previous_priorities.v3.PreviousPrioritiesConfig"
 
@@ -52,7 +70,7 @@ class GatewaySettings:
     timeout_s: float = 60.0
     connect_timeout_s: float = 0.25
     retries: int = 3
-    retry_backoff_s: float = 0.05
+    retry_backoff_s: float = 0.005
     retry_budget_percent: float = 20.0
     retry_budget_min_concurrency: int = 16
     health_interval_s: float = 0.5
@@ -62,6 +80,7 @@ class GatewaySettings:
     outlier_base_ejection_s: float = 2.0
     max_request_bytes: int = 64 << 20         # 0: no limit (no buffer filter)
     active_request_bias: float = 1.0
+    enforce_limits: bool = True               # the plan's in-flight limits on HTTP model clusters (module doc)
     access_log: Optional[str] = None          # a file path; None: no access log
     tls_cert: Optional[str] = None            # downstream TLS on both listeners (PEM files)
     tls_key: Optional[str] = None
@@ -93,15 +112,56 @@ def _source(path: str, folder: str) -> Dict[str, Any]:
     return {"resource_api_version": "V3", "path_config_source": {"path": path, "watched_directory": {"path": folder}}}
 
 
-def bootstrap(s: GatewaySettings, folder: str, cds_path: str, rds_path: str) -> Dict[str, Any]:
-    """Envoy's bootstrap: admin on loopback, the two listeners, CDS and RDS from files in ``folder``."""
-    return {
+def inner_name(kind: str, model: str, endpoint: str) -> str:
+    """The inner hop of a capped model cluster (module docstring): ``cap~<m>~<e>`` and ``all~<m>~<e>`` (the capped
+    and the uncapped internal listener), ``in~<m>~<e>`` (the cluster both lead to)."""
+    clean = re.sub(r"[^A-Za-z0-9_.-]", "_", model), re.sub(r"[^A-Za-z0-9_.-]", "_", endpoint)
+    return f"{kind}~{clean[0]}~{clean[1]}"
+
+
+def limit_runtime(model: str, endpoint: str) -> str:
+    """The runtime key of one endpoint's cap for ``model`` (Envoy's circuit_breakers.<cluster>.<priority>.*)."""
+    return f"circuit_breakers.{inner_name('in', model, endpoint)}.default.max_requests"
+
+
+def bootstrap(s: GatewaySettings, folder: str, cds_path: str, rds_path: str, upstreams: Sequence[Upstream] = (),
+              models: Sequence[str] = ()) -> Dict[str, Any]:
+    """Envoy's bootstrap: admin on loopback, the two listeners, CDS and RDS from files in ``folder``; with
+    ``enforce_limits`` the internal listeners of the capped model clusters; a runtime layer the admin writes (the
+    caps)."""
+    listeners = [_listener("http", s, _source(rds_path, folder)), _listener("grpc", s, None)]
+    out: Dict[str, Any] = {
         "node": {"id": "tritonmix-gateway", "cluster": "tritonmix"},
         "admin": {"address": _address("127.0.0.1", s.admin_port)},
-        "static_resources": {"listeners": [_listener("http", s, _source(rds_path, folder)),
-                                           _listener("grpc", s, None)]},
+        "layered_runtime": {"layers": [{"name": "admin", "admin_layer": {}}]},
+        "static_resources": {"listeners": listeners},
         "dynamic_resources": {"cds_config": _source(cds_path, folder)},
     }
+    if s.enforce_limits and models:
+        out["bootstrap_extensions"] = [{"name": "envoy.bootstrap.internal_listener",
+                                        "typed_config": {"@type": _INTERNAL_T}}]
+        for model in models:
+            for u in upstreams:
+                cluster = inner_name("in", model, u.name)
+                listeners.append(_inner_listener(inner_name("cap", model, u.name), cluster, "DEFAULT", s))
+                listeners.append(_inner_listener(inner_name("all", model, u.name), cluster, "HIGH", s))
+    return out
+
+
+def _inner_listener(name: str, cluster: str, priority: str, s: GatewaySettings) -> Dict[str, Any]:
+    """One way into an inner cluster: routes everything there at ``priority`` (DEFAULT: capped, HIGH: not), no
+    retries; a 503 for a request that never reached the server carries ``UNREACHED``."""
+    hcm = {"@type": _HCM_T, "stat_prefix": "inner", "codec_type": "AUTO",
+           "http_filters": [{"name": "envoy.filters.http.router", "typed_config": {"@type": _ROUTER_T}}],
+           "stream_idle_timeout": _duration(max(300.0, s.timeout_s)), "request_timeout": "0s",
+           "route_config": {"name": name, "validate_clusters": False, "virtual_hosts": [{
+               "name": name, "domains": ["*"], "routes": [{"match": {"prefix": "/"}, "route": {
+                   "cluster": cluster, "timeout": _duration(s.timeout_s), "priority": priority}}]}]},
+           "local_reply_config": {"mappers": [{
+               "filter": {"response_flag_filter": {"flags": ["UF", "UH", "UR", "UC", "URX"]}},
+               "headers_to_add": [{"header": {"key": UNREACHED, "value": "1"}}]}]}}
+    return {"name": name, "internal_listener": {}, "filter_chains": [{"filters": [
+        {"name": "envoy.filters.network.http_connection_manager", "typed_config": hcm}]}]}
 
 
 def _address(host: str, port: int) -> Dict[str, Any]:
@@ -152,7 +212,7 @@ def _listener(protocol: str, s: GatewaySettings, rds: Optional[Dict[str, Any]]) 
             "per_connection_buffer_limit_bytes": 1 << 20}
 
 
-def _route_action(cluster: str, s: GatewaySettings, grpc: bool) -> Dict[str, Any]:
+def _route_action(cluster: str, s: GatewaySettings, grpc: bool, capped: int = 0) -> Dict[str, Any]:
     """Retries only where the request never reached a server or the connection broke (the retry budget in the
     cluster's circuit breakers caps them at ``retry_budget_percent`` of the requests in flight), each on another
     host than the attempts before and in another priority (a cheap pool of one endpoint that died is priority 0
@@ -162,9 +222,10 @@ def _route_action(cluster: str, s: GatewaySettings, grpc: bool) -> Dict[str, Any
     fail without a retry). The back-off (jittered, from ``retry_backoff_s``) and the re-picks give outlier
     detection time to eject a dead endpoint before the next attempt: with unequal weights Envoy's pick is a
     deadline schedule, and a retry's new pick may land on the heavy endpoint again (up to 100 picks per retry
-    walk the schedule past a host of weight 1000 to one of weight 10)."""
+    walk the schedule past a host of weight 1000 to one of weight 10). ``capped`` (a model cluster whose limits
+    are enforced): the number of endpoints at its priority 0, each tried once before priority 1."""
     retry_on = "connect-failure,refused-stream,reset" + (",unavailable" if grpc else "")
-    return {"cluster": cluster, "timeout": _duration(s.timeout_s), "retry_policy": {
+    policy: Dict[str, Any] = {
         "retry_on": retry_on, "num_retries": s.retries,
         "retry_back_off": {"base_interval": _duration(s.retry_backoff_s),
                            "max_interval": _duration(10 * s.retry_backoff_s)},
@@ -172,14 +233,24 @@ def _route_action(cluster: str, s: GatewaySettings, grpc: bool) -> Dict[str, Any
                                   "typed_config": {"@type": _PREVIOUS_HOSTS_T}}],
         "retry_priority": {"name": "envoy.retry_priorities.previous_priorities",
                            "typed_config": {"@type": _PREVIOUS_PRIORITIES_T, "update_frequency": 1}},
-        "host_selection_retry_max_attempts": 100}}
+        "host_selection_retry_max_attempts": 100}
+    if capped:  # each planned endpoint once (priority 0), then priority 1; overflow and unreached are retried
+        policy["retry_on"] += ",retriable-headers"
+        policy["retriable_headers"] = [{"name": "x-envoy-overloaded", "present_match": True},
+                                       {"name": UNREACHED, "present_match": True}]
+        policy["num_retries"] = s.retries + capped - 1
+        policy["retry_priority"]["typed_config"]["update_frequency"] = capped
+    return {"cluster": cluster, "timeout": _duration(s.timeout_s), "retry_policy": policy}
 
 
-def route_config(models: Sequence[str], s: GatewaySettings) -> Dict[str, Any]:
-    """RDS for the HTTP listener: each model's paths to its cluster, the rest to the default cluster."""
+def route_config(models: Sequence[str], s: GatewaySettings,
+                 planned: Optional[Dict[str, int]] = None) -> Dict[str, Any]:
+    """RDS for the HTTP listener: each model's paths to its cluster, the rest to the default cluster.
+    ``planned``: per model, how many endpoints its priority 0 holds (1 when not given; only with limits)."""
     routes: List[Dict[str, Any]] = []
     for model in models:
-        action = _route_action(cluster_name("http", model), s, False)
+        capped = max(1, (planned or {}).get(model, 1)) if s.enforce_limits else 0
+        action = _route_action(cluster_name("http", model), s, False, capped)
         routes.append({"match": {"path": f"/v2/models/{model}"}, "route": action})
         routes.append({"match": {"prefix": f"/v2/models/{model}/"}, "route": action})
     routes.append({"match": {"prefix": "/"}, "route": _route_action(cluster_name("http", None), s, False)})
@@ -187,15 +258,41 @@ def route_config(models: Sequence[str], s: GatewaySettings) -> Dict[str, Any]:
         {"name": "kserve", "domains": ["*"], "routes": routes}]}]}
 
 
-def clusters(models: Sequence[str], s: GatewaySettings, eds_path: Any, folder: str) -> Dict[str, Any]:
-    """CDS: per protocol a default cluster and (HTTP) one per model; ``eds_path(cluster)`` names its EDS file."""
+def clusters(models: Sequence[str], s: GatewaySettings, eds_path: Any, folder: str,
+             upstreams: Sequence[Upstream] = ()) -> Dict[str, Any]:
+    """CDS: per protocol a default cluster and (HTTP) one per model; ``eds_path(cluster)`` names its EDS file.
+    With ``enforce_limits`` a model's cluster only picks (no health checks or outlier detection: its hosts are
+    the inner hops, and a full endpoint's 503 must eject nothing) and each endpoint gets an inner cluster that
+    holds them."""
     out = []
     for protocol in ("http", "grpc"):
         for model in ([None] + list(models) if protocol == "http" else [None]):
             name = cluster_name(protocol, model)
             ready = "/v2/health/ready" if model is None else f"/v2/models/{model}/ready"
-            out.append(_cluster(name, protocol, s, _source(eds_path(name), folder), ready))
+            cluster = _cluster(name, protocol, s, _source(eds_path(name), folder), ready)
+            if model is not None and s.enforce_limits:
+                del cluster["health_checks"], cluster["outlier_detection"]
+                for u in upstreams:
+                    out.append(_inner_cluster(model, u, s, ready))
+            out.append(cluster)
     return {"version_info": "0", "resources": out}
+
+
+def _inner_cluster(model: str, u: Upstream, s: GatewaySettings, ready_path: str) -> Dict[str, Any]:
+    """The endpoint alone (static address), with the model cluster's health checks and outlier detection; its
+    DEFAULT requests capped by the runtime key ``limit_runtime`` (NO_LIMIT until a plan sets one), its HIGH ones
+    not."""
+    name = inner_name("in", model, u.name)
+    cluster = _cluster(name, "http", s, {}, ready_path)
+    del cluster["eds_cluster_config"], cluster["least_request_lb_config"]
+    cluster.update({"type": "STATIC", "lb_policy": "ROUND_ROBIN", "load_assignment": {
+        "cluster_name": name, "endpoints": [{"lb_endpoints": [{"endpoint": {
+            "address": _address(u.host, u.http_port), "hostname": u.name}}]}]}})
+    unbounded = {"max_connections": NO_LIMIT, "max_pending_requests": NO_LIMIT, "max_requests": NO_LIMIT,
+                 "max_retries": 0}
+    cluster["circuit_breakers"] = {"thresholds": [dict(unbounded, priority="DEFAULT"),
+                                                  dict(unbounded, priority="HIGH")]}
+    return cluster
 
 
 def _cluster(name: str, protocol: str, s: GatewaySettings, eds: Dict[str, Any], ready_path: str) -> Dict[str, Any]:
@@ -244,11 +341,15 @@ def envoy_weights(weights: Sequence[float]) -> Tuple[int, ...]:
 
 
 def load_assignment(name: str, protocol: str, upstreams: Sequence[Upstream], weights: Sequence[float],
-                    available: Sequence[bool], version: str) -> Dict[str, Any]:
+                    available: Sequence[bool], version: str, model: Optional[str] = None) -> Dict[str, Any]:
     """EDS for one cluster (module docstring): priority 0 holds the planned endpoints with their weights, priority
     1 the available ones the plan sends nothing (Envoy spills there when priority 0 lacks healthy hosts) and the
     unavailable ones marked UNHEALTHY. When the plan weights no available endpoint, every available one is at
-    priority 0 with weight 1."""
+    priority 0 with weight 1. ``model`` (a capped model cluster): the hosts are the inner hops, priority 0 the
+    capped ones of the planned endpoints, priority 1 the uncapped ones of every endpoint (weight at least 1), the
+    unavailable ones UNHEALTHY."""
+    if model is not None:
+        return _capped_assignment(name, model, upstreams, weights, available, version)
     ints = envoy_weights(weights)
     if not any(w and ok for w, ok in zip(ints, available)):
         ints = tuple(1 if ok else 0 for ok in available)
@@ -270,3 +371,31 @@ def load_assignment(name: str, protocol: str, upstreams: Sequence[Upstream], wei
     if endpoints and endpoints[0]["priority"] != 0:  # Envoy wants priorities from 0 without gaps
         endpoints[0]["priority"] = 0
     return {"version_info": version, "resources": [{"@type": _CLA_T, "cluster_name": name, "endpoints": endpoints}]}
+
+
+def _capped_assignment(name: str, model: str, upstreams: Sequence[Upstream], weights: Sequence[float],
+                       available: Sequence[bool], version: str) -> Dict[str, Any]:
+    ints = envoy_weights(weights)
+    if not any(w and ok for w, ok in zip(ints, available)):
+        ints = tuple(1 if ok else 0 for ok in available)
+    meta = {"filter_metadata": {"tritonmix": {"generation": version}}}
+
+    def host(kind: str, u: Upstream, w: int, ok: bool) -> Dict[str, Any]:
+        lb: Dict[str, Any] = {"endpoint": {"address": {"envoy_internal_address": {
+            "server_listener_name": inner_name(kind, model, u.name)}}, "hostname": u.name},
+            "load_balancing_weight": max(1, w), "metadata": meta}
+        if not ok:
+            lb["health_status"] = "UNHEALTHY"
+        return lb
+
+    first = [host("cap", u, w, True) for u, w, ok in zip(upstreams, ints, available) if ok and w > 0]
+    rest = [host("all", u, w, ok) for u, w, ok in zip(upstreams, ints, available)]
+    return {"version_info": version, "resources": [{"@type": _CLA_T, "cluster_name": name, "endpoints": [
+        {"priority": 0, "lb_endpoints": first}, {"priority": 1, "lb_endpoints": rest}]}]}
+
+
+def planned_count(weights: Sequence[float], available: Sequence[bool]) -> int:
+    """How many endpoints a capped model cluster holds at priority 0 (``_capped_assignment``)."""
+    ints = envoy_weights(weights)
+    n = sum(1 for w, ok in zip(ints, available) if w and ok)
+    return n or sum(1 for ok in available if ok)

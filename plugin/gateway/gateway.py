@@ -39,7 +39,7 @@ from ..control_plane.plane import ControlPlane, parse_address
 from ..control_plane.report import fleet_fingerprint, http_call
 from ..controller.plan import Plan
 from ..errors import ConfigError, LaunchError
-from .config import GatewaySettings, Upstream, bootstrap
+from .config import GatewaySettings, Upstream, bootstrap, inner_name
 from .envoy import EnvoyProcess
 from .stats import host_counts, report_body
 from .xds import FileXds
@@ -131,6 +131,8 @@ class Gateway:
                                            any(not w >= 0 for w in static_weights) or not any(static_weights)):
             raise ConfigError(f"static_weights must be {len(self.upstreams)} numbers >= 0, not all 0")
         self._static = tuple(float(w) for w in static_weights) if static_weights is not None else None
+        if self._static is not None:  # fixed weights and no plan: no limits to enforce
+            self.settings = dataclasses.replace(self.settings, enforce_limits=False)
         self._remote_plane = control_plane
         self._token = token
         self._own_dir = work_dir is None
@@ -150,6 +152,7 @@ class Gateway:
         #: the epoch of the plane whose plan was applied last (a restarted plane has a new one)
         self.plane_epoch = ""
         self._applied_at = math.nan
+        self._limits: Dict[str, int] = {}
 
     # ---- addresses -------------------------------------------------------------------------------------------
     @property
@@ -187,7 +190,7 @@ class Gateway:
                                    "0")
         config = self.work_dir / "bootstrap.json"
         config.write_text(json.dumps(bootstrap(self.settings, str(self.xds.folder), str(self.xds.cds_path),
-                                               str(self.xds.rds_path)), indent=1))
+                                               str(self.xds.rds_path), self.upstreams, self.models), indent=1))
         self.envoy = EnvoyProcess(config, self.work_dir, concurrency=self._envoy_concurrency)
         started: "threading.Event" = threading.Event()
         failure: List[BaseException] = []
@@ -277,6 +280,8 @@ class Gateway:
         after, epoch, seq = 0, "", 0
         fingerprint = fleet_fingerprint(self.names)
         only = self.models[0] if len(self.models) == 1 else None
+        inner = {m: [inner_name("in", m, n) for n in self.names] for m in self.models} \
+            if self.settings.enforce_limits else {}
         headers = {"Content-Type": "application/json"}
         if self._token:
             headers["Authorization"] = f"Bearer {self._token}"
@@ -287,7 +292,8 @@ class Gateway:
                 assert self.envoy is not None
                 counts = host_counts(self.envoy.admin_json("/clusters?format=json"), self.names)
                 age = time.monotonic() - self._applied_at if self.plans_applied else -1.0
-                body = report_body(counts, self.names, self.models, self._client, fingerprint, seq, age, only)
+                body = report_body(counts, self.names, self.models, self._client, fingerprint, seq, age, only,
+                                   inner)
                 query = urllib.parse.urlencode({"after": after, "epoch": epoch, "wait": 2 * interval_s})
                 status, answer = http_call(f"{self._plane_url()}/v1/sync?{query}", method="POST", body=body,
                                            headers=headers, timeout_s=2 * interval_s + 2.0)
@@ -325,28 +331,52 @@ class Gateway:
             self.plan_errors += 1
             _log.warning("gateway: plan %d not applied: %s", plan.generation, exc)
             return
+        self._set_limits(plan)
         self.last_plan = plan
         self.plans_applied += 1
         self._applied_at = time.monotonic()
 
+    def _set_limits(self, plan: Plan) -> None:
+        """The plan's in-flight limits as Envoy runtime values (the caps of the inner hops, ``config``), written
+        through the admin when they changed."""
+        assert self.xds is not None and self.envoy is not None
+        limits = self.xds.limits(plan)
+        changed = {k: v for k, v in limits.items() if self._limits.get(k) != v}
+        if not changed:
+            return
+        try:
+            self.envoy.admin("/runtime_modify?" + urllib.parse.urlencode(changed), method="POST")
+        except OSError as exc:
+            _log.warning("gateway: plan %d's limits not set: %s", plan.generation, exc)
+            return
+        self._limits.update(changed)
+
     # ---- what Envoy holds --------------------------------------------------------------------------------------
     def envoy_generation(self) -> Dict[str, int]:
         """Per cluster, the plan generation whose endpoints Envoy holds now (the ``tritonmix.generation``
-        metadata of its endpoints in Envoy's config dump; 0 before the first plan); clusters without endpoints are
-        left out."""
+        metadata of its endpoints in Envoy's config dump; 0 before the first plan); clusters without endpoints or
+        without that metadata are left out."""
         assert self.envoy is not None
         dump = self.envoy.admin_json("/config_dump?include_eds&resource=dynamic_endpoint_configs")
         out = {}
         for item in dump.get("configs", []):
             config = item.get("endpoint_config", {})
-            versions = [lb.get("metadata", {}).get("filter_metadata", {}).get("tritonmix", {}).get("generation", "0")
-                        for group in config.get("endpoints", []) for lb in group.get("lb_endpoints", [])]
-            if versions:  # a cluster without endpoints (gRPC where no endpoint gave a gRPC port) holds no plan
+            versions = [lb["metadata"]["filter_metadata"]["tritonmix"].get("generation", "0")
+                        for group in config.get("endpoints", []) for lb in group.get("lb_endpoints", [])
+                        if "tritonmix" in lb.get("metadata", {}).get("filter_metadata", {})]
+            # a cluster without endpoints (gRPC where no endpoint gave a gRPC port) holds no plan, nor does an
+            # inner cluster of a capped model (a static address, no plan's metadata)
+            if versions:
                 out[config.get("cluster_name", "")] = min(int(v) if str(v).isdigit() else 0 for v in versions)
         return out
 
+    def envoy_limits(self) -> Dict[str, int]:
+        """The in-flight caps set in Envoy's runtime (``config.limit_runtime`` keys), as last written."""
+        return dict(self._limits)
+
     def envoy_weights(self) -> Dict[str, Dict[str, Tuple[int, int, str]]]:
-        """Per cluster and endpoint name: (weight, priority, health flags) as Envoy's admin shows them."""
+        """Per cluster and endpoint name: (weight, priority, health flags) as Envoy's admin shows them (a host at two
+    priorities, as a capped model cluster lists them: the first)."""
         assert self.envoy is not None
         out: Dict[str, Dict[str, Tuple[int, int, str]]] = {}
         for cluster in self.envoy.admin_json("/clusters?format=json").get("cluster_statuses", []):
@@ -356,5 +386,7 @@ class Gateway:
                 eds = health.get("eds_health_status", "HEALTHY")
                 flags = ",".join([k for k, v in health.items() if v is True] +
                                  ([f"eds_{eds.lower()}"] if eds != "HEALTHY" else [])) or "healthy"
-                hosts[host.get("hostname", "")] = (int(host.get("weight", 1)), int(host.get("priority", 0)), flags)
+                name, priority = host.get("hostname", ""), int(host.get("priority", 0))
+                if name not in hosts or priority < hosts[name][1]:  # a capped cluster lists a host twice
+                    hosts[name] = (int(host.get("weight", 1)), priority, flags)
         return out

@@ -8,6 +8,10 @@ per-host counters (admin ``/clusters?format=json``) stand in for a tritonmix rou
     the default clusters (HTTP paths of models without a cluster, all of gRPC): counted per endpoint, and under
                                                the fleet's model when it serves exactly one
     ejected: hosts Envoy's outlier detection holds out now (``failed_outlier_check``)
+    a capped model (``config``: limits enforced by an inner hop): its inner clusters (one per endpoint) stand for
+                                               its cluster: they count the requests that reached a server, while
+                                               the model's cluster also counts the attempts a full endpoint
+                                               refused (503s that ran nothing) and their retries
 
 Envoy's host counters are cumulative and the gateway never removes a host or a cluster while it runs (an endpoint
 the plan takes out stays, marked UNHEALTHY), so they keep growing as the report format wants; the plane reads a
@@ -62,17 +66,24 @@ def host_counts(clusters_json: Mapping[str, Any], names: Sequence[str]) -> HostC
 
 
 def report_body(counts: HostCounts, names: Sequence[str], models: Sequence[str], client: str, fingerprint: str,
-                seq: int, plan_age_s: float, only_model: Optional[str]) -> bytes:
-    """A whole report (``control_plane.report`` wire format) from ``counts``."""
+                seq: int, plan_age_s: float, only_model: Optional[str],
+                inner: Optional[Mapping[str, Sequence[str]]] = None) -> bytes:
+    """A whole report (``control_plane.report`` wire format) from ``counts``; ``inner``: per capped model, its
+    inner clusters (module docstring)."""
     n = len(names)
+    inner = inner or {}
+    outer = {cluster_name("http", m) for m in inner}
     ok, failed = [0] * n, [0] * n
-    for table in counts.clusters.values():
+    for name, table in counts.clusters.items():
+        if name in outer:
+            continue
         for i in range(n):
             ok[i] += table["rq_success"][i]
             failed[i] += table["rq_error"][i]
     keys: Dict[str, Dict[str, Any]] = {}
     for model in models:
-        _add(keys, model, counts.of(cluster_name("http", model)))
+        for name in inner.get(model) or (cluster_name("http", model),):
+            _add(keys, model, counts.of(name))
     if only_model is not None:
         for protocol in ("http", "grpc"):
             _add(keys, only_model, counts.of(cluster_name(protocol, None)))

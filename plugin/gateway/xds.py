@@ -21,7 +21,8 @@ from typing import Any, Dict, Optional, Sequence, Tuple
 
 from ..controller.model import INTERACTIVE
 from ..controller.plan import Plan
-from .config import GatewaySettings, Upstream, cluster_name, clusters, load_assignment, route_config
+from .config import (NO_LIMIT, GatewaySettings, Upstream, cluster_name, clusters, limit_runtime, load_assignment,
+                     planned_count, route_config)
 
 __all__ = ["FileXds"]
 
@@ -42,6 +43,8 @@ class FileXds:
         self._written: Dict[Path, str] = {}
         self._lock = threading.Lock()
         self.generation = 0
+        #: per capped model, how many endpoints its priority 0 holds (its route tries each once)
+        self._planned: Dict[str, int] = {}
 
     def eds_path(self, cluster: str) -> str:
         return str(self.folder / f"eds-{cluster}.json")
@@ -60,8 +63,9 @@ class FileXds:
         """Files before Envoy starts: every endpoint available, equal weights."""
         n = len(self.upstreams)
         self.apply_weights({None: (1.0,) * n, **{m: (1.0,) * n for m in self.models}}, (True,) * n, "0")
-        self._write(self.cds_path, clusters(self.models, self.settings, self.eds_path, str(self.folder)))
-        self._write(self.rds_path, route_config(self.models, self.settings))
+        self._write(self.cds_path, clusters(self.models, self.settings, self.eds_path, str(self.folder),
+                                            self.upstreams))
+        self._write(self.rds_path, route_config(self.models, self.settings, self._planned))
 
     def apply(self, plan: Plan) -> None:
         """Write ``plan``'s weights and availability (its interactive weights: the gateway cannot tell a batch
@@ -75,14 +79,32 @@ class FileXds:
         self.apply_weights(weights, available, str(plan.generation))
         self.generation = plan.generation
 
+    def limits(self, plan: Plan) -> Dict[str, int]:
+        """The runtime values of every capped model cluster's caps under ``plan`` (``config.limit_runtime``: the
+        plan's interactive in-flight limit, NO_LIMIT where it sets none); empty without ``enforce_limits``."""
+        if not self.settings.enforce_limits:
+            return {}
+        out = {}
+        for model in self.models:
+            for u, limit in zip(self.upstreams, plan.limits(model)):
+                out[limit_runtime(model, u.name)] = limit if limit > 0 else NO_LIMIT
+        return out
+
     def apply_weights(self, weights: Dict[Optional[str], Sequence[float]], available: Sequence[bool],
                       version: str) -> None:
         with self._lock:
             for model, w in weights.items():
                 for protocol in (("http", "grpc") if model is None else ("http",)):
                     name = cluster_name(protocol, model)
+                    capped = model if model is not None and self.settings.enforce_limits else None
                     self._write(Path(self.eds_path(name)),
-                                load_assignment(name, protocol, self.upstreams, w, available, version))
+                                load_assignment(name, protocol, self.upstreams, w, available, version, capped))
+            if self.settings.enforce_limits:  # each capped route tries every planned endpoint once
+                planned = {m: planned_count(weights.get(m, ()), available) for m in self.models}
+                if planned != self._planned:
+                    self._planned = planned
+                    if self.rds_path in self._written:
+                        self._write(self.rds_path, route_config(self.models, self.settings, planned))
 
     def files(self) -> Tuple[str, ...]:
         return tuple(sorted(str(p) for p in self._written))
