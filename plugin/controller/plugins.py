@@ -23,6 +23,7 @@ controller::
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Callable, Dict, List, Protocol, Sequence, Tuple, TypeVar, runtime_checkable
 
 from ..errors import ConfigError
@@ -149,12 +150,11 @@ def rank(views: Sequence[EndpointView], scorers: Sequence[WeightedScorer]) -> Li
     the lower latency, then the lower index. O(n k + n log n)."""
     totals = [0.0] * len(views)
     for ws in scorers:
-        if ws.weight == 0.0:
+        weight, score = ws.weight, ws.scorer.score
+        if weight == 0.0:
             continue
-        for pos, view in enumerate(views):
-            totals[pos] += ws.weight * min(1.0, max(0.0, ws.scorer.score(view, views)))
-    return sorted(range(len(views)), key=lambda p: (-totals[p], _latency_key(views[p]), p))
-
-
-def _latency_key(view: EndpointView) -> float:
-    return view.latency_s if view.latency_s == view.latency_s else float("inf")
+        totals = [total + weight * min(1.0, max(0.0, score(view, views))) for total, view in zip(totals, views)]
+    inf = math.inf
+    keys = [(-total, view.latency_s if view.latency_s == view.latency_s else inf, pos)
+            for pos, (total, view) in enumerate(zip(totals, views))]
+    return sorted(range(len(views)), key=keys.__getitem__)

@@ -22,9 +22,10 @@ def allocate_batch(views: Sequence[EndpointView], demand_rps: float, eligible: S
     """
     n = len(views)
     assigned = [0.0] * n
-    room = [max(0.0, (v.safe_room_rps(utilisation) if interactive_rps[i] > 0.0 else v.room_rps(utilisation))
-                    - interactive_rps[i]) for i, v in enumerate(views)]
-    order = sorted(eligible, key=lambda i: (views[i].cost_per_inference, i))
+    room = [max(0.0, (v.safe_room_rps(utilisation) if inter > 0.0 else v.room_rps(utilisation)) - inter)
+            for v, inter in zip(views, interactive_rps)]
+    keys = {i: (views[i].cost_per_inference, i) for i in eligible}
+    order = sorted(eligible, key=keys.__getitem__)
     rest = fill_in_order(demand_rps, order, room, assigned)
     if rest > 0.0:
         quiet = [i for i in eligible if interactive_rps[i] <= 0.0]

@@ -59,7 +59,7 @@ def _eligible(views: Sequence[EndpointView], filters: Sequence[Filter], request_
     eligible: List[int] = []
     fallback: List[int] = []
     for i, v in enumerate(views):
-        if not v.healthy or not all(f.keep(v, request_class) for f in filters):
+        if not v.healthy or (filters and not all(f.keep(v, request_class) for f in filters)):
             continue
         (eligible if v.meets_slo or not require_slo else fallback).append(i)
     return eligible, fallback
@@ -68,8 +68,8 @@ def _eligible(views: Sequence[EndpointView], filters: Sequence[Filter], request_
 def normalise(assigned: Sequence[float]) -> Tuple[float, ...]:
     total = sum(assigned)
     if total <= 0.0:
-        return tuple(0.0 for _ in assigned)
-    return tuple(a / total for a in assigned)
+        return (0.0,) * len(assigned)
+    return tuple([a / total for a in assigned])
 
 
 def _with_probes(weights: Tuple[float, ...], eligible: Sequence[int], probe_share: float) -> Tuple[float, ...]:

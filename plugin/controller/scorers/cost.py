@@ -1,6 +1,7 @@
 """Scorer ``cost``: cheaper per inference is better."""
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 from ..model import EndpointView
@@ -20,7 +21,7 @@ class CostScorer:
         c = view.cost_per_inference
         if c == 0.0:
             return 1.0
-        if c == float("inf"):
+        if c == math.inf:
             return 0.0
         if fleet is not self._fleet:
             self._fleet = fleet
