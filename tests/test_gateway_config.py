@@ -62,7 +62,7 @@ def test_a_capped_model_cluster_reaches_its_endpoints_through_the_inner_hops() -
         "routes"][0]["route"]["retry_policy"]
     assert "retriable-headers" in policy["retry_on"] and policy["num_retries"] == 4
     assert policy["retry_priority"]["typed_config"]["update_frequency"] == 2
-    assert {h["name"] for h in policy["retriable_headers"]} == {"x-envoy-overloaded", "x-tritonmix-unreached"}
+    assert {h["name"] for h in policy["retriable_headers"]} == {"x-envoy-overloaded", "x-tritonmix-retriable"}
     names = [c["name"] for c in clusters(["sd/x"], GatewaySettings(), lambda n: f"/x/{n}", "/x", UPS)["resources"]]
     assert names == ["http~default", "in~sd_x~a", "in~sd_x~b", "in~sd_x~c", "http~m~sd_x", "grpc~default"]
     # without limits: one hop, as before

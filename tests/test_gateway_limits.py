@@ -9,6 +9,7 @@ import json
 import tempfile
 import threading
 import time
+import urllib.error
 import urllib.parse
 import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -37,6 +38,8 @@ class _Servers:
         self.active = [0] * n
         self.peak = [0] * n
         self.served = [0] * n
+        self.attempts = [0] * n
+        self.stub_dead = [False] * n
         self.servers = [self._start(i) for i in range(n)]
 
     def _start(self, i: int) -> ThreadingHTTPServer:
@@ -55,7 +58,20 @@ class _Servers:
                 self._answer(b"")
 
             def do_POST(self) -> None:  # noqa: N802
-                self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                with owner.lock:
+                    owner.attempts[i] += 1
+                error = b""
+                if body != b"{}":
+                    error = b'{"error": "failed to parse the request JSON buffer: Invalid value. at 0"}'
+                elif owner.stub_dead[i]:
+                    error = b'{"error": "Stub process \'slow_0_1\' is not healthy."}'
+                if error:
+                    self.send_response(500)
+                    self.send_header("Content-Length", str(len(error)))
+                    self.end_headers()
+                    self.wfile.write(error)
+                    return
                 with owner.lock:
                     owner.active[i] += 1
                     owner.peak[i] = max(owner.peak[i], owner.active[i])
@@ -77,6 +93,7 @@ class _Servers:
         with self.lock:
             self.peak = [0] * len(self.peak)
             self.served = [0] * len(self.served)
+            self.attempts = [0] * len(self.attempts)
 
     def close(self) -> None:
         for s in self.servers:
@@ -110,6 +127,15 @@ def _caps(proc: EnvoyProcess, caps: List[int]) -> None:
     proc.admin("/runtime_modify?" + urllib.parse.urlencode(values), method="POST")
 
 
+def _post(url: str, body: bytes) -> Tuple[int, bytes]:
+    req = urllib.request.Request(f"http://{url}/v2/models/{MODEL}/infer", data=body, method="POST")
+    try:
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            return resp.status, resp.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
 def _load(url: str, seconds: float) -> Dict[int, int]:
     statuses: Dict[int, int] = {}
     lock = threading.Lock()
@@ -117,13 +143,7 @@ def _load(url: str, seconds: float) -> Dict[int, int]:
     def caller() -> None:
         deadline = time.monotonic() + seconds
         while time.monotonic() < deadline:
-            req = urllib.request.Request(f"http://{url}/v2/models/{MODEL}/infer", data=b"{}", method="POST")
-            try:
-                with urllib.request.urlopen(req, timeout=10) as resp:
-                    status = resp.status
-                    resp.read()
-            except urllib.error.HTTPError as exc:
-                status = exc.code
+            status, _ = _post(url, b"{}")
             with lock:
                 statuses[status] = statuses.get(status, 0) + 1
 
@@ -161,3 +181,23 @@ def test_without_a_cap_the_weights_pile_onto_the_heavy_endpoint(envoy: Tuple[Env
     statuses = _load(url, 1.0)
     assert set(statuses) == {200}, statuses
     assert servers.peak[0] > 2, servers.peak
+
+
+def test_a_dead_stub_is_retried_elsewhere_and_a_malformed_body_is_not(
+        envoy: Tuple[EnvoyProcess, _Servers, str]) -> None:
+    """Triton's python backend answers 500 "Stub process ... is not healthy" for what a dead stub held: nothing
+    ran, so the request goes to another endpoint. A malformed body's 500 is the client's: answered once, as is."""
+    proc, servers, url = envoy
+    _caps(proc, [0, 0, 0])
+    servers.reset()
+    servers.stub_dead[0] = True
+    try:
+        answers = [_post(url, b"{}") for _ in range(10)]
+    finally:
+        servers.stub_dead[0] = False
+    assert [status for status, _ in answers] == [200] * 10, answers
+    assert servers.attempts[0] >= 5 and servers.served[0] == 0, (servers.attempts, servers.served)
+    servers.reset()
+    status, body = _post(url, b"not json")
+    assert status == 500 and b"failed to parse" in body, (status, body)
+    assert sum(servers.attempts) == 1, servers.attempts

@@ -23,7 +23,8 @@
         route retries it on another host (previous_hosts) at once, and after every planned endpoint was tried, in
         priority 1, where the request queues where the weights say (the in-process dispatcher's rule: overflow to
         one under its limit, else the choice stands). An inner hop that could not reach its server (refused, reset,
-        no healthy host) marks its 503 with x-tritonmix-unreached, retried the same way.
+        no healthy host) marks its 503 with x-tritonmix-retriable, retried the same way, and so is Triton's 500 for
+        a request whose python-backend stub died (``STUB_FAILED_LUA``).
 
 Each endpoint carries the plan's generation in its metadata (``tritonmix.generation``: Envoy's config dump shows
 it, so a reader can tell which plan Envoy holds). Weights: Envoy wants integers >= 1; a plan weight w in [0, 1]
@@ -41,8 +42,30 @@ __all__ = ["GatewaySettings", "Upstream", "bootstrap", "clusters", "route_config
 WEIGHT_SCALE = 1000
 #: the inner hop's request cap where the plan sets none
 NO_LIMIT = 1_000_000
-#: the header an inner hop adds to a 503 when its request never reached the server (safe to send elsewhere)
-UNREACHED = "x-tritonmix-unreached"
+#: the header an inner hop adds to a 503 that is safe to send elsewhere: the request never reached the server, or
+#: the server's python-backend stub died before answering it (``STUB_FAILED_LUA``)
+RETRIABLE = "x-tritonmix-retriable"
+#: Triton's python backend answers 500 "Stub process '<model>_0_1' is not healthy." for the requests its stub held
+#: when the stub stopped answering (a server frozen for longer than the stub's heartbeat): nothing was computed, so
+#: the inner hop turns that answer, and only that one, into a retriable 503. It reads the body of 500s alone; a
+#: client's malformed body (Triton's 500 "failed to parse the request JSON buffer") stays a 500, is not retried
+#: and ejects nothing.
+STUB_FAILED_LUA = """
+function envoy_on_response(handle)
+  if handle:headers():get(":status") ~= "500" then
+    return
+  end
+  local body = handle:body()
+  if body == nil then
+    return
+  end
+  local text = body:getBytes(0, math.min(body:length(), 2048))
+  if string.find(text, "Stub process", 1, true) and string.find(text, "is not healthy", 1, true) then
+    handle:headers():replace(":status", "503")
+    handle:headers():add("%s", "1")
+  end
+end
+""" % RETRIABLE
 _CLUSTER_T = "type.googleapis.com/envoy.config.cluster.v3.Cluster"
 _CLA_T = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"
 _ROUTES_T = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration"
@@ -53,6 +76,7 @@ _HTTP_OPTS_T = "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProto
 _TLS_T = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext"
 _FILE_LOG_T = "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog"
 _PREVIOUS_HOSTS_T = "type.googleapis.com/envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate"
+_LUA_T = "type.googleapis.com/envoy.extensions.filters.http.lua.v3.Lua"
 _INTERNAL_T = "type.googleapis.com/envoy.extensions.bootstrap.internal_listener.v3.InternalListener"
 _PREVIOUS_PRIORITIES_T = \
     "type.googleapis.com/envoy.extensions.retry.priority.previous_priorities.v3.PreviousPrioritiesConfig"
@@ -81,6 +105,7 @@ class GatewaySettings:
     max_request_bytes: int = 64 << 20         # 0: no limit (no buffer filter)
     active_request_bias: float = 1.0
     enforce_limits: bool = True               # the plan's in-flight limits on HTTP model clusters (module doc)
+    retry_stub_failures: bool = True          # with enforce_limits: a dead python-backend stub's 500 is retried
     access_log: Optional[str] = None          # a file path; None: no access log
     tls_cert: Optional[str] = None            # downstream TLS on both listeners (PEM files)
     tls_key: Optional[str] = None
@@ -150,16 +175,20 @@ def bootstrap(s: GatewaySettings, folder: str, cds_path: str, rds_path: str, ups
 
 def _inner_listener(name: str, cluster: str, priority: str, s: GatewaySettings) -> Dict[str, Any]:
     """One way into an inner cluster: routes everything there at ``priority`` (DEFAULT: capped, HIGH: not), no
-    retries; a 503 for a request that never reached the server carries ``UNREACHED``."""
-    hcm = {"@type": _HCM_T, "stat_prefix": "inner", "codec_type": "AUTO",
-           "http_filters": [{"name": "envoy.filters.http.router", "typed_config": {"@type": _ROUTER_T}}],
+    retries; a 503 for a request that never reached the server carries ``RETRIABLE``, and so does a dead stub's
+    500 turned into a 503 (``STUB_FAILED_LUA``)."""
+    filters = [{"name": "envoy.filters.http.router", "typed_config": {"@type": _ROUTER_T}}]
+    if s.retry_stub_failures:
+        filters.insert(0, {"name": "envoy.filters.http.lua", "typed_config": {
+            "@type": _LUA_T, "default_source_code": {"inline_string": STUB_FAILED_LUA}}})
+    hcm = {"@type": _HCM_T, "stat_prefix": "inner", "codec_type": "AUTO", "http_filters": filters,
            "stream_idle_timeout": _duration(max(300.0, s.timeout_s)), "request_timeout": "0s",
            "route_config": {"name": name, "validate_clusters": False, "virtual_hosts": [{
                "name": name, "domains": ["*"], "routes": [{"match": {"prefix": "/"}, "route": {
                    "cluster": cluster, "timeout": _duration(s.timeout_s), "priority": priority}}]}]},
            "local_reply_config": {"mappers": [{
                "filter": {"response_flag_filter": {"flags": ["UF", "UH", "UR", "UC", "URX"]}},
-               "headers_to_add": [{"header": {"key": UNREACHED, "value": "1"}}]}]}}
+               "headers_to_add": [{"header": {"key": RETRIABLE, "value": "1"}}]}]}}
     return {"name": name, "internal_listener": {}, "filter_chains": [{"filters": [
         {"name": "envoy.filters.network.http_connection_manager", "typed_config": hcm}]}]}
 
@@ -237,7 +266,7 @@ def _route_action(cluster: str, s: GatewaySettings, grpc: bool, capped: int = 0)
     if capped:  # each planned endpoint once (priority 0), then priority 1; overflow and unreached are retried
         policy["retry_on"] += ",retriable-headers"
         policy["retriable_headers"] = [{"name": "x-envoy-overloaded", "present_match": True},
-                                       {"name": UNREACHED, "present_match": True}]
+                                       {"name": RETRIABLE, "present_match": True}]
         policy["num_retries"] = s.retries + capped - 1
         policy["retry_priority"]["typed_config"]["update_frequency"] = capped
     return {"cluster": cluster, "timeout": _duration(s.timeout_s), "retry_policy": policy}
