@@ -126,6 +126,8 @@ VARIANTS: Dict[str, Dict[str, Any]] = {
     "no-retry": {"retries": 0},
     "no-buffer": {"max_request_bytes": 0},                # no buffer filter (no 413 from the gateway)
     "no-routes": {"models": []},                          # one default cluster: no per-model routes
+    "no-limits": {"enforce_limits": False},               # model clusters in one hop (no caps, no inner hop)
+    "no-lua": {"retry_stub_failures": False},             # the inner hop without its Lua filter
     "bare": {"static_weights": [1.0], "health_interval_s": 3600.0, "retries": 0, "max_request_bytes": 0,
              "models": []},
 }
