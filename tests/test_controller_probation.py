@@ -43,6 +43,21 @@ def _weights_after(sim: Simulation, t_s: float, count: int) -> List[float]:
     return [p.interactive_weights[SLOW] for t, p in sim.ticks if t >= t_s - 1e-9][:count]  # ticks: run time
 
 
+def test_probation_lasts_until_a_trial_has_answered() -> None:
+    """A probation window that drew no trial request measured nothing: it goes on until one of ours completed."""
+    det = OutlierDetector(4, latency_factor=3.0, slo_s=0.3, base_s=1.0, probation_s=1.0)
+    pools, rest = ["p"] * 4, [0.07] * 3
+    det.update(0.0, [5] * 4, [0] * 4, [1.0, *rest], pools)  # 1.0 s against a pool of 0.07 s: a latency outlier
+    assert det.ejected(0)
+    det.update(1.0, [0, 5, 5, 5], [0] * 4, [math.nan, *rest], pools)  # backoff over: on probation
+    assert not det.ejected(0) and det.on_probation(0, 1.0)
+    det.update(2.5, [0, 5, 5, 5], [0] * 4, [math.nan, *rest], pools)  # past probation_s, no trial yet: renewed
+    assert det.on_probation(0, 3.4)
+    det.update(3.0, [1, 5, 5, 5], [0] * 4, [0.07, *rest], pools)  # a trial answered in time
+    det.update(3.5, [0, 5, 5, 5], [0] * 4, [0.07, *rest], pools)  # the window ends: not renewed
+    assert not det.on_probation(0, 3.5) and not det.ejected(0)
+
+
 def test_trial_share_caps_and_grants_the_probation_weight() -> None:
     plan = ModelPlan("capacity", (0.0,) * 4, (0.0,) * 4, (0.5, 0.0, 0.25, 0.25), (0.25,) * 4)
     out = with_trial_share(plan, [0, 1], 0.02)

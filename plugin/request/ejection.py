@@ -59,9 +59,12 @@ class OutlierDetector(SlotArrays):
                          one ejected for a connection failure while its probes say ready (a client's channel still
                          reconnecting) by a ready probe started RECONNECT_GRACE_S x 2^(k-2) after the ejection
         probation        an endpoint readmitted when the backoff of a latency ejection ended is on probation for
-                         ``probation_s`` (the plan gives it a trial share only, ``on_probation``); a tick in it with
-                         one completion of its over max(factor x pool median, SLO) or over the SLO alone ejects it
-                         again at once, with the next (doubled) backoff
+                         ``probation_s``, renewed by ``probation_s`` at its end while no request of ours has
+                         completed there since the readmission (the plan gives it a trial share only,
+                         ``on_probation``: a window that drew no trial measured nothing, and the service time it
+                         learnt while slow would keep it out for good); a tick in it with one completion of its
+                         over max(factor x pool median, SLO) or over the SLO alone ejects it again at once, with
+                         the next (doubled) backoff
         cap              an ejection that would put more than floor(max_share x n) (at least ``min_cap``) endpoints
                          out is refused (logged once per episode)
     O(n) per tick (plus a median per pool).
@@ -90,12 +93,13 @@ class OutlierDetector(SlotArrays):
         self._down_at: List[float] = [-math.inf] * n
         self._unreached: List[bool] = [False] * n
         self.probation_until: List[Optional[float]] = [None] * n
+        self._tried: List[bool] = [False] * n  # a request of ours completed there since the readmission
         self.probation_s = probation_s
 
     #: per-endpoint state and its fresh value (``slots.SlotArrays``: endpoints that join and leave)
     SLOTS = {"streak": 0, "ejections": 0, "until": None, "_ended": -math.inf, "_refused": False, "cause": None,
              "_ejected_at": -math.inf, "_down_seen": False, "_down_at": -math.inf, "_unreached": False,
-             "probation_until": None}
+             "probation_until": None, "_tried": False}
 
     def grow_slots(self, n: int) -> None:
         """Fresh endpoints up to ``n``; the cap follows the new count."""
@@ -151,6 +155,10 @@ class OutlierDetector(SlotArrays):
         ours_medians = _pool_medians(ours, pools)
         for i in range(self.n):
             self.streak[i] = self.streak[i] + failed[i] if ok[i] == 0 else (failed[i] if failed[i] > ok[i] else 0)
+            self._tried[i] = self._tried[i] or ok[i] > 0
+            until = self.probation_until[i]
+            if until is not None and now >= until and not self._tried[i]:
+                self.probation_until[i] = now + self.probation_s  # no trial answered yet: another window
             if self.until[i] is not None:
                 continue
             reason, figures = self._why(i, ok[i], latency_s[i], medians.get(pools[i]), self.on_probation(i, now))
@@ -223,6 +231,7 @@ class OutlierDetector(SlotArrays):
                 events.append(self._end(now, i, "backoff over" + (", on probation" if probation else ""), figures))
                 if probation:
                     self.probation_until[i] = now + self.probation_s
+                    self._tried[i] = False
         return events
 
     def _end(self, now: float, i: int, reason: str, figures: Dict[str, float]) -> EjectionEvent:
