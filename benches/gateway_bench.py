@@ -315,7 +315,13 @@ def spill(args: argparse.Namespace) -> Dict[str, Any]:
             time.sleep(2.0)
             before = _split(gw)
             queue0 = [_queue_us(s) for s in servers]
+            pending: List[tuple] = []
+            stop = threading.Event()
+            sampler = threading.Thread(target=_sample_pending, args=(servers[0], stop, pending), daemon=True)
+            sampler.start()
             row = pa.run("sleep20", gw.http_url, concurrency=args.concurrency, window_ms=4000, max_trials=3)
+            stop.set()
+            sampler.join()
             after = _split(gw)
             queue1 = [_queue_us(s) for s in servers]
             weights = gw.envoy_weights()["http~m~sleep20"]
@@ -331,12 +337,38 @@ def spill(args: argparse.Namespace) -> Dict[str, Any]:
             "requests_per_endpoint": sent,
             "queue_us_per_request": [round((q1[0] - q0[0]) / max(1, q1[1] - q0[1]), 1)
                                      for q0, q1 in zip(queue0, queue1)],
+            "cheap_pending_max": max((n for _, n in pending), default=0),
+            "cheap_pending_max_first_2s": max((n for t, n in pending if t < 2.0), default=0),
+            "cheap_pending_p99": sorted(n for _, n in pending)[int(0.99 * (len(pending) - 1))] if pending else 0,
+            "cheap_pending_samples": len(pending),
             "envoy_weights_at_end": weights, "limits_at_end": limits, "envoy": envoy, "enforce_limits": args.limits}
 
 
+def _sample_pending(server: LocalTritonServer, stop: threading.Event, out: List[tuple]) -> None:
+    """(seconds since the start, Triton's nv_inference_pending_request_count of sleep20: requests waiting in its
+    queue, not executing) every 20 ms until ``stop``."""
+    import urllib.request
+
+    t0 = time.monotonic()
+    while not stop.wait(0.02):
+        try:
+            text = urllib.request.urlopen(f"http://{server.metrics_url}/metrics", timeout=1).read().decode()
+        except OSError:
+            continue
+        for line in text.splitlines():
+            if line.startswith("nv_inference_pending_request_count{") and 'model="sleep20"' in line:
+                out.append((time.monotonic() - t0, float(line.rsplit(" ", 1)[1])))
+
+
 def _split(gw: Gateway) -> Dict[str, int]:
+    """Requests per endpoint: Envoy's per-host rq_total over the clusters that reach servers (a capped model's
+    inner clusters, not its model cluster, whose attempts include the overflowed ones)."""
     out: Dict[str, int] = {}
-    for cluster in gw.envoy.admin_json("/clusters?format=json")["cluster_statuses"]:
+    statuses = gw.envoy.admin_json("/clusters?format=json")["cluster_statuses"]
+    capped = any(c["name"].startswith("in~") for c in statuses)
+    for cluster in statuses:
+        if capped and cluster["name"].startswith("http~m~"):
+            continue
         for h in cluster.get("host_statuses", []):
             n = sum(int(s.get("value", 0)) for s in h.get("stats", []) if s["name"] == "rq_total")
             out[h["hostname"]] = out.get(h["hostname"], 0) + n
