@@ -255,11 +255,12 @@ def faults(args: argparse.Namespace) -> Dict[str, Any]:
                 t.start()
                 row = pa.run("sleep20", gw.http_url, concurrency=8, window_ms=4000, max_trials=3)
                 t.join()
-                stats = gw.envoy.admin("/stats?filter=^cluster.http~m~sleep20.(upstream_rq_retry$|"
+                stats = gw.envoy.admin("/stats?filter=^cluster.(http~m~sleep20|in~sleep20~t1).(upstream_rq_retry$|"
                                        "upstream_rq_retry_success|outlier_detection.ejections_enforced_total|"
                                        "health_check.failure|upstream_rq_timeout|upstream_rq_5xx)")
                 time.sleep(1.5)  # Envoy flushes its access log every second
-                victim = f"127.0.0.1:{servers[1].ports['http']}"
+                # the upstream host in the access log: the server's address, or the inner hop's (envoy://...~t1/...)
+                victim = (f"127.0.0.1:{servers[1].ports['http']}", "~sleep20~t1")
                 out[fault] = {"throughput": row.throughput, "p50_us": row.p50_us, "p99_us": row.p99_us,
                               "errors": row.errors, "requests": row.requests, **_access(log, victim, at),
                               "pa_tail": row.output[-600:], "envoy": stats.strip().splitlines()}
@@ -270,7 +271,7 @@ def faults(args: argparse.Namespace) -> Dict[str, Any]:
     return out
 
 
-def _access(log: Path, victim: str, at: List[float]) -> Dict[str, Any]:
+def _access(log: Path, victim: tuple, at: List[float]) -> Dict[str, Any]:
     """From the access log: non-200 answers, requests over 1 s, the slowest (ms), and the last request started on
     ``victim`` after the fault (seconds after it)."""
     import datetime
@@ -287,7 +288,8 @@ def _access(log: Path, victim: str, at: List[float]) -> Dict[str, Any]:
         slow += ms > 1000
         worst = max(worst, ms)
         not_ok += m.group(2) != "200"
-        if at and m.group(4) == victim and started >= at[0]:
+        host = m.group(4)
+        if at and (host == victim[0] or victim[1] in host) and started >= at[0]:
             last = max(last or 0.0, started - at[0])
     return {"non_200": not_ok, "over_1s": slow, "slowest_ms": worst,
             "last_sent_to_victim_s": None if last is None else round(last, 3)}
