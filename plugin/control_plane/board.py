@@ -163,8 +163,10 @@ class Board:
     # ---- the plane's set ---------------------------------------------------------------------------------------
     def apply_endpoints(self, states: Sequence[Any]) -> EndpointChange:
         """Follow the plane's discovery source: reconcile the slots with the whole current set by name (``endpoints.
-        EndpointSet.apply``); a slot handed to a new endpoint starts from zero. Listeners (the Controller: a join
-        or a leave brings its next tick forward) hear the change. ValueError as ``EndpointSet.apply``."""
+        EndpointSet.apply``); a slot handed to a new endpoint starts from zero. Listeners (the Controller: a join,
+        a leave or a replaced slot brings its next tick forward) hear the change; a slot whose state moved
+        (draining, not ready) is told as replaced, so that its plan is not an interval late either. ValueError as
+        ``EndpointSet.apply``."""
         with self._lock:
             joined, left, replaced = self.endpoints.apply(states)
             n = self.n

@@ -27,7 +27,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from ..controller.plan import ModelRoute, Plan
 from ..discovery import EndpointState
-from ..fleet import EndpointSpec, Fleet
+from ..fleet import EndpointSpec
 from ..request.slots import EndpointChange
 
 __all__ = ["EndpointSet", "PlaneSet", "parse_set", "remap_plan", "STATES"]
@@ -75,7 +75,7 @@ class EndpointSet:
 
     def apply(self, states: Sequence[Any]) -> Tuple[Tuple[int, ...], Tuple[int, ...], Tuple[int, ...]]:
         """Reconcile with the whole current set (``EndpointState``s or ready ``EndpointSpec``s): (joined, left,
-        replaced) slots. A left endpoint's slot turns vacant; a newcomer takes the lowest vacant slot (the plane
+        changed) slots, changed: a spec changed in place or the state (ready, terminating) moved. A left endpoint's slot turns vacant; a newcomer takes the lowest vacant slot (the plane
         holds no request, so a slot is free the moment it is vacated) or a new one at the end. ValueError for two
         states of one name or one without a url; nothing changes then."""
         wanted: Dict[str, Tuple[EndpointSpec, bool, bool]] = {}
@@ -92,7 +92,7 @@ class EndpointSet:
         for i in left:
             self.vacant[i], self.ready[i], self.terminating[i] = True, False, False
         free = [i for i in range(self.n) if self.vacant[i]]
-        joined, replaced, moved = [], [], bool(left)
+        joined, replaced = [], []
         for name, (spec, ready, terminating) in wanted.items():
             i = self._slot.get(name)
             if i is None:
@@ -107,8 +107,9 @@ class EndpointSet:
                 replaced.append(i)
             if (self.ready[i], self.terminating[i]) != (ready, terminating):
                 self.ready[i], self.terminating[i] = ready, terminating
-                moved = True
-        if joined or replaced or moved:
+                if i not in joined and i not in replaced:
+                    replaced.append(i)
+        if joined or left or replaced:
             self.version = version
         return tuple(joined), left, tuple(replaced)
 
@@ -182,9 +183,26 @@ def parse_set(raw: Any) -> PlaneSet:
         flags.append((state != "not_ready", state == "draining"))
     if len(set(slots.values())) != len(slots):
         raise ValueError("endpoint set items share a slot")
-    endpoints = Fleet.from_dict({"endpoints": specs}).endpoints if specs else ()
-    states = tuple(EndpointState(e, ready, terminating) for e, (ready, terminating) in zip(endpoints, flags))
+    states = tuple(EndpointState(_spec(fields, k), ready, terminating)
+                   for k, (fields, (ready, terminating)) in enumerate(zip(specs, flags)))
     return PlaneSet(version, bool(raw.get("discovery", False)), slots, states)
+
+
+_SPEC_FIELDS = {f.name: f for f in dataclasses.fields(EndpointSpec)}
+
+
+def _spec(fields: Mapping[str, Any], k: int) -> EndpointSpec:
+    """An ``EndpointSpec`` from its ``to_dict`` form (a discovered name such as ``namespace/pod`` is not a fleet
+    file's name, so the fleet file's checks do not apply); ValueError for an unknown field or a wrong type."""
+    unknown = sorted(str(x) for x in fields if x not in _SPEC_FIELDS)
+    if unknown:
+        raise ValueError(f"endpoint set item {k}: unknown field(s) {', '.join(unknown)}")
+    price = fields.get("price_per_hour")
+    if not isinstance(fields.get("url"), str) or not isinstance(fields.get("accelerator"), str) or \
+            isinstance(price, bool) or not isinstance(price, (int, float)):
+        raise ValueError(f"endpoint set item {k}: 'url' and 'accelerator' must be strings and 'price_per_hour' a "
+                         "number")
+    return EndpointSpec(**{**fields, "price_per_hour": float(price)})
 
 
 def remap_plan(plan: Plan, slots: Mapping[str, int], names: Sequence[str], vacant: Sequence[bool]) -> Plan:

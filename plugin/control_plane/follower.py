@@ -16,7 +16,10 @@ only while no plan comes.
         and the answer carries the set when that is not the one its plan is over. A plane that follows a discovery
         source: before its plan is applied, the set is applied to the router (``Router.apply_endpoints``: joins,
         drains, leaves, within the interval that brought it); every plan is moved from the plane's slots to the
-        router's by name (``endpoints.remap_plan``). While the local controller decides, the last set stays.
+        router's by name (``endpoints.remap_plan``). Between syncs a second request per replica of a discovering
+        plane watches its set (GET /v1/plan?eps=V&until=set, held until the version moves): a change reaches the
+        router with the plan of the tick it brought forward, not at the next sync. While the local controller
+        decides, the last set stays.
     fallback: no plan applied for FOLLOW_INTERVALS intervals -> a local Controller over the same router starts (it
         scrapes and decides alone, as a client without a plane does); the first plan applied after that stops it
         and hands its router back to the plane's plans
@@ -101,8 +104,9 @@ class _Link:
         self.last_error = ""
         #: the seq and snapshot of the last report this replica answered: the next one is sparse against it
         self.acked: Optional[Tuple[int, Snapshot]] = None
-        #: the replica's endpoint set as last sent (of its epoch ``epoch``)
+        #: the replica's endpoint set as last sent (of its epoch ``epoch``), and the set watch's connection
         self.plane_set: Optional[PlaneSet] = None
+        self.watch_conn: Optional[http.client.HTTPConnection] = None
 
 
 class Follower:
@@ -197,6 +201,8 @@ class Follower:
         for k, link in enumerate(self._links):
             t = threading.Thread(target=self._run_link, args=(link,), name=f"tritonmix-follow-{k}", daemon=True)
             self._threads.append(t)
+            self._threads.append(threading.Thread(target=self._run_set_watch, args=(link,),
+                                                  name=f"tritonmix-follow-set-{k}", daemon=True))
         t = threading.Thread(target=self._watch, name="tritonmix-follow-watch", daemon=True)
         self._threads.append(t)
         if self.load is not None:
@@ -219,12 +225,12 @@ class Follower:
                 except OSError:
                     pass
         for link in self._links:
-            conn = link.conn
-            if conn is not None:
-                try:
-                    conn.close()
-                except OSError:
-                    pass
+            for conn in (link.conn, link.watch_conn):
+                if conn is not None:
+                    try:
+                        conn.close()
+                    except OSError:
+                        pass
         for t in self._threads:
             if t is not threading.current_thread():
                 t.join(timeout_s)
@@ -249,6 +255,10 @@ class Follower:
             chosen = next((k for k in self._links if now - k.delivered_at <= window), None)
             if chosen is not link:
                 return False
+            current = self.applier.plan
+            if self.local is None and current is not None and self._applied_from == link.base and \
+                    plan.generation <= current.generation:
+                return False  # the set watch and the sync both deliver a plan: the second one is not news
             local = self.local
             if local is not None:
                 self.local = None
@@ -410,20 +420,68 @@ class Follower:
             _log.warning("a malformed plan from %s was refused: %s", link.base, exc)
             raise OSError(f"malformed plan: {exc}") from None
         epoch = str(msg.get("epoch", ""))
-        if plane_set is not None:
-            link.plane_set = plane_set
-        elif epoch != link.epoch:
-            link.plane_set = None
-        held = link.plane_set
-        if "endpoints_version" in msg and (held is None or held.version != msg["endpoints_version"]):
-            # a plan over a set we do not hold: ask again at once, without its generation, to get both
-            link.plane_set, link.epoch, link.next_send_at = None, epoch, 0.0
-            return
-        link.generation, link.epoch = plan.generation, epoch
+        version = msg.get("endpoints_version")
+        with self._lock:
+            held = link.plane_set if epoch == link.epoch else None
+            if plane_set is not None and (held is None or plane_set.version >= held.version):
+                held = link.plane_set = plane_set
+            elif epoch != link.epoch:
+                link.plane_set = None
+            if version is not None and (held is None or held.version < version):
+                # a plan over a set we do not hold: ask again at once, without its generation, to get both
+                link.plane_set, link.epoch, link.next_send_at = None, epoch, 0.0
+                return
+            stale = version is not None and held is not None and held.version > version  # the watch brought newer
+        link.generation, link.epoch = max(plan.generation, link.generation) if stale else plan.generation, epoch
         link.failures, link.last_error = 0, ""
         lead = LEAD * self.interval_s
         link.next_send_at = self._clock() + max(0.0, float(msg.get("next_tick_s", self.interval_s)) - lead)
-        self.offer(link, plan, msg.get("share") or {})
+        if not stale:
+            self.offer(link, plan, msg.get("share") or {})
+
+    def _run_set_watch(self, link: _Link) -> None:
+        """The set watch of one replica (module docstring): only while its plane follows a discovery source."""
+        while not self._stop.is_set():
+            held = link.plane_set
+            if held is None or not held.discovery or link.delivered_at == -math.inf:
+                if self._stop.wait(self.interval_s / WATCH_SPLIT):
+                    return
+                continue
+            try:
+                self._watch_set(link, held)
+            except Exception as exc:  # noqa: BLE001 - the sync still brings the set, an interval later
+                if self._stop.is_set():
+                    return
+                _log.debug("set watch of %s failed: %s", link.base, exc)
+                conn, link.watch_conn = link.watch_conn, None
+                if conn is not None:
+                    conn.close()
+                if self._stop.wait(self.interval_s):
+                    return
+
+    def _watch_set(self, link: _Link, held: PlaneSet) -> None:
+        wait_s = self.interval_s
+        query = urllib.parse.urlencode({"after": link.generation, "epoch": link.epoch, "eps": held.version,
+                                        "until": "set", "wait": f"{wait_s:.3f}"})
+        if link.watch_conn is None:
+            link.watch_conn = (http.client.HTTPSConnection(link.host, link.port, timeout=wait_s + 1.0,
+                                                           context=self._ssl) if link.https else
+                               http.client.HTTPConnection(link.host, link.port, timeout=wait_s + 1.0))
+        link.watch_conn.request("GET", "/v1/plan?" + query, headers=self._headers)
+        resp = link.watch_conn.getresponse()
+        data = resp.read()
+        if resp.status == 204:
+            return
+        if resp.status != 200:
+            raise OSError(f"HTTP {resp.status}")
+        msg = json.loads(data)
+        plan = Plan.from_dict(msg["plan"])
+        plane_set = parse_set(msg["endpoints"]) if "endpoints" in msg else None
+        with self._lock:
+            if plane_set is None or str(msg.get("epoch", "")) != link.epoch or link.plane_set is not held:
+                return  # another epoch, or the sync moved on meanwhile: the sync takes it from here
+            link.plane_set = plane_set
+        self.offer(link, plan, self._share)
 
     def _close(self, link: _Link) -> None:
         conn, link.conn = link.conn, None

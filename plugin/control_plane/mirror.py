@@ -70,6 +70,8 @@ class RoleSource:
                 self._future = self._pool.submit(self._fetch, mirror)
             except RuntimeError:
                 pass
+        if len(self._latest) != self._n:  # fetched over the slots before a change: the slots now
+            self._latest = (list(self._latest) + [None] * self._n)[: self._n]
         return self._latest
 
     def follow(self, fleet: Any, vacant: Sequence[bool], reset: Sequence[int]) -> None:

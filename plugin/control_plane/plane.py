@@ -17,7 +17,8 @@ HTTP API (JSON; ``Authorization: Bearer <token>`` on every route but /v1/health 
                                             "next_tick_s": s, "interval_s": s, "replica": address, "epoch": E,
                                             "endpoints_version": V', "endpoints": the set (``endpoints``; only
                                             when V' is not the client's V of this epoch)}
-    GET  /v1/plan?after=G&epoch=E&wait=S   the same without a report (watchers: ``tritonmix status``, tests)
+    GET  /v1/plan?after=G&epoch=E&wait=S   the same without a report (watchers: ``tritonmix status``, tests);
+         &eps=V&until=set                  held until the set's version is not V (a follower's set watch)
     GET  /v1/status                        the plane's view: role, clients, per-endpoint load, plan, mode, scrapes
     GET  /v1/samples                       the newest Triton scrape per slot, with the slots' names (a standby
                                            replica mirrors them by name)
@@ -424,10 +425,13 @@ class ControlPlane:
         except ValueError:
             raise ReportError("query 'after' must be an integer and 'wait' a number of seconds") from None
         same_epoch = q.get("epoch") == self.epoch
+        held = q.get("eps") if same_epoch else None
+        until_set = q.get("until") == "set" and held is not None  # a follower's set watch: only a new set answers
         deadline = self._clock() + wait_s
         while True:
             published = self._published
-            if published is not None and (not same_epoch or published[0] > after):
+            if published is not None and (not same_epoch or (str(published[2]) != held if until_set
+                                                              else published[0] > after)):
                 break
             left = deadline - self._clock()
             if left <= 0 or self._changed is None:
@@ -439,7 +443,6 @@ class ControlPlane:
         share = self.board.share(client) if client is not None else None
         next_tick_s = max(0.0, self._tick_at + self.interval_s - self._clock())
         self.served += 1
-        held = q.get("eps") if same_epoch else None
         body = plan_message(published[1], share, next_tick_s, self.interval_s, self.address, self.epoch,
                             published[0], published[2], None if held == str(published[2]) else published[3])
         return web.Response(body=body, content_type="application/json")
