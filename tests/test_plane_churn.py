@@ -202,3 +202,23 @@ def test_the_load_channel_drops_figures_told_for_a_slot_before_another_endpoint_
     dropped = hub.dropped
     hub.datagram_received(encode(TELL, {"m": np.zeros(5)}, 5, 4, None, client=1, set_version=2), ("h", 1))
     assert hub.dropped == dropped + 1  # more slots than the plane has
+
+
+# ---- replicas ---------------------------------------------------------------------------------------------------
+
+def test_a_replica_finds_itself_in_the_list_by_the_address_it_advertises() -> None:
+    from tritonmix.control_plane import ControlPlane
+    from tritonmix.controller.signals import NullSource
+
+    other = ControlPlane(_fleet(), signal_source=NullSource(3), load_channel=False).start(tick=False)
+    planes = [other]
+    try:
+        listed = ["first.tritonmix.invalid:8471", other.address]  # this replica is listed first, by a DNS name
+        for advertise, role in ((listed[0], "leader"), (None, "standby")):
+            plane = ControlPlane(_fleet(), signal_source=NullSource(3), load_channel=False, replicas=listed,
+                                 advertise=advertise).start(tick=False)
+            planes.append(plane)
+            assert plane.role == role, (advertise, plane.role)  # not finding itself, it defers to every listed one
+    finally:
+        for plane in planes:
+            plane.stop()

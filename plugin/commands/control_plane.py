@@ -24,6 +24,9 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--listen", default="127.0.0.1:8470",
                         help="HOST:PORT to listen on (default 127.0.0.1:8470; port 0 picks a free one). An address "
                         "beyond loopback needs a token")
+    parser.add_argument("--advertise", default=None, metavar="HOST:PORT",
+                        help="the address this replica is listed under in --replica when it is not --listen (e.g. "
+                        "--listen 0.0.0.0:8470 --advertise plane-0.plane.ns.svc:8470)")
     parser.add_argument("--token-file", default=None, help="file holding the bearer token clients must send "
                         "(default: the TRITONMIX_CONTROL_PLANE_TOKEN environment variable, if set)")
     parser.add_argument("--tls-cert", default=None, help="serve over TLS with this certificate (PEM) ...")
@@ -46,7 +49,8 @@ def run(args: argparse.Namespace) -> int:
         fleet = attach(Fleet.from_file(args.fleet))
         replicas = args.replica or (list(fleet.control_plane.replicas) if fleet.control_plane else [])
         plane = ControlPlane(fleet, listen=args.listen, token=read_token(args.token_file), tls_cert=args.tls_cert,
-                             tls_key=args.tls_key, replicas=replicas, metrics_urls=_metrics_urls(args.metrics_url))
+                             tls_key=args.tls_key, replicas=replicas, metrics_urls=_metrics_urls(args.metrics_url),
+                             advertise=args.advertise)
         stop = threading.Event()
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda *_: stop.set())

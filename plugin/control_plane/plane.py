@@ -40,7 +40,8 @@ and a dead or partitioned plane shows as a failed request with no half-read stre
 plan text serialised once per tick and spliced per client with the client's share (``report.plan_message``);
 ``benches/test_bench_control_plane.py`` measures delivery to 100 followers.
 
-Replicas (``replicas=``, the fleet's ``control_plane`` list, in preference order): a replica whose address is listed
+Replicas (``replicas=``, the fleet's ``control_plane`` list, in preference order): a replica finds itself in the
+list by the address it listens on or the one it advertises (``advertise=``); a replica whose address is listed
 leads while no replica before it answers /v1/health; otherwise it is a standby: it takes the same reports and
 decides too (so it is warm), but scrapes no Triton endpoint: it mirrors the first live earlier replica's samples
 (one GET per tick). Clients report to every replica and follow the first one in their list that answers.
@@ -130,11 +131,14 @@ class ControlPlane:
                  tls_cert: Optional[str] = None, tls_key: Optional[str] = None, replicas: Sequence[str] = (),
                  metrics_urls: Optional[Mapping[str, str]] = None, probe_settings: Optional[ProbeSettings] = None,
                  peer_ca_file: Optional[str] = None, signal_source: Any = None, load_channel: bool = True,
-                 endpoint_source: Any = None, clock: Any = time.monotonic) -> None:
+                 endpoint_source: Any = None, advertise: Optional[str] = None,
+                 clock: Any = time.monotonic) -> None:
         """``signal_source``: the Triton signals to use instead of scraping the fleet's endpoints (a
         ``controller.signals.SignalSource``; benchmarks of the plane alone pass a NullSource).
         ``endpoint_source``: the ``discovery.EndpointSource`` to follow instead of the one the fleet names
-        (``discovery.source_for``; None for a fleet given as a list: its set never changes)."""
+        (``discovery.source_for``; None for a fleet given as a list: its set never changes). ``advertise``: the
+        ``host:port`` this replica is listed under in ``replicas`` when that is not the address it listens on (a
+        pod listening on 0.0.0.0 and listed by its DNS name)."""
         self.fleet = fleet
         self._host, self._port = parse_address(listen)
         if not is_loopback(self._host) and not token:
@@ -143,6 +147,7 @@ class ControlPlane:
         if bool(tls_cert) != bool(tls_key):
             raise ConfigError("TLS needs both a certificate (tls_cert) and its key (tls_key)")
         self._token = token
+        self._advertised = "%s:%d" % parse_address(advertise) if advertise else None
         self._tls = (tls_cert, tls_key) if tls_cert else None
         self._clock = clock
         s = fleet.controller
@@ -298,7 +303,7 @@ class ControlPlane:
     # ---- replicas ---------------------------------------------------------------------------------------------
     def _earlier(self) -> List[str]:
         """The replicas listed before this one (all of them when this one is not listed: it never leads them)."""
-        mine = {self.address, f"{self._host}:{self._port}"}
+        mine = {self.address, f"{self._host}:{self._port}", self._advertised}
         urls = [r if r.startswith(("http://", "https://")) else "http://" + r for r in self.replicas]
         for k, r in enumerate(self.replicas):
             if parse_address(r)[1] and "%s:%d" % parse_address(r) in mine:

@@ -6,8 +6,9 @@ Why a StatefulSet and not a Deployment: the plane's replicas elect by list order
 while no replica listed before it answers /v1/health), so every replica, and every client, needs the same ordered list
 of stable addresses. A StatefulSet's pods have stable names (``<name>-0``, ``<name>-1``) and, through a headless
 Service, stable DNS names ``<name>-<k>.<name>.<namespace>.svc``; a Deployment's pods get new names and addresses on
-every restart. Each replica listens on its own DNS name (the plane recognises itself in the list by the address it
-listens on), so the headless Service publishes not-ready addresses, and the container waits until its name resolves.
+every restart. Each replica listens on every address of its pod and advertises its DNS name (``--advertise``: the
+plane recognises itself in the list by it), so it starts without waiting for its name to resolve; the headless
+Service publishes not-ready addresses, so that a starting replica can reach the ones listed before it.
 
 RBAC: discovery lists and watches EndpointSlices (discovery.k8s.io) and Services in the namespace: get, list, watch
 on those two, nothing else. The plane elects without Leases, so it is granted none.
@@ -42,9 +43,8 @@ def replica_addresses(values: RenderValues) -> List[str]:
 
 def _container(values: RenderValues) -> Dict[str, Any]:
     replicas = " ".join(f"--replica {a}" for a in replica_addresses(values))
-    script = (f'until getent hosts "$PLANE_HOST" >/dev/null; do sleep 1; done; '
-              f'exec tritonmix control-plane --fleet {FLEET_CONFIG_PATH} --listen "$PLANE_HOST:{values.plane_port}" '
-              f"{replicas}")
+    script = (f'exec tritonmix control-plane --fleet {FLEET_CONFIG_PATH} --listen "0.0.0.0:{values.plane_port}" '
+              f'--advertise "$PLANE_HOST:{values.plane_port}" {replicas}')
     probe = {"httpGet": {"path": "/v1/health", "port": "http"}, "periodSeconds": 5}
     return {
         "name": "control-plane", "image": values.plane_image, "command": ["sh", "-c", script],
