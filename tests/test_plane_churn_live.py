@@ -1,12 +1,13 @@
 """Live: a control plane whose fleet names ``endpoints: {kubernetes: ...}`` follows a pool announced through
 FakeApiServer (real kubernetes client, real Triton servers whose model EMULATES an inf2 unit at time_scale 0.1: 67 ms,
-two at a time), with a standby replica watching the same API, and two tritonmix.http clients that follow the plane
+two at a time), with a standby replica watching the same API, and two clients (HTTP, then gRPC) that follow the plane
 (and get their endpoints from it) while the pool is scaled 1 -> 3 -> 1 under load: no request fails, the newcomers
 take the followers' traffic within one interval, the two that turn terminating finish what they hold and get nothing
 new, then leave; the plane's /metrics follows the set; the leader stops and the standby, which holds the same set,
 takes over."""
 from __future__ import annotations
 
+import importlib
 import re
 import threading
 import time
@@ -18,7 +19,6 @@ import pytest
 
 pytest.importorskip("kubernetes")
 
-import tritonmix.http as httpclient  # noqa: E402
 from tritonmix import Fleet  # noqa: E402
 from tritonmix.control_plane import ControlPlane  # noqa: E402
 from tritonmix.k8s import labels  # noqa: E402
@@ -37,17 +37,20 @@ SERVERS = {
 }
 
 
-def pod_slice(pod: str, url: str, metrics_url: str, terminating: bool = False) -> Dict[str, Any]:
+def pod_slice(pod: str, url: str, metrics_url: str, terminating: bool = False,
+              protocol: str = "http") -> Dict[str, Any]:
     """One slice per pod: the local servers share 127.0.0.1 and differ by port, and a slice's ports are its own."""
     host, port = url.rsplit(":", 1)
+    ports: Dict[str, Any] = {"http": None, "grpc": None, protocol: int(port)}
     return endpoint_slice(NS, f"inf2-{pod}", "inf2", [SliceAddress(pod, host, terminating=terminating)],
-                          http=int(port), grpc=None, metrics=int(metrics_url.rsplit(":", 1)[1]))
+                          metrics=int(metrics_url.rsplit(":", 1)[1]), **ports)
 
 
 class Load:
     """Closed-loop senders, ``threads`` per client: each sends the next request when its last one is answered."""
 
-    def __init__(self, clients: List[Any], threads: int = 3) -> None:
+    def __init__(self, clients: List[Any], module: Any, threads: int = 3) -> None:
+        self.module = module
         self.sent = 0
         self.errors: List[BaseException] = []
         self._stop = threading.Event()
@@ -66,7 +69,7 @@ class Load:
             thread.join(10.0)
 
     def _run(self, client: Any) -> None:
-        prompt = httpclient.InferInput("prompt", [1], "BYTES")
+        prompt = self.module.InferInput("prompt", [1], "BYTES")
         prompt.set_data_from_numpy(np.array([b"a lighthouse"], dtype=object))
         while not self._stop.is_set():
             try:
@@ -109,25 +112,28 @@ def servers() -> Iterator[LocalFleet]:
         yield local
 
 
-def test_a_plane_and_its_followers_follow_a_pool_scaled_1_3_1_under_load(servers: LocalFleet) -> None:
-    urls = {pod: (servers.endpoints[pod].http_url, servers.endpoints[pod].metrics_url) for pod in PODS}
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_a_plane_and_its_followers_follow_a_pool_scaled_1_3_1_under_load(servers: LocalFleet, protocol: str) -> None:
+    module = importlib.import_module(f"tritonmix.{protocol}")
+    urls = {pod: (getattr(servers.endpoints[pod], f"{protocol}_url"), servers.endpoints[pod].metrics_url)
+            for pod in PODS}
     with FakeApiServer(token="t") as api:
         api.apply(pool_service(NS, "inf2", fleet="sd", price_per_hour=0.7582, accelerator="neuron",
                                **{labels.MAX_CONCURRENCY_ANNOTATION: "2"}))
-        api.apply(pod_slice(PODS[0], *urls[PODS[0]]))
+        api.apply(pod_slice(PODS[0], *urls[PODS[0]], protocol=protocol))
         fleet = Fleet.from_dict({
             "slo_ms": 1000, "controller": {"interval_s": INTERVAL_S},
             "endpoints": {"kubernetes": {"namespace": NS, "fleet": "sd", "kubeconfig": str(api.kubeconfig_path()),
-                                         "backoff_initial_s": 0.05, "backoff_max_s": 0.5}}})
+                                         "protocol": protocol, "backoff_initial_s": 0.05, "backoff_max_s": 0.5}}})
         leader = ControlPlane(fleet).start()
         standby = ControlPlane(fleet, replicas=[leader.address, "127.0.0.1:0"]).start()
         replicas = [leader.address, standby.address]
         standby.replicas = tuple(replicas)
-        clients = [httpclient.InferenceServerClient(fleet=fleet, control_plane=replicas, seed=k) for k in range(2)]
+        clients = [module.InferenceServerClient(fleet=fleet, control_plane=replicas, seed=k) for k in range(2)]
         try:
             assert wait(lambda: all(c.controller.following == leader.url and PODS[0] in reports(c)
                                     for c in clients), 10.0), "the followers never got the plane's first endpoint"
-            with Load(clients) as load:
+            with Load(clients, module) as load:
                 assert wait(lambda: all(reports(c)[PODS[0]].succeeded >= 5 for c in clients), 10.0)
                 time.sleep(1.0)  # a pool that has served a while: its capacity is measured, a newcomer starts from it
                 one = metrics(leader)
@@ -136,7 +142,7 @@ def test_a_plane_and_its_followers_follow_a_pool_scaled_1_3_1_under_load(servers
                 # 1 -> 3: each follower's newcomers take traffic within one interval of their announcement
                 joined_at = time.monotonic()
                 for pod in PODS[1:]:
-                    api.apply(pod_slice(pod, *urls[pod]))
+                    api.apply(pod_slice(pod, *urls[pod], protocol=protocol))
                 join_s: Dict[str, Any] = {}
                 for k, c in enumerate(clients):
                     for pod in PODS[1:]:
@@ -155,7 +161,7 @@ def test_a_plane_and_its_followers_follow_a_pool_scaled_1_3_1_under_load(servers
                 applied = [c.controller.sets_applied for c in clients]
                 drain_at = time.monotonic()
                 for pod in draining:
-                    api.apply(pod_slice(pod, *urls[pod], terminating=True))
+                    api.apply(pod_slice(pod, *urls[pod], terminating=True, protocol=protocol))
                 assert wait(lambda: all(c.controller.sets_applied > a for c, a in zip(clients, applied)), INTERVAL_S)
                 drained_s = round(time.monotonic() - drain_at, 3)
                 time.sleep(0.3)  # a request picked before the mask may still start

@@ -190,6 +190,11 @@ class Board:
                 callback(change)
         return change  # type: ignore[return-value]
 
+    def set_version(self) -> Tuple[int, Tuple[int, ...]]:
+        """The set's version and, per slot, the version at which its endpoint took it (the load channel's view)."""
+        with self._lock:
+            return self.endpoints.version, tuple(self.endpoints.since)
+
     def add_endpoints_listener(self, callback: Callable[[EndpointChange], None]) -> None:
         self._endpoint_listeners.append(callback)
 

@@ -265,8 +265,7 @@ class ControlPlane:
             return
         loop = self._loop
         if loop is not None and not loop.is_closed():
-            since = self.board.endpoints.since
-            loop.call_soon_threadsafe(self.load.follow, self.board.endpoints.version, tuple(since))
+            loop.call_soon_threadsafe(self.load.follow, *self.board.set_version())
 
     def _set_text(self, version: int, wire: Any) -> str:
         """The set's JSON, serialised once per version."""
