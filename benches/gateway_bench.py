@@ -32,7 +32,7 @@ from typing import Any, Dict, List
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from perf_analyzer import PaRow, PerfAnalyzer  # noqa: E402
+from perf_analyzer import PaRow, PerfAnalyzer, failed_requests  # noqa: E402
 
 from tritonmix.fleet import Fleet  # noqa: E402
 from tritonmix.gateway import Gateway  # noqa: E402
@@ -253,7 +253,14 @@ def faults(args: argparse.Namespace) -> Dict[str, Any]:
 
                 t = threading.Thread(target=inject)
                 t.start()
-                row = pa.run("sleep20", gw.http_url, concurrency=8, window_ms=4000, max_trials=3)
+                measured: Dict[str, Any] = {}
+                try:
+                    row = pa.run("sleep20", gw.http_url, concurrency=8, window_ms=4000, max_trials=3)
+                    measured = {"throughput": row.throughput, "p50_us": row.p50_us, "p99_us": row.p99_us,
+                                "errors": row.errors, "requests": row.requests}
+                except RuntimeError as exc:  # no stable window (status 2) or a failed request (99): the log says
+                    measured = {"perf_analyzer": str(exc).splitlines()[0][:80],
+                                "errors": failed_requests(str(exc))}
                 t.join()
                 stats = gw.envoy.admin("/stats?filter=^cluster.(http~m~sleep20|in~sleep20~t1).(upstream_rq_retry$|"
                                        "upstream_rq_retry_success|outlier_detection.ejections_enforced_total|"
@@ -261,10 +268,8 @@ def faults(args: argparse.Namespace) -> Dict[str, Any]:
                 time.sleep(1.5)  # Envoy flushes its access log every second
                 # the upstream host in the access log: the server's address, or the inner hop's (envoy://...~t1/...)
                 victim = (f"127.0.0.1:{servers[1].ports['http']}", "~sleep20~t1")
-                out[fault] = {"throughput": row.throughput, "p50_us": row.p50_us, "p99_us": row.p99_us,
-                              "errors": row.errors, "requests": row.requests, **_access(log, victim, at),
-                              "pa_tail": row.output[-600:], "envoy": stats.strip().splitlines()}
-                print(fault, json.dumps({k: v for k, v in out[fault].items() if k != "pa_tail"}), flush=True)
+                out[fault] = {**measured, **_access(log, victim, at), "envoy": stats.strip().splitlines()}
+                print(fault, json.dumps(out[fault]), flush=True)
     finally:
         for s in servers:
             s.stop()

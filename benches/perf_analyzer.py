@@ -92,7 +92,7 @@ class PerfAnalyzer:
             raise RuntimeError(f"perf_analyzer failed (status {proc.returncode}): {output[-2000:]}")
         r = rows[-1]
         return PaRow(concurrency, float(r["Inferences/Second"]), float(r["p50 latency"]), float(r["p90 latency"]),
-                     float(r["p99 latency"]), _avg(r), _errors(output), _requests(output), output)
+                     float(r["p99 latency"]), _avg(r), failed_requests(output), _requests(output), output)
 
 
 def _avg(row: Dict[str, str]) -> float:
@@ -101,7 +101,7 @@ def _avg(row: Dict[str, str]) -> float:
     return sum(float(row.get(p, 0) or 0) for p in parts)
 
 
-def _errors(output: str) -> int:
+def failed_requests(output: str) -> int:
     """Failed requests: perf_analyzer's own count where it prints one, else the error lines it printed."""
     counted = [int(x) for x in re.findall(r"(?:Failed|failed) requests?:?\s*(\d+)", output)]
     return max(counted) if counted else len(re.findall(r"(?i)thread \[\d+\] had error", output))
