@@ -8,7 +8,8 @@ import pytest
 from tritonmix.controller.estimators import CapacityEstimator, CapacityObservation, DemandEstimator
 from tritonmix.controller.model import CAPACITY, COST, EndpointView
 from tritonmix.controller.plugins import build_filters, build_scorers, register_scorer
-from tritonmix.controller.policy import AutoMode, OutlierDetector, PlanSettings, detect_shortfall, make_plan
+from tritonmix.controller.policy import (AutoMode, OutlierDetector, PlanSettings, RoomMedian, detect_shortfall,
+                                        make_plan)
 from tritonmix.request.ejection import in_panic
 from tritonmix.errors import ConfigError
 from tritonmix.settings import ControllerSettings
@@ -148,11 +149,46 @@ def test_capacity_estimate_shows_a_halving_within_two_intervals():
     est = CapacityEstimator(15.0, 1, slo_s=0.15, slo_miss_threshold=0.05, alpha_down=0.6, alpha_up=0.3)
     est.update(CapacityObservation(0.5, completed=5, service_s=1 / 15.0))
     assert est.mu_rps == pytest.approx(15.0)
+    est.update(CapacityObservation(0.5, completed=4, service_s=1.2 / 15.0))  # +20%: an EWMA step (alpha_down)
+    assert est.mu_rps == pytest.approx(15.0 + 0.6 * (12.5 - 15.0))
     est.update(CapacityObservation(0.5, completed=4, service_s=2 / 15.0))
     est.update(CapacityObservation(0.5, completed=4, service_s=2 / 15.0))
     assert est.mu_rps < 7.5 * 1.2  # 84% of the cut shows after two ticks
     est.update(CapacityObservation(0.5))  # nothing measured: kept
     assert est.mu_rps < 9.0
+
+
+def test_a_service_time_jump_is_believed_at_once():
+    """A slow-down (or requests held inside the server for a slot) shows as a service time >= 1.5 x the last: mu
+    follows on that tick, so the spill starts then."""
+    est = CapacityEstimator(17.9, 3, slo_s=0.6, slo_miss_threshold=0.05, alpha_down=0.6, alpha_up=0.3)
+    est.update(CapacityObservation(0.25, completed=4, service_s=0.1675))
+    est.update(CapacityObservation(0.25, completed=2, service_s=0.5))
+    assert est.mu_rps == pytest.approx(3 / 0.5)
+    est.update(CapacityObservation(0.25, completed=3, service_s=0.17))  # good news: trusted slowly (alpha_up)
+    assert est.mu_rps == pytest.approx(6.0 + 0.3 * (3 / 0.17 - 6.0))
+
+
+def test_a_cut_concurrency_is_probed_back_up_while_the_endpoint_serves_without_a_queue():
+    """inf2 of the scenario cut to 1 slot of 3 (the queue shows it), then given its slots back: each tick that
+    serves requests without any queue adds half a slot, so C is back at 3 after four such ticks (1 s at 0.25 s
+    ticks), where the old exponential re-trust (time constant 2.5 s) had it at ~1.6. A tick that queues cuts it
+    again; an idle tick re-trusts it slowly."""
+    est = CapacityEstimator(17.9, 3, slo_s=0.6, slo_miss_threshold=0.05, alpha_down=0.6, alpha_up=0.3)
+    for _ in range(3):  # 1 slot busy, a queue: C_obs = x s = 6 x 0.1675 = 1.0
+        est.update(CapacityObservation(0.25, completed=1.5, service_s=0.1675, queue_s=0.3, pending=2.0,
+                                       in_flight=4, ours_completed=1))
+    assert est.concurrency < 1.2
+    served = CapacityObservation(0.25, completed=2, service_s=0.1675, queue_s=0.0, pending=0.0, in_flight=2,
+                                 ours_completed=2)
+    seen = []
+    for _ in range(5):
+        est.update(served)
+        seen.append(round(est.concurrency, 2))
+    assert seen[3] == pytest.approx(3.0, abs=0.2) and seen[4] == 3.0, seen
+    est.update(CapacityObservation(0.25, completed=2, service_s=0.1675, queue_s=0.3, pending=3.0, in_flight=5,
+                                   ours_completed=2))
+    assert est.concurrency < 2.0  # the queue is back: cut again (2 x 4 x 0.1675 = 1.3 slots)
 
 
 def test_capacity_estimate_takes_a_larger_pool_only_from_two_queueing_ticks():
@@ -183,12 +219,41 @@ def test_capacity_estimate_learns_the_slo_factor_from_misses():
     assert est.slo_factor == pytest.approx(0.8) and est.mu_rps == pytest.approx(12.0)
 
 
-def test_demand_estimator_is_an_ewma_of_arrival_rates():
-    dem = DemandEstimator(0.5)
+def test_demand_estimator_counts_arrivals_over_a_window_of_ticks():
+    dem = DemandEstimator(0.5)  # at least round(2 / 0.5 - 1) = 3 ticks, up to 12 while it holds < 32 arrivals
     dem.update({("m", "interactive"): 10}, 1.0)
     dem.update({("m", "interactive"): 30, ("m", "batch"): 4}, 1.0)
-    assert dem.rates[("m", "interactive")] == pytest.approx(15.0)
-    assert dem.rates[("m", "batch")] == pytest.approx(4.0)
+    assert dem.rates[("m", "interactive")] == pytest.approx(15.0)  # the two ticks there are
+    assert dem.rates[("m", "batch")] == pytest.approx(4.0)  # counted from its first tick
+    dem.update({("m", "interactive"): 70}, 1.0)
+    dem.update({("m", "interactive"): 130}, 1.0)
+    assert dem.rates[("m", "interactive")] == pytest.approx(40.0)  # the newest 3 ticks: 120 arrivals in 3 s
+    fast = DemandEstimator(0.3)  # 6 ticks at least; 1.6 arrivals a tick: widened until it holds 32, at most 24
+    for k in range(1, 41):
+        fast.update({"k": 16 * k // 10}, 0.1)
+    assert fast.rates["k"] == pytest.approx(16.0, abs=0.6)
+
+
+def test_a_demand_shortfall_must_be_sustained_and_noise_about_the_threshold_does_not_add_up() -> None:
+    auto = AutoMode("auto", dwell_s=0.5, hysteresis=0.1)
+    _settle(auto, _shortfall(10.0, 20.0, rated=20.0), until=0.0)
+    # lambda alternates 20% over and 25% under the enter threshold (18): no switch, however long
+    noisy = [auto.update(0.1 * k, _shortfall(21.6 if k % 2 else 13.5, 20.0, rated=20.0)) for k in range(100)]
+    assert [c for c in noisy if c] == [] and auto.mode == COST
+    assert auto.update(9.9, _shortfall(10.0, 20.0, rated=20.0)) is None
+    # 10% over on three ticks in a row: a shortfall on the third
+    over = [auto.update(10.0 + 0.1 * k, _shortfall(19.8, 20.0, rated=20.0)) for k in range(3)]
+    assert over[:2] == [None, None] and over[2].new == CAPACITY and over[2].reasons == ("demand",)
+    # an empty cheap set with demand: at once
+    empty = AutoMode("auto", dwell_s=0.5, hysteresis=0.1)
+    assert empty.update(0.0, _shortfall(5.0, 0.0)).new == CAPACITY
+
+
+def test_the_room_auto_judges_is_the_median_of_the_last_ticks() -> None:
+    rooms = RoomMedian(5)
+    assert [rooms.update("m", r) for r in (20.0, 13.0, 21.0, 20.0, 12.0)] == [20.0, 16.5, 20.0, 20.0, 20.0]
+    assert [rooms.update("m", r) for r in (10.0, 10.0, 10.0)] == [13.0, 12.0, 10.0]  # a lasting cut: the third tick
+    assert rooms.update(None, 7.0) == 7.0  # per model
 
 
 def test_scorer_registry_refuses_duplicates_and_names_unknown_ones():
@@ -226,8 +291,10 @@ def test_auto_judges_no_demand_shortfall_before_capacity_is_known() -> None:
 def test_auto_keeps_a_load_driven_failure_while_capacity_mode_inflates_the_estimated_room() -> None:
     """The old rule forgot lambda_fail once K > 1.25 x K at the failure; in CAPACITY mode K grows by itself."""
     auto = AutoMode("auto", dwell_s=5.0, hysteresis=0.1)
-    _settle(auto, _shortfall(30.0, 52.0, rated=60.0), until=0.0)  # the estimate has been known for a dwell
-    assert auto.update(0.0, _shortfall(50.0, 52.0, rated=60.0)).new == CAPACITY
+    _settle(auto, _shortfall(30.0, 52.0, rated=60.0), until=-2.0)  # the estimate has been known for a dwell
+    # 7% over the enter threshold (0.9 x 52): a demand shortfall once sustained, on the fifth tick
+    switched = [auto.update(-2.0 + 0.5 * k, _shortfall(50.0, 52.0, rated=60.0)) for k in range(5)]
+    assert switched[:4] == [None] * 4 and switched[4].new == CAPACITY
     changes = [auto.update(0.5 * k, _shortfall(50.0, 80.0, rated=61.0)) for k in range(1, 120)]  # 60 s
     assert [c for c in changes if c] == [] and auto.fail_demand_rps == pytest.approx(50.0)
     # the service times fell (rated room +33%): evidence, forgotten; COST after the dwell
@@ -283,7 +350,7 @@ def test_a_demand_switch_with_misses_or_a_settled_estimate_is_not_tentative() ->
     assert auto.update(0.0, _shortfall(20.0, 8.0, misses=0.2, rated=56.0)).new == CAPACITY and not auto.tentative
     settled = AutoMode("auto", dwell_s=0.5, hysteresis=0.1)
     _settle(settled, _shortfall(10.0, 20.0, rated=30.0), until=0.0)
-    assert settled.update(0.0, _shortfall(20.0, 20.0, rated=30.0)).new == CAPACITY and not settled.tentative
+    assert settled.update(0.0, _shortfall(24.0, 20.0, rated=30.0)).new == CAPACITY and not settled.tentative
     unrated = AutoMode("auto", dwell_s=0.5, hysteresis=0.1)
     _settle(unrated, _shortfall(4.0, 8.0), until=0.0)
     assert unrated.update(0.0, _shortfall(20.0, 8.0)).new == CAPACITY and not unrated.tentative

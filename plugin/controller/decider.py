@@ -4,7 +4,8 @@ and the smoothed fleet-wide miss and error shares (``observe.Shares``).
 
     mode    AUTO over ``detect_shortfall``: fleet-wide misses, errors and events (an event counts only when it
             names an endpoint that carried interactive load in the last plan), and the demand of the model
-            nearest its cheap set's limit (``per_model.binding``)
+            nearest its cheap set's limit (``per_model.binding``), judged against the median room of the last
+            ticks (``policy.RoomMedian``)
     plans   ``make_plan`` per model, with the trial share of the endpoints on probation (after a latency ejection)
     limits  per model, the interactive in-flight limits (``queueing.inflight_limit`` from each endpoint's slots and
             service time; none for an endpoint on probation), less the other clients' requests the server holds
@@ -22,7 +23,7 @@ from .deltas import EndpointTick, Shares
 from .per_model import binding, combine_plans, demand_by_model
 from .plan import ModelRoute, Plan
 from .plugins import build_filters, build_picker, build_scorers
-from .policy import AutoMode, PlanSettings, detect_shortfall, make_plan
+from .policy import AutoMode, PlanSettings, RoomMedian, detect_shortfall, make_plan
 from .policy.probation import with_trial_share
 from .queueing import effective_limit, inflight_limit
 
@@ -70,6 +71,7 @@ class Decider:
                         build_picker(settings.capacity_picker, "capacity_picker"))
         self._plan_settings = PlanSettings(settings.target_utilisation, settings.probe_share)
         self._shares = Shares()
+        self._rooms = RoomMedian()
         self._log = log
         self.last: Optional[Plan] = None
 
@@ -88,6 +90,7 @@ class Decider:
             rated[m] = sum(min(s.target_utilisation, v.slo_utilisation) * v.service_rps
                            for v in eligible if v.service_rps > 0.0)
             known[m] = all(facts.measured[m][v.index] for v in eligible)
+        room = {k: self._rooms.update(k, r) for k, r in room.items()}  # AUTO judges the median of recent ticks
         judged = [m for m in views if known[m]] or list(views)
         m = binding({k: lam.get(k, 0.0) for k in judged}, room)
         shortfall = detect_shortfall(lam.get(m, 0.0), room[m], fractions["miss_share"], fractions["error_share"],

@@ -5,10 +5,10 @@ tick (interval ``dt_s``); none reads a clock or does I/O.
 """
 from __future__ import annotations
 
+import collections
 import copy
-
 import math
-from typing import Dict, Hashable, Mapping, NamedTuple, Optional
+from typing import Deque, Dict, Hashable, Mapping, NamedTuple, Optional, Tuple
 
 from .stall import STALL_SLACK_S
 
@@ -25,9 +25,18 @@ MIN_SAMPLES = 5
 #: the SLO miss share is judged over windows of this many of our completions (one miss in 5 is not a 5% rate)
 MISS_WINDOW = 20
 #: time constant (s) over which a concurrency cut by the queue is re-trusted up to the hint when no queue shows
+#: and nothing was served (an idle endpoint)
 CONCURRENCY_RECOVERY_S = 2.5
+#: slots added to a cut concurrency per tick that served requests without any queue (additive increase)
+RECOVERY_STEP = 0.5
+#: a tick's service time at least this multiple of the last one is a slower pool: mu follows it at once
+SERVICE_JUMP = 1.5
 #: EWMA weight of the busy-slot count C_obs = x s while queueing (a direct measurement: trusted fast)
 QUEUE_ALPHA = 0.7
+#: the demand window holds at least this many arrivals (Poisson noise ~1 / sqrt of it), and at most DEMAND_SPAN
+#: times its shortest length in ticks
+DEMAND_MIN_ARRIVALS = 32
+DEMAND_SPAN = 4
 
 
 class CapacityObservation(NamedTuple):
@@ -61,9 +70,12 @@ class CapacityEstimator:
                   C_obs >= 1, from one completion on (fewer slots show here within a tick or two, where the service
                   time alone does not change); C rises above its value only once C_obs > C on two queueing ticks in
                   a row (one short tick's burst of answers from slots freed together is not a larger pool);
-                  no queue at all (pending = 0, queue wait < s / 10, ours in flight <= C) -> C <- C + b (C_0 - C),
-                  b = 1 - exp(-dt / 2.5 s) (capacity that came back is re-trusted over a few seconds, the queue
-                  cuts it again if not); a stall (below) is a reload: C <- max(C, C_0), the queue re-learns it
+                  no queue at all (pending = 0, queue wait < s / 10) while C < C_0: requests served in the tick
+                  -> C <- min(C_0, C + RECOVERY_STEP) (additive increase: capacity that came back is probed
+                  upward half a slot per tick, so a pool cut to a third is trusted again within four ticks of
+                  serving without a queue; a wrong step queues at once and the queue cuts it back); none served
+                  and ours in flight <= C -> C <- C + b (C_0 - C), b = 1 - exp(-dt / 2.5 s);
+                  a stall (below) is a reload: C <- max(C, C_0), the queue re-learns it
         f       = SLO factor in [0.2, 1], AIMD on our SLO misses m = over_slo / completed, counted over the last
                   window of our completions m = over / max(completed, 20), from >= 5 on (one miss in 5 is not a 5%
                   rate, 3 in 6 are), the increase only on a full window of 20; less the requests that were
@@ -81,7 +93,9 @@ class CapacityEstimator:
         mu     <- mu + a * (mu_obs - mu),  a = alpha_down when mu_obs < mu (0.6: a halving shows 80% within two
                   ticks) else alpha_up (0.3: slow to trust good news); a = 1 when the queue cut C this tick (C is
                   a smoothed measurement already; a second EWMA would put a cut two ticks behind the queue that
-                  showed it) and on the first measurement of an endpoint with no max_rps hint (its prior is the
+                  showed it), when mu_obs < mu on a service time >= SERVICE_JUMP x the last tick's (a slow-down,
+                  or requests held inside the server for a slot: fast down, the spill starts on this tick, not
+                  two later), and on the first measurement of an endpoint with no max_rps hint (its prior is the
                   default, not evidence)
     Cost: O(1) per update.
     """
@@ -144,14 +158,17 @@ class CapacityEstimator:
             return self.mu_rps
         if not obs.service_s > 0.0:
             return self.mu_rps  # nothing measured: keep the estimate
+        jumped = obs.service_s >= SERVICE_JUMP * self.service_s  # False while s is unknown (NaN)
         self.service_s = obs.service_s
         first, self.measured = not self.measured, True
         x = obs.completed / obs.dt_s
         queue_cut = self._update_concurrency(obs, x)
         self._update_slo_factor(obs, x)
         mu_obs = self.slo_factor * self.concurrency / obs.service_s
-        # the default prior is no evidence; a queue-measured C is already smoothed (QUEUE_ALPHA): no second lag
-        alpha = 1.0 if first or queue_cut else self._down if mu_obs < self.mu_rps else self._up
+        # the default prior is no evidence; a queue-measured C is already smoothed (QUEUE_ALPHA): no second lag;
+        # a jump of the service time is a slower pool now (a slow-down, requests held for a slot): believed at once
+        alpha = (1.0 if first or queue_cut or (jumped and mu_obs < self.mu_rps)
+                 else self._down if mu_obs < self.mu_rps else self._up)
         self.mu_rps += alpha * (mu_obs - self.mu_rps)
         return self.mu_rps
 
@@ -171,9 +188,11 @@ class CapacityEstimator:
                 self.concurrency += QUEUE_ALPHA * (c_obs - self.concurrency)
             return cut
         self._above = 0  # "in a row": a tick without a queue in between starts the count again
-        if (obs.pending == 0.0 and obs.queue_s < 0.1 * obs.service_s and obs.in_flight <= self.concurrency
-              and self.concurrency < self._hint):
-            self.concurrency += (1.0 - math.exp(-obs.dt_s / CONCURRENCY_RECOVERY_S)) * (self._hint - self.concurrency)
+        if obs.pending == 0.0 and obs.queue_s < 0.1 * obs.service_s and self.concurrency < self._hint:
+            if obs.completed >= 1:  # served without a queue: probe one step up (the queue cuts it again if wrong)
+                self.concurrency = min(self._hint, self.concurrency + RECOVERY_STEP)
+            elif obs.in_flight <= self.concurrency:
+                self.concurrency += (1.0 - math.exp(-obs.dt_s / CONCURRENCY_RECOVERY_S)) * (self._hint - self.concurrency)
         return False
 
     def _update_slo_factor(self, obs: CapacityObservation, x_rps: float) -> None:
@@ -196,30 +215,45 @@ class CapacityEstimator:
 
 
 class DemandEstimator:
-    """Demand lambda per key (model, request class), from cumulative arrival counts.
+    """Demand lambda per key (model, request class): the arrivals actually counted over a window of recent ticks.
 
-        r       = (arrivals_now - arrivals_last) / dt          (user requests, not retries)
-        lambda <- lambda + a * (r - lambda),   a = demand_alpha (0.3 per 0.5 s tick: a time constant of ~1.4 s)
-    Symmetric on purpose: a fast-attack / slow-decay EWMA rides the upper envelope of Poisson noise and makes
-    steady load look like more than it is (that flaps AUTO mode).
-    A key seen for the first time counts from 0 (the router's counters start at 0 with the dispatcher).
-    Cost: O(keys) per update.
+        n_k, dt_k = arrivals and length of tick k            (user requests, not retries)
+        lambda    = sum(n_k) / sum(dt_k) over the newest ticks, at least W = round(2 / alpha - 1) of them (the
+                    equal-weight window whose noise matches an EWMA of weight alpha: 6 ticks at 0.3) and then as
+                    many more as it takes to hold DEMAND_MIN_ARRIVALS arrivals, up to DEMAND_SPAN x W ticks
+    An EWMA of per-tick rates at 0.1 s ticks averages 1-2 arrivals per tick over ~3 ticks: at a true 16 req/s it
+    read 6.7-25.8 req/s and flapped AUTO mode. A window of counted arrivals has Poisson noise 1 / sqrt(arrivals):
+    about 18% at 32 arrivals, whatever the tick. Symmetric on purpose: a fast-attack / slow-decay estimate rides the
+    upper envelope of the noise and makes steady load look like more than it is. A step in load is fully seen after
+    W ticks. A key seen for the first time counts from 0 (the router's counters start at 0 with the dispatcher).
+    Cost: O(keys x DEMAND_SPAN x W) per update.
     """
 
     def __init__(self, alpha: float) -> None:
         self._alpha = alpha
+        self._min_ticks = max(1, int(round(2.0 / alpha - 1.0)))
+        self._max_ticks = DEMAND_SPAN * self._min_ticks
         self._last: Dict[Hashable, int] = {}
+        self._window: Dict[Hashable, Deque[Tuple[int, float]]] = {}
         self.rates: Dict[Hashable, float] = {}
 
     def update(self, arrivals: Mapping[Hashable, int], dt_s: float) -> Dict[Hashable, float]:
         if dt_s <= 0.0:
             return self.rates
         for key, count in arrivals.items():
-            rate = max(0, count - self._last.get(key, 0)) / dt_s
+            window = self._window.get(key)
+            if window is None:
+                window = self._window[key] = collections.deque(maxlen=self._max_ticks)
+            window.append((max(0, count - self._last.get(key, 0)), dt_s))
             self._last[key] = count
-            lam = self.rates.get(key)
-            if lam is None:
-                self.rates[key] = rate
-                continue
-            self.rates[key] = lam + self._alpha * (rate - lam)
+            self.rates[key] = self._rate(window)
         return self.rates
+
+    def _rate(self, window: Deque[Tuple[int, float]]) -> float:
+        """The newest ticks' arrivals over their span (class docstring)."""
+        total, span_s, ticks = 0, 0.0, 0
+        for n, dt_s in reversed(window):
+            total, span_s, ticks = total + n, span_s + dt_s, ticks + 1
+            if ticks >= self._min_ticks and total >= DEMAND_MIN_ARRIVALS:
+                break
+        return total / span_s

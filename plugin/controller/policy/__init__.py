@@ -3,7 +3,7 @@
 Everything here is a function or a small state machine over plain data (``tritonmix.controller.model``); time comes in
 as an argument (``now``), never from a clock.
 """
-from .auto import AutoMode, Shortfall, detect_shortfall
+from .auto import AutoMode, RoomMedian, Shortfall, detect_shortfall
 from ...request.ejection import OutlierDetector
 from .planner import PlanSettings, make_plan
 

@@ -1,16 +1,26 @@
 """AUTO mode: COST while the cheap set holds the demand with margin, CAPACITY on a shortfall, back after a dwell."""
 from __future__ import annotations
 
+import collections
 import dataclasses
 import math
-from typing import Dict, Optional, Sequence, Tuple
+import statistics
+from typing import Deque, Dict, Optional, Sequence, Tuple
 
 from ..model import AUTO, CAPACITY, COST
 
-__all__ = ["Shortfall", "detect_shortfall", "AutoMode", "ModeChange", "MISS_PERSIST_TICKS", "UNSETTLED_SHARE"]
+__all__ = ["Shortfall", "detect_shortfall", "AutoMode", "ModeChange", "RoomMedian", "MISS_PERSIST_TICKS",
+           "UNSETTLED_SHARE", "DEMAND_SUSTAIN", "ROOM_TICKS"]
 
 #: SLO misses must show on this many consecutive ticks to count (one unlucky interval is not a shortfall)
 MISS_PERSIST_TICKS = 2
+#: a demand shortfall counts once the relative excess over the enter threshold, summed over the ticks since it
+#: began, reaches this (three ticks at 10% over, one at 30%): one tick's noise above the threshold is not a shortfall
+DEMAND_SUSTAIN = 0.3
+#: one tick's relative excess counts at most this much (an empty cheap set: the whole sum at once)
+EXCESS_CAP = 1.0
+#: the room K that AUTO judges is the median of the last this many ticks' (RoomMedian)
+ROOM_TICKS = 5
 #: a demand shortfall judged on an estimated room K below this share of the rated room K_r is on an unsettled
 #: estimate (the slots and measured service times say the cheap set holds far more): its switch is tentative
 UNSETTLED_SHARE = 0.5
@@ -42,10 +52,13 @@ def detect_shortfall(demand_rps: float, cheap_capacity_rps: float, miss_share: f
         events      an endpoint that carried interactive load went down or was ejected this tick (a capacity cut
                     is not an event: the plan moves the load off it, and demand above K shows a real shortfall)
     NaN shares (too few requests to tell) count as neither. ``rated_capacity_rps`` (K from the configured slots
-    and the measured service times, see AutoMode) only rides along in the figures. O(1) plus the events.
+    and the measured service times, see AutoMode) only rides along in the figures, and so does the relative excess
+    ``demand_excess`` = lambda / (cost_margin x K) - 1 (at most EXCESS_CAP; AutoMode sums it: a demand shortfall
+    must be sustained). O(1) plus the events.
     """
     reasons = []
-    if capacity_known and demand_rps > cost_margin * cheap_capacity_rps:
+    threshold_rps = cost_margin * cheap_capacity_rps
+    if capacity_known and demand_rps > threshold_rps:
         reasons.append("demand")
     if miss_share > slo_miss_threshold:
         reasons.append("slo_misses")
@@ -54,8 +67,10 @@ def detect_shortfall(demand_rps: float, cheap_capacity_rps: float, miss_share: f
     reasons.extend(events)
     clear = ((not capacity_known or demand_rps <= max(0.0, cost_margin - hysteresis) * cheap_capacity_rps)
              and not miss_share > slo_miss_threshold / 2 and not error_share > slo_miss_threshold / 2 and not events)
+    excess = (demand_rps / threshold_rps - 1.0 if threshold_rps > 0.0 else EXCESS_CAP if demand_rps > 0.0
+              else 0.0) if capacity_known else 0.0
     figures = {"demand_rps": demand_rps, "cheap_capacity_rps": cheap_capacity_rps,
-               "rated_capacity_rps": _finite(rated_capacity_rps),
+               "rated_capacity_rps": _finite(rated_capacity_rps), "demand_excess": min(excess, EXCESS_CAP),
                "miss_share": _finite(miss_share), "error_share": _finite(error_share)}
     return Shortfall(tuple(reasons), clear, figures)
 
@@ -76,7 +91,11 @@ class ModeChange:
 class AutoMode:
     """The mode in force. Configured COST or CAPACITY: fixed. Configured AUTO (the default), a two-state machine:
 
-        COST     -> CAPACITY  as soon as a shortfall shows (slo_misses only after MISS_PERSIST_TICKS ticks in a row)
+        COST     -> CAPACITY  as soon as a shortfall shows: slo_misses only after MISS_PERSIST_TICKS ticks in a row,
+                              demand only once it is sustained: S = max(0, S + e) per tick with e the tick's
+                              relative excess lambda / (cost_margin x K) - 1 (negative below the threshold), and
+                              S >= DEMAND_SUSTAIN (a CUSUM test: 3 ticks at 10% over, one at 30% or more; the noise
+                              of lambda and K about a load just under the threshold does not add up to it)
         CAPACITY -> COST      once the signals have been clear (exit thresholds, see detect_shortfall) for dwell_s
                               and, when the switch was load-driven (demand or slo_misses at lambda_fail), once
                               lambda <= (1 - hysteresis) x lambda_fail: COST already failed at that load, and
@@ -100,8 +119,10 @@ class AutoMode:
                               CAPACITY: it returns to COST once the exit thresholds (on the K of the day) have held
                               for the dwell. At most one tentative switch per memory_s: a second demand switch
                               within it is kept as a load-driven failure, so a real shortfall costs one round trip.
-    The gap between the enter and exit thresholds, the dwell and lambda_fail are the hysteresis: steady load
-    never flaps.
+    The gap between the enter and exit thresholds, the sustained-excess test, the dwell and lambda_fail are the
+    hysteresis. A steady load between the exit and enter thresholds can still switch now and then: lambda is a
+    count of Poisson arrivals (``estimators.DemandEstimator``: ~18% noise over 32 arrivals), and at 4% under the
+    threshold a second's excess of 10-20% is real arrival noise, not an estimate's.
     """
 
     def __init__(self, configured: str = AUTO, dwell_s: float = 5.0, hysteresis: float = 0.1) -> None:
@@ -121,6 +142,7 @@ class AutoMode:
         self._mean_demand_rps: Optional[float] = None
         self.tentative = False  # the CAPACITY in force came from a tentative switch (class docstring)
         self._tentative_at = -math.inf
+        self.excess_sum = 0.0  # S of the demand test (class docstring)
 
     def update(self, now: float, shortfall: Shortfall, capacity_grew: bool = False) -> Optional[ModeChange]:
         """Feed one tick; returns the change when the mode switched."""
@@ -131,8 +153,10 @@ class AutoMode:
         if self.configured != AUTO:
             return None
         if self.mode == COST:
+            self.excess_sum = max(0.0, self.excess_sum + shortfall.figures.get("demand_excess", 0.0))
             reasons = tuple(r for r in shortfall.reasons
-                            if r != "slo_misses" or self._miss_ticks >= MISS_PERSIST_TICKS)
+                            if (r != "slo_misses" or self._miss_ticks >= MISS_PERSIST_TICKS)
+                            and (r != "demand" or self.excess_sum >= DEMAND_SUSTAIN))
             if reasons:
                 self._clear_since = None
                 if "demand" in reasons or "slo_misses" in reasons:
@@ -175,8 +199,27 @@ class AutoMode:
 
     def _switch(self, now: float, new: str, reasons: Tuple[str, ...], figures: Dict[str, float]) -> ModeChange:
         change = ModeChange(now, self.mode, new, reasons, figures)
+        self.excess_sum = 0.0
         if new == COST:
             self.tentative = False
         self.mode = new
         self.switches += 1
         return change
+
+
+class RoomMedian:
+    """The room K that AUTO judges, per model: the median of the last ROOM_TICKS ticks' K. One tick's K can drop by
+    a third and come back (an endpoint's SLO-safe share reads a moment of phantom external load, its mu a short
+    queue); the median ignores up to two such ticks in five and follows a lasting change within three. O(ROOM_TICKS)
+    per model per tick."""
+
+    def __init__(self, ticks: int = ROOM_TICKS) -> None:
+        self._ticks = ticks
+        self._last: Dict[Optional[str], Deque[float]] = {}
+
+    def update(self, model: Optional[str], room_rps: float) -> float:
+        window = self._last.get(model)
+        if window is None:
+            window = self._last[model] = collections.deque(maxlen=self._ticks)
+        window.append(room_rps)
+        return statistics.median(window)
