@@ -80,9 +80,9 @@ class Applier:
         limits = [route.limits for _, route in plan.models]
         if any(len(v) != n for v in vectors + limits) or len(plan.available) != n:
             return "shape"
-        if any(not (math.isfinite(w) and w >= 0.0) for v in vectors for w in v):
+        if not all(all(map(math.isfinite, v)) and (not v or min(v) >= 0.0) for v in vectors):  # C loops: O(n)
             return "weights"
-        if any(x < 0 for v in limits for x in v):
+        if any(v and min(v) < 0 for v in limits):
             return "limits"
         return None
 

@@ -222,7 +222,9 @@ class Controller:
             measured={m: [c.measured for c in st.capacity] for m, st in states.items()},
             slots={m: [(c.concurrency, c.service_s) for c in st.capacity] for m, st in self.observer.models.items()},
             available=healthy, panic=self.health.panic, capacity_grew=self.health.grew,
-            probation=frozenset(i for i in range(self.n) if outliers.on_probation(i, now)), others=self._others())
+            probation=frozenset(i for i, until in enumerate(outliers.probation_until[: self.n])
+                                if until is not None and now < until),  # outliers.on_probation(i, now), O(n)
+            others=self._others())
 
     def _others(self) -> Dict[str, List[float]]:
         """Per model seen: the other clients' requests at each endpoint's server, from the tick's newest sample:
