@@ -153,15 +153,21 @@ class OutlierDetector(SlotArrays):
         share_medians = _pool_medians(shares, pools, positive=False)
         ours = list(ours_s) if ours_s is not None else [math.nan] * self.n
         ours_medians = _pool_medians(ours, pools)
+        streak, tried, probation = self.streak, self._tried, self.probation_until
+        k_fail, slo_s = self._k_fail, self._slo_s
         for i in range(self.n):
-            self.streak[i] = self.streak[i] + failed[i] if ok[i] == 0 else (failed[i] if failed[i] > ok[i] else 0)
-            self._tried[i] = self._tried[i] or ok[i] > 0
-            until = self.probation_until[i]
-            if until is not None and now >= until and not self._tried[i]:
-                self.probation_until[i] = now + self.probation_s  # no trial answered yet: another window
+            streak[i] = streak[i] + failed[i] if ok[i] == 0 else (failed[i] if failed[i] > ok[i] else 0)
+            tried[i] = tried[i] or ok[i] > 0
+            until = probation[i]
+            if until is not None and now >= until and not tried[i]:
+                probation[i] = now + self.probation_s  # no trial answered yet: another window
             if self.until[i] is not None:
                 continue
-            reason, figures = self._why(i, ok[i], latency_s[i], medians.get(pools[i]), self.on_probation(i, now))
+            # _why finds a reason only for a streak or a completion over the SLO: the others skip the call
+            if streak[i] >= k_fail or (ok[i] and latency_s[i] > slo_s):
+                reason, figures = self._why(i, ok[i], latency_s[i], medians.get(pools[i]), self.on_probation(i, now))
+            else:
+                reason, figures = None, {}
             if reason is None and ok[i] >= MISS_MIN_OK and shares[i] >= MISS_SHARE:
                 median, ours_median = share_medians.get(pools[i]), ours_medians.get(pools[i])
                 if (median is not None and median <= MISS_POOL_SHARE and ours_median is not None
