@@ -21,14 +21,17 @@ Per client it keeps the last report; a new report adds its differences to the fl
     demand share of client c for model m: r_c,m / sum over live clients of r_m, with r_c,m the client's
         interactive arrivals per second between its last two reports (equal shares while nobody has demand)
 
-Gauges are summed when the view is read, from each live client's last report through the client's current map to
-the plane's slots, so that a change of either side's slots never leaves a stale figure in a sum. A client's gauges
+Gauges are running sums over each client's contribution, kept by plane slot: a report swaps its client's old
+contribution for its new one (its figures moved to the plane's slots by name), and a plane slot handed to a new
+endpoint has every contribution there zeroed, so that a change of either side's slots never leaves a stale figure in
+a sum. A client's gauges
 leave the sums once its last report is older than ``gauge_expire_s`` (1.5 intervals: a client that died must not
 look like requests stuck at an endpoint; its next report brings them back), and a client silent for ``expire_s`` is
 dropped (its counters stay in the totals), as is one that says goodbye (``ingest(final=True)``, its last report as
 it closes). An endpoint that enters a client's passive-ejection set is handed to the ejector (the plane's Health),
-once per client and episode. Cost: O(keys x n) per report with numpy, O(clients x keys x n) per read of the merged
-view (once per tick); the map from a client's slots to the plane's is built once per (client slots, plane set).
+once per client and episode. Cost: O(keys x n) per report with numpy, O(keys x n) per read of the merged view, and
+O(clients x keys) per slot reused; the map from a client's slots to the plane's is built once per (client slots,
+plane set), and is the identity (no copy) while both are the same fixed list.
 """
 from __future__ import annotations
 
@@ -67,26 +70,35 @@ class ClientRow:
 
 
 class _Total:
-    """One (model, request class) over the fleet: merged counters, by plane slot."""
+    """One (model, request class) over the fleet: merged counters and gauges, by plane slot."""
 
-    __slots__ = ("arrivals", "successes", "failures")
+    __slots__ = ("arrivals", "successes", "failures", "in_flight", "lat_num", "lat_den")
 
     def __init__(self, n: int) -> None:
         self.arrivals = 0
         self.successes = np.zeros(n, np.int64)
         self.failures = np.zeros(n, np.int64)
+        self.in_flight = np.zeros(n, np.int64)
+        self.lat_num = np.zeros(n)
+        self.lat_den = np.zeros(n)
 
     def grow(self, n: int) -> None:
-        pad = n - self.successes.size
-        if pad > 0:
-            self.successes = np.concatenate([self.successes, np.zeros(pad, np.int64)])
-            self.failures = np.concatenate([self.failures, np.zeros(pad, np.int64)])
+        for attr in self.__slots__[1:]:
+            values = getattr(self, attr)
+            if values.size < n:
+                setattr(self, attr, np.concatenate([values, np.zeros(n - values.size, values.dtype)]))
+
+
+#: one client's gauges of one key, by plane slot: (in flight, latency numerator, latency weight)
+Gauges = Tuple[np.ndarray, np.ndarray, np.ndarray]
 
 
 class _Client:
-    __slots__ = ("last", "seen_at", "reports", "rates", "rate_at")
+    __slots__ = ("last", "seen_at", "reports", "rates", "rate_at", "gauges", "contrib")
 
     def __init__(self, report: Report, now: float) -> None:
+        self.gauges = True       # its contribution is in the sums
+        self.contrib: Dict[Key, Gauges] = {}
         self.last = report
         self.seen_at = now
         self.reports = 1
@@ -116,6 +128,13 @@ def _same(new: Names, old: Names) -> Optional[np.ndarray]:
     if new == old:
         return None
     return np.array([k < len(old) and x is not None and x == old[k] for k, x in enumerate(new)], bool)
+
+
+def _scatter(values: np.ndarray, src: np.ndarray, dst: np.ndarray, n: int) -> np.ndarray:
+    """A client's per-slot figures on the plane's ``n`` slots (``dst`` takes ``values[src]``; the rest 0)."""
+    out = np.zeros(n, values.dtype)
+    out[dst] = values[src]
+    return out
 
 
 def _latency_terms(k: KeyReport) -> Tuple[np.ndarray, np.ndarray]:
@@ -152,7 +171,6 @@ class Board:
         self.unknown: Dict[str, int] = {}
         self._maps: Dict[Names, Tuple[np.ndarray, np.ndarray]] = {}
         self._view: Optional[Dict[Key, "_Stats"]] = None
-        self._view_clients: Tuple[str, ...] = ()
         #: the set as the Controller last followed it (``reap``): (version, wire form), what the tick's plan is over
         self.reaped: Tuple[int, Dict[str, Any]] = (self.endpoints.version, self.endpoints.to_wire())
 
@@ -179,7 +197,13 @@ class Board:
                 self._ep[:, i] = 0
                 self.available[i] = True
                 for total in self._totals.values():
-                    total.successes[i] = total.failures[i] = 0
+                    for values in (total.successes, total.failures, total.in_flight, total.lat_num, total.lat_den):
+                        values[i] = 0
+                for client in self._clients.values():
+                    for gauges in client.contrib.values():
+                        for values in gauges:
+                            if i < values.size:
+                                values[i] = 0
             if joined or left:
                 self._maps.clear()
             self._view = None
@@ -215,7 +239,8 @@ class Board:
             return tuple(None if v else name for name, v in zip(self.endpoints.names, self.endpoints.vacant))
 
     def _map(self, names: Names) -> Tuple[np.ndarray, np.ndarray]:
-        """(client slots, plane slots) of the names both have (lock held); cached per client slots and plane set."""
+        """(client slots, plane slots) of the names both have (lock held); cached per client slots and plane set.
+        (None, None): the identity (the client's slots are the plane's)."""
         got = self._maps.get(names)
         if got is None:
             src, dst, unknown = [], [], []
@@ -232,7 +257,10 @@ class Board:
             if unknown:
                 _log.debug("reports name %d endpoint(s) this plane does not have (dropped): %s", len(unknown),
                            ", ".join(unknown[:5]))
-            got = self._maps[names] = (np.asarray(src, np.intp), np.asarray(dst, np.intp))
+            n = self.n
+            identity = len(names) == n and src == dst == list(range(n))
+            got = self._maps[names] = (None, None) if identity else (np.asarray(src, np.intp),  # type: ignore
+                                                                      np.asarray(dst, np.intp))
             if len(self._maps) > 4 * len(self._clients) + 16:  # clients' old slot lists: keep the cache small
                 self._maps = {names: got}
         return got
@@ -249,7 +277,7 @@ class Board:
             names = report.names
             ejected = {names[i] for i in report.ejected}
             if client is None:
-                self._clients[report.client] = _Client(report, now)
+                client = self._clients[report.client] = _Client(report, now)
                 fresh = ejected
                 for k in report.keys:
                     new_keys += self._total(k)
@@ -257,8 +285,9 @@ class Board:
                 last = client.last
                 fresh = ejected - {last.names[i] for i in last.ejected}
                 new_keys = self._merge(client, last, report, now)
+            self._swap_gauges(client, report)
             if final:
-                self._clients.pop(report.client)
+                self._drop(report.client)
             self._view = None
             fresh_slots = sorted(i for i in (self.endpoints.slot(x) for x in fresh if x is not None)
                                  if i is not None)
@@ -277,12 +306,50 @@ class Board:
         self._totals[key] = _Total(self.n)
         return [key]
 
+    def _swap_gauges(self, client: _Client, report: Report) -> None:
+        """The client's gauge contribution: its last one out of the sums (when in), this report's in (lock held)."""
+        self._clear_gauges(client)
+        src, dst = self._map(report.names)
+        n = self.n
+        contrib: Dict[Key, Gauges] = {}
+        for k in report.keys:
+            num, den = _latency_terms(k)
+            mine = (k.in_flight.copy(), num, den) if src is None else \
+                tuple(_scatter(values, src, dst, n) for values in (k.in_flight, num, den))
+            contrib[(k.model, k.request_class)] = mine  # type: ignore[assignment]
+            total = self._totals[(k.model, k.request_class)]
+            for into, values in zip((total.in_flight, total.lat_num, total.lat_den), mine):
+                into[: values.size] += values
+        client.contrib, client.gauges = contrib, True
+
+    def _clear_gauges(self, client: _Client) -> None:
+        if client.gauges:
+            for key, gauges in client.contrib.items():
+                total = self._totals[key]
+                for into, values in zip((total.in_flight, total.lat_num, total.lat_den), gauges):
+                    into[: values.size] -= values
+            client.contrib, client.gauges = {}, False
+
+    def _drop(self, cid: str) -> None:
+        self._clear_gauges(self._clients.pop(cid))
+
+    def _stale_gauges(self) -> None:
+        """Take the gauges of clients silent for ``gauge_expire_s`` out of the sums (lock held)."""
+        now = self._clock()
+        for client in self._clients.values():
+            if client.gauges and now - client.seen_at > self.gauge_expire_s:
+                self._clear_gauges(client)
+                self._view = None
+
     def _merge(self, client: _Client, last: Report, report: Report, now: float) -> List[Key]:
         same = _same(report.names, last.names)
         src, dst = self._map(report.names)
         grew = np.stack([_growth(report.ok, last.ok, same), _growth(report.over_slo, last.over_slo, same),
                          _growth(report.failed, last.failed, same)])
-        self._ep[:, dst] += grew[:, src]
+        if src is None:
+            self._ep += grew
+        else:
+            self._ep[:, dst] += grew[:, src]
         before = {(k.model, k.request_class): k for k in last.keys}
         dt = max(now - client.rate_at, 1e-3)
         arrivals: Dict[str, int] = {}
@@ -296,8 +363,12 @@ class Board:
             total = self._totals[key]
             grown = k.arrivals - old.arrivals if k.arrivals >= old.arrivals else k.arrivals
             total.arrivals += grown
-            total.successes[dst] += _growth(k.successes, old.successes, same)[src]
-            total.failures[dst] += _growth(k.failures, old.failures, same)[src]
+            if src is None:
+                total.successes += _growth(k.successes, old.successes, same)
+                total.failures += _growth(k.failures, old.failures, same)
+            else:
+                total.successes[dst] += _growth(k.successes, old.successes, same)[src]
+                total.failures[dst] += _growth(k.failures, old.failures, same)[src]
             if k.request_class == "interactive":
                 arrivals[k.model] = arrivals.get(k.model, 0) + grown
         client.rates = {m: a / dt for m, a in arrivals.items()}
@@ -313,7 +384,7 @@ class Board:
         with self._lock:
             for cid, client in list(self._clients.items()):
                 if now - client.seen_at > self.expire_s:
-                    del self._clients[cid]
+                    self._drop(cid)
                     gone.append(cid)
             if gone:
                 self.expired += len(gone)
@@ -358,28 +429,13 @@ class Board:
         return tuple(self.endpoints.names)
 
     def dispatchers(self) -> Dict[Key, "_Stats"]:
-        now = self._clock()
         with self._lock:
-            live = tuple(cid for cid, c in self._clients.items() if now - c.seen_at <= self.gauge_expire_s)
-            if self._view is None or live != self._view_clients:
-                self._view = self._build_view(live)
-                self._view_clients = live
+            self._stale_gauges()
+            if self._view is None:
+                n = self.n
+                self._view = {key: _Stats(_stats(t, t.in_flight, t.lat_num, t.lat_den, n))
+                              for key, t in self._totals.items()}
             return dict(self._view)
-
-    def _build_view(self, live: Sequence[str]) -> Dict[Key, "_Stats"]:
-        """Counters from the totals, gauges summed over the live clients' last reports (lock held)."""
-        n = self.n
-        gauges = {key: (np.zeros(n, np.int64), np.zeros(n), np.zeros(n)) for key in self._totals}
-        for cid in live:
-            report = self._clients[cid].last
-            src, dst = self._map(report.names)
-            for k in report.keys:
-                in_flight, num, den = gauges[(k.model, k.request_class)]
-                terms = _latency_terms(k)
-                in_flight[dst] += k.in_flight[src]
-                num[dst] += terms[0][src]
-                den[dst] += terms[1][src]
-        return {key: _Stats(_stats(t, *gauges[key], n)) for key, t in self._totals.items()}
 
     def endpoint_counters(self) -> List[Tuple[int, int, int]]:
         with self._lock:
