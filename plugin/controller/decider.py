@@ -81,15 +81,16 @@ class Decider:
         fractions = self._shares.update(facts.ticks)
         lam, lam_batch = demand_by_model(facts.rates, INTERACTIVE), demand_by_model(facts.rates, BATCH)
         room, rated, known = {}, {}, {}
+        u, filters = s.target_utilisation, self.filters
         for m, vs in views.items():
-            eligible = [v for v in vs
-                        if v.healthy and v.meets_slo and all(f.keep(v, INTERACTIVE) for f in self.filters)]
-            room[m] = sum(v.safe_room_rps(s.target_utilisation) for v in eligible)
+            eligible = [v for v in vs if v.healthy and v.meets_slo
+                        and (not filters or all(f.keep(v, INTERACTIVE) for f in filters))]
+            room[m] = sum([v.safe_room_rps(u) for v in eligible])
             # the rated room: the same SLO-safe share of each endpoint as K, of its configured slots over its
             # measured service time (C_0 / s_i), so that K and K_r agree once the estimates have settled
-            rated[m] = sum(min(s.target_utilisation, v.slo_utilisation) * v.service_rps
-                           for v in eligible if v.service_rps > 0.0)
-            known[m] = all(facts.measured[m][v.index] for v in eligible)
+            rated[m] = sum([min(u, v.slo_utilisation) * v.service_rps for v in eligible if v.service_rps > 0.0])
+            measured = facts.measured[m]
+            known[m] = all([measured[v.index] for v in eligible])
         room = {k: self._rooms.update(k, r) for k, r in room.items()}  # AUTO judges the median of recent ticks
         judged = [m for m in views if known[m]] or list(views)
         m = binding({k: lam.get(k, 0.0) for k in judged}, room)
@@ -109,7 +110,7 @@ class Decider:
                 self._plan_settings, panic=facts.panic, pickers=self.pickers))
         routes = tuple(sorted((k, ModelRoute(p, self._limits(facts, k))) for k, p in plans.items() if k is not None))
         generation = 1 if self.last is None else self.last.generation + 1
-        self.last = Plan(generation, now, self.names, tuple(bool(a) for a in facts.available),
+        self.last = Plan(generation, now, self.names, tuple(map(bool, facts.available)),
                          combine_plans(plans, lam), routes)
         return self.last
 
@@ -137,8 +138,14 @@ class Decider:
         if slots is None:
             return tuple(PROBATION_LIMIT if i in facts.probation else 0 for i in range(len(self.names)))
         others = facts.others.get(model) or (0.0,) * len(slots)
-        return tuple(PROBATION_LIMIT if i in facts.probation
-                     else effective_limit(inflight_limit(c, s_, self.slo_s), others[i])
-                     for i, (c, s_) in enumerate(slots))
+        slo_s = self.slo_s
+        limits = [inflight_limit(c, s_, slo_s) for c, s_ in slots]
+        for i, other in enumerate(others[: len(limits)]):
+            if other >= 1.0:  # effective_limit changes nothing below one request of others
+                limits[i] = effective_limit(limits[i], other)
+        for i in facts.probation:
+            if i < len(limits):
+                limits[i] = PROBATION_LIMIT
+        return tuple(limits)
 
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import operator
 from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 from ..request.slots import SlotArrays
@@ -108,6 +109,8 @@ class Deltas(SlotArrays):
 
 
 _EMPTY = CapacityObservation(dt_s=0.0)
+#: columns of a list of EndpointTicks, read in C (``map``) where a tick sums one over every endpoint
+_OK, _OVER_SLO, _FAILED = (operator.attrgetter(name) for name in ("ok", "over_slo", "failed"))
 
 
 def _server_view(new: TritonSample, old: TritonSample, dt_s: float, ok: int, over: int, in_flight: int,
@@ -147,9 +150,9 @@ class Shares:
 
     def update(self, ticks: Sequence[EndpointTick]) -> Dict[str, float]:
         a = self._a
-        self._ok += a * (sum(t.ok for t in ticks) - self._ok)
-        self._over += a * (sum(t.over_slo for t in ticks) - self._over)
-        self._failed += a * (sum(t.failed for t in ticks) - self._failed)
+        self._ok += a * (sum(map(_OK, ticks)) - self._ok)
+        self._over += a * (sum(map(_OVER_SLO, ticks)) - self._over)
+        self._failed += a * (sum(map(_FAILED, ticks)) - self._failed)
         ok, failed = self._ok, self._failed
         return {"miss_share": self._over / ok if ok / a >= self._min else math.nan,
                 "error_share": failed / (ok + failed) if (ok + failed) / a >= self._min else math.nan}
