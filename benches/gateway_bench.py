@@ -348,6 +348,8 @@ def spill(args: argparse.Namespace) -> Dict[str, Any]:
             "cheap_pending_max_first_2s": max((n for t, n in pending if t < 2.0), default=0),
             "cheap_pending_p99": sorted(n for _, n in pending)[int(0.99 * (len(pending) - 1))] if pending else 0,
             "cheap_pending_samples": len(pending),
+            "cheap_pending_max_per_500ms": [max((n for t, n in pending if k / 2 <= t < (k + 1) / 2), default=0)
+                                            for k in range(int(2 * pending[-1][0]) + 1)] if pending else [],
             "envoy_weights_at_end": weights, "limits_at_end": limits, "envoy": envoy, "enforce_limits": args.limits}
 
 
