@@ -1,13 +1,15 @@
 """The controller's view after a tick, as plain data: what ``tritonmix status`` shows and the metrics export."""
 from __future__ import annotations
 
+import collections.abc
 import dataclasses
+import functools
 import math
-from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterator, List, NamedTuple, Optional, Sequence, Tuple
 
 from .model import EndpointView, ModelPlan
 
-__all__ = ["EndpointRow", "ControllerSnapshot", "desired_replicas", "desired_replicas_by_model", "build_snapshot"]
+__all__ = ["EndpointRow", "EndpointRows", "ControllerSnapshot", "desired_replicas", "desired_replicas_by_model", "build_snapshot"]
 
 
 class EndpointRow(NamedTuple):
@@ -30,13 +32,51 @@ class EndpointRow(NamedTuple):
     stale_s: float
 
 
+class EndpointRows(collections.abc.Sequence):
+    """A snapshot's rows, an immutable sequence built on its first read from the tick's values (copied when the
+    tick publishes). Every tick publishes a snapshot, a status page or a metrics scrape reads one now and then:
+    at 1,000 endpoints building the rows was ~1.5 ms of every tick. Two threads reading at once may both build
+    them; they build the same rows."""
+
+    __slots__ = ("_n", "_build", "_rows")
+
+    def __init__(self, n: int, build: Callable[[], Tuple[EndpointRow, ...]]) -> None:
+        self._n, self._build = n, build
+        self._rows: Optional[Tuple[EndpointRow, ...]] = None
+
+    def _built(self) -> Tuple[EndpointRow, ...]:
+        rows = self._rows
+        if rows is None:
+            rows = self._rows = self._build()
+        return rows
+
+    def __len__(self) -> int:
+        return self._n
+
+    def __getitem__(self, index: Any) -> Any:
+        return self._built()[index]
+
+    def __iter__(self) -> Iterator[EndpointRow]:
+        return iter(self._built())
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, EndpointRows):
+            other = other._built()
+        return self._built() == other
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return repr(self._built())
+
+
 @dataclasses.dataclass(frozen=True)
 class ControllerSnapshot:
     at_s: float
     mode: str
     configured_mode: str
     panic: bool
-    endpoints: Tuple[EndpointRow, ...]
+    endpoints: Sequence[EndpointRow]                 # EndpointRows: built on the first read
     demand_rps: Dict[Tuple[str, str], float]
     desired_replicas: Dict[str, int]
     pool_demand_rps: Dict[str, float]
@@ -85,7 +125,18 @@ def build_snapshot(at_s: float, views: Sequence[EndpointView], plan: ModelPlan, 
     plan), for the attributed cost (price x sum_m assigned_m / mu_m: the busy share of the endpoint), the desired
     replicas and ``capacity_rps``."""
     per_model = per_model or [(None, views, plan.assigned_rps)]
-    assigned = plan.assigned_rps
+    columns = tuple(list(extras[k]) for k in ("ready", "ejected", "in_flight", "stale_s"))  # the tick's values
+    rows = EndpointRows(len(views), functools.partial(_rows, views, plan, columns, tuple(per_model)))
+    replicas, pool_demand = desired_replicas_by_model([(vs, a) for _, vs, a in per_model], utilisation)
+    capacity = {(v.name, m): v.mu_rps for m, vs, _ in per_model if m is not None for v in vs}
+    return ControllerSnapshot(at_s, plan.mode, configured, plan.panic, rows, dict(demand), replicas,
+                              pool_demand, decisions_total, capacity)
+
+
+def _rows(views: Sequence[EndpointView], plan: ModelPlan, columns: Tuple[List[Any], ...],
+          per_model: Sequence[Tuple[Optional[str], Sequence[EndpointView], Sequence[float]]]
+          ) -> Tuple[EndpointRow, ...]:
+    """The rows of ``build_snapshot``; the attributed cost is price x sum_m assigned_(m,i) / mu_(m,i)."""
     n = len(views)
     busy = [0.0] * n
     for _, vs, a in per_model:  # column-wise: busy_i += a_(m,i) / mu_(m,i), models in order
@@ -93,15 +144,11 @@ def build_snapshot(at_s: float, views: Sequence[EndpointView], plan: ModelPlan, 
             mu = vs[i].mu_rps
             if mu > 0:
                 busy[i] += a[i] / mu
-    ready, ejected, in_flight, stale_s = extras["ready"], extras["ejected"], extras["in_flight"], extras["stale_s"]
-    inter_w, batch_w = plan.interactive_weights, plan.batch_weights
+    ready, ejected, in_flight, stale_s = columns
+    assigned, inter_w, batch_w = plan.assigned_rps, plan.interactive_weights, plan.batch_weights
     new = tuple.__new__
-    rows: List[EndpointRow] = [
+    return tuple([
         new(EndpointRow, (v.name, v.pool, bool(ready[i]), bool(ejected[i]), v.healthy, v.meets_slo, v.mu_rps,
                           v.latency_s, v.cost_per_inference, int(in_flight[i]), assigned[i], inter_w[i], batch_w[i],
                           v.price_per_hour * busy[i], float(stale_s[i])))
-        for i, v in enumerate(views)]
-    replicas, pool_demand = desired_replicas_by_model([(vs, a) for _, vs, a in per_model], utilisation)
-    capacity = {(v.name, m): v.mu_rps for m, vs, _ in per_model if m is not None for v in vs}
-    return ControllerSnapshot(at_s, plan.mode, configured, plan.panic, tuple(rows), dict(demand), replicas,
-                              pool_demand, decisions_total, capacity)
+        for i, v in enumerate(views)])
