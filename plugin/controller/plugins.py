@@ -147,13 +147,16 @@ def build_picker(name: str, setting: str) -> Picker:
 
 def rank(views: Sequence[EndpointView], scorers: Sequence[WeightedScorer]) -> List[int]:
     """Endpoint indexes (positions in ``views``) by descending sum_k weight_k * clamp(score_k, 0, 1); ties go to
-    the lower latency, then the lower index. O(n k + n log n)."""
+    the lower latency, then the lower index. A scorer may also have ``scores(views)``: every view's score in one
+    pass, the same as ``score(view, views)`` for each (a call per endpoint is a tenth of a tick at 1,000
+    endpoints). O(n k + n log n)."""
     totals = [0.0] * len(views)
     for ws in scorers:
-        weight, score = ws.weight, ws.scorer.score
+        weight, batch = ws.weight, getattr(ws.scorer, "scores", None)
         if weight == 0.0:
             continue
-        totals = [total + weight * min(1.0, max(0.0, score(view, views))) for total, view in zip(totals, views)]
+        scores = batch(views) if batch is not None else [ws.scorer.score(view, views) for view in views]
+        totals = [total + weight * min(1.0, max(0.0, x)) for total, x in zip(totals, scores)]
     inf = math.inf
     keys = [(-total, view.latency_s if view.latency_s == view.latency_s else inf, pos)
             for pos, (total, view) in enumerate(zip(totals, views))]

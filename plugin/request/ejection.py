@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import statistics
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Mapping, Optional, Sequence
 
 from .slots import SlotArrays
 
@@ -95,6 +95,8 @@ class OutlierDetector(SlotArrays):
         self.probation_until: List[Optional[float]] = [None] * n
         self._tried: List[bool] = [False] * n  # a request of ours completed there since the readmission
         self.probation_s = probation_s
+        self._pools: List[str] = []
+        self._pool_groups: Dict[str, List[int]] = {}
 
     #: per-endpoint state and its fresh value (``slots.SlotArrays``: endpoints that join and leave)
     SLOTS = {"streak": 0, "ejections": 0, "until": None, "_ended": -math.inf, "_refused": False, "cause": None,
@@ -148,11 +150,14 @@ class OutlierDetector(SlotArrays):
         over the SLO per endpoint, ``ours_s``: our EWMA latency per endpoint (the request path's own figures, no
         scrape lag), for the miss-share rule."""
         events = self.readmit_due(now)
-        medians = _pool_medians(latency_s, pools)
+        if self._pools != pools:  # the endpoints of each pool, kept while the pools do not change
+            self._pools, self._pool_groups = list(pools), _groups(pools)
+        groups = self._pool_groups
+        medians = _pool_medians(latency_s, groups)
         shares = _miss_shares(ok, over_slo) if over_slo is not None else [math.nan] * self.n
-        share_medians = _pool_medians(shares, pools, positive=False)
+        share_medians = _pool_medians(shares, groups, positive=False)
         ours = list(ours_s) if ours_s is not None else [math.nan] * self.n
-        ours_medians = _pool_medians(ours, pools)
+        ours_medians = _pool_medians(ours, groups)
         streak, tried, probation = self.streak, self._tried, self.probation_until
         k_fail, slo_s = self._k_fail, self._slo_s
         for i in range(self.n):
@@ -253,9 +258,20 @@ def _miss_shares(ok: Sequence[int], over_slo: Sequence[int]) -> List[float]:
     return [min(1.0, o / k) if k > 0 else math.nan for k, o in zip(ok, over_slo)]
 
 
-def _pool_medians(latency_s: Sequence[float], pools: Sequence[str], positive: bool = True) -> Dict[str, float]:
-    by_pool: Dict[str, List[float]] = {}
-    for lat, pool in zip(latency_s, pools):
-        if lat == lat and (lat > 0.0 or not positive):
-            by_pool.setdefault(pool, []).append(lat)
-    return {pool: statistics.median(v) for pool, v in by_pool.items() if len(v) >= 3}
+def _pool_medians(values: Sequence[float], groups: Mapping[str, Sequence[int]],
+                  positive: bool = True) -> Dict[str, float]:
+    """Per pool (``groups``: its endpoints' indexes), the median of its measured values (not NaN; > 0 when
+    ``positive``), where at least 3 are measured."""
+    out: Dict[str, float] = {}
+    for pool, members in groups.items():
+        measured = [x for x in map(values.__getitem__, members) if x == x and (x > 0.0 or not positive)]
+        if len(measured) >= 3:
+            out[pool] = statistics.median(measured)
+    return out
+
+
+def _groups(pools: Sequence[str]) -> Dict[str, List[int]]:
+    groups: Dict[str, List[int]] = {}
+    for i, pool in enumerate(pools):
+        groups.setdefault(pool, []).append(i)
+    return groups
