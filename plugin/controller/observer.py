@@ -16,7 +16,7 @@ from .estimators import DemandEstimator
 from .model import BATCH, INTERACTIVE, EndpointView
 from .deltas import Deltas, EndpointTick, dispatcher_totals
 from .per_model import ModelState, demand_by_model, model_stats, share_misses
-from .queueing import QUEUE_MISS_TARGET, UNLIMITED_MISS_TARGET, slo_utilisation
+from .queueing import QUEUE_MISS_TARGET, UNLIMITED_MISS_TARGET, slo_utilisations
 
 __all__ = ["Observer", "Observation", "PriceFeed"]
 
@@ -140,14 +140,11 @@ class Observer:
         model allows without limits (UNLIMITED_MISS_TARGET): our in-flight limit cannot hold their requests back.
         O(n), one tuple per endpoint (the tick's largest allocation at 1,000 endpoints)."""
         ticks, slo_s, names, pools, prices = state.ticks, self.fleet.slo_s, self._names, self._pools, self.prices
-        kinds, target = self._capacity_types, self.queue_miss_target
+        kinds, target, capacity = self._capacity_types, self.queue_miss_target, state.capacity
+        external = [t.external_rps for t in ticks] if ticks else [0.0] * len(capacity)
+        u_slo = slo_utilisations([est.concurrency for est in capacity], [est.service_s for est in capacity], slo_s,
+                                 [UNLIMITED_MISS_TARGET if x > 0.0 else target for x in external])
         new = tuple.__new__
-        out = []
-        for i, est in enumerate(state.capacity):
-            external = ticks[i].external_rps if ticks else 0.0
-            service_s = est.service_s
-            out.append(new(EndpointView, (
-                i, names[i], pools[i], prices[i], est.mu_rps, service_s, healthy[i], est.meets_slo, external,
-                kinds[i], est.rated_rps, slo_utilisation(est.concurrency, service_s, slo_s,
-                                                         UNLIMITED_MISS_TARGET if external > 0.0 else target))))
-        return tuple(out)
+        return tuple([new(EndpointView, (i, names[i], pools[i], prices[i], est.mu_rps, est.service_s, healthy[i],
+                                         est.meets_slo, external[i], kinds[i], est.rated_rps, u_slo[i]))
+                      for i, est in enumerate(capacity)])

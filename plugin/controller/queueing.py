@@ -21,9 +21,9 @@ Results are cached per (c, s / SLO rounded to 0.001): O(1) per endpoint per tick
 from __future__ import annotations
 
 import math
-from typing import Dict, Tuple
+from typing import Dict, List, Sequence, Tuple
 
-__all__ = ["QUEUE_MISS_TARGET", "UNLIMITED_MISS_TARGET", "LIMIT_SLO_SHARE", "erlang_c", "wait_tail", "slo_utilisation", "inflight_limit",
+__all__ = ["QUEUE_MISS_TARGET", "UNLIMITED_MISS_TARGET", "LIMIT_SLO_SHARE", "erlang_c", "wait_tail", "slo_utilisation", "slo_utilisations", "inflight_limit",
            "effective_limit"]
 
 #: share of requests that may find the queue past the SLO's slack at the planned load. Those requests do not miss:
@@ -108,6 +108,25 @@ def slo_utilisation(slots: float, service_s: float, slo_s: float, target: float 
         _cache.clear()
     _cache[key] = lo
     return lo
+
+
+def slo_utilisations(slots: Sequence[float], service_s: Sequence[float], slo_s: float,
+                     targets: Sequence[float]) -> List[float]:
+    """``slo_utilisation`` of every endpoint (slots, service time and target per endpoint), reading the cache
+    without a call per endpoint: the views read it for every endpoint at every tick."""
+    out: List[float] = []
+    append, get = out.append, _cache.get
+    for c, s, target in zip(slots, service_s, targets):
+        if not (s > 0.0 and slo_s > 0.0 and c > 0.0):
+            append(1.0)
+            continue
+        ratio = s / slo_s
+        if ratio >= 1.0:
+            append(0.0)
+            continue
+        cached = get((max(1, int(c + 1e-9)), int(round(ratio * 1000.0)), target))
+        append(cached if cached is not None else slo_utilisation(c, s, slo_s, target))
+    return out
 
 
 #: the in-flight limit leaves this share of the SLO to the request that fills the last place (jitter, other clients)
