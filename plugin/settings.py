@@ -96,7 +96,8 @@ class ControllerSettings:
     #: capacity estimator: EWMA weight of a lower observation (fast: a cut shows within ~2 ticks) and of a higher one
     capacity_alpha_down: float = 0.6
     capacity_alpha_up: float = 0.3
-    #: demand estimator: EWMA weight of the newest arrival rate
+    #: demand estimator: the smoothing of an EWMA of this weight, as a window of counted arrivals over at least
+    #: round(2 / demand_alpha - 1) ticks (6 at 0.3), widened to hold 32 arrivals (estimators.DemandEstimator)
     demand_alpha: float = 0.3
     #: capacity (req/s) assumed for an endpoint with no max_rps / max_concurrency hint until it is measured
     default_capacity_rps: float = 1.0
