@@ -8,6 +8,7 @@ takes over."""
 from __future__ import annotations
 
 import importlib
+import logging
 import re
 import threading
 import time
@@ -113,7 +114,9 @@ def servers() -> Iterator[LocalFleet]:
 
 
 @pytest.mark.parametrize("protocol", ["http", "grpc"])
-def test_a_plane_and_its_followers_follow_a_pool_scaled_1_3_1_under_load(servers: LocalFleet, protocol: str) -> None:
+def test_a_plane_and_its_followers_follow_a_pool_scaled_1_3_1_under_load(servers: LocalFleet, protocol: str,
+                                                                          caplog: Any) -> None:
+    caplog.set_level(logging.ERROR)
     module = importlib.import_module(f"tritonmix.{protocol}")
     urls = {pod: (getattr(servers.endpoints[pod], f"{protocol}_url"), servers.endpoints[pod].metrics_url)
             for pod in PODS}
@@ -155,6 +158,7 @@ def test_a_plane_and_its_followers_follow_a_pool_scaled_1_3_1_under_load(servers
                 three = metrics(leader)
                 assert three["scraped"] == set(PODS) and "inf2" in three["desired"], three
                 assert standby.status()["endpoints_version"] >= 2 and len(standby.status()["endpoints"]) == 3
+                assert sum(x is not None for x in standby.source.latest) == 3  # the leader's samples, by name
 
                 # 3 -> 1: two turn terminating: they finish what they hold and take nothing new
                 draining = PODS[1:]
@@ -190,6 +194,8 @@ def test_a_plane_and_its_followers_follow_a_pool_scaled_1_3_1_under_load(servers
                 served = [reports(c)[PODS[0]].succeeded for c in clients]
                 assert wait(lambda: all(reports(c)[PODS[0]].succeeded >= s + 5 for c, s in zip(clients, served)), 5.0)
             assert load.errors == [], f"{len(load.errors)} of {load.sent} requests failed: {load.errors[:3]}"
+            errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+            assert errors == [], errors  # no tick, set or listener failed on the way
             print(f"\nsent {load.sent}, failed 0; newcomers (known, first request) per follower after the announcement (s): "
                   f"{join_s}; terminating applied by both followers {drained_s} s after its announcement; "
                   f"desired replicas 1 / 3 / 1 endpoints: {one['desired']} / {three['desired']} / {back['desired']}")
