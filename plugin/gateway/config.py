@@ -248,11 +248,12 @@ def _route_action(cluster: str, s: GatewaySettings, grpc: bool, capped: int = 0)
     alone: its retry must go to priority 1 before health checks have caught up). The budget allows at least
     ``retry_budget_min_concurrency`` retries at once: an endpoint that dies under load fails every request it holds
     and every connection to it at the same moment (with a floor of 3, one fault run at 8 in flight had 5 requests
-    fail without a retry). The back-off (jittered, from ``retry_backoff_s``) and the re-picks give outlier
-    detection time to eject a dead endpoint before the next attempt: with unequal weights Envoy's pick is a
-    deadline schedule, and a retry's new pick may land on the heavy endpoint again (up to 100 picks per retry
-    walk the schedule past a host of weight 1000 to one of weight 10). ``capped`` (a model cluster whose limits
-    are enforced): the number of endpoints at its priority 0, each tried once before priority 1."""
+    fail without a retry). The back-off (jittered, from ``retry_backoff_s``) is short, because a full endpoint's
+    overflow is retried the same way and its request must not wait; what keeps a retry off the endpoint that
+    failed is the previous_hosts predicate: with unequal weights Envoy's pick is a deadline schedule, and a retry's
+    new pick may land on the heavy endpoint again (up to 100 picks per retry walk the schedule past a host of
+    weight 1000 to one of weight 10). ``capped`` (a model cluster whose limits are enforced): the number of
+    endpoints at its priority 0, each tried once before priority 1."""
     retry_on = "connect-failure,refused-stream,reset" + (",unavailable" if grpc else "")
     policy: Dict[str, Any] = {
         "retry_on": retry_on, "num_retries": s.retries,
