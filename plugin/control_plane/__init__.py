@@ -8,6 +8,8 @@
                                          ``control_plane:`` in the fleet file): reports, applies plans, falls back
                                          to its own controller while none come (``follower``)
     build_report / parse_report          the report's wire format and its checks (``report``)
+    endpoints                            the plane's slots over a discovered set, the set on the wire, plans moved
+                                         to a follower's slots by name; ``totals``: the Board's numbers
 """
 from __future__ import annotations
 

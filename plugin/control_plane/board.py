@@ -43,10 +43,10 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from ..dispatch_core import DispatchStats
 from ..request.slots import EndpointChange
 from .endpoints import EndpointSet
 from .report import KeyReport, Report
+from .totals import Gauges, MergedStats, Total, growth, latency_terms, merged_stats, same_slots, scatter
 
 __all__ = ["Board", "ClientRow"]
 
@@ -69,30 +69,6 @@ class ClientRow:
     ejected: Tuple[str, ...]
 
 
-class _Total:
-    """One (model, request class) over the fleet: merged counters and gauges, by plane slot."""
-
-    __slots__ = ("arrivals", "successes", "failures", "in_flight", "lat_num", "lat_den")
-
-    def __init__(self, n: int) -> None:
-        self.arrivals = 0
-        self.successes = np.zeros(n, np.int64)
-        self.failures = np.zeros(n, np.int64)
-        self.in_flight = np.zeros(n, np.int64)
-        self.lat_num = np.zeros(n)
-        self.lat_den = np.zeros(n)
-
-    def grow(self, n: int) -> None:
-        for attr in self.__slots__[1:]:
-            values = getattr(self, attr)
-            if values.size < n:
-                setattr(self, attr, np.concatenate([values, np.zeros(n - values.size, values.dtype)]))
-
-
-#: one client's gauges of one key, by plane slot: (in flight, latency numerator, latency weight)
-Gauges = Tuple[np.ndarray, np.ndarray, np.ndarray]
-
-
 class _Client:
     __slots__ = ("last", "seen_at", "reports", "rates", "rate_at", "gauges", "contrib")
 
@@ -104,43 +80,6 @@ class _Client:
         self.reports = 1
         self.rates: Dict[str, float] = {}
         self.rate_at = now
-
-
-def _grown(new: np.ndarray, old: np.ndarray) -> np.ndarray:
-    """Per element: new - old, or new where the counter went down (a restart)."""
-    return np.where(new >= old, new - old, new)
-
-
-def _growth(new: np.ndarray, old: np.ndarray, same: Optional[np.ndarray]) -> np.ndarray:
-    """A client's counter growth per client slot: ``_grown`` where the slot holds the same endpoint as in the last
-    report (``same``; None: every slot), else the new figure (the slot counts from 0 since its endpoint took it)."""
-    if same is None and new.size == old.size:
-        return _grown(new, old)
-    out = new.copy()
-    k = min(new.size, old.size)
-    mask = np.ones(k, bool) if same is None else same[:k]
-    out[:k][mask] = _grown(new[:k], old[:k])[mask]
-    return out
-
-
-def _same(new: Names, old: Names) -> Optional[np.ndarray]:
-    """Per slot of ``new``: it holds the endpoint it held in ``old`` (None: all of them)."""
-    if new == old:
-        return None
-    return np.array([k < len(old) and x is not None and x == old[k] for k, x in enumerate(new)], bool)
-
-
-def _scatter(values: np.ndarray, src: np.ndarray, dst: np.ndarray, n: int) -> np.ndarray:
-    """A client's per-slot figures on the plane's ``n`` slots (``dst`` takes ``values[src]``; the rest 0)."""
-    out = np.zeros(n, values.dtype)
-    out[dst] = values[src]
-    return out
-
-
-def _latency_terms(k: KeyReport) -> Tuple[np.ndarray, np.ndarray]:
-    known = ~np.isnan(k.latency_s) & (k.successes > 0)
-    w = np.where(known, k.successes, 0).astype(float)
-    return np.where(known, k.latency_s, 0.0) * w, w
 
 
 class Board:
@@ -158,7 +97,7 @@ class Board:
         self._clock = clock
         self._lock = threading.Lock()
         self._clients: Dict[str, _Client] = {}
-        self._totals: Dict[Key, _Total] = {}
+        self._totals: Dict[Key, Total] = {}
         self._ep = np.zeros((3, self.n), np.int64)     # ok, over_slo, failed: fleet-wide cumulative
         self._ejector: Optional[Callable[[int, str, float], None]] = None
         self._listeners: List[Callable[[Key], None]] = []
@@ -170,7 +109,7 @@ class Board:
         #: figures dropped because they named an endpoint the plane does not have (per name, since the start)
         self.unknown: Dict[str, int] = {}
         self._maps: Dict[Names, Tuple[np.ndarray, np.ndarray]] = {}
-        self._view: Optional[Dict[Key, "_Stats"]] = None
+        self._view: Optional[Dict[Key, MergedStats]] = None
         #: the set as the Controller last followed it (``reap``): (version, wire form), what the tick's plan is over
         self.reaped: Tuple[int, Dict[str, Any]] = (self.endpoints.version, self.endpoints.to_wire())
 
@@ -303,7 +242,7 @@ class Board:
         key = (k.model, k.request_class)
         if key in self._totals:
             return []
-        self._totals[key] = _Total(self.n)
+        self._totals[key] = Total(self.n)
         return [key]
 
     def _swap_gauges(self, client: _Client, report: Report) -> None:
@@ -313,9 +252,9 @@ class Board:
         n = self.n
         contrib: Dict[Key, Gauges] = {}
         for k in report.keys:
-            num, den = _latency_terms(k)
+            num, den = latency_terms(k)
             mine = (k.in_flight.copy(), num, den) if src is None else \
-                tuple(_scatter(values, src, dst, n) for values in (k.in_flight, num, den))
+                tuple(scatter(values, src, dst, n) for values in (k.in_flight, num, den))
             contrib[(k.model, k.request_class)] = mine  # type: ignore[assignment]
             total = self._totals[(k.model, k.request_class)]
             for into, values in zip((total.in_flight, total.lat_num, total.lat_den), mine):
@@ -342,10 +281,10 @@ class Board:
                 self._view = None
 
     def _merge(self, client: _Client, last: Report, report: Report, now: float) -> List[Key]:
-        same = _same(report.names, last.names)
+        same = same_slots(report.names, last.names)
         src, dst = self._map(report.names)
-        grew = np.stack([_growth(report.ok, last.ok, same), _growth(report.over_slo, last.over_slo, same),
-                         _growth(report.failed, last.failed, same)])
+        grew = np.stack([growth(report.ok, last.ok, same), growth(report.over_slo, last.over_slo, same),
+                         growth(report.failed, last.failed, same)])
         if src is None:
             self._ep += grew
         else:
@@ -364,11 +303,11 @@ class Board:
             grown = k.arrivals - old.arrivals if k.arrivals >= old.arrivals else k.arrivals
             total.arrivals += grown
             if src is None:
-                total.successes += _growth(k.successes, old.successes, same)
-                total.failures += _growth(k.failures, old.failures, same)
+                total.successes += growth(k.successes, old.successes, same)
+                total.failures += growth(k.failures, old.failures, same)
             else:
-                total.successes[dst] += _growth(k.successes, old.successes, same)[src]
-                total.failures[dst] += _growth(k.failures, old.failures, same)[src]
+                total.successes[dst] += growth(k.successes, old.successes, same)[src]
+                total.failures[dst] += growth(k.failures, old.failures, same)[src]
             if k.request_class == "interactive":
                 arrivals[k.model] = arrivals.get(k.model, 0) + grown
         client.rates = {m: a / dt for m, a in arrivals.items()}
@@ -428,12 +367,12 @@ class Board:
     def endpoint_names(self) -> Tuple[str, ...]:
         return tuple(self.endpoints.names)
 
-    def dispatchers(self) -> Dict[Key, "_Stats"]:
+    def dispatchers(self) -> Dict[Key, MergedStats]:
         with self._lock:
             self._stale_gauges()
             if self._view is None:
                 n = self.n
-                self._view = {key: _Stats(_stats(t, t.in_flight, t.lat_num, t.lat_den, n))
+                self._view = {key: MergedStats(merged_stats(t, t.in_flight, t.lat_num, t.lat_den, n))
                               for key, t in self._totals.items()}
             return dict(self._view)
 
@@ -466,23 +405,3 @@ class Board:
 
     def set_default_weights(self, weights: Sequence[float]) -> None:
         """Nothing to apply here: clients apply the plan."""
-
-
-class _Stats:
-    """A merged dispatcher as the Controller reads one (``stats()``)."""
-
-    __slots__ = ("_s",)
-
-    def __init__(self, s: DispatchStats) -> None:
-        self._s = s
-
-    def stats(self) -> DispatchStats:
-        return self._s
-
-
-def _stats(t: _Total, in_flight: np.ndarray, lat_num: np.ndarray, lat_den: np.ndarray, n: int) -> DispatchStats:
-    with np.errstate(invalid="ignore", divide="ignore"):
-        latency = np.where(lat_den > 0, lat_num / np.where(lat_den > 0, lat_den, 1.0), np.nan)
-    zeros = (0,) * n
-    return DispatchStats(tuple(np.maximum(in_flight, 0).tolist()), zeros, tuple(t.successes.tolist()),
-                         tuple(t.failures.tolist()), tuple(latency.tolist()), (0.0,) * n)
