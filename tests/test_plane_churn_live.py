@@ -4,7 +4,7 @@ two at a time), with a standby replica watching the same API, and two clients (H
 (and get their endpoints from it) while the pool is scaled 1 -> 3 -> 1 under load: no request fails, the newcomers
 take the followers' traffic within one interval, the two that turn terminating finish what they hold and get nothing
 new, then leave; the plane's /metrics follows the set; the leader stops and the standby, which holds the same set,
-takes over."""
+takes over; the standby stops too, and each follower's own source and controller take a pod announced then."""
 from __future__ import annotations
 
 import importlib
@@ -193,12 +193,23 @@ def test_a_plane_and_its_followers_follow_a_pool_scaled_1_3_1_under_load(servers
                 assert [r["name"].split("/")[-1] for r in standby.status()["endpoints"]] == [PODS[0]]
                 served = [reports(c)[PODS[0]].succeeded for c in clients]
                 assert wait(lambda: all(reports(c)[PODS[0]].succeeded >= s + 5 for c, s in zip(clients, served)), 5.0)
+
+                # no plane at all: each follower's own controller decides and its own source keeps the set
+                standby.stop()
+                assert wait(lambda: all(c.controller.local is not None for c in clients), 3.0)
+                announced = time.monotonic()
+                api.apply(pod_slice(PODS[1], *urls[PODS[1]], protocol=protocol))
+                alone = wait(lambda: all(PODS[1] in reports(c) and reports(c)[PODS[1]].attempts > 0 for c in clients),
+                             5.0)
+                assert alone is not None, "a pod announced while no plane answers never took the followers' traffic"
+                alone_s = round(alone - announced, 3)
             assert load.errors == [], f"{len(load.errors)} of {load.sent} requests failed: {load.errors[:3]}"
             errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
             assert errors == [], errors  # no tick, set or listener failed on the way
             print(f"\nsent {load.sent}, failed 0; newcomers (known, first request) per follower after the announcement (s): "
                   f"{join_s}; terminating applied by both followers {drained_s} s after its announcement; "
-                  f"desired replicas 1 / 3 / 1 endpoints: {one['desired']} / {three['desired']} / {back['desired']}")
+                  f"desired replicas 1 / 3 / 1 endpoints: {one['desired']} / {three['desired']} / {back['desired']}; "
+                  f"with no plane, a pod announced took both followers' traffic after {alone_s} s")
         finally:
             for c in clients:
                 c.close()

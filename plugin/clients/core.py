@@ -6,6 +6,7 @@ import dataclasses
 import logging
 import math
 import os
+import threading
 from typing import Any, Callable, List, Mapping, Optional, Tuple
 
 from ..controller import start_controller
@@ -94,9 +95,12 @@ class ClientCore:
         #: (``follow_endpoints``): the plane's first answer may bring a set
         self.controller: Any = start_controller(fleet, self.router, probe_settings=probe_settings) \
             if fleet.control_plane is None else None
-        #: the fleet's discovery source (``endpoints: {kubernetes: ...}``), started by ``follow_endpoints``
+        #: the fleet's discovery source (``endpoints: {kubernetes: ...}``), started by ``follow_endpoints``; a
+        #: follower of a discovering plane runs one only while its own controller decides (``_plane_fallback``)
         self.source: Any = None
         self._protocol = ""
+        self._source_lock = threading.Lock()
+        self._own_set = False
 
     def follow_endpoints(self, listener: Callable[[Any], None], protocol: str) -> None:
         """Wire the protocol's per-endpoint clients to the router's set (``listener(change)``, see
@@ -107,6 +111,8 @@ class ClientCore:
         self.pins.follow_router(self.router)
         if self.fleet.control_plane is not None:
             self.controller = start_controller(self.fleet, self.router, probe_settings=self._probe_settings)
+            if self.fleet.discovery is not None and hasattr(self.controller, "on_fallback"):
+                self.controller.on_fallback(self._plane_fallback)
             return
         self.source = source_for(self.fleet)
         if self.source is not None:
@@ -121,6 +127,37 @@ class ClientCore:
         if self._protocol:
             check_protocol(states, self._protocol)
         return self.router.apply_endpoints(states)
+
+    def _plane_fallback(self, local: bool) -> None:
+        """A follower of a discovering plane (``Follower.on_fallback``): while its own controller decides, its own
+        source keeps the router's set; once it follows again, the plane's set rules (the source's later reports are
+        dropped and it stops in the background)."""
+        with self._source_lock:
+            if local and getattr(self.controller, "local", None) is None:
+                return  # it follows a plane again already (the two calls crossed)
+            self._own_set = local
+            source = self.source
+            if local and source is None:
+                self.source = source = source_for(self.fleet)
+                try:
+                    source.start(self._discovered_own)
+                except Exception:  # noqa: BLE001 - the plane's last set stays
+                    logger.exception("the fleet's discovery source did not start")
+                    self.source = None
+            elif not local and source is not None:
+                self.source = None
+                threading.Thread(target=source.stop, name="tritonmix-source-stop", daemon=True).start()
+
+    def _discovered_own(self, states: Any) -> None:
+        """The own source's ``on_change`` while a follower's controller decides alone."""
+        with self._source_lock:
+            if not self._own_set:
+                return
+            try:
+                check_protocol(states, self._protocol)
+                self.router.apply_endpoints(states)
+            except (ConfigError, ValueError) as exc:
+                logger.error("discovered endpoints not applied: %s", exc)
 
     def _discovered(self, states: Any) -> None:
         """The source's ``on_change``: a set that cannot be applied is logged and changes nothing."""

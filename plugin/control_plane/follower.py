@@ -16,10 +16,10 @@ only while no plan comes.
         and the answer carries the set when that is not the one its plan is over. A plane that follows a discovery
         source: before its plan is applied, the set is applied to the router (``Router.apply_endpoints``: joins,
         drains, leaves, within the interval that brought it); every plan is moved from the plane's slots to the
-        router's by name (``endpoints.remap_plan``). Between syncs a second request per replica of a discovering
+        router's by name (``endpoints.remap_plan``); while the local controller decides, the client's own source
+        keeps the set (``on_fallback``). Between syncs a second request per replica of a discovering
         plane watches its set (GET /v1/plan?eps=V&until=set, held until the version moves): a change reaches the
-        router with the plan of the tick it brought forward, not at the next sync. While the local controller
-        decides, the last set stays.
+        router with the plan of the tick it brought forward, not at the next sync.
     fallback: no plan applied for FOLLOW_INTERVALS intervals -> a local Controller over the same router starts (it
         scrapes and decides alone, as a client without a plane does); the first plan applied after that stops it
         and hands its router back to the plane's plans
@@ -152,6 +152,7 @@ class Follower:
         self._set_applied: Optional[Tuple[str, str, int]] = None
         #: sets applied to the router so far (a discovering plane's joins, drains and leaves)
         self.sets_applied = 0
+        self._fallback_hook: Optional[Callable[[bool], None]] = None
 
     # ---- read-outs ------------------------------------------------------------------------------------------
     @property
@@ -245,6 +246,12 @@ class Follower:
 
     close = stop
 
+    def on_fallback(self, hook: Optional[Callable[[bool], None]]) -> None:
+        """``hook(True)`` after the local controller took over, ``hook(False)`` when a plan is followed again
+        (before the plane's set is applied): a client of a discovering fleet runs its own source in between, so that
+        its set does not go stale while no plane answers. It must be quick."""
+        self._fallback_hook = hook
+
     # ---- following ---------------------------------------------------------------------------------------------
     def offer(self, link: _Link, plan: Plan, share: Mapping[str, float]) -> bool:
         """A plan delivered by ``link``: applied when that replica is in charge (module docstring)."""
@@ -264,6 +271,8 @@ class Follower:
                 self.local = None
             if local is not None or self._applied_from != link.base:
                 self.applier.release()
+            if local is not None and self._fallback_hook is not None:
+                self._fallback_hook(False)
             plan = self._follow_set(link, plan)
             self._plan, self._share = plan, share
             applied = self.applier.offer(plan if self.load_fresh else scale_limits(plan, share), source=link.base)
@@ -361,6 +370,10 @@ class Follower:
                     _log.exception("the fallback controller did not start")
                     continue
                 self.local = local
+                self._set_applied = None  # the router's set is the client's own from here: the plane's, on return
+            hook = self._fallback_hook
+            if hook is not None:
+                hook(True)
 
     def _note(self, now: float, message: str, **figures: float) -> None:
         _log.info("%s", message)
