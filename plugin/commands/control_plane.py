@@ -57,8 +57,10 @@ def run(args: argparse.Namespace) -> int:
         plane.start()
     except (ConfigError, LaunchError) as exc:
         raise CLIError(str(exc)) from exc
-    print(f"tritonmix control plane ready: {plane.url} ({len(fleet.endpoints)} endpoints, {plane.role}); "
-          "Ctrl-C stops it", flush=True)
+    found = fleet.discovery
+    what = (f"endpoints of Kubernetes fleet {found.fleet!r} in namespace {found.namespace!r}, followed live"
+            if found is not None else f"{len(fleet.endpoints)} endpoints")
+    print(f"tritonmix control plane ready: {plane.url} ({what}, {plane.role}); Ctrl-C stops it", flush=True)
     print(f"  clients: control_plane=\"{plane.address}\"   metrics: {plane.url}/metrics   "
           f"status: tritonmix status --control-plane {plane.address}", flush=True)
     try:
