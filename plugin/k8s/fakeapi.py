@@ -43,11 +43,12 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Set
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Set
 
 from aiohttp import web
 
 from .fakestore import KINDS, Change, Selector, Store, event_for, status
+from .fakewrites import BUILTIN_GROUPS, WriteRoutes
 
 __all__ = ["FakeApiServer", "RequestRecord", "KINDS"]
 
@@ -78,7 +79,9 @@ class FakeApiServer:
     """A list + watch API server for Services and EndpointSlices on 127.0.0.1 (see the module docstring)."""
 
     def __init__(self, *, token: Optional[str] = None, bookmark_interval_s: float = 1.0, port: int = 0,
-                 tls: bool = False) -> None:
+                 tls: bool = False, groups: Sequence[str] = BUILTIN_GROUPS) -> None:
+        """``groups``: the API groups ``GET /apis/GROUP/VERSION`` finds (``fakewrites``; add "keda.sh/v1alpha1"
+        for a cluster with KEDA installed)."""
         self.token = token
         self.tls = tls
         self.bookmark_interval_s = bookmark_interval_s
@@ -91,6 +94,10 @@ class FakeApiServer:
         self._thread: Optional[threading.Thread] = None
         self._runner: Optional[web.AppRunner] = None
         self._tmp = tempfile.TemporaryDirectory(prefix="tritonmix-fakeapi-")
+        #: object reads and writes, namespaces and API groups (``fakewrites``: what the cluster check sends)
+        self.writes = WriteRoutes(apply=self._apply, delete=self._delete, current=self._current,
+                                  objects=lambda ns: self._store.objects(None, ns), authorised=self._authorised,
+                                  groups=groups)
 
     # -- lifecycle -------------------------------------------------------------------------------------------
     def start(self) -> "FakeApiServer":
@@ -185,6 +192,10 @@ class FakeApiServer:
     def get(self, kind: str, namespace: str, name: str) -> Optional[Dict[str, Any]]:
         return copy.deepcopy(self._call(self._current((kind, namespace, name))))
 
+    def objects(self, kind: str, namespace: str) -> List[Dict[str, Any]]:
+        """The current objects of one kind in a namespace (any kind: what the cluster check applied too)."""
+        return copy.deepcopy(self._call(self._objects(kind, namespace)))
+
     @property
     def resource_version(self) -> int:
         return self._store.rv
@@ -222,6 +233,7 @@ class FakeApiServer:
         app = web.Application()
         for kind, (prefix, resource, _) in KINDS.items():
             app.router.add_get(f"{prefix}/namespaces/{{namespace}}/{resource}", self._handle)
+        self.writes.add_routes(app)
         self._runner = web.AppRunner(app, shutdown_timeout=0.5, handle_signals=False, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", self._port, reuse_address=True, ssl_context=self._ssl())
@@ -248,6 +260,13 @@ class FakeApiServer:
 
     async def _current(self, key: Any) -> Optional[Dict[str, Any]]:
         return self._store.current(key)
+
+    async def _objects(self, kind: str, namespace: str) -> List[Dict[str, Any]]:
+        return self._store.objects(kind, namespace)
+
+    def _authorised(self, request: web.Request) -> bool:
+        scheme, _, credential = request.headers.get("Authorization", "").partition(" ")
+        return self.token is None or (scheme.lower() == "bearer" and credential == self.token)
 
     async def _apply(self, obj: Dict[str, Any]) -> Dict[str, Any]:
         change = self._store.apply(obj)

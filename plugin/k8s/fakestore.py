@@ -89,7 +89,7 @@ def event_for(kind: str, namespace: str, selector: Selector, change: Change) -> 
 
 
 class Store:
-    """Versioned Services and EndpointSlices (module docstring)."""
+    """Versioned objects (module docstring): Services and EndpointSlices listed and watched, others kept."""
 
     def __init__(self) -> None:
         self.rv = 0
@@ -103,21 +103,29 @@ class Store:
 
     def apply(self, obj: _Object) -> Change:
         """Create or replace ``obj`` (by kind, namespace, name), stamped with the next revision, its uid (kept over
-        replacements) and apiVersion. ValueError for another kind or a missing name or namespace."""
+        replacements) and, for the KINDS listed and watched, apiVersion. A kind outside KINDS (a Deployment the
+        cluster check applies) is kept as given: read and written one by one, never listed or watched. ValueError
+        for no kind or a missing name or namespace."""
         kind = obj.get("kind")
-        if kind not in KINDS:
-            raise ValueError(f"FakeApiServer serves {', '.join(KINDS)}, not kind {kind!r}")
+        if not kind:
+            raise ValueError("an object needs a kind")
         meta = obj.setdefault("metadata", {})
         if not meta.get("name") or not meta.get("namespace"):
             raise ValueError("an object needs metadata.name and metadata.namespace")
         key = (kind, meta["namespace"], meta["name"])
         old = self.current(key)
         self.rv += 1
-        obj["apiVersion"] = KINDS[kind][2]
+        if kind in KINDS:
+            obj["apiVersion"] = KINDS[kind][2]
         meta["resourceVersion"] = str(self.rv)
         meta["uid"] = (old or {}).get("metadata", {}).get("uid") or str(uuid.uuid4())
         meta.setdefault("creationTimestamp", time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
         return self._record(key, old, obj)
+
+    def objects(self, kind: Optional[str], namespace: str) -> List[_Object]:
+        """The current objects of ``kind`` (None: every kind) in ``namespace``, sorted by (kind, name)."""
+        return [versions[-1][1] for (k, ns, _), versions in sorted(self._versions.items())
+                if (kind is None or k == kind) and ns == namespace and versions[-1][1] is not None]
 
     def delete(self, key: Key) -> Change:
         old = self.current(key)
