@@ -38,6 +38,16 @@ def register(subparsers: Any) -> None:
                           help="hedged requests for the tritonmix policies, at most MAX_SHARE of requests "
                                "(default 0.05)")
     scenario.set_defaults(func=run)
+    replicas = sub.add_parser(
+        "replicas", help="each pool's desired replicas over the scenario's trace beside the offline reference's",
+        description="Replay the scenario's trace once through tritonmix AUTO on a local EMULATED fleet, record the "
+        "controller's desired replicas per pool at every tick, and write replicas.png, replicas.csv and replicas.md "
+        "beside the replicas the offline reference needs (tritonmix.bench.replicas states the rule).")
+    replicas.add_argument("--quick", action="store_true", help="the short trace (18 s)")
+    replicas.add_argument("--out", default="bench-results/replicas", help="output folder")
+    replicas.add_argument("--seed", type=int, default=None, help="the trace seed")
+    replicas.add_argument("--window", type=float, default=1.0, help="the oracle's window in seconds (default 1)")
+    replicas.set_defaults(func=run_replicas)
     again = sub.add_parser("recompute", help="the scenario's summary.json and summary.md again from its raw.json")
     again.add_argument("raw", help="a scenario's raw.json (or raw.json.gz)")
     again.add_argument("--out", default=None, help="output folder (default: the raw file's)")
@@ -105,6 +115,26 @@ def run(args: argparse.Namespace) -> int:
     print()
     print(markdown_table(summary))
     print(f"\nwrote {args.out}/summary.json, summary.md, raw.json and plots in {time.monotonic() - started:.0f} s")
+    return 0
+
+
+def run_replicas(args: argparse.Namespace) -> int:
+    from ..bench import replicas
+    from ..bench.scenario import FULL, QUICK
+
+    spec = QUICK if args.quick else FULL
+    if args.seed is not None:
+        spec = dataclasses.replace(spec, seed=args.seed)
+    if not args.window > 0.0:
+        raise CLIError(f"--window: {args.window} must be > 0 seconds")
+    print(f"scenario '{spec.name}' trace through tritonmix-auto: EMULATED accelerators (time_scale "
+          f"{spec.time_scale})", flush=True)
+    series = replicas.run_replicas(spec, window_s=args.window)
+    header = [f"# Desired replicas vs the offline reference: scenario '{spec.name}', seed {spec.seed}, "
+              f"window {args.window:g} s, {len(series.desired)} ticks (EMULATED accelerators)"]
+    paths = replicas.write_outputs(series, Path(args.out), header)
+    print(paths["md"].read_text())
+    print(f"wrote {', '.join(str(p) for p in paths.values())}")
     return 0
 
 
