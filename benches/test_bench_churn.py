@@ -13,9 +13,12 @@ unchanged set on the same schedule: the work between the steps, and the caches i
 the same in both, and the difference is what churn does to the request path):
     pick+record   CPU time of the picks and records only (timed in batches of one 10 ms step, so the timer's own
                   cost is not in the figure), per request
-    tick          CPU time of every controller tick (process_time), p50 / p95 / max; the issue's target (< 20 ms)
-                  is recorded, not asserted (the static fleet of 1,000 misses it too here); asserted: following the
-                  set adds at most FOLLOW_ALLOWANCE_MS to the median
+    tick          CPU time (process_time) of every ``Controller.tick``: the whole step (follow the set, read the
+                  signals, estimate, health, views, decide, apply the plan's weights and limits to the router's
+                  dispatchers, publish the snapshot, whose rows are built on their first read), p50 / p95 / p99 /
+                  max, garbage collections that land in a tick included; the issue's target (< 20 ms) is
+                  recorded for p99 (``tick_target_met``) and asserted for the median (a shared machine's load
+                  moves the tail); asserted: following the set adds at most FOLLOW_ALLOWANCE_MS to the median
     reconcile     CPU time of each apply_endpoints of the whole set
     bad picks     picks of a slot whose endpoint had left or was draining when the pick was made (must be 0)
     late records  records of requests that were out on an endpoint when it left (each must land: none raises)
@@ -187,6 +190,7 @@ class Run:
         ticks = sorted(self.tick_s)
         return {"pick_record_ns": self.pick_record_s / max(1, self.requests) * 1e9, "requests": self.requests,
                 "tick_p50_ms": statistics.median(ticks) * 1e3, "tick_p95_ms": ticks[int(0.95 * (len(ticks) - 1))] * 1e3,
+                "tick_p99_ms": ticks[int(0.99 * (len(ticks) - 1))] * 1e3,
                 "tick_max_ms": ticks[-1] * 1e3, "ticks": len(ticks),
                 "reconcile_p50_ms": statistics.median(self.reconcile_s) * 1e3 if self.reconcile_s else 0.0,
                 "reconciles": len(self.reconcile_s), "bad_picks": self.bad_picks, "late_records": self.late_records,
@@ -208,9 +212,10 @@ def compare(duration_s: float = DURATION_S, seed: int = 1, rounds: int = ROUNDS)
 def report(static: Dict[str, float], churn: Dict[str, float]) -> str:
     ratio = churn["pick_record_ratio"]
     return (f"pick+record: static {static['pick_record_ns']:.0f} ns, churn {churn['pick_record_ns']:.0f} ns per request "
-            f"(median ratio of {ROUNDS} rounds x{ratio:.3f}); tick p50/p95/max: static {static['tick_p50_ms']:.1f}/{static['tick_p95_ms']:.1f}/"
+            f"(median ratio of {ROUNDS} rounds x{ratio:.3f}); tick p50/p95/p99/max: static "
+            f"{static['tick_p50_ms']:.1f}/{static['tick_p95_ms']:.1f}/{static['tick_p99_ms']:.1f}/"
             f"{static['tick_max_ms']:.1f} ms, churn {churn['tick_p50_ms']:.1f}/{churn['tick_p95_ms']:.1f}/"
-            f"{churn['tick_max_ms']:.1f} ms CPU; reconcile p50 {churn['reconcile_p50_ms']:.2f} ms x "
+            f"{churn['tick_p99_ms']:.1f}/{churn['tick_max_ms']:.1f} ms CPU; reconcile p50 {churn['reconcile_p50_ms']:.2f} ms x "
             f"{churn['reconciles']}; bad picks {churn['bad_picks']}; late records {churn['late_records']}; "
             f"{churn['requests']} requests; slots {churn['slots']} for {churn['live']} live")
 
@@ -222,10 +227,10 @@ def test_churn_at_1000_endpoints(benchmark: Any) -> None:
     benchmark.extra_info.update({f"churn_{k}": v for k, v in churn.items()})
     assert churn["bad_picks"] == 0
     assert churn["late_records"] > 0  # leaves did land with requests out, and their records landed
-    # the issue's target for the tick is recorded, not asserted: at 1,000 endpoints the controller's tick misses it
-    # on this 2-core machine with a static fleet too (its cost is O(n) Python in every part); what churn itself
-    # adds (Controller.follow) must stay small beside it
-    benchmark.extra_info["tick_target_met"] = churn["tick_p95_ms"] < TICK_TARGET_S * 1e3
+    # the issue's target for the tick: the tail is recorded (on a shared 2-core machine others' load moves it),
+    # the median asserted; what churn itself adds (Controller.follow) must stay small beside it
+    benchmark.extra_info["tick_target_met"] = max(static["tick_p99_ms"], churn["tick_p99_ms"]) < TICK_TARGET_S * 1e3
+    assert max(static["tick_p50_ms"], churn["tick_p50_ms"]) < TICK_TARGET_S * 1e3
     assert churn["tick_p50_ms"] <= static["tick_p50_ms"] + FOLLOW_ALLOWANCE_MS
     assert churn["pick_record_ratio"] <= 1.0 + COST_TOLERANCE
 
