@@ -16,7 +16,9 @@ the same in both, and the difference is what churn does to the request path):
     tick          CPU time (process_time) of every ``Controller.tick``: the whole step (follow the set, read the
                   signals, estimate, health, views, decide, apply the plan's weights and limits to the router's
                   dispatchers, publish the snapshot, whose rows are built on their first read), p50 / p95 / p99 /
-                  max, garbage collections that land in a tick included; the issue's target (< 20 ms) is
+                  max, garbage collections that land in a tick included, and p99 without the full (generation 2)
+                  collections that land in a tick (they traverse the whole process's heap: 18-28 ms here, in 2-4
+                  ticks of 120); the issue's target (< 20 ms) is
                   recorded for p99 (``tick_target_met``) and asserted for the median (a shared machine's load
                   moves the tail); asserted: following the set adds at most FOLLOW_ALLOWANCE_MS to the median
     reconcile     CPU time of each apply_endpoints of the whole set
@@ -28,6 +30,7 @@ the same in both, and the difference is what churn does to the request path):
 """
 from __future__ import annotations
 
+import gc
 import heapq
 import random
 import statistics
@@ -59,6 +62,22 @@ ROUNDS = 3
 FOLLOW_ALLOWANCE_MS = 5.0
 
 
+#: CPU seconds of every full (generation 2) collection so far: the process's whole heap is traversed, most of it not
+#: the controller's (the bench's requests, the router's reconciles), so the tick's tail is reported with and without
+_FULL_GC = [0.0, 0.0]
+
+
+def _on_gc(phase: str, info: Dict[str, int]) -> None:
+    if info.get("generation") == 2:
+        if phase == "start":
+            _FULL_GC[1] = time.process_time()
+        else:
+            _FULL_GC[0] += time.process_time() - _FULL_GC[1]
+
+
+gc.callbacks.append(_on_gc)
+
+
 def endpoint(k: int, pool: int) -> EndpointSpec:
     name, acc, price, _, rps = POOLS[pool]
     return EndpointSpec(name=f"{name}-{k}", accelerator=acc, price_per_hour=price, url=f"10.{pool}.{k // 250}.{k % 250}:8000",
@@ -86,6 +105,7 @@ class Run:
         self.pick_record_s = 0.0
         self.requests = 0
         self.tick_s: List[float] = []
+        self.tick_gc2_s: List[float] = []  # per tick: CPU time of the full (gen 2) collections that ran in it
         self.reconcile_s: List[float] = []
         self.bad_picks = 0
         self.late_records = 0
@@ -134,9 +154,11 @@ class Run:
         while self.clock() - start < self.duration_s:
             now = self.clock()
             if now >= next_tick:
+                full_gc = _FULL_GC[0]
                 t0 = time.process_time()
                 self.controller.tick()
                 self.tick_s.append(time.process_time() - t0)
+                self.tick_gc2_s.append(_FULL_GC[0] - full_gc)
                 next_tick += 0.5
             while changes < (now - start) * CHANGES_PER_S:
                 if self.churn:
@@ -191,6 +213,9 @@ class Run:
         return {"pick_record_ns": self.pick_record_s / max(1, self.requests) * 1e9, "requests": self.requests,
                 "tick_p50_ms": statistics.median(ticks) * 1e3, "tick_p95_ms": ticks[int(0.95 * (len(ticks) - 1))] * 1e3,
                 "tick_p99_ms": ticks[int(0.99 * (len(ticks) - 1))] * 1e3,
+                "tick_p99_no_gc2_ms": sorted(t - g for t, g in zip(self.tick_s, self.tick_gc2_s))[
+                    int(0.99 * (len(ticks) - 1))] * 1e3,
+                "ticks_with_gc2": sum(g > 0 for g in self.tick_gc2_s),
                 "tick_max_ms": ticks[-1] * 1e3, "ticks": len(ticks),
                 "reconcile_p50_ms": statistics.median(self.reconcile_s) * 1e3 if self.reconcile_s else 0.0,
                 "reconciles": len(self.reconcile_s), "bad_picks": self.bad_picks, "late_records": self.late_records,
@@ -215,7 +240,9 @@ def report(static: Dict[str, float], churn: Dict[str, float]) -> str:
             f"(median ratio of {ROUNDS} rounds x{ratio:.3f}); tick p50/p95/p99/max: static "
             f"{static['tick_p50_ms']:.1f}/{static['tick_p95_ms']:.1f}/{static['tick_p99_ms']:.1f}/"
             f"{static['tick_max_ms']:.1f} ms, churn {churn['tick_p50_ms']:.1f}/{churn['tick_p95_ms']:.1f}/"
-            f"{churn['tick_p99_ms']:.1f}/{churn['tick_max_ms']:.1f} ms CPU; reconcile p50 {churn['reconcile_p50_ms']:.2f} ms x "
+            f"{churn['tick_p99_ms']:.1f}/{churn['tick_max_ms']:.1f} ms CPU (p99 without full collections: static "
+            f"{static['tick_p99_no_gc2_ms']:.1f}, churn {churn['tick_p99_no_gc2_ms']:.1f} ms; ticks with one: "
+            f"{static['ticks_with_gc2']:.0f} / {churn['ticks_with_gc2']:.0f}); reconcile p50 {churn['reconcile_p50_ms']:.2f} ms x "
             f"{churn['reconciles']}; bad picks {churn['bad_picks']}; late records {churn['late_records']}; "
             f"{churn['requests']} requests; slots {churn['slots']} for {churn['live']} live")
 
