@@ -1,5 +1,5 @@
-"""The collector settings (``tritonmix.heap``): the processes we own freeze their start-up heap; a controller inside
-a user's process leaves the user's collector as it found it."""
+"""The collector settings (``tritonmix.heap``): the processes we own freeze their start-up heap and collect the
+youngest generation less often; a controller inside a user's process leaves the user's collector as it found it."""
 from __future__ import annotations
 
 import gc
@@ -8,19 +8,22 @@ from tritonmix.controller import Controller
 from tritonmix.controller.signals import NullSource
 from tritonmix.controller.simulation import FakeClock
 from tritonmix.fleet import EndpointSpec, Fleet
-from tritonmix.heap import freeze_startup_heap
+from tritonmix.heap import YOUNG_THRESHOLD, configure_collector
 from tritonmix.request import Router
 
 
-def test_freeze_startup_heap_moves_what_is_alive_out_of_the_collectors_view() -> None:
+def test_configure_collector_freezes_what_is_alive_and_raises_the_young_threshold() -> None:
     assert gc.get_freeze_count() == 0
+    thresholds = gc.get_threshold()
     kept = [object(), {"a": []}]
     try:
-        frozen = freeze_startup_heap()
+        frozen = configure_collector()
         assert frozen == gc.get_freeze_count() > 0
         assert not any(o is kept[1] for o in gc.get_objects(2))  # a frozen dict is in no generation
+        assert gc.get_threshold() == (YOUNG_THRESHOLD, thresholds[1], thresholds[2])
     finally:
         gc.unfreeze()
+        gc.set_threshold(*thresholds)
     assert gc.get_freeze_count() == 0
 
 

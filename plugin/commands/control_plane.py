@@ -42,7 +42,7 @@ def register(subparsers: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..control_plane import ControlPlane
     from ..fleet import Fleet
-    from ..heap import freeze_startup_heap
+    from ..heap import configure_collector
     from ..local.supervisor import attach
     from .status import _metrics_urls, read_token
 
@@ -58,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
         plane.start()
     except (ConfigError, LaunchError) as exc:
         raise CLIError(str(exc)) from exc
-    freeze_startup_heap()  # a process of ours: its start-up leaves the collector's view (tritonmix.heap)
+    configure_collector()  # a process of ours: start-up frozen, young threshold raised (tritonmix.heap)
     found = fleet.discovery
     what = (f"endpoints of Kubernetes fleet {found.fleet!r} in namespace {found.namespace!r}, followed live"
             if found is not None else f"{len(fleet.endpoints)} endpoints")

@@ -61,7 +61,7 @@ def _local_urls(fleet: Any, key: str) -> Dict[str, str]:
 def run(args: argparse.Namespace) -> int:
     from ..fleet import Fleet
     from ..gateway import Gateway
-    from ..heap import freeze_startup_heap
+    from ..heap import configure_collector
     from ..local.supervisor import attach
     from .status import read_token
 
@@ -79,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
         gateway.start()
     except (ConfigError, LaunchError) as exc:
         raise CLIError(str(exc)) from exc
-    freeze_startup_heap()  # a process of ours: its start-up leaves the collector's view (tritonmix.heap)
+    configure_collector()  # a process of ours: start-up frozen, young threshold raised (tritonmix.heap)
     scheme = "https" if args.tls_cert else "http"
     print(f"tritonmix gateway ready (envoy pid {gateway.envoy.pid if gateway.envoy else '?'}, "
           f"{len(gateway.upstreams)} endpoints, models: {', '.join(gateway.models) or 'none found'}); "
