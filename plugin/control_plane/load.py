@@ -152,8 +152,7 @@ class LoadHub(asyncio.DatagramProtocol):
         self.received = self.sent = self.dropped = 0
 
     def connection_made(self, transport: Any) -> None:
-        self._transport = transport
-        self._schedule()
+        self._transport = transport  # the timer starts with the first client's tell (``_wake``)
 
     def follow(self, version: int, since: Sequence[int]) -> None:
         """The plane's set is now ``version``, slot i taken at ``since[i]``: sums grow to the new slot count, and
@@ -190,6 +189,13 @@ class LoadHub(asyncio.DatagramProtocol):
             self._totals[model] = values.copy() if total is None else total + values
         self._clients[msg.client] = (addr, self._clock(), figures)
         self._dirty = True
+        self._wake()
+
+    def _wake(self) -> None:
+        """Start the timer if it sleeps: it runs while some client is on the channel, and a plane without any
+        (a gateway's, whose only client reports over HTTP) takes no wake-ups every LOAD_PERIOD_S."""
+        if self._timer is None and self._transport is not None and not self._transport.is_closing():
+            self._schedule()
 
     def _subtract(self, figures: Mapping[str, np.ndarray]) -> None:
         for model, values in figures.items():
@@ -223,8 +229,10 @@ class LoadHub(asyncio.DatagramProtocol):
                 except OSError:
                     pass
             self._dirty, self._sent_at = False, now
-        if self._transport is not None and not self._transport.is_closing():
+        if self._clients and self._transport is not None and not self._transport.is_closing():
             self._schedule()
+        else:
+            self._timer = None
 
     def close(self) -> None:
         if self._timer is not None:
