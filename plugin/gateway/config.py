@@ -2,7 +2,7 @@
 ``tests/test_gateway_config.py`` runs ``envoy --mode validate`` on a bootstrap).
 
     bootstrap    admin (127.0.0.1 only), two static listeners (KServe v2 HTTP/REST; gRPC over h2c), CDS and RDS
-                 read from files in a watched folder (``xds.FileXds``)
+                 read from files, each in a watched folder of its own (``xds.FileXds``)
     CDS          per protocol, one cluster per planned model and a default one: EDS from a file each, weighted
                  least request, active health checks (the model's readiness), outlier detection, a retry budget
     RDS (HTTP)   /v2/models/<name>[/...] -> that model's cluster; anything else (health, metadata, repository)
@@ -26,13 +26,14 @@
         no healthy host) marks its 503 with x-tritonmix-retriable, retried the same way, and so is Triton's 500 for
         a request whose python-backend stub died (``STUB_FAILED_LUA``).
 
-Each endpoint carries the plan's generation in its metadata (``tritonmix.generation``: Envoy's config dump shows
-it, so a reader can tell which plan Envoy holds). Weights: Envoy wants integers >= 1; a plan weight w in [0, 1]
+Each endpoint carries in its metadata the generation of the plan that last changed its cluster's file
+(``tritonmix.generation``: Envoy's config dump shows it, so a reader can tell which plan Envoy holds). Weights: Envoy wants integers >= 1; a plan weight w in [0, 1]
 becomes max(1, round(w x WEIGHT_SCALE)).
 """
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
@@ -133,8 +134,13 @@ def _duration(seconds: float) -> str:
     return f"{seconds:.6f}s"
 
 
-def _source(path: str, folder: str) -> Dict[str, Any]:
-    return {"resource_api_version": "V3", "path_config_source": {"path": path, "watched_directory": {"path": folder}}}
+def _source(path: str, folder: str = "") -> Dict[str, Any]:
+    """A file source, watched in the file's own folder: Envoy reloads every source that watches a folder when any
+    file is moved into it, so with all files in one folder each EDS write reloaded CDS, RDS and every EDS file
+    (``folder`` is kept for callers and ignored)."""
+    del folder
+    return {"resource_api_version": "V3", "path_config_source": {
+        "path": path, "watched_directory": {"path": os.path.dirname(path) or "."}}}
 
 
 def inner_name(kind: str, model: str, endpoint: str) -> str:

@@ -354,8 +354,9 @@ class Gateway:
     # ---- what Envoy holds --------------------------------------------------------------------------------------
     def envoy_generation(self) -> Dict[str, int]:
         """Per cluster, the plan generation whose endpoints Envoy holds now (the ``tritonmix.generation``
-        metadata of its endpoints in Envoy's config dump; 0 before the first plan); clusters without endpoints or
-        without that metadata are left out."""
+        metadata of its endpoints in Envoy's config dump, the plan that last changed them; where that file is still
+        the one written, the plan applied last, whose content for the cluster is the same: ``FileXds.held``; 0
+        before the first plan); clusters without endpoints or without that metadata are left out."""
         assert self.envoy is not None
         dump = self.envoy.admin_json("/config_dump?include_eds&resource=dynamic_endpoint_configs")
         out = {}
@@ -367,7 +368,10 @@ class Gateway:
             # a cluster without endpoints (gRPC where no endpoint gave a gRPC port) holds no plan, nor does an
             # inner cluster of a capped model (a static address, no plan's metadata)
             if versions:
-                out[config.get("cluster_name", "")] = min(int(v) if str(v).isdigit() else 0 for v in versions)
+                name = config.get("cluster_name", "")
+                held = self.xds.held(name, min(versions, key=lambda v: int(v) if str(v).isdigit() else 0)) \
+                    if self.xds is not None else "0"
+                out[name] = int(held) if str(held).isdigit() else 0
         return out
 
     def envoy_limits(self) -> Dict[str, int]:
