@@ -31,10 +31,11 @@ LIMIT_S = SLO_MS / 1000.0
 MAX_LATENCY_S = 1.2
 FAULT_S = 2.0
 CALLERS = 4
-#: copies allowed on the endpoints that answer: a machine-wide hiccup past LIMIT_S (the 2-core CI machine runs three
-#: servers, sixteen callers and the test's own threads) catches the requests then in flight on them, at most one per
-#: endpoint in the runs seen (CI at 4ec2b42: [0, 1, 1] in one client during the slow-endpoint test)
-HICCUP_COPIES = 2
+#: copies a machine-wide hiccup past LIMIT_S can cause (the 2-core CI machine runs three servers, sixteen callers and
+#: the test's own threads): each caller of a client has one request in flight, so one hiccup copies at most CALLERS;
+#: CI saw [0, 1, 1] and [1, 1, 1] per endpoint in the sync HTTP client during the slow-endpoint test, where a rule that
+#: copied a slow endpoint's requests would copy most of its ~100 requests a second
+HICCUP_COPIES = CALLERS
 
 
 @pytest.fixture(scope="module")
@@ -207,9 +208,9 @@ def test_a_slow_endpoint_sends_no_copies(trio: Trio, proxies: Dict[str, FaultPro
     for mode, run in runs.items():
         errors = [e for _, _, e in run.results if e is not None]
         copies = run.copies()
-        # the slow endpoint answers in two to three times its usual latency, far inside its rescue limit: no copy of
-        # its requests, ever; the answering ones only what a machine-wide hiccup explains
-        assert not errors and copies[0] == 0 and sum(copies[1:]) <= HICCUP_COPIES, \
+        # the slow endpoint answers in two to three times its usual latency, far inside its rescue limit: none of its
+        # requests is copied beyond what one machine-wide hiccup does to every endpoint's
+        assert not errors and sum(copies) <= HICCUP_COPIES, \
             f"{mode}: errors {errors[:2]}, copies per endpoint {copies}"
 
 
