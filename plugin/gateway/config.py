@@ -48,7 +48,8 @@ NO_LIMIT = 1_000_000
 RETRIABLE = "x-tritonmix-retriable"
 #: Triton's python backend answers 500 "Stub process '<model>_0_1' is not healthy." for the requests its stub held
 #: when the stub stopped answering (a server frozen for longer than the stub's heartbeat): nothing was computed, so
-#: the inner hop turns that answer, and only that one, into a retriable 503. It reads the body of 500s alone; a
+#: the inner hop turns that answer, and only that one, into a retriable 503. It runs on 500s alone (a composite
+#: filter instantiates it for them, ``_stub_filter``) and reads their body; a
 #: client's malformed body (Triton's 500 "failed to parse the request JSON buffer") stays a 500, is not retried
 #: and ejects nothing.
 STUB_FAILED_LUA = """
@@ -78,6 +79,10 @@ _TLS_T = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Downstre
 _FILE_LOG_T = "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog"
 _PREVIOUS_HOSTS_T = "type.googleapis.com/envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate"
 _LUA_T = "type.googleapis.com/envoy.extensions.filters.http.lua.v3.Lua"
+_MATCHER_T = "type.googleapis.com/envoy.extensions.common.matching.v3.ExtensionWithMatcher"
+_COMPOSITE_T = "type.googleapis.com/envoy.extensions.filters.http.composite.v3.Composite"
+_EXECUTE_T = "type.googleapis.com/envoy.extensions.filters.http.composite.v3.ExecuteFilterAction"
+_STATUS_INPUT_T = "type.googleapis.com/envoy.type.matcher.v3.HttpResponseStatusCodeMatchInput"
 _INTERNAL_T = "type.googleapis.com/envoy.extensions.bootstrap.internal_listener.v3.InternalListener"
 _PREVIOUS_PRIORITIES_T = \
     "type.googleapis.com/envoy.extensions.retry.priority.previous_priorities.v3.PreviousPrioritiesConfig"
@@ -185,8 +190,7 @@ def _inner_listener(name: str, cluster: str, priority: str, s: GatewaySettings) 
     500 turned into a 503 (``STUB_FAILED_LUA``)."""
     filters = [{"name": "envoy.filters.http.router", "typed_config": {"@type": _ROUTER_T}}]
     if s.retry_stub_failures:
-        filters.insert(0, {"name": "envoy.filters.http.lua", "typed_config": {
-            "@type": _LUA_T, "default_source_code": {"inline_string": STUB_FAILED_LUA}}})
+        filters.insert(0, _stub_filter())
     hcm = {"@type": _HCM_T, "stat_prefix": "inner", "codec_type": "AUTO", "http_filters": filters,
            "stream_idle_timeout": _duration(max(300.0, s.timeout_s)), "request_timeout": "0s",
            "route_config": {"name": name, "validate_clusters": False, "virtual_hosts": [{
@@ -197,6 +201,22 @@ def _inner_listener(name: str, cluster: str, priority: str, s: GatewaySettings) 
                "headers_to_add": [{"header": {"key": RETRIABLE, "value": "1"}}]}]}}
     return {"name": name, "internal_listener": {}, "filter_chains": [{"filters": [
         {"name": "envoy.filters.network.http_connection_manager", "typed_config": hcm}]}]}
+
+
+def _stub_filter() -> Dict[str, Any]:
+    """``STUB_FAILED_LUA`` behind a composite filter that instantiates it only for a response whose status is 500:
+    every other response passes no Lua at all (a Lua filter on every response costs a coroutine per request)."""
+    lua = {"name": "envoy.filters.http.lua", "typed_config": {
+        "@type": _LUA_T, "default_source_code": {"inline_string": STUB_FAILED_LUA}}}
+    return {"name": "tritonmix.stub_failed", "typed_config": {
+        "@type": _MATCHER_T,
+        "extension_config": {"name": "envoy.filters.http.composite", "typed_config": {"@type": _COMPOSITE_T}},
+        "xds_matcher": {"matcher_list": {"matchers": [{
+            "predicate": {"single_predicate": {
+                "input": {"name": "status", "typed_config": {"@type": _STATUS_INPUT_T}},
+                "value_match": {"exact": "500"}}},
+            "on_match": {"action": {"name": "stub-500", "typed_config": {
+                "@type": _EXECUTE_T, "typed_config": lua}}}}]}}}}
 
 
 def _address(host: str, port: int) -> Dict[str, Any]:
