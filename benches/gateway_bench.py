@@ -8,7 +8,9 @@ Triton servers on this machine. Run each under the bench lock:
 overhead: one Triton server (add_sub, and ``sleep20``: a python-backend model that holds each request 20 ms, 8
           instances); perf_analyzer over HTTP direct, through the gateway and through a plain hand-configured Envoy
           (static cluster, least request, nothing else), interleaved per round: p50/p99 at concurrency 1 on
-          add_sub, throughput at concurrency 32 on sleep20. The median of the rounds is reported.
+          add_sub, throughput at concurrency 32 on sleep20. The median of the rounds is reported, and per
+          path the bench process's CPU% (it holds the gateway's in-process plane) and Envoy's CPU per request
+          during the c=1 measurement.
 plan:     the time from the plane's tick that publishes plan G (the controller's listener, in-process) to Envoy's
           admin holding G's endpoints (the ``tritonmix.generation`` metadata of every cluster's endpoints, polled
           every 2 ms), over consecutive plans.
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -144,6 +147,7 @@ def overhead(args: argparse.Namespace) -> Dict[str, Any]:
         raise SystemExit(f"unknown variant(s) {unknown}; known: {', '.join(VARIANTS)}")
     c1: Dict[str, List[PaRow]] = {}
     c32: Dict[str, List[PaRow]] = {}
+    cpu: Dict[str, List[tuple]] = {}
     with LocalTritonServer(repository()) as server:
         plain, plain_url = plain_envoy(server.ports["http"], Path(tempfile.mkdtemp(prefix="plain-envoy-")))
         try:
@@ -151,8 +155,9 @@ def overhead(args: argparse.Namespace) -> Dict[str, Any]:
             for r in range(args.rounds):
                 k = r % len(paths)
                 for name in paths[k:] + paths[:k]:
-                    _overhead_path(pa, server, plain_url, name, name in ("direct", "plain-envoy", variants[0])
-                                   and args.c32, args.window_ms, c1, c32)
+                    _overhead_path(pa, server, plain_url, plain.pid, name, name in ("direct", "plain-envoy",
+                                                                                    variants[0])
+                                   and args.c32, args.window_ms, c1, c32, cpu)
                 print(f"round {r + 1}: " + ", ".join(
                     f"{n} p50/p99 {c1[n][-1].p50_us:.0f}/{c1[n][-1].p99_us:.0f} us" for n in paths), flush=True)
         finally:
@@ -163,7 +168,11 @@ def overhead(args: argparse.Namespace) -> Dict[str, Any]:
                      "p99_us": statistics.median(x.p99_us for x in rows),
                      "c1_rps": statistics.median(x.throughput for x in rows),
                      "errors": sum(x.errors for x in rows + c32.get(name, [])),
-                     "rounds_p50_us": [x.p50_us for x in rows], "rounds_p99_us": [x.p99_us for x in rows]}
+                     "rounds_p50_us": [x.p50_us for x in rows], "rounds_p99_us": [x.p99_us for x in rows],
+                     "bench_process_cpu_pct": statistics.median(x[0] for x in cpu[name]),
+                     "envoy_cpu_us_per_request": statistics.median(x[1] for x in cpu[name]),
+                     "rounds_bench_process_cpu_pct": [round(x[0], 2) for x in cpu[name]],
+                     "rounds_envoy_cpu_us_per_request": [round(x[1], 1) for x in cpu[name]]}
         if name in c32:
             out[name].update({"c32_rps": statistics.median(x.throughput for x in c32[name]),
                               "c32_p50_us": statistics.median(x.p50_us for x in c32[name]),
@@ -171,21 +180,39 @@ def overhead(args: argparse.Namespace) -> Dict[str, Any]:
     return out
 
 
-def _overhead_path(pa: PerfAnalyzer, server: LocalTritonServer, plain_url: str, name: str, with_c32: bool,
-                   window_ms: int, c1: Dict[str, List[PaRow]], c32: Dict[str, List[PaRow]]) -> None:
+def _cpu_s(pid: Any) -> float:
+    """CPU seconds (user + system) of process ``pid`` ("self": this one, its threads only), from /proc."""
+    if pid is None:
+        return 0.0
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _overhead_path(pa: PerfAnalyzer, server: LocalTritonServer, plain_url: str, plain_pid: int, name: str,
+                   with_c32: bool, window_ms: int, c1: Dict[str, List[PaRow]], c32: Dict[str, List[PaRow]],
+                   cpu: Dict[str, List[tuple]]) -> None:
     """One path's measurements of one round (a gateway variant is started for them and stopped after)."""
     gw = None
+    envoy_pid = None
     if name == "direct":
         url = server.http_url
     elif name == "plain-envoy":
-        url = plain_url
+        url, envoy_pid = plain_url, plain_pid
     else:
         options = dict(VARIANTS[name])
         gw = Gateway(one_fleet(server), http_port=0, grpc_port=0, **options).start()
-        url = gw.http_url
+        url, envoy_pid = gw.http_url, gw.envoy.pid
     try:
         pa.run("add_sub", url, concurrency=1, shapes=ADD_SUB, window_ms=500, max_trials=3)  # warm the path
-        c1.setdefault(name, []).append(pa.run("add_sub", url, concurrency=1, shapes=ADD_SUB, window_ms=window_ms))
+        t0, own0, envoy0 = time.monotonic(), _cpu_s("self"), _cpu_s(envoy_pid)
+        row = pa.run("add_sub", url, concurrency=1, shapes=ADD_SUB, window_ms=window_ms)
+        took = time.monotonic() - t0
+        c1.setdefault(name, []).append(row)
+        # the bench process holds the gateway's in-process plane and follow thread (perf_analyzer is a child,
+        # not counted); Envoy's CPU per request at c=1 (the requests: perf_analyzer's rate over the whole call)
+        cpu.setdefault(name, []).append((100 * (_cpu_s("self") - own0) / took,
+                                         1e6 * (_cpu_s(envoy_pid) - envoy0) / max(1.0, row.throughput * took)
+                                         if envoy_pid else float("nan")))
         if with_c32:
             c32.setdefault(name, []).append(pa.run("sleep20", url, concurrency=32, window_ms=window_ms))
     finally:
