@@ -12,7 +12,7 @@ import dataclasses
 import logging
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
-from .estimators import DemandEstimator
+from .estimators import CapacityEstimator, DemandEstimator
 from .model import BATCH, INTERACTIVE, EndpointView
 from .deltas import Deltas, EndpointTick, dispatcher_totals
 from .per_model import ModelState, demand_by_model, model_stats, share_misses
@@ -72,7 +72,7 @@ class Observer:
         self._names = [e.name for e in fleet.endpoints]
         self._capacity_types = [e.capacity_type for e in fleet.endpoints]
         for state in [self.prior, *self.models.values()]:
-            state.follow(fleet, reset, live)
+            state.follow(fleet, reset, live, self._pools)
         self.n = n
 
     def observe(self, now: float) -> Observation:
@@ -142,9 +142,10 @@ class Observer:
         ticks, slo_s, names, pools, prices = state.ticks, self.fleet.slo_s, self._names, self._pools, self.prices
         kinds, target, capacity = self._capacity_types, self.queue_miss_target, state.capacity
         external = [t.external_rps for t in ticks] if ticks else [0.0] * len(capacity)
-        u_slo = slo_utilisations([est.concurrency for est in capacity], [est.service_s for est in capacity], slo_s,
+        slots, service_s, mu, meets, rated = CapacityEstimator.columns(capacity)
+        u_slo = slo_utilisations(slots, service_s, slo_s,
                                  [UNLIMITED_MISS_TARGET if x > 0.0 else target for x in external])
         new = tuple.__new__
-        return tuple([new(EndpointView, (i, names[i], pools[i], prices[i], est.mu_rps, est.service_s, healthy[i],
-                                         est.meets_slo, external[i], kinds[i], est.rated_rps, u_slo[i]))
-                      for i, est in enumerate(capacity)])
+        return tuple([new(EndpointView, (i, names[i], pools[i], prices[i], mu[i], service_s[i], healthy[i],
+                                         meets[i], external[i], kinds[i], rated[i], u_slo[i]))
+                      for i in range(len(capacity))])

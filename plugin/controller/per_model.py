@@ -45,10 +45,11 @@ class ModelState:
         self.plan: Optional[ModelPlan] = None
         self.ticks: List[EndpointTick] = []
 
-    def follow(self, fleet: Any, reset: Sequence[int], live: Sequence[bool]) -> None:
+    def follow(self, fleet: Any, reset: Sequence[int], live: Sequence[bool],
+               pools: Optional[Sequence[str]] = None) -> None:
         """The set changed (``tritonmix.request.slots``): slots up to the fleet's; each new or reset slot gets a
         fresh estimator seeded from a measured pool mate (``live``, same pool: the one with the median mu), else
-        from its own hints (``seed_capacity``)."""
+        from its own hints (``seed_capacity``). ``pools``: every endpoint's pool name, when the caller has them."""
         n = len(fleet.endpoints)
         fresh = sorted(set(reset) | set(range(len(self.capacity), n)))
         self._deltas.grow_slots(n)
@@ -58,15 +59,20 @@ class ModelState:
         if not fresh:
             return
         taken, eps = set(fresh), fleet.endpoints
-        pools: Dict[str, List[Tuple[float, int]]] = {}  # measured live mates per pool, in one pass
-        for j, c in enumerate(self.capacity):
-            if c is not None and c.measured and live[j] and j not in taken:
-                pools.setdefault(eps[j].pool_name, []).append((c.mu_rps, j))
-        seeds = {pool: self.capacity[sorted(mates)[len(mates) // 2][1]] for pool, mates in pools.items()}
+        if pools is None:
+            pools = [e.pool_name for e in eps]
+        mates: Dict[str, List[Tuple[float, int]]] = {}  # measured live mates per pool, in one pass
+        for j, (c, up, pool) in enumerate(zip(self.capacity, live, pools)):
+            if up and c is not None and c.measured and j not in taken:
+                found = mates.get(pool)
+                if found is None:
+                    found = mates[pool] = []
+                found.append((c.mu_rps, j))
+        seeds = {pool: self.capacity[sorted(found)[len(found) // 2][1]] for pool, found in mates.items()}
         for i in fresh:
             self._deltas.reset_slot(i)
             self._over[i], self._last_interactive[i] = 0.0, 0
-            mate = seeds.get(eps[i].pool_name)
+            mate = seeds.get(pools[i])
             self.capacity[i] = mate.like() if mate is not None else _hinted(fleet, eps[i])
 
     def interactive_delta(self, interactive_ok: Sequence[int]) -> List[int]:

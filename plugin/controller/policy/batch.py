@@ -22,7 +22,10 @@ def allocate_batch(views: Sequence[EndpointView], demand_rps: float, eligible: S
     """
     n = len(views)
     assigned = [0.0] * n
-    room = [max(0.0, (v.safe_room_rps(utilisation) if inter > 0.0 else v.room_rps(utilisation)) - inter)
+    # v.safe_room_rps(utilisation) where interactive load runs, else v.room_rps(utilisation), inline (no call per
+    # endpoint): max(0, u x mu_i - external_i), u = min(utilisation, u_slo_i) or utilisation
+    room = [max(0.0, max(0.0, (min(utilisation, v.slo_utilisation) if inter > 0.0 else utilisation) * v.mu_rps
+                         - v.external_rps) - inter)
             for v, inter in zip(views, interactive_rps)]
     keys = {i: (views[i].cost_per_inference, i) for i in eligible}
     order = sorted(eligible, key=keys.__getitem__)
