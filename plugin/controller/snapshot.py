@@ -102,13 +102,20 @@ def desired_replicas_by_model(per_model: Sequence[Tuple[Sequence[EndpointView], 
     demand: Dict[str, float] = {}
     for views, assigned in per_model:
         lam: Dict[str, float] = {}
-        mus: Dict[str, list] = {}
+        mus: Dict[str, List[float]] = {}  # every endpoint's mu per pool ...
+        up: Dict[str, List[float]] = {}  # ... and the healthy ones', in one pass without a tuple per endpoint
         for v, a in zip(views, assigned):
-            lam[v.pool] = lam.get(v.pool, 0.0) + a
-            mus.setdefault(v.pool, []).append((v.healthy, v.mu_rps))
+            pool = v.pool
+            if pool in lam:
+                lam[pool] += a
+            else:
+                lam[pool], mus[pool], up[pool] = 0.0 + a, [], []
+            mus[pool].append(v.mu_rps)
+            if v.healthy:
+                up[pool].append(v.mu_rps)
         for pool, rps in lam.items():
             demand[pool] = demand.get(pool, 0.0) + rps
-            healthy = [mu for ok, mu in mus[pool] if ok] or [mu for _, mu in mus[pool]]
+            healthy = up[pool] or mus[pool]
             mu_replica = sum(healthy) / len(healthy)
             extra = rps / (utilisation * mu_replica) if mu_replica > 0 and rps > 0 else 0.0
             fractional[pool] = fractional.get(pool, 0.0) + extra
