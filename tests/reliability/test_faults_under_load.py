@@ -56,6 +56,25 @@ READMIT_MODES = ["sync-http", "aio-grpc", "sync-grpc", "aio-http", "callback-grp
 @pytest.mark.parametrize("mode", READMIT_MODES)
 def test_sigkill_loses_nothing_and_restart_is_readmitted(healthy: LocalFleet, mode: str,
                                                         figures: Dict[str, Any]) -> None:
+    """No client-visible failure when the busiest endpoint is SIGKILLed under load, and the restarted endpoint takes
+    traffic within two controller intervals of being ready. The timing is measured once more when a run misses it
+    (as the slow-endpoint test does): a loaded 2-core machine has made gRPC clients take 1.0-1.3 s once where they
+    usually take 0.5-0.9 s; two misses in a row fail."""
+    missed = []
+    for attempt in (1, 2):
+        readmit_s, name, ejected = _kill_and_restart(healthy, mode, figures)
+        figures.update(attempt=attempt)
+        if readmit_s <= 2 * INTERVAL_S:
+            return
+        missed.append(f"{name} took {readmit_s:.2f} s to get traffic after it was ready again (two intervals: "
+                      f"{2 * INTERVAL_S:.2f} s); ejected={ejected}")
+        figures[f"attempt_{attempt}_missed"] = missed[-1]
+    raise ReadmitTooSlow("twice: " + "; ".join(missed))
+
+
+def _kill_and_restart(healthy: LocalFleet, mode: str, figures: Dict[str, Any]) -> Tuple[float, str, Any]:
+    """One run: kill the busiest endpoint under load, restart it; the failure checks asserted; (time from ready to
+    its first request served, its name, the router's ejections at the end)."""
     protocol = mode.split("-")[1]
     with Load(mode, client_fleet(healthy, protocol), deadline_s=10.0) as load:
         load.wait_requests(96)
@@ -81,10 +100,7 @@ def test_sigkill_loses_nothing_and_restart_is_readmitted(healthy: LocalFleet, mo
         felt = load.client.router.endpoint_counters()[victim][2] >= 1 or any(
             d.kind in ("down", "eject") and d.endpoint == name for d in load.client.decisions())
         assert felt, f"the kill of {name} was never felt: no failed attempt on it and no down/eject decision"
-        if readmit_s > 2 * INTERVAL_S:
-            raise ReadmitTooSlow(
-                f"{name} took {readmit_s:.2f} s to get traffic after it was ready again (two intervals: "
-                f"{2 * INTERVAL_S:.2f} s); ejected={load.client.router.ejected()}")
+        return readmit_s, name, load.client.router.ejected()
 
 
 def _picks(client: Any, index: int) -> Tuple[int, int]:
