@@ -115,14 +115,19 @@ def plain_envoy(upstream_http_port: int, work: Path) -> tuple:
     return EnvoyProcess(work / "plain.json", work).start(), f"127.0.0.1:{port}"
 
 
-def one_fleet(server: LocalTritonServer, **controller: Any) -> Fleet:
+def one_fleet(server: LocalTritonServer, endpoints: int = 1, **controller: Any) -> Fleet:
+    """A fleet of ``endpoints`` names for the one server (two or more: the gateway's caps and inner hop)."""
     return Fleet.from_dict({"mode": "auto", "controller": controller, "endpoints": [
-        {"name": "t0", "url": server.http_url, "accelerator": "cpu", "price_per_hour": 1.0}]})
+        {"name": f"t{k}", "url": server.http_url, "accelerator": "cpu", "price_per_hour": 1.0}
+        for k in range(endpoints)]})
 
 
 #: gateway variants for ``overhead --variants``: Gateway keyword arguments, one setting changed at a time
 VARIANTS: Dict[str, Dict[str, Any]] = {
-    "gateway": {},                                        # as shipped (in-process plane, checks, retries)
+    "gateway": {},                                        # as shipped (in-process plane, checks, retries;
+                                                          # one endpoint: no caps, one hop)
+    "caps-2": {"endpoints": 2},                           # as shipped, the server named twice: two endpoints,
+                                                          # so the caps and their inner hop are on
     "static": {"static_weights": [1.0]},                  # no plane: no Triton scrapes, no admin polling
     "no-hc": {"health_interval_s": 3600.0},               # active health checks once at start only
     "hc-2s": {"health_interval_s": 2.0},
@@ -200,7 +205,7 @@ def _overhead_path(pa: PerfAnalyzer, server: LocalTritonServer, plain_url: str, 
         url, envoy_pid = plain_url, plain_pid
     else:
         options = dict(VARIANTS[name])
-        gw = Gateway(one_fleet(server), http_port=0, grpc_port=0, **options).start()
+        gw = Gateway(one_fleet(server, options.pop("endpoints", 1)), http_port=0, grpc_port=0, **options).start()
         url, envoy_pid = gw.http_url, gw.envoy.pid
     try:
         pa.run("add_sub", url, concurrency=1, shapes=ADD_SUB, window_ms=500, max_trials=3)  # warm the path

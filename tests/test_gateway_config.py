@@ -118,3 +118,19 @@ def test_envoy_validates_the_bootstrap(tmp_path: Path) -> None:
     out = subprocess.run([str(envoy), "--mode", "validate", "-c", str(config)], capture_output=True, text=True,
                          timeout=60)
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+
+
+def test_a_fleet_of_one_endpoint_gets_no_caps(tmp_path: Path) -> None:
+    """Caps need somewhere to spill: with one endpoint the gateway builds none (no inner hop); with two it does,
+    and an explicit enforce_limits=False holds."""
+    from tritonmix.fleet import Fleet
+
+    def fleet(n: int) -> Fleet:
+        return Fleet.from_dict({"mode": "auto", "endpoints": [
+            {"name": f"t{k}", "url": f"127.0.0.1:{8000 + 10 * k}", "accelerator": "cpu", "price_per_hour": 1.0}
+            for k in range(n)]})
+    work = str(tmp_path)
+    assert not gateway.Gateway(fleet(1), http_port=1, grpc_port=2, work_dir=work).settings.enforce_limits
+    assert gateway.Gateway(fleet(2), http_port=1, grpc_port=2, work_dir=work).settings.enforce_limits
+    assert not gateway.Gateway(fleet(2), http_port=1, grpc_port=2, work_dir=work,
+                               enforce_limits=False).settings.enforce_limits

@@ -110,7 +110,8 @@ class GatewaySettings:
     outlier_base_ejection_s: float = 2.0
     max_request_bytes: int = 64 << 20         # 0: no limit (no buffer filter)
     active_request_bias: float = 1.0
-    enforce_limits: bool = True               # the plan's in-flight limits on HTTP model clusters (module doc)
+    enforce_limits: bool = True               # the plan's in-flight limits on HTTP model clusters (module doc;
+                                              # ``Gateway`` turns them off for a fleet of one endpoint)
     retry_stub_failures: bool = True          # with enforce_limits: a dead python-backend stub's 500 is retried
     access_log: Optional[str] = None          # a file path; None: no access log
     tls_cert: Optional[str] = None            # downstream TLS on both listeners (PEM files)

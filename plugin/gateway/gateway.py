@@ -133,6 +133,9 @@ class Gateway:
         self._static = tuple(float(w) for w in static_weights) if static_weights is not None else None
         if self._static is not None:  # fixed weights and no plan: no limits to enforce
             self.settings = dataclasses.replace(self.settings, enforce_limits=False)
+        if len(self.upstreams) < 2:  # a full endpoint's request has nowhere else to go: it would queue there
+            # anyway (priority 1 is the same endpoint uncapped), so caps would only add the inner hop
+            self.settings = dataclasses.replace(self.settings, enforce_limits=False)
         self._remote_plane = control_plane
         self._token = token
         self._own_dir = work_dir is None
