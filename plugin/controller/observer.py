@@ -65,8 +65,8 @@ class Observer:
         self._deltas.grow_slots(n)
         for i in reset:
             self._deltas.reset_slot(i)
-        old = list(self.prices)
-        self.prices = [old[i] if i < len(old) and i not in reset else e.price_per_hour
+        old, fresh = list(self.prices), set(reset)  # a set: one lookup per endpoint, not a scan of ``reset``
+        self.prices = [old[i] if i < len(old) and i not in fresh else e.price_per_hour
                        for i, e in enumerate(fleet.endpoints)]
         self._pools = [e.pool_name for e in fleet.endpoints]
         self._names = [e.name for e in fleet.endpoints]
