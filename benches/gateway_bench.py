@@ -129,6 +129,7 @@ VARIANTS: Dict[str, Dict[str, Any]] = {
     "caps-2": {"endpoints": 2},                           # as shipped, the server named twice: two endpoints,
                                                           # so the caps and their inner hop are on
     "static": {"static_weights": [1.0]},                  # no plane: no Triton scrapes, no admin polling
+    "nice-0": {"plane_nice": 0},                          # the plane's threads at the gateway's own priority
     "no-hc": {"health_interval_s": 3600.0},               # active health checks once at start only
     "hc-2s": {"health_interval_s": 2.0},
     "no-retry": {"retries": 0},

@@ -113,6 +113,8 @@ class GatewaySettings:
     enforce_limits: bool = True               # the plan's in-flight limits on HTTP model clusters (module doc;
                                               # ``Gateway`` turns them off for a fleet of one endpoint)
     retry_stub_failures: bool = True          # with enforce_limits: a dead python-backend stub's 500 is retried
+    plane_nice: int = 10                      # the in-process plane's and the follow thread's nice value, added
+                                              # (0: as the gateway's): they yield the CPU to the data path
     access_log: Optional[str] = None          # a file path; None: no access log
     tls_cert: Optional[str] = None            # downstream TLS on both listeners (PEM files)
     tls_key: Optional[str] = None

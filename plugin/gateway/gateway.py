@@ -95,6 +95,18 @@ def fleet_models(upstreams: Sequence[Upstream], timeout_s: float = 2.0) -> Tuple
     return tuple(sorted(names))
 
 
+def _lower_priority(nice: int) -> None:
+    """Raise the calling thread's nice value by ``nice`` (Linux keeps one per thread, and threads it starts inherit
+    it); nothing where the platform has no per-thread priority."""
+    if nice <= 0 or not hasattr(os, "setpriority"):
+        return
+    try:
+        tid = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + nice))
+    except OSError as exc:
+        _log.debug("gateway: thread priority unchanged: %s", exc)
+
+
 def _free_port(host: str) -> int:
     with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
         sock.bind((host, 0))
@@ -220,7 +232,7 @@ class Gateway:
             if self._static is not None:
                 return self
             if self._remote_plane is None:
-                self.plane = ControlPlane(self.fleet, listen="127.0.0.1:0").start()
+                self.plane = self._start_plane("127.0.0.1:0")
         except BaseException:
             self.stop()
             raise
@@ -271,7 +283,26 @@ class Gateway:
             raise ConfigError("the gateway follows a remote control plane; restart that one instead")
         address = self.plane.address
         self.plane.stop()
-        self.plane = ControlPlane(self.fleet, listen=address).start()
+        self.plane = self._start_plane(address)
+
+    def _start_plane(self, listen: str) -> ControlPlane:
+        """The in-process plane, started from a thread at the gateway's ``plane_nice``: its threads (HTTP, ticks,
+        scrapes) inherit that nice value and yield the CPU to Envoy, Triton and the clients when they contend."""
+        out: List[Any] = []
+
+        def start() -> None:
+            _lower_priority(self.settings.plane_nice)
+            try:
+                out.append(ControlPlane(self.fleet, listen=listen).start())
+            except BaseException as exc:  # noqa: BLE001 - raised by the caller
+                out.append(exc)
+
+        starter = threading.Thread(target=start, name="tritonmix-gateway-plane-start", daemon=True)
+        starter.start()
+        starter.join()
+        if isinstance(out[0], BaseException):
+            raise out[0]
+        return out[0]
 
     # ---- following the plane -----------------------------------------------------------------------------------
     def _plane_url(self) -> str:
@@ -280,6 +311,7 @@ class Gateway:
 
     def _follow(self) -> None:
         """The follow loop (module docstring)."""
+        _lower_priority(self.settings.plane_nice)
         after, epoch, seq = 0, "", 0
         fingerprint = fleet_fingerprint(self.names)
         only = self.models[0] if len(self.models) == 1 else None
