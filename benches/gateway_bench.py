@@ -11,6 +11,8 @@ overhead: one Triton server (add_sub, and ``sleep20``: a python-backend model th
           add_sub, throughput at concurrency 32 on sleep20. The median of the rounds is reported, and per
           path the bench process's CPU% (it holds the gateway's in-process plane) and Envoy's CPU per request
           during the c=1 measurement.
+idle:     per gateway variant, no requests: the CPU% of Envoy, Triton and the bench process's threads (the
+          in-process plane), and Envoy's xDS reloads and health checks, over one window.
 plan:     the time from the plane's tick that publishes plan G (the controller's listener, in-process) to Envoy's
           admin holding G's endpoints (the ``tritonmix.generation`` metadata of every cluster's endpoints, polled
           every 2 ms), over consecutive plans.
@@ -226,6 +228,53 @@ def _overhead_path(pa: PerfAnalyzer, server: LocalTritonServer, plain_url: str, 
             gw.stop()
 
 
+def idle(args: argparse.Namespace) -> Dict[str, Any]:
+    """Per gateway variant, with no requests: over a window of ``--window-ms`` (once the gateway has run 3 s), the
+    CPU% of Envoy, of Triton and of this process's threads (the in-process plane, the follow thread), and Envoy's
+    xDS reloads and health checks in the window (admin stats)."""
+    import threading as _threading
+
+    out: Dict[str, Any] = {}
+    window_s = args.window_ms / 1000
+    with LocalTritonServer(repository()) as server:
+        for name in args.variants.split(","):
+            options = dict(VARIANTS[name])
+            with Gateway(one_fleet(server, options.pop("endpoints", 1)), http_port=0, grpc_port=0,
+                         **options) as gw:
+                time.sleep(3.0)
+                threads = {t.native_id: t.name for t in _threading.enumerate()}
+                stat_filter = "/stats?filter=(update_attempt|health_check.attempt)$"
+
+                def sample() -> tuple:
+                    own = {}
+                    for tid in threads:
+                        try:
+                            own[tid] = _cpu_s(f"{os.getpid()}/task/{tid}")
+                        except OSError:
+                            pass
+                    counters = dict(line.split(": ", 1) for line in gw.envoy.admin(stat_filter).strip().splitlines()
+                                    if ": " in line)
+                    return time.monotonic(), _cpu_s("self"), _cpu_s(gw.envoy.pid), _cpu_s(server.pid), own, counters
+
+                a = sample()
+                time.sleep(window_s)
+                b = sample()
+                took = b[0] - a[0]
+                reloads = {k: int(v) - int(a[5].get(k, 0)) for k, v in b[5].items() if "update_attempt" in k}
+                checks = {k: int(v) - int(a[5].get(k, 0)) for k, v in b[5].items() if "health_check" in k}
+                out[name] = {
+                    "window_s": round(took, 2), "process_cpu_pct": round(100 * (b[1] - a[1]) / took, 2),
+                    "envoy_cpu_pct": round(100 * (b[2] - a[2]) / took, 2),
+                    "triton_cpu_pct": round(100 * (b[3] - a[3]) / took, 2),
+                    "threads_cpu_pct": {threads[t]: round(100 * (b[4][t] - a[4][t]) / took, 2)
+                                        for t in b[4] if t in a[4] and b[4][t] > a[4][t]},
+                    "xds_reloads": sum(reloads.values()), "xds_reloads_by_resource": {k: v for k, v in reloads.items()
+                                                                                      if v},
+                    "health_checks": sum(checks.values())}
+                print(name, json.dumps(out[name]), flush=True)
+    return out
+
+
 def plan_latency(args: argparse.Namespace) -> Dict[str, Any]:
     with LocalTritonServer(repository()) as server:
         fleet = one_fleet(server, interval_s=args.interval)
@@ -433,7 +482,7 @@ def _queue_us(server: LocalTritonServer) -> tuple:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("what", choices=["overhead", "plan", "faults", "spill"])
+    parser.add_argument("what", choices=["overhead", "idle", "plan", "faults", "spill"])
     parser.add_argument("--slo-ms", type=float, default=100.0)
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--rounds", type=int, default=3)
@@ -447,7 +496,7 @@ def main() -> None:
                         help="spill: the gateway does not enforce the plan's in-flight limits")
     parser.add_argument("--no-c32", dest="c32", action="store_false", help="overhead: skip the c=32 runs")
     args = parser.parse_args()
-    fn = {"overhead": overhead, "plan": plan_latency, "faults": faults, "spill": spill}[args.what]
+    fn = {"overhead": overhead, "idle": idle, "plan": plan_latency, "faults": faults, "spill": spill}[args.what]
     result = {"what": args.what, "commit": commit(), "command": " ".join(sys.argv), "result": fn(args)}
     print(json.dumps(result, indent=1))
 
