@@ -28,10 +28,10 @@ the same in both, and the difference is what churn does to the request path):
                   dispatchers, publish the snapshot, whose rows are built on their first read), p50 / p95 / p99 /
                   max, garbage collections that land in a tick included, and p99 without the full (generation 2)
                   collections that land in a tick (they traverse every object the collector tracks: 18-28 ms
-                  each over the unfrozen heap; in the plane's configuration few or none run); the issue's target
-                  (< 20 ms) is recorded for p99 (``tick_target_met``) and the median, not asserted (a shared
-                  machine's load moves CPU time); asserted: following the set adds at most FOLLOW_ALLOWANCE_MS to
-                  the median
+                  each over the unfrozen heap; in the plane's configuration few or none run); asserted: the
+                  issue's target, p99 < 20 ms static and churn (``tick_target_met``; the median's is recorded,
+                  ``tick_median_target_met``), and following the set adds at most FOLLOW_ALLOWANCE_MS to the
+                  median
     reconcile     CPU time of each apply_endpoints of the whole set
     bad picks     picks of a slot whose endpoint had left or was draining when the pick was made (must be 0)
     late records  records of requests that were out on an endpoint when it left (each must land: none raises)
@@ -280,12 +280,18 @@ def test_churn_at_1000_endpoints(benchmark: Any) -> None:
     benchmark.extra_info.update({f"library_{k}": v for k, v in library.items()})
     assert churn["bad_picks"] == 0
     assert churn["late_records"] > 0  # leaves did land with requests out, and their records landed
-    # the issue's target for the tick is recorded, not asserted: CPU time on a shared 2-core machine moves with the
-    # others' load (the same code's median 9.6 and 16.9 ms in two runs whose pick+record took 515 and 976 ns); what
-    # churn itself adds (Controller.follow) must stay small beside it
-    benchmark.extra_info["tick_target_met"] = max(static["tick_p99_ms"], churn["tick_p99_ms"]) < TICK_TARGET_S * 1e3
+    # the issue's target for the tick, in the plane's collector configuration: p99 < 20 ms, static and churn (met at
+    # 13.5-15.0 ms in two runs at the code that asserts it; CPU time on a shared 2-core machine moves with the others'
+    # load: pick+record per request, the same code path in every run, tells how loaded the machine was); the run with
+    # the collector untouched is recorded only. What churn itself adds (Controller.follow) must stay small.
+    p99_ms = max(static["tick_p99_ms"], churn["tick_p99_ms"])
+    benchmark.extra_info["tick_target_met"] = p99_ms < TICK_TARGET_S * 1e3
     median_ms = max(static["tick_p50_ms"], churn["tick_p50_ms"])
     benchmark.extra_info["tick_median_target_met"] = median_ms < TICK_TARGET_S * 1e3
+    assert p99_ms < TICK_TARGET_S * 1e3, (
+        f"tick p99 {p99_ms:.1f} ms (static {static['tick_p99_ms']:.1f}, churn {churn['tick_p99_ms']:.1f}) is not under "
+        f"{TICK_TARGET_S * 1e3:.0f} ms; pick+record took {static['pick_record_ns']:.0f} ns (398-406 ns in the runs "
+        "that met it: a larger figure means a loaded machine)")
     assert churn["tick_p50_ms"] <= static["tick_p50_ms"] + FOLLOW_ALLOWANCE_MS
     assert churn["pick_record_ratio"] <= 1.0 + COST_TOLERANCE
 
