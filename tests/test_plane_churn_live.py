@@ -13,7 +13,7 @@ import re
 import threading
 import time
 import urllib.request
-from typing import Any, Dict, Iterator, List, Optional
+from typing import Any, Dict, Iterator, List
 
 import numpy as np
 import pytest
@@ -24,28 +24,9 @@ from tritonmix import Fleet  # noqa: E402
 from tritonmix.control_plane import ControlPlane  # noqa: E402
 from tritonmix.k8s import labels  # noqa: E402
 from tritonmix.k8s.fakeapi import FakeApiServer  # noqa: E402
-from tritonmix.k8s.fakeobjects import SliceAddress, endpoint_slice, pool_service  # noqa: E402
+from tritonmix.k8s.fakeobjects import pool_service  # noqa: E402
 from tritonmix.local import LocalFleet  # noqa: E402
-
-NS = "inference"
-INTERVAL_S = 0.5
-MODEL = "stable_diffusion"
-PODS = ("inf2-0", "inf2-1", "inf2-2")
-SERVERS = {
-    "time_scale": 0.1,
-    "endpoints": [{"name": pod, "accelerator": "neuron", "price_per_hour": 0.7582, "max_concurrency": 2,
-                   "profile": {"base": "inf2.xlarge", "concurrency": 2}} for pod in PODS],
-}
-
-
-def pod_slice(pod: str, url: str, metrics_url: str, terminating: bool = False,
-              protocol: str = "http") -> Dict[str, Any]:
-    """One slice per pod: the local servers share 127.0.0.1 and differ by port, and a slice's ports are its own."""
-    host, port = url.rsplit(":", 1)
-    ports: Dict[str, Any] = {"http": None, "grpc": None, protocol: int(port)}
-    return endpoint_slice(NS, f"inf2-{pod}", "inf2", [SliceAddress(pod, host, terminating=terminating)],
-                          metrics=int(metrics_url.rsplit(":", 1)[1]), **ports)
-
+from k8s_live_support import INTERVAL_S, MODEL, NS, PODS, SERVERS, pod_slice, reports, wait  # noqa: E402
 
 class Load:
     """Closed-loop senders, ``threads`` per client: each sends the next request when its last one is answered."""
@@ -80,20 +61,6 @@ class Load:
                     self.errors.append(exc)
             with self._lock:
                 self.sent += 1
-
-
-def reports(client: Any) -> Dict[str, Any]:
-    return {r.name.split("/")[-1]: r for r in client.endpoint_reports()}
-
-
-def wait(predicate: Any, timeout_s: float, step_s: float = 0.005) -> Optional[float]:
-    """The time ``predicate()`` first held, polling every ``step_s``; None on timeout."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return time.monotonic()
-        time.sleep(step_s)
-    return None
 
 
 def metrics(plane: ControlPlane) -> Dict[str, Any]:
