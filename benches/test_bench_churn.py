@@ -281,7 +281,7 @@ def test_churn_at_1000_endpoints(benchmark: Any) -> None:
     assert churn["bad_picks"] == 0
     assert churn["late_records"] > 0  # leaves did land with requests out, and their records landed
     # the issue's target for the tick, in the plane's collector configuration: p99 < 20 ms, static and churn (met at
-    # 13.5-15.0 ms in two runs at the code that asserts it; CPU time on a shared 2-core machine moves with the others'
+    # 13.5-18.1 ms in three runs of the current tick code; CPU time on a shared 2-core machine moves with the others'
     # load: pick+record per request, the same code path in every run, tells how loaded the machine was); the run with
     # the collector untouched is recorded only. What churn itself adds (Controller.follow) must stay small.
     p99_ms = max(static["tick_p99_ms"], churn["tick_p99_ms"])
@@ -290,7 +290,7 @@ def test_churn_at_1000_endpoints(benchmark: Any) -> None:
     benchmark.extra_info["tick_median_target_met"] = median_ms < TICK_TARGET_S * 1e3
     assert p99_ms < TICK_TARGET_S * 1e3, (
         f"tick p99 {p99_ms:.1f} ms (static {static['tick_p99_ms']:.1f}, churn {churn['tick_p99_ms']:.1f}) is not under "
-        f"{TICK_TARGET_S * 1e3:.0f} ms; pick+record took {static['pick_record_ns']:.0f} ns (398-406 ns in the runs "
+        f"{TICK_TARGET_S * 1e3:.0f} ms; pick+record took {static['pick_record_ns']:.0f} ns (398-549 ns in the runs "
         "that met it: a larger figure means a loaded machine)")
     assert churn["tick_p50_ms"] <= static["tick_p50_ms"] + FOLLOW_ALLOWANCE_MS
     assert churn["pick_record_ratio"] <= 1.0 + COST_TOLERANCE
