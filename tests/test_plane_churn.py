@@ -204,6 +204,43 @@ def test_the_load_channel_drops_figures_told_for_a_slot_before_another_endpoint_
     assert hub.dropped == dropped + 1  # more slots than the plane has
 
 
+def test_the_load_hubs_timer_runs_only_while_a_client_is_on_the_channel() -> None:
+    """A plane whose clients all report over HTTP (a gateway's) takes no wake-ups every 4 ms: the timer starts with
+    the first tell and stops once the last client expired."""
+    import asyncio
+
+    from tritonmix.control_plane.load import EXPIRE_S
+
+    class Transport:
+        def __init__(self) -> None:
+            self.sent = 0
+
+        def is_closing(self) -> bool:
+            return False
+
+        def sendto(self, data: bytes, addr: object) -> None:
+            self.sent += 1
+
+        def close(self) -> None:
+            pass
+
+    async def run() -> None:
+        hub, transport = LoadHub(3, None), Transport()
+        hub.connection_made(transport)
+        await asyncio.sleep(0.02)
+        assert hub._timer is None and transport.sent == 0
+        hub.datagram_received(encode(TELL, {"m": np.array([1, 0, 0])}, 3, 1, None, client=1, set_version=1),
+                              ("h", 1))
+        assert hub._timer is not None
+        await asyncio.sleep(0.02)
+        assert transport.sent >= 1
+        await asyncio.sleep(EXPIRE_S + 0.05)
+        assert hub._timer is None and hub.clients == 0
+        hub.close()
+
+    asyncio.run(run())
+
+
 # ---- replicas ---------------------------------------------------------------------------------------------------
 
 def test_a_replica_finds_itself_in_the_list_by_the_address_it_advertises() -> None:
