@@ -134,3 +134,22 @@ def test_a_fleet_of_one_endpoint_gets_no_caps(tmp_path: Path) -> None:
     assert gateway.Gateway(fleet(2), http_port=1, grpc_port=2, work_dir=work).settings.enforce_limits
     assert not gateway.Gateway(fleet(2), http_port=1, grpc_port=2, work_dir=work,
                                enforce_limits=False).settings.enforce_limits
+
+
+def test_an_unchanged_plan_writes_no_file_and_each_file_has_a_folder_of_its_own(tmp_path: Path) -> None:
+    """Envoy reloads every source watching a folder when a file is moved into it: one folder per file, and a plan
+    that moves no weight writes nothing (``held`` then maps Envoy's older stamp to the plan applied last)."""
+    from tritonmix.gateway.xds import FileXds
+
+    xds = FileXds(tmp_path, UPS, ["m"], GatewaySettings())
+    xds.initial()
+    files = xds.files()
+    assert len({str(Path(f).parent) for f in files}) == len(files)
+    xds.apply_weights({None: (0.5, 0.5, 0.0), "m": (0.5, 0.5, 0.0)}, (True, True, True), "7")
+    writes = xds.writes
+    xds.generation = 8
+    xds.apply_weights({None: (0.5, 0.5, 0.0), "m": (0.5, 0.5, 0.0)}, (True, True, True), "8")
+    assert xds.writes == writes
+    assert xds.held("http~m~m", "7") == "8" and xds.held("http~m~m", "3") == "3"
+    xds.apply_weights({None: (0.5, 0.5, 0.0), "m": (0.9, 0.1, 0.0)}, (True, True, True), "9")
+    assert xds.writes == writes + 1  # only the model's cluster moved
