@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import http.server
 import shutil
-import socket
 import ssl
 import subprocess
 import threading
@@ -154,6 +153,35 @@ def test_grpc_probe_of_a_closed_port_says_down() -> None:
         assert prober.ready(1.0) is False
     finally:
         prober.close()
+
+
+def test_grpc_probe_sees_a_server_that_just_came_up_at_once() -> None:
+    """A probe channel that failed to connect would fail every call of its reconnect backoff (100-250 ms) at once,
+    "down" of a server that is up: the prober drops it after an UNAVAILABLE answer, so the next probe connects."""
+    from concurrent import futures
+
+    import grpc
+    from tritonclient.grpc import service_pb2
+
+    url = f"127.0.0.1:{free_port()}"
+    prober = GrpcProber(url)
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=1))
+    ready = grpc.unary_unary_rpc_method_handler(
+        lambda request, context: service_pb2.ServerReadyResponse(ready=True),
+        request_deserializer=service_pb2.ServerReadyRequest.FromString,
+        response_serializer=service_pb2.ServerReadyResponse.SerializeToString)
+    server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler(
+        "inference.GRPCInferenceService", {"ServerReady": ready})])
+    try:
+        for _ in range(3):  # down: its connection attempts fail, a kept channel's backoff would grow to 250 ms
+            assert prober.ready(1.0) is False
+        server.add_insecure_port(url)
+        server.start()
+        assert prober.ready(1.0) is True, "the probe said down in its channel's reconnect backoff"
+        assert prober.ready(1.0) is True
+    finally:
+        prober.close()
+        server.stop(0)
 
 
 # ---- readmission -----------------------------------------------------------------------------------------------

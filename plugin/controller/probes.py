@@ -3,7 +3,9 @@
     HTTP endpoint   GET {http|https}://<url>/v2/health/ready (the client's ssl / ssl_options / ssl_context_factory /
                     insecure, or the aio client's ssl_context), the probe headers on it
     gRPC endpoint   ServerReady through tritonclient.grpc (its own small channel: the client's ssl, root
-                    certificates, key, chain or creds; a short reconnect backoff), the probe headers as metadata
+                    certificates, key, chain or creds; a short reconnect backoff), the probe headers as metadata;
+                    a probe that found it unreachable drops its channel, so the next one connects afresh (as an
+                    HTTP probe does) instead of failing fast in the channel's reconnect backoff
 
 The answer is a tri-state (``Optional[bool]``):
 
@@ -36,6 +38,7 @@ _log = logging.getLogger(__name__)
 AUTH_STATUSES = (401, 403)
 #: gRPC statuses with the same meaning
 AUTH_CODES = ("StatusCode.UNAUTHENTICATED", "StatusCode.PERMISSION_DENIED")
+UNAVAILABLE = "StatusCode.UNAVAILABLE"
 #: the probe channel reconnects fast: a restarted endpoint is seen within a probe period, not a channel backoff
 PROBE_CHANNEL_ARGS = [("grpc.initial_reconnect_backoff_ms", 100), ("grpc.min_reconnect_backoff_ms", 100),
                       ("grpc.max_reconnect_backoff_ms", 250)]
@@ -140,7 +143,10 @@ def ready_from_status(status: Optional[int]) -> Optional[bool]:
 
 class GrpcProber:
     """ServerReady over gRPC for one endpoint, through one tritonclient.grpc client made on first use (on a scraper
-    thread) and kept; ``close()`` closes it."""
+    thread) and kept while the endpoint answers; ``close()`` closes it. An UNAVAILABLE answer drops the client: a
+    channel that failed to connect sits in its reconnect backoff (up to PROBE_CHANNEL_ARGS' 250 ms) and fails every
+    call in it at once, so a probe landing there after a restart would say "down" of a server that is up and the
+    comeback would wait one more probe period (up to a controller interval); a fresh channel connects at once."""
 
     def __init__(self, url: str, settings: Optional[ProbeSettings] = None) -> None:
         self._url = url
@@ -161,6 +167,7 @@ class GrpcProber:
     def ready(self, timeout_s: float) -> Optional[bool]:
         from tritonclient.utils import InferenceServerException
 
+        client = None
         try:
             client = self._get_client()
             if client is None:
@@ -171,10 +178,20 @@ class GrpcProber:
             status = str(exc.status())
             if status in AUTH_CODES or status == "StatusCode.DEADLINE_EXCEEDED":
                 return None
+            if status == UNAVAILABLE:
+                self._drop(client)
             return False
         except Exception:  # noqa: BLE001 - a probe that cannot run says nothing
             _log.debug("gRPC readiness probe of %s could not run", self._url, exc_info=False)
             return None
+
+    def _drop(self, client: Any) -> None:
+        """Forget ``client`` when it is still the kept one: the next probe makes a fresh channel. Not closed here: a
+        probe on another thread may be using it; tritonclient's client closes its channel when the last probe that
+        holds it returns (``__del__``)."""
+        with self._lock:
+            if self._client is client:
+                self._client = None
 
     def close(self) -> None:
         with self._lock:
