@@ -10,6 +10,7 @@ from tritonmix.controller.model import CAPACITY, COST, EndpointView
 from tritonmix.controller.plugins import build_filters, build_scorers, register_scorer
 from tritonmix.controller.policy import (AutoMode, OutlierDetector, PlanSettings, RoomMedian, detect_shortfall,
                                         make_plan)
+from tritonmix.controller.policy.batch import allocate_batch
 from tritonmix.request.ejection import in_panic
 from tritonmix.errors import ConfigError
 from tritonmix.settings import ControllerSettings
@@ -156,6 +157,34 @@ def test_capacity_estimate_shows_a_halving_within_two_intervals():
     assert est.mu_rps < 7.5 * 1.2  # 84% of the cut shows after two ticks
     est.update(CapacityObservation(0.5))  # nothing measured: kept
     assert est.mu_rps < 9.0
+
+
+def test_the_tick_s_inlined_reads_equal_the_properties_they_stand_for():
+    """The tick reads the estimators column-wise (CapacityEstimator.columns) and allocate_batch computes rooms
+    inline, to save a call per endpoint: both must equal the properties (meets_slo, rated_rps, room_rps,
+    safe_room_rps) in every state, NaN service time and a service time over the SLO included."""
+    fresh = CapacityEstimator(10.0, 2, slo_s=0.2, slo_miss_threshold=0.05, alpha_down=0.6, alpha_up=0.3)
+    fast = CapacityEstimator(10.0, 2, slo_s=0.2, slo_miss_threshold=0.05, alpha_down=0.6, alpha_up=0.3)
+    fast.update(CapacityObservation(0.5, completed=5, service_s=0.1))
+    slow = CapacityEstimator(10.0, 2, slo_s=0.2, slo_miss_threshold=0.05, alpha_down=0.6, alpha_up=0.3)
+    slow.update(CapacityObservation(0.5, completed=2, service_s=0.5))
+    estimators = [fresh, fast, slow]
+    slots, service, mu, meets, rated = CapacityEstimator.columns(estimators)
+    assert slots == [e.concurrency for e in estimators] and mu == [e.mu_rps for e in estimators]
+    assert [s == e.service_s or (math.isnan(s) and math.isnan(e.service_s)) for s, e in zip(service, estimators)] \
+        == [True] * 3
+    assert meets == [e.meets_slo for e in estimators] == [True, True, False]
+    assert [r == e.rated_rps or (math.isnan(r) and math.isnan(e.rated_rps)) for r, e in zip(rated, estimators)] \
+        == [True] * 3
+
+    views = [EndpointView(i, f"e{i}", "gpu", price, mu_rps=m, latency_s=0.1, healthy=True, meets_slo=True,
+                          external_rps=ext, slo_utilisation=u)
+             for i, (price, m, ext, u) in enumerate([(1.0, 10.0, 2.0, 0.5), (2.0, 10.0, 0.0, 0.9),
+                                                      (3.0, 5.0, 6.0, 1.0)])]
+    interactive = [1.0, 0.0, 0.0]
+    rooms = [max(0.0, (v.safe_room_rps(0.8) if x > 0.0 else v.room_rps(0.8)) - x) for v, x in zip(views, interactive)]
+    assert rooms == [pytest.approx(2.0), pytest.approx(8.0), 0.0]
+    assert allocate_batch(views, sum(rooms), [0, 1, 2], interactive, 0.8) == pytest.approx(rooms)
 
 
 def test_a_service_time_jump_is_believed_at_once():

@@ -32,9 +32,8 @@ MAX_LATENCY_S = 1.2
 FAULT_S = 2.0
 CALLERS = 4
 #: copies a machine-wide hiccup past LIMIT_S can cause (the 2-core CI machine runs three servers, sixteen callers and
-#: the test's own threads): each caller of a client has one request in flight, so one hiccup copies at most CALLERS;
-#: CI saw [0, 1, 1] and [1, 1, 1] per endpoint in the sync HTTP client during the slow-endpoint test, where a rule that
-#: copied a slow endpoint's requests would copy most of its ~100 requests a second
+#: the test's own threads): each caller of a client has one request in flight, so one hiccup copies at most CALLERS,
+#: on any endpoint; a rule that copied a slow endpoint's requests would copy most of its ~100 requests a second
 HICCUP_COPIES = CALLERS
 
 

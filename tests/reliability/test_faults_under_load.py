@@ -58,8 +58,8 @@ def test_sigkill_loses_nothing_and_restart_is_readmitted(healthy: LocalFleet, mo
                                                         figures: Dict[str, Any]) -> None:
     """No client-visible failure when the busiest endpoint is SIGKILLed under load, and the restarted endpoint takes
     traffic within two controller intervals of being ready. The timing is measured once more when a run misses it
-    (as the slow-endpoint test does): a loaded 2-core machine has made gRPC clients take 1.0-1.3 s once where they
-    usually take 0.5-0.9 s; two misses in a row fail."""
+    (as the slow-endpoint test does: one stall of a loaded 2-core machine can hold a readmission past the limit);
+    two misses in a row fail."""
     missed = []
     for attempt in (1, 2):
         readmit_s, name, ejected = _kill_and_restart(healthy, mode, figures)
