@@ -97,3 +97,34 @@ def test_usual_latency_falls_at_once_and_rises_slowly():
     risen = u.update(1.1, [1.05, 0.2])
     assert 0.05 < risen[0] < 0.05 + 0.2 * 1.0 and risen[1] == 0.2  # 1 s of a 5 s time constant: ~18% of the rise
     assert u.update(2.1, [5.0, 0.3], frozen={0, 1})[0] == risen[0]  # frozen: kept
+
+
+def test_attempts_we_cancelled_are_no_answer():
+    """A hedge's cancelled loser is recorded as a success (its pick is matched) but counted apart: an endpoint whose
+    only completions are cancelled attempts is silent; a real answer beside them still resets the silence."""
+    w = StallWatch(1, factor=2.0, slack_s=0.0)
+    assert w.look(0.0, [stats([2], [10], [0.1])], abandoned=[0]) == []
+    # every 0.1 s one attempt is cancelled and recorded as a success: the dispatcher's count moves, the answers do not
+    assert w.look(0.1, [stats([2], [11], [0.1])], abandoned=[1]) == []
+    assert w.look(0.19, [stats([2], [12], [0.1])], abandoned=[2]) == []
+    assert [i for i, _ in w.look(0.21, [stats([2], [13], [0.1])], abandoned=[3])] == [0]
+    w2 = StallWatch(1, factor=2.0, slack_s=0.0)
+    w2.look(0.0, [stats([2], [10], [0.1])], abandoned=[0])
+    assert w2.look(0.15, [stats([2], [12], [0.1])], abandoned=[1]) == []  # one cancelled, one answered
+    assert w2.look(0.3, [stats([2], [12], [0.1])], abandoned=[1]) == []
+    assert [i for i, _ in w2.look(0.36, [stats([2], [12], [0.1])], abandoned=[1])] == [0]
+
+
+def test_the_router_counts_a_cancelled_attempt_with_its_record():
+    from tritonmix.fleet import Fleet
+    from tritonmix.request.router import Router
+
+    router = Router(Fleet.from_urls("127.0.0.1:1,127.0.0.1:2", protocol="http", slo_ms=600,
+                                    controller={"enabled": False}), seed=1)
+    lane = router.lane("m", "interactive")
+    lane.begin()
+    i = lane.pick()
+    router.record_abandoned(lane.dispatcher, i, 0.2)
+    stats_now, abandoned = router.stall_view()
+    assert stats_now[0].in_flight[i] == 0 and stats_now[0].successes[i] == 1
+    assert abandoned[i] == 1 and abandoned[1 - i] == 0

@@ -301,3 +301,44 @@ def test_a_sequence_on_a_frozen_endpoint_errors_and_is_never_moved(trio: Trio, p
         assert [r.succeeded for r in client.endpoint_reports()] == served  # nothing served elsewhere
         assert sum(r.rescued for r in client.endpoint_reports()) == 0
 
+
+
+#: the hedged clients whose losing copies are cancelled (the sync HTTP client's run to their end)
+CANCELLING = ("sync-grpc", "aio-http", "aio-grpc")
+
+
+def test_a_frozen_endpoint_whose_requests_are_won_by_hedges_is_still_ejected(trio: Trio,
+                                                                            proxies: Dict[str, FaultProxy]) -> None:
+    """Each request on the frozen endpoint is answered by its hedge and its own attempt cancelled: the cancelled
+    attempt is recorded as a completion (it did not fail), but it is no answer of the server, so the stall watch
+    must still eject the endpoint (else it keeps half the picks and every one of them pays the hedge delay)."""
+    def hedged(protocol: str) -> Fleet:
+        urls = [proxies[protocol].address] + trio.urls(protocol)[1:]
+        return Fleet.from_urls(",".join(urls), protocol=protocol, slo_ms=SLO_MS,
+                               controller={"eject_base_s": 2.0, "eject_max_s": 4.0,
+                                           "hedge": {"max_share": 1.0, "min_delay_s": 0.02}})
+
+    runs = {mode: Callers(mode, hedged(mode.split("-")[1])).start() for mode in CANCELLING}
+    server = trio.servers[0]
+    ejected_after: Dict[str, float] = {}
+    try:
+        time.sleep(1.5)  # every endpoint's usual latency known
+        t0 = time.monotonic()
+        server.freeze()
+        while time.monotonic() - t0 < FAULT_S and len(ejected_after) < len(runs):
+            for mode, run in runs.items():
+                if mode not in ejected_after and not run.client.endpoint_reports()[0].available:
+                    ejected_after[mode] = time.monotonic() - t0
+            time.sleep(0.01)
+    finally:
+        server.thaw()
+        time.sleep(0.5)
+        for run in runs.values():
+            run.finish()
+    print("frozen endpoint ejected after:", {m: round(s, 3) for m, s in ejected_after.items()})
+    for mode, run in runs.items():
+        errors = [e for _, _, e in run.results if e is not None]
+        assert not errors, f"{mode}: {len(errors)} of {len(run.results)} failed: {errors[:2]}"
+        # the stall watch's limit here is max(2 x usual, usual + 0.05 s, SLO - usual) ~ 0.4 s after the last answer
+        assert mode in ejected_after, f"{mode}: the frozen endpoint was never ejected in {FAULT_S} s"
+        assert ejected_after[mode] < 1.2, f"{mode}: ejected {ejected_after[mode]:.2f} s after the freeze"

@@ -274,14 +274,22 @@ class Controller:
             self._reported += self.health.report(self._clock(), index, reason, self._log)
             self._push_availability()
 
+    def _stall_view(self) -> Tuple[List[Any], Sequence[int]]:
+        """Every dispatcher's stats and the attempts we cancelled per endpoint, read together where the router
+        counts them (a client's ``Router``; a plane's board of reports has none)."""
+        view = getattr(self.router, "stall_view", None)
+        if view is not None:
+            return view()
+        return [d.stats() for d in self.router.dispatchers().values()], ()
+
     def watch_stalls(self) -> None:
         """Eject the endpoints that stopped answering while requests of ours wait on them (``stall``), between
         ticks; an ejection brings the next tick forward (the plan moves the rest of the load)."""
         outliers, now = self.health.outliers, self._clock()
         frozen = {i for i in range(self.n) if outliers.until[i] is not None or outliers.on_probation(i, now)}
         try:
-            stalled = self._stalls.look(now, [d.stats() for d in self.router.dispatchers().values()], frozen,
-                                        self._scrapes.newest(now))
+            stats, abandoned = self._stall_view()
+            stalled = self._stalls.look(now, stats, frozen, self._scrapes.newest(now), abandoned)
         except Exception:  # noqa: BLE001 - a failed look only delays what the tick will see
             _log.exception("stall watch failed")
             return

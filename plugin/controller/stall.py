@@ -5,8 +5,8 @@ until then every request routed there is already late. Between ticks the loop lo
 every ``WATCH_PERIOD_S``, beside the newest Triton scrape of each endpoint:
 
     silence_i = now - max(start_i, alive_i)
-        start_i   = the last time i's completed count (successes + failures, over every dispatcher) changed, or i
-                    had nothing of ours in flight
+        start_i   = the last time i's answered count (successes + failures, over every dispatcher, less the
+                    attempts we cancelled: a hedge's loser is no answer) changed, or i had nothing of ours in flight
         alive_i   = N_i.at_s when the server is seen serving other clients (crowd_i, below) and its newest sample
                     N_i shows completions since the one before, P_i; else -inf
     stalled   : in_flight_i >= 1 and silence_i > limit_i
@@ -113,12 +113,15 @@ class StallWatch:
             self._seen[i] = collections.deque(maxlen=CROWD_SPANS + 1)
 
     def look(self, now: float, stats: Iterable[object], frozen: Container[int] = (),
-             samples: Sequence[Optional[TritonSample]] = ()) -> List[Tuple[int, str]]:
+             samples: Sequence[Optional[TritonSample]] = (), abandoned: Sequence[int] = ()) -> List[Tuple[int, str]]:
         """Stalled endpoints with the reason to log, given every dispatcher's ``DispatchStats`` and the newest
         Triton sample per endpoint (None or none given: no server view); the usual latency of the endpoints in
-        ``frozen`` (ejected, on probation) is left as it was."""
+        ``frozen`` (ejected, on probation) is left as it was. ``abandoned``: per endpoint, the attempts among the
+        successes that ended because we cancelled them (``Router.stall_view``, read with the stats)."""
         n = self.n
         in_flight, done, ewma = [0] * n, [0] * n, [math.inf] * n
+        for i, k in enumerate(abandoned[:n]):
+            done[i] = -k
         for s in stats:
             for i in range(n):
                 in_flight[i] += s.in_flight[i]  # type: ignore[attr-defined]

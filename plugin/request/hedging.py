@@ -25,7 +25,10 @@ Abandoned attempts (losers) are cancelled where the transport can (an aio task, 
 complete and are recorded then (the sync HTTP client cannot cancel a request in flight). Each loser is recorded
 exactly once, when it ends: a success as a success (the server served it), a failure as a failure, and an attempt
 that ended because we cancelled it as a completion with latency max(elapsed, the endpoint's EWMA): it did not fail,
-it was slower, and counting it as a failure would let hedging eject slow but healthy endpoints.
+it was slower, and counting it as a failure would let hedging eject slow but healthy endpoints. It is not an answer
+either: the router counts it apart (``Router.record_abandoned``), so that the controller's stall watch still sees a
+frozen endpoint whose every request is won by its hedge as silent (else each cancelled loser would reset its silence
+and the endpoint would never be ejected).
 
 Each attempt, the hedge included, is bounded by its endpoint's rescue limit (``tritonmix.request.rescue``): an
 attempt with no answer by then is STALLED, so that a hedged request on a frozen fleet ends too.
@@ -144,7 +147,7 @@ def record_loser(att: Attempts, flight: _Flight, error: Optional[BaseException])
     if flight.cancelled:
         elapsed_s = max(0.0, engine.clock() - flight.t0)
         ewma = lane.dispatcher.stats().ewma_latency_s[flight.i]
-        lane.dispatcher.record(flight.i, max(elapsed_s, ewma) if ewma == ewma else elapsed_s, True)
+        engine.router.record_abandoned(lane.dispatcher, flight.i, max(elapsed_s, ewma) if ewma == ewma else elapsed_s)
         return
     outcome = None
     if isinstance(error, Exception):

@@ -14,6 +14,9 @@ Contract with the controller (``tritonmix.controller.start_controller(fleet, rou
     router.lane(model, rc)                     the Lane of (model, rc) (dispatch_core.Lane: begin, pick, succeeded,
                                                failed), created on first use
     router.endpoint_counters()                 [(completed_ok, over_slo, failed_attempts)] per endpoint
+    router.stall_view()                        (every dispatcher's stats, abandoned attempts per endpoint) read
+                                               together: ``record_abandoned`` (a hedge's cancelled loser) is counted
+                                               in both or neither (the stall watch does not take it for an answer)
     router.add_listener(cb)                    cb((model, rc)) after a dispatcher is created (remove_listener(cb))
     router.set_ejector(cb)                     cb(i, reason, now) decides ejection instead of the router (or None)
     router.apply_endpoints(states)             reconcile with a discovered set (``tritonmix.discovery``), by name:
@@ -125,6 +128,8 @@ class Router:
         self._lanes: Dict[Key, Lane] = {}
         self._over_slo = [0] * n
         self._failed = [0] * n
+        #: per endpoint: attempts that ended because we cancelled them (a hedge's loser), recorded as completions
+        self._abandoned = [0] * n
         self._listeners: List[Callable[[Key], None]] = []
         self._ejector: Optional[Callable[[int, str, float], None]] = None
         self.budget = RetryBudget(s.retry_budget_share, clock=clock)
@@ -183,6 +188,19 @@ class Router:
     def endpoint_counters(self) -> List[Tuple[int, int, int]]:
         with self._lock:
             return list(zip(self.tally.successes(), self._over_slo, self._failed))
+
+    def record_abandoned(self, d: Dispatcher, i: int, latency_s: float) -> None:
+        """Record an attempt on endpoint i of dispatcher d that ended because we cancelled it (a hedge's loser): a
+        completion for the dispatcher (its pick is matched; it did not fail, it was slower), counted apart so that the
+        stall watch does not read it as an answer of the server (``stall_view``)."""
+        with self._lock:
+            self._abandoned[i] += 1
+            d.record(i, latency_s, True)
+
+    def stall_view(self) -> Tuple[List[Any], Tuple[int, ...]]:
+        """Every dispatcher's stats and the abandoned attempts per endpoint, read together (``record_abandoned``)."""
+        with self._lock:
+            return [d.stats() for d in self._dispatchers.values()], tuple(self._abandoned)
 
     def add_listener(self, callback: Callable[[Key], None]) -> None:
         with self._lock:
@@ -464,6 +482,7 @@ class Router:
         self._generation.append(0)
         self._over_slo.append(0)
         self._failed.append(0)
+        self._abandoned.append(0)
         self._outliers.grow_slots(self._n)
         for mask in self._ready.values():
             mask.append(True)
@@ -481,6 +500,7 @@ class Router:
                 self._explicit[key] = explicit[:i] + (0.0,) + explicit[i + 1:]
         self.tally.reset(i)
         self._controller_mask[i], self._vacant[i], self._over_slo[i], self._failed[i] = True, False, 0, 0
+        self._abandoned[i] = 0
         self._reaped.discard(i)
         self._generation[i] += 1
         self._outliers.reset_slot(i)
