@@ -11,13 +11,14 @@ from tritonclient.grpc import MAX_GRPC_MESSAGE_SIZE, KeepAliveOptions
 from tritonclient.utils import InferenceServerException
 
 from ..request.fanout import sum_statistics
-from ..request.retry import Outcome
+from ..request.retry import Outcome, backend_failed
 
 __all__ = ["classify_grpc", "UNAVAILABLE_STATUS", "channel_kwargs", "sum_grpc_statistics", "endpoint_kwargs",
            "KEEPALIVE"]
 
 UNAVAILABLE_STATUS = "StatusCode.UNAVAILABLE"
 _DEADLINE = "StatusCode.DEADLINE_EXCEEDED"
+_INTERNAL = "StatusCode.INTERNAL"
 _NOT_SENT_HINTS = ("failed to connect", "connection refused", "name resolution", "dns resolution")
 
 #: reconnect quickly once an endpoint is back (gRPC's default backoff grows to 120 s); used only when the caller
@@ -27,8 +28,9 @@ RECONNECT_OPTIONS = [("grpc.initial_reconnect_backoff_ms", 100), ("grpc.min_reco
 
 
 def classify_grpc(exc: BaseException) -> Outcome:
-    """UNAVAILABLE fails over (not sent when the channel could not connect); DEADLINE_EXCEEDED may have run;
-    any other status is the request's own error."""
+    """UNAVAILABLE fails over (not sent when the channel could not connect); DEADLINE_EXCEEDED may have run, and so
+    may a request that Triton's python backend failed (INTERNAL, ``backend_failed``); any other status is the
+    request's own error."""
     if not isinstance(exc, InferenceServerException):
         return Outcome.REQUEST
     status = exc.status()
@@ -37,6 +39,8 @@ def classify_grpc(exc: BaseException) -> Outcome:
         return Outcome.NOT_SENT if any(h in text for h in _NOT_SENT_HINTS) else Outcome.UNAVAILABLE
     if status == _DEADLINE:
         return Outcome.MAYBE_RAN
+    if status == _INTERNAL and backend_failed(exc.message() or ""):
+        return Outcome.MAYBE_RAN  # Triton's python backend failing, not the request (``backend_failed``)
     return Outcome.REQUEST
 
 

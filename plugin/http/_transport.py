@@ -18,9 +18,9 @@ import tritonclient.http as _tc
 from geventhttpclient.response import HTTPParseError
 from tritonclient.utils import InferenceServerException
 
-from ..request.retry import Outcome
+from ..request.retry import Outcome, backend_failed
 
-__all__ = ["ThreadClients", "classify_http", "UNAVAILABLE_STATUS", "keep_alive", "KEEPALIVE_IDLE_S",
+__all__ = ["ThreadClients", "classify_http", "classify_answer", "UNAVAILABLE_STATUS", "keep_alive", "KEEPALIVE_IDLE_S",
            "KEEPALIVE_INTERVAL_S", "KEEPALIVE_COUNT", "USER_TIMEOUT_S", "Watchdog", "WATCHDOG_PERIOD_S"]
 
 logger = logging.getLogger(__name__)
@@ -29,15 +29,26 @@ UNAVAILABLE_STATUS = "503"
 
 
 def classify_http(exc: BaseException) -> Outcome:
-    """503 and raw socket failures fail over; any other answer of the server is the request's own error."""
+    """503 and raw socket failures fail over, and so does Triton's python backend failing (a 500 that says its stub
+    is not healthy: ``backend_failed``); any other answer of the server is the request's own error."""
     if isinstance(exc, InferenceServerException):
-        return Outcome.UNAVAILABLE if exc.status() == UNAVAILABLE_STATUS else Outcome.REQUEST
+        return classify_answer(exc)
     if isinstance(exc, (ConnectionRefusedError, socket.gaierror)):
         return Outcome.NOT_SENT
     if isinstance(exc, (TimeoutError, ConnectionError, HTTPParseError)):
         return Outcome.MAYBE_RAN
     if isinstance(exc, OSError):
         return Outcome.NOT_SENT if exc.errno in _NOT_SENT_ERRNOS else Outcome.MAYBE_RAN
+    return Outcome.REQUEST
+
+
+def classify_answer(exc: InferenceServerException) -> Outcome:
+    """An HTTP answer's outcome: 503 UNAVAILABLE; a python-backend failure (500) MAYBE_RAN; else REQUEST."""
+    status = exc.status()
+    if status == UNAVAILABLE_STATUS:
+        return Outcome.UNAVAILABLE
+    if status == "500" and backend_failed(exc.message() or ""):
+        return Outcome.MAYBE_RAN
     return Outcome.REQUEST
 
 

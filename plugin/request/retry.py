@@ -18,6 +18,8 @@ Failure kinds (``Outcome``)::
     MAYBE_RAN     sent, no usable response (reset, timeout) -> fail over when retry_maybe_executed
     UNAVAILABLE   the server answered 503 / UNAVAILABLE     -> fail over (the server did not run it)
     REQUEST       the server answered about the request     -> pass the server's error through, never retried
+                  (but Triton's python backend's own failure, ``backend_failed``, is MAYBE_RAN: its stub process
+                  died or hung, which says nothing about the request)
     STALLED       no answer within the rescue limit         -> fail over once per request (the rescue copy, not
                   (``tritonmix.request.rescue``)               charged to the budget); a second stall ends it
 """
@@ -31,7 +33,21 @@ from typing import Callable, FrozenSet, Tuple
 
 from ..dispatch_core import SlidingCount
 
-__all__ = ["Outcome", "Attempt", "RetryPolicy", "RetryBudget"]
+__all__ = ["Outcome", "Attempt", "RetryPolicy", "RetryBudget", "backend_failed"]
+
+
+#: Triton's python backend (2.x, ``python_be.cc``) answers INTERNAL (HTTP 500) with exactly this when its stub
+#: process returned no response and no error of the model's own (the stub died, or was stopped, mid-batch); a model
+#: that raises gets its own message instead ("Failed to process the request(s) for model instance ...")
+_STUB_NO_RESPONSE = "Failed to process the requests."
+
+
+def backend_failed(message: str) -> bool:
+    """Whether a server's INTERNAL / 500 error is Triton's python backend failing rather than the request: its stub
+    process is not healthy (after a crash or a long SIGSTOP), or it returned nothing for the batch. Another
+    endpoint can serve the same request; the same endpoint keeps failing until its stub is restarted."""
+    text = message.strip()
+    return text == _STUB_NO_RESPONSE or ("Stub process" in text and "is not healthy" in text)
 
 
 class Outcome(enum.Enum):

@@ -27,15 +27,16 @@ from ...request.fanout import install_server_calls, sum_statistics
 from ...controller.probes import ProbeSettings
 from ...fleet import Fleet
 from ...request.retry import Outcome
-from .._transport import UNAVAILABLE_STATUS
+from .._transport import UNAVAILABLE_STATUS, classify_answer
 
 __all__ = ["InferenceServerClient", "InferInput", "InferRequestedOutput", "InferResult", "InferenceServerException"]
 
 
 def classify_aio_http(exc: BaseException) -> Outcome:
-    """503 and connection failures fail over (a refused connection was never sent); other answers pass through."""
+    """503 and connection failures fail over (a refused connection was never sent), and so does Triton's python
+    backend failing (``classify_answer``); other answers pass through."""
     if isinstance(exc, InferenceServerException):
-        return Outcome.UNAVAILABLE if exc.status() == UNAVAILABLE_STATUS else Outcome.REQUEST
+        return classify_answer(exc)
     if isinstance(exc, (aiohttp.ClientConnectorError, ConnectionRefusedError)):
         return Outcome.NOT_SENT
     if isinstance(exc, (aiohttp.ClientError, asyncio.TimeoutError, OSError)):
