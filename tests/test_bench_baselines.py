@@ -77,12 +77,13 @@ def test_restricted_translates_indexes_both_ways() -> None:
 
 def test_senders_say_which_endpoints_each_request_went_to(monkeypatch) -> None:
     """The baseline sender returns (and a failure carries) the endpoint of every attempt; tritonmix's client's
-    per-endpoint clients are wrapped to note theirs on the calling thread."""
+    per-endpoint clients are wrapped to note theirs in the request's context."""
+    import contextvars
     import threading
 
     import tritonclient.http as tc_http
 
-    from tritonmix.bench.senders import BaselineSender, _Noting
+    from tritonmix.bench.senders import _TRIED, BaselineSender, _Noting
 
     class Fake:
         def __init__(self, url: str, **kwargs: object) -> None:
@@ -104,7 +105,16 @@ def test_senders_say_which_endpoints_each_request_went_to(monkeypatch) -> None:
     with pytest.raises(ValueError) as failed:
         sender()  # round-robin's next is cpu: not a connection failure, no retry
     assert failed.value.tritonmix_endpoints == ("cpu",)
-    attempts = threading.local()
-    attempts.tried = []
-    noting = _Noting(Fake("h:2"), "cheap", attempts)
-    assert noting.infer() == "ok" and noting.url == "h:2" and attempts.tried == ["cheap"]
+    tried: list = []
+    token = _TRIED.set(tried)
+    try:
+        noting = _Noting(Fake("h:2"), "cheap")
+        assert noting.infer() == "ok" and noting.url == "h:2" and tried == ["cheap"]
+        # a hedged request's attempts run on the client's threads in a copy of the caller's context: noted too
+        worker = threading.Thread(target=contextvars.copy_context().run, args=(noting.infer,))
+        worker.start()
+        worker.join()
+        assert tried == ["cheap", "cheap"]
+    finally:
+        _TRIED.reset(token)
+    assert noting.infer() == "ok" and tried == ["cheap", "cheap"]  # no request being sent: nothing noted

@@ -166,12 +166,20 @@ def test_scenario_fleets_validate() -> None:
 def test_scenario_protocol_and_hedge_options() -> None:
     import dataclasses
 
+    from tritonmix.bench.runner import tritonmix_setup
     from tritonmix.bench.senders import grpc_fleet
 
     spec = dataclasses.replace(QUICK, protocol="grpc", hedge={"max_share": 0.2})
     fleet = spec.fleet()
     assert fleet.controller.hedge.enabled and fleet.controller.hedge.max_share == 0.2
-    assert not QUICK.fleet().controller.hedge.enabled
+    # the tritonmix policies hedge by default (at most 10% of the requests); AUTO unhedged is AUTO without it
+    hedged = QUICK.fleet()
+    assert hedged.controller.hedge.enabled and hedged.controller.hedge.max_share == 0.1
+    assert not dataclasses.replace(QUICK, hedge=None).fleet().controller.hedge.enabled
+    mode, unhedged = tritonmix_setup("tritonmix-auto-unhedged", hedged)
+    assert mode == "auto" and not unhedged.controller.hedge.enabled
+    assert unhedged.controller.interval_s == hedged.controller.interval_s and unhedged.endpoints == hedged.endpoints
+    assert tritonmix_setup("tritonmix-cost", hedged) == ("cost", hedged)
     urls = {name: f"127.0.0.1:{9001 + k}" for k, name in enumerate(fleet.names)}
     moved = grpc_fleet(fleet, urls)
     assert [e.url for e in moved.endpoints] == list(urls.values())

@@ -109,3 +109,28 @@ def test_the_hedge_budget_caps_hedges_at_its_share() -> None:
 def test_bad_hedge_settings_name_the_field(hedge: dict, field: str) -> None:
     with pytest.raises(ConfigError, match=field):
         Fleet.from_urls(UNREACHABLE, protocol="http", controller={"hedge": hedge})
+
+
+def test_a_hedged_requests_attempts_see_the_callers_context_variables() -> None:
+    """The sync HTTP client runs a hedged request's attempts on its own threads, in a copy of the caller's context:
+    a context variable the caller set (a trace span, a request id) is what both attempts see."""
+    import contextvars
+
+    request_id: "contextvars.ContextVar[str]" = contextvars.ContextVar("request_id", default="none")
+    seen: List[str] = []
+
+    class Seeing(FakeEndpoint):
+        def infer(self, model_name: str, inputs: Any, *args: Any) -> Any:
+            seen.append(request_id.get())
+            return super().infer(model_name, inputs, *args)
+
+    endpoints = [Seeing(delay_s=0.3), Seeing(delay_s=0.3)]
+    client = _client(endpoints, hedge={"min_delay_s": 0.02, "max_share": 1.0})
+    try:
+        request_id.set("r-42")
+        client.infer("add_sub", [])
+        _settle(client, endpoints)
+    finally:
+        client.close()
+    assert len(seen) == 2, f"expected the first attempt and its hedge, saw {seen}"
+    assert seen == ["r-42", "r-42"]

@@ -6,8 +6,9 @@ import logging
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Callable, Dict, List
+from typing import Any, Callable, Dict, List, Tuple
 
+from ..settings import HedgeSettings
 from .baselines import (CheapestFirstSpill, LeastOutstandingP2C, PeakEwmaP2C, Restricted, RoundRobin, StaticWeights,
                         WeightedLeastRequest, slo_capable, static_weights_for)
 from .loadgen import RequestRecord, replay
@@ -16,7 +17,7 @@ from .scenario import ScenarioSpec
 from .senders import BaselineSender, TritonmixSender, grpc_fleet
 from .trace import ArrivalTrace, Event
 
-__all__ = ["PolicyRun", "run_policy", "apply_event", "reset_fleet", "client_fleet", "start_events", "warm_up"]
+__all__ = ["PolicyRun", "run_policy", "tritonmix_setup", "apply_event", "reset_fleet", "client_fleet", "start_events", "warm_up"]
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +42,15 @@ def client_fleet(local_fleet: Any, spec: ScenarioSpec) -> Any:
     return fleet
 
 
+def tritonmix_setup(policy: str, fleet: Any) -> Tuple[str, Any]:
+    """A tritonmix policy's mode and fleet: ``tritonmix-<mode>`` runs the fleet as the scenario set it up (hedging
+    included), ``tritonmix-auto-unhedged`` runs AUTO with the fleet's hedging off."""
+    if policy == "tritonmix-auto-unhedged":
+        return "auto", dataclasses.replace(fleet, controller=dataclasses.replace(fleet.controller,
+                                                                                 hedge=HedgeSettings()))
+    return policy.split("-", 1)[1], fleet
+
+
 def make_sender(policy: str, local_fleet: Any, spec: ScenarioSpec) -> Any:
     fleet = client_fleet(local_fleet, spec)
     names = list(fleet.names)
@@ -50,7 +60,8 @@ def make_sender(policy: str, local_fleet: Any, spec: ScenarioSpec) -> Any:
         weights = static_weights_for(names) if policy == "paper-static-envoy" else None
         return GatewaySender(local_fleet.fleet, spec.model, spec.request_timeout_s, static_weights=weights)
     if policy.startswith("tritonmix-"):
-        return TritonmixSender(fleet, policy.split("-", 1)[1], spec.model, spec.request_timeout_s, spec.seed)
+        mode, fleet = tritonmix_setup(policy, fleet)
+        return TritonmixSender(fleet, mode, spec.model, spec.request_timeout_s, spec.seed)
     capable = slo_capable(fleet)
     pickers: Dict[str, Callable[[], Any]] = {
         "round-robin": lambda: RoundRobin(len(names)),

@@ -3,10 +3,13 @@
 Both send the same request (the SD ensemble's I/O: a prompt, a seed) to the same model, with the same timeout,
 over the same protocol (the scenario's ``protocol``). Both return the endpoints their attempts went to, in order (on
 failure: as the exception's ``tritonmix_endpoints``), which ``loadgen`` records per request: tritonmix's client
-builds its per-endpoint tritonclient clients through ``endpoint_client_factory``, here one that notes each attempt.
+builds its per-endpoint tritonclient clients through ``endpoint_client_factory``, here one that notes each attempt
+in the request's list, a context variable (the client runs a hedged request's attempts on its own threads in a copy
+of the caller's context, so a hedge is noted too).
 """
 from __future__ import annotations
 
+import contextvars
 import dataclasses
 import socket
 import threading
@@ -36,17 +39,20 @@ def grpc_fleet(fleet: Fleet, grpc_urls: Dict[str, str]) -> Fleet:
     return dataclasses.replace(fleet, endpoints=endpoints)
 
 
-class _Noting:
-    """A tritonclient client that appends its endpoint's name to the calling thread's attempt list before each
-    ``infer`` / ``async_infer``; everything else is the wrapped client's."""
+#: the endpoints the current request's attempts went to (None: no request of a TritonmixSender is being sent)
+_TRIED: "contextvars.ContextVar[Optional[List[str]]]" = contextvars.ContextVar("tritonmix_bench_tried", default=None)
 
-    def __init__(self, client: Any, name: str, attempts: "threading.local") -> None:
+
+class _Noting:
+    """A tritonclient client that appends its endpoint's name to the current request's attempt list (``_TRIED``)
+    before each ``infer`` / ``async_infer``; everything else is the wrapped client's."""
+
+    def __init__(self, client: Any, name: str) -> None:
         self._client = client
         self._name = name
-        self._attempts = attempts
 
     def _note(self) -> None:
-        tried = getattr(self._attempts, "tried", None)
+        tried = _TRIED.get()
         if tried is not None:
             tried.append(self._name)
 
@@ -62,16 +68,16 @@ class _Noting:
         return getattr(self._client, name)
 
 
-def _noting_factory(fleet: Fleet, attempts: "threading.local", grpc: bool, timeout_s: float) -> Any:
+def _noting_factory(fleet: Fleet, grpc: bool, timeout_s: float) -> Any:
     names = {e.url: e.name for e in fleet.endpoints}
     if grpc:
         import tritonclient.grpc as tc_grpc
 
-        return lambda url: _Noting(tc_grpc.InferenceServerClient(url), names[url], attempts)
+        return lambda url: _Noting(tc_grpc.InferenceServerClient(url), names[url])
     import tritonclient.http as tc_http
 
     return lambda url: _Noting(tc_http.InferenceServerClient(url, concurrency=8, network_timeout=timeout_s,
-                                                             connection_timeout=timeout_s), names[url], attempts)
+                                                             connection_timeout=timeout_s), names[url])
 
 
 class TritonmixSender:
@@ -83,9 +89,8 @@ class TritonmixSender:
                  control_plane: Optional[str] = None) -> None:
         self._fleet = dataclasses.replace(fleet, mode=mode)
         following: Dict[str, Any] = {} if control_plane is None else {"control_plane": control_plane}
-        self._attempts = threading.local()
         grpc = all(e.protocol == "grpc" for e in fleet.endpoints)
-        factory = _noting_factory(self._fleet, self._attempts, grpc, timeout_s)
+        factory = _noting_factory(self._fleet, grpc, timeout_s)
         if grpc:
             import tritonmix.grpc as grpcclient
 
@@ -104,14 +109,14 @@ class TritonmixSender:
 
     def __call__(self) -> Tuple[str, ...]:
         tried: List[str] = []
-        self._attempts.tried = tried
+        token = _TRIED.set(tried)
         try:
             self._client.infer(self._model, make_inputs(self._module), deadline_s=self._timeout_s)
         except BaseException as exc:
             exc.tritonmix_endpoints = tuple(tried)  # type: ignore[attr-defined]
             raise
         finally:
-            self._attempts.tried = None
+            _TRIED.reset(token)
         return tuple(tried)
 
     @property

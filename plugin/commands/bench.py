@@ -26,17 +26,17 @@ def register(subparsers: Any) -> None:
     scenario.add_argument("--quick", action="store_true", help="the short replay (about 20 s per policy)")
     scenario.add_argument("--out", default="bench-results/scenario", help="output folder")
     scenario.add_argument("--policies", default="", help="comma-separated policies (default: the six of the report; also "
-                          "cheapest-first-spill, weighted-least-request, peak-ewma-p2c, round-robin-slo, p2c-slo; "
-                          "'all': every one)")
+                          "cheapest-first-spill, weighted-least-request, peak-ewma-p2c, round-robin-slo, p2c-slo, "
+                          "tritonmix-gateway, paper-static-envoy, tritonmix-auto-unhedged; 'all': every one)")
     scenario.add_argument("--seed", type=int, default=None, help="the first trace seed")
     scenario.add_argument("--seeds", type=int, default=1,
                           help="trace seeds (seed, seed + 1, ...): every figure is then a median over them, with the "
                                "worst seed beside it; the policy order is shuffled per seed (default 1)")
     scenario.add_argument("--protocol", choices=("http", "grpc"), default="http",
                           help="what every policy's client speaks (gRPC: a hedge's losing copy is cancelled)")
-    scenario.add_argument("--hedge", type=float, nargs="?", const=0.05, default=None, metavar="MAX_SHARE",
-                          help="hedged requests for the tritonmix policies, at most MAX_SHARE of requests "
-                               "(default 0.05)")
+    scenario.add_argument("--hedge", type=float, default=None, metavar="MAX_SHARE",
+                          help="hedged requests for the tritonmix policies: at most MAX_SHARE of the requests get a "
+                               "copy (default 0.1; 0: no hedging)")
     scenario.set_defaults(func=run)
     replicas = sub.add_parser(
         "replicas", help="each pool's desired replicas over the scenario's trace beside the offline reference's",
@@ -96,8 +96,9 @@ def run(args: argparse.Namespace) -> int:
         spec = dataclasses.replace(spec, seed=args.seed)
     if args.hedge is not None and not 0.0 <= args.hedge <= 1.0:
         raise CLIError(f"--hedge: {args.hedge} must be a share in [0, 1]")
-    spec = dataclasses.replace(spec, protocol=args.protocol,
-                               hedge=None if args.hedge is None else {"max_share": args.hedge})
+    if args.hedge is not None:
+        spec = dataclasses.replace(spec, hedge={"max_share": args.hedge} if args.hedge > 0 else None)
+    spec = dataclasses.replace(spec, protocol=args.protocol)
     if args.seeds < 1:
         raise CLIError(f"--seeds: {args.seeds} must be >= 1")
     policies = [p.strip() for p in args.policies.split(",") if p.strip()] or list(POLICIES)

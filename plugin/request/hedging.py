@@ -43,6 +43,7 @@ tritonclient's async_infer, cancellable), and the aio clients (``run_hedged_asyn
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import functools
 import math
 import queue
@@ -312,7 +313,9 @@ class SyncHedger:
                 return
             done(result, None)
 
-        future = self._pool.submit(attempt)
+        # in a copy of the caller's context: what the caller set in context variables (a trace span, a request id)
+        # is what its attempts see, on whichever thread of the pool they run
+        future = self._pool.submit(contextvars.copy_context().run, attempt)
         future.add_done_callback(lambda f: done(None, PoolShutDown("the attempt never ran")) if f.cancelled() else None)
         return future.cancel
 
