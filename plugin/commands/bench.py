@@ -37,6 +37,10 @@ def register(subparsers: Any) -> None:
     scenario.add_argument("--hedge", type=float, default=None, metavar="MAX_SHARE",
                           help="hedged requests for the tritonmix policies: at most MAX_SHARE of the requests get a "
                                "copy (default 0.1; 0: no hedging)")
+    scenario.add_argument("--hedge-delay-factor", type=float, default=None, metavar="K",
+                          help="the hedge leaves after K x its endpoint's usual latency, or when a copy on the fastest "
+                               "other endpoint could just still meet the SLO if that is sooner (default: the "
+                               "scenario's, tritonmix.bench.scenario.HEDGE)")
     scenario.set_defaults(func=run)
     replicas = sub.add_parser(
         "replicas", help="each pool's desired replicas over the scenario's trace beside the offline reference's",
@@ -97,7 +101,13 @@ def run(args: argparse.Namespace) -> int:
     if args.hedge is not None and not 0.0 <= args.hedge <= 1.0:
         raise CLIError(f"--hedge: {args.hedge} must be a share in [0, 1]")
     if args.hedge is not None:
-        spec = dataclasses.replace(spec, hedge={"max_share": args.hedge} if args.hedge > 0 else None)
+        spec = dataclasses.replace(spec, hedge=dict(spec.hedge or {}, max_share=args.hedge) if args.hedge > 0 else None)
+    if args.hedge_delay_factor is not None:
+        if not args.hedge_delay_factor > 0:
+            raise CLIError(f"--hedge-delay-factor: {args.hedge_delay_factor} must be > 0")
+        if spec.hedge is None:
+            raise CLIError("--hedge-delay-factor: hedging is off (--hedge 0)")
+        spec = dataclasses.replace(spec, hedge=dict(spec.hedge, delay_factor=args.hedge_delay_factor))
     spec = dataclasses.replace(spec, protocol=args.protocol)
     if args.seeds < 1:
         raise CLIError(f"--seeds: {args.seeds} must be >= 1")
@@ -108,7 +118,7 @@ def run(args: argparse.Namespace) -> int:
     if unknown:
         raise CLIError(f"unknown policy {unknown[0]!r} (known: {', '.join(POLICIES + EXTRA_POLICIES)})")
     started = time.monotonic()
-    hedging = "off" if spec.hedge is None else f"on (max_share {spec.hedge['max_share']})"
+    hedging = "off" if spec.hedge is None else "on (" + ", ".join(f"{k} {v}" for k, v in spec.hedge.items()) + ")"
     print(f"scenario '{spec.name}': EMULATED accelerators (time_scale {spec.time_scale}), SLO {spec.slo_ms:.0f} ms, "
           f"{spec.protocol}, hedging {hedging}", flush=True)
     summary = run_scenario(spec, Path(args.out), policies, progress=lambda m: print(m, flush=True),
