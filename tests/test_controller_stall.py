@@ -128,3 +128,18 @@ def test_the_router_counts_a_cancelled_attempt_with_its_record():
     stats_now, abandoned = router.stall_view()
     assert stats_now[0].in_flight[i] == 0 and stats_now[0].successes[i] == 1
     assert abandoned[i] == 1 and abandoned[1 - i] == 0
+
+
+def test_attempts_cancelled_unanswered_keep_the_silence_going_while_nothing_is_in_flight():
+    """Every request on the endpoint is won by its hedge and its attempt here cancelled at once: in flight is often
+    0 at a look, but those requests were never answered by it, so the silence is not reset."""
+    w = StallWatch(1, factor=2.0, slack_s=0.0)
+    assert w.look(0.0, [stats([0], [10], [0.1])], abandoned=[0]) == []
+    assert w.look(0.1, [stats([0], [11], [0.1])], abandoned=[1]) == []  # one sent and cancelled: 0 in flight
+    assert w.look(0.19, [stats([1], [12], [0.1])], abandoned=[2]) == []
+    out = w.look(0.21, [stats([0], [13], [0.1])], abandoned=[3])
+    assert [i for i, _ in out] == [0] and "cancelled unanswered" in out[0][1]
+    # an answer ends it: the cancelled ones before it are no longer waiting
+    w.look(0.3, [stats([0], [15], [0.1])], abandoned=[3])
+    for k in range(1, 10):
+        assert w.look(0.3 + k * 0.1, [stats([0], [15], [0.1])], abandoned=[3]) == []  # idle: never judged

@@ -134,3 +134,28 @@ def test_a_hedged_requests_attempts_see_the_callers_context_variables() -> None:
         client.close()
     assert len(seen) == 2, f"expected the first attempt and its hedge, saw {seen}"
     assert seen == ["r-42", "r-42"]
+
+
+def test_a_request_queued_behind_ours_is_hedged_only_when_late_for_its_queue() -> None:
+    """The hedge delay counts the rounds of our own requests ahead on the endpoint (its max_concurrency at a time):
+    a queue draining as it should spends no hedge; a request expected past the last moment a copy could still meet
+    the SLO gets its copy at the SLO (a tail bound), not at once."""
+    from types import SimpleNamespace
+
+    from tritonmix.request.hedging import HEDGE_ROOM, HedgeDelay
+    from tritonmix.settings import HedgeSettings
+
+    fleet = Fleet.from_dict({"slo_ms": 600, "controller": {"enabled": False}, "endpoints": [
+        {"name": "cheap", "url": "127.0.0.1:9", "accelerator": "neuron", "price_per_hour": 1.0, "max_concurrency": 3, "max_rps": 18.0},
+        {"name": "fast", "url": "127.0.0.1:10", "accelerator": "gpu", "price_per_hour": 2.0, "max_concurrency": 3, "max_rps": 24.0},
+        {"name": "unknown", "url": "127.0.0.1:11", "accelerator": "gpu", "price_per_hour": 2.0}]})
+    ewma = (0.17, 0.125, 0.2)
+    d = SimpleNamespace(stats=lambda: SimpleNamespace(ewma_latency_s=ewma), is_available=lambda j: True)
+    delay = HedgeDelay(fleet, HedgeSettings(enabled=True), lambda: 0.0)
+    cap = 0.6 - HEDGE_ROOM * 0.125  # a copy on 'fast' still meets the SLO until then
+    assert abs(delay(d, 0) - 2 * 0.17) < 1e-9  # no queue: twice the usual latency (under the cap)
+    assert abs(delay(d, 0, ahead=2) - 2 * 0.17) < 1e-9  # two ahead on three slots: still no wait
+    assert abs(delay(d, 0, ahead=3) - cap) < 1e-9  # one round ahead: expected 0.34 s, late past the cap only
+    assert abs(delay(d, 0, ahead=6) - 0.6) < 1e-9  # expected 0.51 s, past the cap: the copy leaves at the SLO
+    # an endpoint whose concurrency is not known: the queue is not counted (the rule without it)
+    assert abs(delay(d, 2, ahead=50) - min(2 * 0.2, 0.6 - HEDGE_ROOM * 0.125)) < 1e-9

@@ -143,12 +143,15 @@ def warm_up(sender: Any, requests: int = 3) -> None:
 
 def reset_fleet(local_fleet: Any, spec: ScenarioSpec, original_concurrency: Dict[str, int]) -> None:
     """Back to the initial state: every endpoint up, at full capacity, normal speed, with an empty queue. The
-    servers to restart (killed, reclaimed, or holding a queue) restart in parallel."""
+    servers to restart (killed, reclaimed, frozen, or holding a queue) restart in parallel."""
     down = []
     for name in local_fleet.fleet.names:
         endpoint = local_fleet.endpoints[name]
         if endpoint.running and any(e.kind == "freeze" and e.endpoint == name for e in spec.events):
-            local_fleet.thaw(name)  # a freeze the trace did not thaw (a replay cut short)
+            # a server that was frozen starts afresh: after a SIGSTOP, Triton's python stub may be unhealthy, and in
+            # 2 of ~30 replays the server exited in the next policy's run before its own freeze (the event failed)
+            local_fleet.thaw(name)
+            local_fleet.kill(name)
         if endpoint.running and scrape_pending(endpoint.metrics_url, spec.model) > 0:
             local_fleet.kill(name)  # a queue left by the last policy: drop it (a graceful stop would serve it out)
         if not endpoint.running:

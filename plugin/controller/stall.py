@@ -6,10 +6,13 @@ every ``WATCH_PERIOD_S``, beside the newest Triton scrape of each endpoint:
 
     silence_i = now - max(start_i, alive_i)
         start_i   = the last time i's answered count (successes + failures, over every dispatcher, less the
-                    attempts we cancelled: a hedge's loser is no answer) changed, or i had nothing of ours in flight
+                    attempts we cancelled: a hedge's loser is no answer) changed, or i had nothing of ours waiting:
+                    nothing in flight and no attempt cancelled since its last answer (a request whose hedge won
+                    elsewhere was still not answered by i)
         alive_i   = N_i.at_s when the server is seen serving other clients (crowd_i, below) and its newest sample
                     N_i shows completions since the one before, P_i; else -inf
-    stalled   : in_flight_i >= 1 and silence_i > limit_i
+    stalled   : waiting_i >= 1 and silence_i > limit_i
+    waiting_i = in_flight_i + the attempts on i cancelled since its last answer
     limit_i   = max(STALL_FACTOR x usual_i, usual_i + STALL_SLACK_S, SLO - usual_i) + grace_i + report_cadence_s
     grace_i   = max(scrape_period_s, ahead_i / x_i, QUEUE_TAIL x q_i) when alive_i, else 0
         scrape_period_s  the next scrape is due that long after N_i: until then the server is presumed to keep
@@ -94,6 +97,8 @@ class StallWatch:
         self.report_cadence_s = report_cadence_s
         self._done = [-1] * n
         self._since = [math.inf] * n
+        #: per endpoint, the cancelled attempts counted at its last answer (those since are still waiting on it)
+        self._cancelled_at = [0] * n
         self._usual = UsualLatency(n, USUAL_TAU_S)
         #: per endpoint, its newest samples with metrics (oldest first, CROWD_SPANS + 1 at most), each with our
         #: in-flight and completed counts at the look that first saw it
@@ -105,11 +110,13 @@ class StallWatch:
         for i in range(self.n, n):
             self._done.append(-1)
             self._since.append(math.inf)
+            self._cancelled_at.append(0)
             self._usual.values.append(math.nan)
             self._seen.append(collections.deque(maxlen=CROWD_SPANS + 1))
         self.n = max(self.n, n)
         for i in reset:
             self._done[i], self._since[i], self._usual.values[i] = -1, math.inf, math.nan
+            self._cancelled_at[i] = 0
             self._seen[i] = collections.deque(maxlen=CROWD_SPANS + 1)
 
     def look(self, now: float, stats: Iterable[object], frozen: Container[int] = (),
@@ -134,8 +141,13 @@ class StallWatch:
         usual = self._usual.update(now, ewma, frozen)
         out: List[Tuple[int, str]] = []
         for i in range(n):
-            if done[i] != self._done[i] or in_flight[i] == 0:
-                self._done[i] = done[i]
+            cancelled = abandoned[i] if i < len(abandoned) else 0
+            if done[i] != self._done[i] or cancelled < self._cancelled_at[i]:  # an answer (or the slot reused)
+                self._done[i], self._cancelled_at[i] = done[i], cancelled
+                self._since[i] = now
+                continue
+            waiting = in_flight[i] + cancelled - self._cancelled_at[i]
+            if waiting == 0:
                 self._since[i] = now
                 continue
             u = usual[i]
@@ -148,7 +160,8 @@ class StallWatch:
                 queue = (f", the server last seen serving other clients ({ahead:.0f} queued ahead) "
                          f"{now - alive_at:.2f} s ago") if alive_at > -math.inf else ""
                 out.append((i, f"latency outlier (stalled: no answer for {silence:.2f} s with {in_flight[i]} in "
-                               f"flight, usual latency {u:.3f} s{queue})"))
+                               f"flight and {waiting - in_flight[i]} cancelled unanswered, usual latency {u:.3f} s"
+                               f"{queue})"))
                 self._since[i] = now  # judged once per silence: the detector's backoff takes it from here
         return out
 
