@@ -21,7 +21,12 @@ class HedgeSettings:
     given (a ``hedge:`` section is on unless it says ``enabled: false``). An interactive request still outstanding after
     its endpoint's hedge delay gets one copy on another endpoint; the first success wins::
 
-        delay_i = max(min_delay_s, min(delay_factor x usual_i, SLO - 1.5 x usual latency of the fastest other))
+        delay_i = max(min_delay_s, min(delay_factor x usual_i x (1 + ahead // C_i), SLO - 1.5 x usual latency of
+                                       the fastest other))
+
+    ahead: our requests already on endpoint i when this one was sent, C_i its max_concurrency (unknown: ahead is not
+    counted); a request whose queue ahead leaves no time for a copy gets it at the SLO instead
+    (``tritonmix.request.hedging``).
 
     usual_i is endpoint i's usual latency: the dispatcher's EWMA latency (the fleet's max_concurrency / max_rps hint
     until it has one), followed slowly when it rises. Each hedge spends one token of the retry budget
