@@ -148,8 +148,8 @@ def reset_fleet(local_fleet: Any, spec: ScenarioSpec, original_concurrency: Dict
     for name in local_fleet.fleet.names:
         endpoint = local_fleet.endpoints[name]
         if endpoint.running and any(e.kind == "freeze" and e.endpoint == name for e in spec.events):
-            # a server that was frozen starts afresh: after a SIGSTOP, Triton's python stub may be unhealthy, and in
-            # 2 of ~30 replays the server exited in the next policy's run before its own freeze (the event failed)
+            # a server that was frozen starts afresh: after a SIGSTOP, Triton's python stub may be unhealthy and the
+            # server may exit later, in the next policy's replay
             local_fleet.thaw(name)
             local_fleet.kill(name)
         if endpoint.running and scrape_pending(endpoint.metrics_url, spec.model) > 0:

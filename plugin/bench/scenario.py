@@ -59,8 +59,8 @@ EXTRA_POLICIES: Tuple[str, ...] = (
     "tritonmix-auto-unhedged",
 )
 
-#: the tritonmix policies' ``controller.hedge`` section: hedge at most 10% of the requests (measured: 5% left AUTO's
-#: median SLO at 98.2% in this scenario, 10% reached 99.0-99.7%; benches/results/scenario-quick.md)
+#: the tritonmix policies' ``controller.hedge`` section: hedge at most 10% of the requests (the budget against the
+#: SLO gained: benches/results/scenario-quick.md)
 HEDGE: Dict[str, Any] = {"max_share": 0.1}
 
 

@@ -20,8 +20,7 @@ wins and the other attempt is discarded. Opt-in per fleet: ``controller: {hedge:
 A request queued behind k rounds of ours (C_i at a time) is expected after k + 1 service times: it is late, and
 gets its copy, only past that, not past one service time; this keeps the hedge budget (below) for requests that
 are late because something went wrong (a cut, a freeze, a slow-down), not spent on a queue that is draining as
-it should (measured in the quick scenario: with the per-endpoint rule, 35-38 copies a seed, nearly all of
-requests queued on the two cheapest pools, the budget spent before the events). A request expected past cap_i
+it should. A request expected past cap_i
 (the last moment a copy elsewhere can still meet the SLO) gets no copy that could only be late: its copy leaves
 at the SLO, to bound its tail.
 
