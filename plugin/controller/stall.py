@@ -126,9 +126,8 @@ class StallWatch:
         ``frozen`` (ejected, on probation) is left as it was. ``abandoned``: per endpoint, the attempts among the
         successes that ended because we cancelled them (``Router.stall_view``, read with the stats)."""
         n = self.n
-        in_flight, done, ewma = [0] * n, [0] * n, [math.inf] * n
-        for i, k in enumerate(abandoned[:n]):
-            done[i] = -k
+        cancelled = list(abandoned[:n]) + [0] * (n - len(abandoned[:n]))
+        in_flight, done, ewma = [0] * n, [-k for k in cancelled], [math.inf] * n
         for s in stats:
             for i in range(n):
                 in_flight[i] += s.in_flight[i]  # type: ignore[attr-defined]
@@ -141,12 +140,11 @@ class StallWatch:
         usual = self._usual.update(now, ewma, frozen)
         out: List[Tuple[int, str]] = []
         for i in range(n):
-            cancelled = abandoned[i] if i < len(abandoned) else 0
-            if done[i] != self._done[i] or cancelled < self._cancelled_at[i]:  # an answer (or the slot reused)
-                self._done[i], self._cancelled_at[i] = done[i], cancelled
+            if done[i] != self._done[i] or cancelled[i] < self._cancelled_at[i]:  # an answer (or the slot reused)
+                self._done[i], self._cancelled_at[i] = done[i], cancelled[i]
                 self._since[i] = now
                 continue
-            waiting = in_flight[i] + cancelled - self._cancelled_at[i]
+            waiting = in_flight[i] + cancelled[i] - self._cancelled_at[i]
             if waiting == 0:
                 self._since[i] = now
                 continue

@@ -20,9 +20,8 @@ wins and the other attempt is discarded. Opt-in per fleet: ``controller: {hedge:
 A request queued behind k rounds of ours (C_i at a time) is expected after k + 1 service times: it is late, and
 gets its copy, only past that, not past one service time; this keeps the hedge budget (below) for requests that
 are late because something went wrong (a cut, a freeze, a slow-down), not spent on a queue that is draining as
-it should. A request expected past cap_i
-(the last moment a copy elsewhere can still meet the SLO) gets no copy that could only be late: its copy leaves
-at the SLO, to bound its tail.
+it should. A request expected past cap_i (the last moment a copy elsewhere can still meet the SLO) gets no copy
+that could only be late: its copy leaves at the SLO, to bound its tail.
 
 usual_i is endpoint i's usual latency: the dispatcher's EWMA latency (its max_concurrency / max_rps hint before the
 first success; half the SLO when neither is known) followed at once when it falls and with a time constant of
