@@ -11,7 +11,7 @@ import os
 import threading
 import time
 import urllib.request
-from typing import Any, Iterator, List
+from typing import Any, Iterator, List, Optional, Tuple
 
 import numpy as np
 import pytest
@@ -93,6 +93,33 @@ def test_a_sparse_report_carries_only_what_changed_and_reads_back_whole() -> Non
     lane.succeeded(held[1], held[0])
 
 
+def test_a_report_carries_the_cancelled_attempts_whole_and_sparse_and_an_older_clients_reads_as_none() -> None:
+    fleet = _fleet()
+    router = _router_with_traffic(fleet, ok=4)
+    fp = fleet_fingerprint(NAMES)
+    lane = router.lane("m", "interactive")
+    lane.begin()
+    i = lane.pick()
+    router.record_abandoned(lane.dispatcher, i, 0.2)  # a hedge's loser, cancelled
+    first, snap = build_report(router, "c", 1, fp, 0.1)
+    base = parse_report(first, NAMES, fp)
+    assert base.abandoned is not None and base.abandoned.tolist() == [int(k == i) for k in range(3)]
+    assert int(base.keys[0].successes.sum()) == 5  # the cancelled attempt is among the successes
+    lane.begin()
+    j = lane.pick()
+    router.record_abandoned(lane.dispatcher, j, 0.2)
+    sparse, _ = build_report(router, "c", 2, fp, 0.1, base=(1, snap))
+    assert json.loads(sparse)["endpoint"]["idx"] == [j]
+    got = parse_report(sparse, NAMES, fp, lambda client, seq: base)
+    assert got.abandoned.tolist() == [int(k == i) + int(k == j) for k in range(3)]
+    older = json.loads(first)
+    del older["endpoint"]["abandoned"]
+    assert parse_report(json.dumps(older).encode(), NAMES, fp).abandoned is None
+    with pytest.raises(ReportError, match="endpoint.abandoned"):
+        bad = dict(older, endpoint={**older["endpoint"], "abandoned": [0, -1, 0]})
+        parse_report(json.dumps(bad).encode(), NAMES, fp)
+
+
 @pytest.mark.parametrize("mutate, names_what", [
     (lambda r: b"{not json", "not JSON"),
     (lambda r: json.dumps({**r, "fleet": "0" * 16}).encode(), "another fleet"),
@@ -126,9 +153,12 @@ class _Clock:
 
 
 def _report(client: str, ok: List[int], arrivals: int, in_flight: List[int], latency: List[Any],
-            ejected: List[str] = ()) -> Any:
+            ejected: List[str] = (), abandoned: Optional[List[int]] = None) -> Any:
+    endpoint = {"ok": ok, "over_slo": [0, 0, 0], "failed": [0, 0, 0]}
+    if abandoned is not None:
+        endpoint["abandoned"] = abandoned
     body = {"v": 1, "client": client, "fleet": fleet_fingerprint(NAMES), "seq": 0, "plan_age_s": 0.1,
-            "endpoint": {"ok": ok, "over_slo": [0, 0, 0], "failed": [0, 0, 0]},
+            "endpoint": endpoint,
             "keys": [{"model": "m", "class": "interactive", "arrivals": arrivals, "successes": ok,
                       "failures": [0, 0, 0], "in_flight": in_flight, "latency_s": latency}],
             "ejected": list(ejected)}
@@ -176,6 +206,38 @@ def test_a_client_that_restarts_counts_from_zero_and_a_new_ejection_reaches_the_
     board.ingest(_report("x", [5, 0, 0], 6, [0, 0, 0], [0.1, None, None], ejected=["b"]))
     assert board.arrivals()[("m", "interactive")] == 4 + 2
     assert [i for i, _ in seen] == [1] and "seen by client x" in seen[0][1]
+
+
+def test_the_planes_stall_watch_ejects_an_endpoint_whose_answers_are_all_cancelled_hedge_losers() -> None:
+    """Two hedging clients; endpoint a froze: every request on it is answered by its copy elsewhere and the
+    attempt on a cancelled, which the client counts as a completion (not a failure). The board keeps the clients'
+    cancelled counts apart, so the plane's stall watch (the client's own rule) sees no answer from a and ejects it;
+    clients that do not report cancelled attempts (older ones) leave it blind, as before."""
+    from tritonmix.controller.stall import StallWatch
+
+    def run(report_cancelled: bool) -> List[Tuple[float, int]]:
+        clock = _Clock()
+        board = Board(NAMES, expire_s=10, clock=clock)
+        watch = StallWatch(3, factor=2.0, slack_s=0.0)
+        ok, cancelled, stalled = {"x": [100, 100, 0], "y": [50, 50, 0]}, {"x": 0, "y": 0}, []
+        for tick in range(12):  # a report per client every 0.1 s; a answers until 0.2 s, then is silent
+            for c in ("x", "y"):
+                ok[c][0] += 1
+                ok[c][1] += 1
+                frozen = tick >= 3
+                cancelled[c] += int(frozen)
+                board.ingest(_report(c, list(ok[c]), sum(ok[c]), [1, 0, 0], [0.1, 0.1, None],
+                                     abandoned=[cancelled[c], 0, 0] if report_cancelled else None))
+            stats, abandoned = board.stall_view()
+            stalled += [(round(clock.now - 100.0, 2), i) for i, _ in watch.look(clock.now, stats, abandoned=abandoned)]
+            clock.now += 0.1
+        return stalled
+
+    # a alone, first judged once its silence passed 2 x its 0.1 s usual latency after its last answer (0.2 s);
+    # the loop would eject it there (here it is judged again each silence, nothing ejects it)
+    stalled = run(report_cancelled=True)
+    assert stalled and stalled[0] == (0.5, 0) and {i for _, i in stalled} == {0}, stalled
+    assert run(report_cancelled=False) == []     # the blind spot without the counts
 
 
 # ---- limits, the applier, settings ----------------------------------------------------------------------------

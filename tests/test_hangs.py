@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from typing import Any, Callable, Dict, Iterator, List, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 import pytest
 from tritonclient.utils import InferenceServerException
@@ -18,6 +18,7 @@ import tritonmix.grpc.aio
 import tritonmix.http
 import tritonmix.http.aio
 from clients_support import Trio, add_sub_inputs, assert_nothing_in_flight, sample, wait_until
+from tritonmix.control_plane import ControlPlane
 from tritonmix.fleet import Fleet
 from tritonmix.local import FaultProxy
 
@@ -67,7 +68,8 @@ class Callers:
     """``CALLERS`` callers of one client in a loop (threads, or tasks on a loop of its own); every request's
     latency and error."""
 
-    def __init__(self, mode: str, fleet: Fleet) -> None:
+    def __init__(self, mode: str, fleet: Fleet, plane: Optional[str] = None) -> None:
+        self.plane = plane  # the control plane the client follows (None: its own controller)
         self.kind, self.protocol = mode.split("-")
         self.module = getattr(tritonmix, self.protocol)
         if self.kind == "aio":
@@ -81,7 +83,7 @@ class Callers:
 
     def start(self) -> "Callers":
         if self.kind == "sync":
-            self.client = self.module.InferenceServerClient(fleet=self.fleet, seed=11)
+            self.client = self.module.InferenceServerClient(fleet=self.fleet, seed=11, control_plane=self.plane)
             self._threads = [threading.Thread(target=self._sync, args=(c,)) for c in range(CALLERS)]
         else:
             ready = threading.Event()
@@ -109,7 +111,7 @@ class Callers:
 
     async def _aio(self, ready: threading.Event) -> None:
         self.loop = asyncio.get_running_loop()
-        self.client = self.module.InferenceServerClient(fleet=self.fleet, seed=11)
+        self.client = self.module.InferenceServerClient(fleet=self.fleet, seed=11, control_plane=self.plane)
         ready.set()
 
         async def caller(c: int) -> None:
@@ -311,6 +313,53 @@ def test_a_sequence_on_a_frozen_endpoint_errors_and_is_never_moved(trio: Trio, p
 CANCELLING = ("sync-grpc", "aio-http", "aio-grpc")
 
 
+def _hedged_freeze(trio: Trio, proxies: Dict[str, FaultProxy], mode: str, plane: bool = False) -> None:
+    """One hedging client (following a control plane of its own when ``plane``) against the trio; the first server
+    frozen once every endpoint's usual latency is known: no request fails, and the frozen endpoint is ejected
+    promptly although each of its requests is won by a copy and its own attempt cancelled."""
+    protocol = mode.split("-")[1]
+    urls = [proxies[protocol].address] + trio.urls(protocol)[1:]
+    fleet = Fleet.from_urls(",".join(urls), protocol=protocol, slo_ms=SLO_MS,
+                            controller={"interval_s": 0.25, "eject_base_s": 2.0, "eject_max_s": 4.0,
+                                        "hedge": {"max_share": 1.0, "min_delay_s": 0.02}})
+    control = ControlPlane(fleet).start() if plane else None
+    try:
+        run = Callers(mode, fleet, control.address if control is not None else None).start()
+        if control is not None:
+            wait_until(lambda: run.client.controller.following and control.board.client_count == 1, 5.0)
+            assert run.client.controller.following, f"{mode}: the client does not follow its plane"
+        server = trio.servers[0]
+        ejected_after = None
+        bound_s = 2.5 if plane else 1.5  # 0.41-0.49 s here alone, 0.97-1.0 s through a plane
+        window_s = bound_s + 1.5
+        try:
+            time.sleep(1.5)  # every endpoint's usual latency known
+            t0 = time.monotonic()
+            server.freeze()
+            while time.monotonic() - t0 < window_s:
+                if not run.client.endpoint_reports()[0].available:
+                    ejected_after = time.monotonic() - t0
+                    break
+                time.sleep(0.01)
+        finally:
+            server.thaw()
+            time.sleep(0.5)
+            run.finish(settle_s=2.0)
+    finally:
+        if control is not None:
+            control.stop()
+    where = "by its plane" if plane else "by its own controller"
+    print(f"{mode}: frozen endpoint ejected {where} after {ejected_after} s")
+    errors = [e for _, _, e in run.results if e is not None]
+    assert not errors, f"{mode}: {len(errors)} of {len(run.results)} failed: {errors[:2]}"
+    # the stall watch's limit here is max(2 x usual, usual + 0.05 s, SLO - usual) ~ 0.4 s after the last answer,
+    # looked at every 0.25 s (a plane: plus the clients' report cadence, and the plan's way back to the client).
+    # Without the cancelled-attempt rule it is never ejected: a cancelled loser reads as an answer, so the silence
+    # never starts.
+    assert ejected_after is not None, f"{mode}: the frozen endpoint was never ejected {where} in {window_s} s"
+    assert ejected_after < bound_s, f"{mode}: ejected {where} {ejected_after:.2f} s after the freeze"
+
+
 @pytest.mark.parametrize("mode", CANCELLING)
 def test_a_frozen_endpoint_whose_requests_are_won_by_hedges_is_still_ejected(trio: Trio, proxies: Dict[str, FaultProxy],
                                                                             mode: str) -> None:
@@ -319,33 +368,12 @@ def test_a_frozen_endpoint_whose_requests_are_won_by_hedges_is_still_ejected(tri
     must still eject the endpoint (else it keeps half the picks and every one of them pays the hedge delay).
     One client at a time: with several on the same servers, each one's stall watch gives a server it sees serving
     the others a grace for their queue (the crowd rule, stall.py), which is not what this test is about."""
-    protocol = mode.split("-")[1]
-    urls = [proxies[protocol].address] + trio.urls(protocol)[1:]
-    fleet = Fleet.from_urls(",".join(urls), protocol=protocol, slo_ms=SLO_MS,
-                            controller={"interval_s": 0.25, "eject_base_s": 2.0, "eject_max_s": 4.0,
-                                        "hedge": {"max_share": 1.0, "min_delay_s": 0.02}})
-    run = Callers(mode, fleet).start()
-    server = trio.servers[0]
-    ejected_after = None
-    window_s = 3.0
-    try:
-        time.sleep(1.5)  # every endpoint's usual latency known
-        t0 = time.monotonic()
-        server.freeze()
-        while time.monotonic() - t0 < window_s:
-            if not run.client.endpoint_reports()[0].available:
-                ejected_after = time.monotonic() - t0
-                break
-            time.sleep(0.01)
-    finally:
-        server.thaw()
-        time.sleep(0.5)
-        run.finish(settle_s=2.0)
-    print(f"{mode}: frozen endpoint ejected after {ejected_after} s")
-    errors = [e for _, _, e in run.results if e is not None]
-    assert not errors, f"{mode}: {len(errors)} of {len(run.results)} failed: {errors[:2]}"
-    # the stall watch's limit here is max(2 x usual, usual + 0.05 s, SLO - usual) ~ 0.4 s after the last answer,
-    # looked at every 0.25 s. Without the cancelled-attempt rule it is never ejected: a cancelled loser reads as an
-    # answer, so the silence never starts.
-    assert ejected_after is not None, f"{mode}: the frozen endpoint was never ejected in {window_s} s"
-    assert ejected_after < 1.5, f"{mode}: ejected {ejected_after:.2f} s after the freeze"
+    _hedged_freeze(trio, proxies, mode)
+
+
+@pytest.mark.parametrize("mode", ("sync-grpc", "aio-http"))
+def test_a_plane_ejects_a_frozen_endpoint_whose_requests_are_won_by_hedges(trio: Trio, proxies: Dict[str, FaultProxy],
+                                                                            mode: str) -> None:
+    """The same through a control plane: the client reports its cancelled attempts apart, so the plane's stall
+    watch (the client's rule, over the clients' reports) sees the frozen endpoint's silence."""
+    _hedged_freeze(trio, proxies, mode, plane=True)

@@ -9,7 +9,7 @@ new endpoint starts from zero: counters, gauges, ejection (nothing of the endpoi
 
 Per client it keeps the last report; a new report adds its differences to the fleet-wide totals:
 
-    counters (arrivals, successes, failures per key; ok, over_slo, failed per endpoint):
+    counters (arrivals, successes, failures per key; ok, over_slo, failed, abandoned per endpoint):
         total += new - last        per client slot whose name is the same in both reports (a counter that went
                                    down, a restarted client, counts from 0); a slot that holds another endpoint
                                    than in the last report counts from 0 (the client reset it when it took it)
@@ -99,6 +99,7 @@ class Board:
         self._clients: Dict[str, _Client] = {}
         self._totals: Dict[Key, Total] = {}
         self._ep = np.zeros((3, self.n), np.int64)     # ok, over_slo, failed: fleet-wide cumulative
+        self._abandoned = np.zeros(self.n, np.int64)   # attempts clients cancelled (among the successes): cumulative
         self._ejector: Optional[Callable[[int, str, float], None]] = None
         self._listeners: List[Callable[[Key], None]] = []
         self._endpoint_listeners: List[Callable[[EndpointChange], None]] = []
@@ -129,11 +130,13 @@ class Board:
             n = self.n
             if self._ep.shape[1] < n:
                 self._ep = np.concatenate([self._ep, np.zeros((3, n - self._ep.shape[1]), np.int64)], axis=1)
+                self._abandoned = np.concatenate([self._abandoned, np.zeros(n - self._abandoned.size, np.int64)])
                 self.available += [True] * (n - len(self.available))
             for total in self._totals.values():
                 total.grow(n)
             for i in joined:
                 self._ep[:, i] = 0
+                self._abandoned[i] = 0
                 self.available[i] = True
                 for total in self._totals.values():
                     for values in (total.successes, total.failures, total.in_flight, total.lat_num, total.lat_den):
@@ -285,10 +288,13 @@ class Board:
         src, dst = self._map(report.names)
         grew = np.stack([growth(report.ok, last.ok, same), growth(report.over_slo, last.over_slo, same),
                          growth(report.failed, last.failed, same)])
+        cancelled = growth(_abandoned(report), _abandoned(last), same)
         if src is None:
             self._ep += grew
+            self._abandoned += cancelled
         else:
             self._ep[:, dst] += grew[:, src]
+            self._abandoned[dst] += cancelled[src]
         before = {(k.model, k.request_class): k for k in last.keys}
         dt = max(now - client.rate_at, 1e-3)
         arrivals: Dict[str, int] = {}
@@ -369,12 +375,23 @@ class Board:
 
     def dispatchers(self) -> Dict[Key, MergedStats]:
         with self._lock:
-            self._stale_gauges()
-            if self._view is None:
-                n = self.n
-                self._view = {key: MergedStats(merged_stats(t, t.in_flight, t.lat_num, t.lat_den, n))
-                              for key, t in self._totals.items()}
-            return dict(self._view)
+            return dict(self._merged())
+
+    def _merged(self) -> Dict[Key, MergedStats]:
+        """The merged view (lock held), rebuilt when a report, an expiry or a set change made it stale."""
+        self._stale_gauges()
+        if self._view is None:
+            n = self.n
+            self._view = {key: MergedStats(merged_stats(t, t.in_flight, t.lat_num, t.lat_den, n))
+                          for key, t in self._totals.items()}
+        return self._view
+
+    def stall_view(self) -> Tuple[List[Any], Tuple[int, ...]]:
+        """Every key's merged stats and the attempts clients cancelled per endpoint (hedges' losers, among the
+        successes), read together: the stall watch does not take a cancelled attempt for an answer of the server
+        (``Router.stall_view``; clients that send no ``abandoned`` count none)."""
+        with self._lock:
+            return [d.stats() for d in self._merged().values()], tuple(self._abandoned.tolist())
 
     def endpoint_counters(self) -> List[Tuple[int, int, int]]:
         with self._lock:
@@ -405,3 +422,8 @@ class Board:
 
     def set_default_weights(self, weights: Sequence[float]) -> None:
         """Nothing to apply here: clients apply the plan."""
+
+
+def _abandoned(report: Report) -> np.ndarray:
+    """The report's cancelled attempts per client slot (zeros for a client that sends none)."""
+    return report.abandoned if report.abandoned is not None else np.zeros(len(report.ok), np.int64)

@@ -11,7 +11,9 @@ Wire format (JSON, one object, at most ``MAX_REPORT_BYTES``)::
      "names": ["a", null, ...],             # the endpoint of each of the client's slots (null: vacant); absent:
                                             # the plane's own slots, in order (a client of a static fleet)
      "plan_age_s": 0.41,                    # how long the plan in force has been in force at the client (-1: none)
-     "endpoint": {"ok": [..n..], "over_slo": [..n..], "failed": [..n..]},        # cumulative, per endpoint
+     "endpoint": {"ok": [..n..], "over_slo": [..n..], "failed": [..n..],         # cumulative, per endpoint
+                  "abandoned": [..n..]},     # optional: attempts among the successes that ended because the
+                                             # client cancelled them (a hedge's loser; absent: none)
      "keys": [{"model": "m", "class": "interactive",                            # per dispatcher
                "arrivals": 123,                                                   # cumulative user requests
                "successes": [..n..], "failures": [..n..],                         # cumulative
@@ -21,6 +23,9 @@ Wire format (JSON, one object, at most ``MAX_REPORT_BYTES``)::
 Per-endpoint arrays are in the client's slot order (``names``); the plane adds them to its slots of the same name
 (``board.Board``) and drops a name it no longer has. A client whose slots changed since its base sends a whole
 report.
+
+``abandoned`` is read with the keys' successes (``Router.stall_view``: both or neither hold a cancelled attempt), so
+that the plane's stall watch does not take a cancelled attempt for an answer of the server, as a client's own does.
 
 Counters are cumulative so that a lost report loses nothing (the next one carries it); the plane takes a client's
 first report as its baseline (a client that ran before it connected does not land its whole history in one tick).
@@ -116,6 +121,7 @@ class Report:
     keys: Tuple[KeyReport, ...]
     ejected: Tuple[int, ...]           # endpoint indexes, in the client's slots
     names: Tuple[Optional[str], ...] = ()   # the endpoint of each of the client's slots (None: vacant)
+    abandoned: Optional[np.ndarray] = None  # int64 per endpoint, cumulative; None: the client sends none (zeros)
 
 
 def build_report(router: Any, client: str, seq: int, fingerprint: str, plan_age_s: float,
@@ -128,11 +134,23 @@ def build_report(router: Any, client: str, seq: int, fingerprint: str, plan_age_
     slots = tuple(None if k < len(vacant) and vacant[k] else name for k, name in enumerate(names))
     counters = np.asarray(router.endpoint_counters(), dtype=np.int64).reshape(-1, 3).T[:, :n]
     arrivals = router.arrivals()
+    dispatchers = router.dispatchers()
+    view = getattr(router, "stall_view", None)
+    if view is not None:
+        # the stats and the cancelled attempts read together; dispatchers are only ever added, after those above
+        stats, cancelled = view()
+        abandoned = np.zeros(n, np.int64)
+        got = np.asarray(cancelled[:n], np.int64)
+        abandoned[: got.size] = got
+        counters = np.vstack([counters, abandoned])
+    else:
+        stats = [d.stats() for d in dispatchers.values()]
     snap: Snapshot = {"ep": counters, "keys": {}, "names": slots}
     old = base[1] if base is not None and base[1].get("names") == slots else None  # slots changed: a whole one
+    if old is not None and old["ep"].shape[0] != counters.shape[0]:
+        old = None
     keys = []
-    for (model, request_class), d in router.dispatchers().items():
-        st = d.stats()
+    for (model, request_class), st in zip(dispatchers, stats):
         figures = (arrivals.get((model, request_class), 0), np.asarray(st.successes, np.int64)[:n],
                    np.asarray(st.failures, np.int64)[:n], np.asarray(st.in_flight, np.int64)[:n],
                    np.asarray(st.ewma_latency_s, float)[:n])
@@ -153,12 +171,12 @@ def build_report(router: Any, client: str, seq: int, fingerprint: str, plan_age_
         lat = figures[4] if idx is None else figures[4][idx]
         item["latency_s"] = [x if x == x else None for x in lat.tolist()]
         keys.append(item)
+    fields = ("ok", "over_slo", "failed", "abandoned")[: counters.shape[0]]
     if old is None:
-        endpoint = {"ok": counters[0].tolist(), "over_slo": counters[1].tolist(), "failed": counters[2].tolist()}
+        endpoint: Dict[str, Any] = {name: row.tolist() for name, row in zip(fields, counters)}
     else:
         idx = np.flatnonzero((counters != old["ep"]).any(axis=0))
-        endpoint = {"idx": idx.tolist(), "ok": counters[0][idx].tolist(), "over_slo": counters[1][idx].tolist(),
-                    "failed": counters[2][idx].tolist()}
+        endpoint = {"idx": idx.tolist(), **{name: row[idx].tolist() for name, row in zip(fields, counters)}}
     ejected = router.ejected_by_router()
     body: Dict[str, Any] = {"v": 1, "client": client, "fleet": fingerprint, "seq": seq,
                             "plan_age_s": plan_age_s if math.isfinite(plan_age_s) else -1.0,
@@ -215,6 +233,10 @@ def parse_report(data: bytes, names: Sequence[str], fingerprint: str,
     ok, over, failed = (_fill(None if base is None else getattr(base, attr), idx,
                               _counts(ep.get(k), n if idx is None else len(idx), f"endpoint.{k}"))
                         for k, attr in (("ok", "ok"), ("over_slo", "over_slo"), ("failed", "failed")))
+    abandoned = None if base is None else base.abandoned
+    if "abandoned" in ep:
+        got = _counts(ep.get("abandoned"), n if idx is None else len(idx), "endpoint.abandoned")
+        abandoned = _fill(np.zeros(n, np.int64) if abandoned is None else abandoned, idx, got)
     items = raw.get("keys")
     if not isinstance(items, list) or len(items) > MAX_KEYS:
         raise ReportError(f"report field 'keys' must be a list of at most {MAX_KEYS} objects")
@@ -236,7 +258,7 @@ def parse_report(data: bytes, names: Sequence[str], fingerprint: str,
     if unknown:
         raise ReportError(f"report field 'ejected' names unknown endpoint(s): {', '.join(unknown[:5])}")
     return Report(client, seq, float(age), ok, over, failed, tuple(keys),
-                  tuple(sorted({index[x] for x in ejected_names})), slots)
+                  tuple(sorted({index[x] for x in ejected_names})), slots, abandoned)
 
 
 def _names(raw: Any) -> Tuple[Optional[str], ...]:

@@ -275,8 +275,8 @@ class Controller:
             self._push_availability()
 
     def _stall_view(self) -> Tuple[List[Any], Sequence[int]]:
-        """Every dispatcher's stats and the attempts we cancelled per endpoint, read together where the router
-        counts them (a client's ``Router``; a plane's board of reports has none)."""
+        """Every dispatcher's stats and the attempts cancelled per endpoint, read together where the router counts
+        them (a client's ``Router``; a plane's ``Board``, from its clients' reports); none for a router without."""
         view = getattr(self.router, "stall_view", None)
         if view is not None:
             return view()
