@@ -187,6 +187,33 @@ def test_scenario_protocol_and_hedge_options() -> None:
     assert [e.price_per_hour for e in moved.endpoints] == [e.price_per_hour for e in fleet.endpoints]
 
 
+def test_scenario_controller_settings_to_try_reach_the_tritonmix_fleet_and_bad_ones_are_named() -> None:
+    import argparse
+    import dataclasses
+
+    from tritonmix.cli import CLIError
+    from tritonmix.commands import bench
+
+    spec = dataclasses.replace(QUICK, controller={"target_utilisation": 0.9, "hysteresis": 0.05})
+    fleet = spec.fleet()
+    assert fleet.controller.target_utilisation == 0.9 and fleet.controller.hysteresis == 0.05
+    assert fleet.controller.hedge.max_share == 0.1 and fleet.controller.interval_s == QUICK.interval_s  # the rest kept
+    assert QUICK.fleet().controller.target_utilisation == 0.8  # the library's default otherwise
+    assert bench._settings(["target_utilisation=0.9", "cost_picker=tiered_fill"], "--controller") == {
+        "target_utilisation": 0.9, "cost_picker": "tiered_fill"}
+
+    def args(*controller: str) -> argparse.Namespace:
+        return argparse.Namespace(quick=True, seed=None, hedge=None, hedge_delay_factor=None, protocol="http",
+                                  controller=list(controller), seeds=1, policies="tritonmix-auto", out="unused")
+
+    with pytest.raises(CLIError, match="not KEY=VALUE"):
+        bench.run(args("target_utilisation"))
+    with pytest.raises(CLIError, match="unknown field.*target_utilisaton"):
+        bench.run(args("target_utilisaton=0.9"))
+    with pytest.raises(CLIError, match="target_utilisation"):
+        bench.run(args("target_utilisation=-1"))
+
+
 # ---- second edition: the floor, the reference, settle at dispatch, two cost views, seeds ------------------------
 
 def _simulate(units, arrivals, choose):

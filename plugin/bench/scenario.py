@@ -87,6 +87,9 @@ class ScenarioSpec:
     #: the tritonmix policies' ``controller.hedge`` section (None: no hedging; ``tritonmix-auto-unhedged`` never
     #: hedges)
     hedge: Optional[Dict[str, Any]] = dataclasses.field(default_factory=lambda: dict(HEDGE))
+    #: more of the tritonmix policies' ``controller`` section (``--controller KEY=VALUE``: a setting to try), over
+    #: the scenario's own; empty: the library's defaults
+    controller: Dict[str, Any] = dataclasses.field(default_factory=dict)
     #: the pools: (endpoint name, builtin profile) each, serving ``concurrency`` requests at once
     pools: Tuple[Tuple[str, str], ...] = UNITS
     concurrency: int = CONCURRENCY
@@ -115,7 +118,8 @@ class ScenarioSpec:
             # the controller's time constants follow the scenario's time scale, as a user running a 4x faster
             # fleet would set them: the tick (interval_s) and AUTO's dwell (default 5 s -> 5 x time_scale)
             "controller": dict({"interval_s": self.interval_s, "dwell_s": round(5.0 * self.time_scale, 3)},
-                               **({"hedge": dict(self.hedge)} if self.hedge is not None else {})),
+                               **({"hedge": dict(self.hedge)} if self.hedge is not None else {}),
+                               **self.controller),
             "endpoints": endpoints,
         }
 

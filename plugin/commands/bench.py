@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Dict, List
 
 from ..cli import CLIError
+from ..errors import ConfigError
 
 __all__ = ["register"]
 
@@ -41,6 +43,9 @@ def register(subparsers: Any) -> None:
                           help="the hedge leaves after K x its endpoint's usual latency, or when a copy on the fastest "
                                "other endpoint could just still meet the SLO if that is sooner (default: the "
                                "scenario's, tritonmix.bench.scenario.HEDGE)")
+    scenario.add_argument("--controller", action="append", default=[], metavar="KEY=VALUE",
+                          help="a setting of the tritonmix policies' controller section to try (repeatable; VALUE "
+                               "read as JSON where it parses, else as text), e.g. target_utilisation=0.9")
     scenario.set_defaults(func=run)
     replicas = sub.add_parser(
         "replicas", help="each pool's desired replicas over the scenario's trace beside the offline reference's",
@@ -109,6 +114,12 @@ def run(args: argparse.Namespace) -> int:
             raise CLIError("--hedge-delay-factor: hedging is off (--hedge 0)")
         spec = dataclasses.replace(spec, hedge=dict(spec.hedge, delay_factor=args.hedge_delay_factor))
     spec = dataclasses.replace(spec, protocol=args.protocol)
+    if args.controller:
+        spec = dataclasses.replace(spec, controller=_settings(args.controller, "--controller"))
+        try:
+            spec.fleet()
+        except ConfigError as exc:
+            raise CLIError(f"--controller: {exc}") from None
     if args.seeds < 1:
         raise CLIError(f"--seeds: {args.seeds} must be >= 1")
     policies = [p.strip() for p in args.policies.split(",") if p.strip()] or list(POLICIES)
@@ -119,8 +130,9 @@ def run(args: argparse.Namespace) -> int:
         raise CLIError(f"unknown policy {unknown[0]!r} (known: {', '.join(POLICIES + EXTRA_POLICIES)})")
     started = time.monotonic()
     hedging = "off" if spec.hedge is None else "on (" + ", ".join(f"{k} {v}" for k, v in spec.hedge.items()) + ")"
+    tried = "".join(f", {k} {v}" for k, v in spec.controller.items())
     print(f"scenario '{spec.name}': EMULATED accelerators (time_scale {spec.time_scale}), SLO {spec.slo_ms:.0f} ms, "
-          f"{spec.protocol}, hedging {hedging}", flush=True)
+          f"{spec.protocol}, hedging {hedging}{tried}", flush=True)
     summary = run_scenario(spec, Path(args.out), policies, progress=lambda m: print(m, flush=True),
                            seeds=args.seeds)
     print()
@@ -207,3 +219,17 @@ def run_clients(args: argparse.Namespace) -> int:
         print(f"  [{'PASS' if passed else 'FAIL'}] {check}")
     print(f"\nwrote {args.out}/summary.json, summary.md, raw.json and plots in {time.monotonic() - started:.0f} s")
     return 0
+
+
+def _settings(items: List[str], flag: str) -> Dict[str, Any]:
+    """``KEY=VALUE`` items as a dict (VALUE as JSON where it parses, else text); CLIError naming a malformed one."""
+    out: Dict[str, Any] = {}
+    for item in items:
+        key, eq, value = item.partition("=")
+        if not eq or not key.strip():
+            raise CLIError(f"{flag}: {item!r} is not KEY=VALUE")
+        try:
+            out[key.strip()] = json.loads(value)
+        except ValueError:
+            out[key.strip()] = value
+    return out
