@@ -383,3 +383,48 @@ def test_a_demand_switch_with_misses_or_a_settled_estimate_is_not_tentative() ->
     unrated = AutoMode("auto", dwell_s=0.5, hysteresis=0.1)
     _settle(unrated, _shortfall(4.0, 8.0), until=0.0)
     assert unrated.update(0.0, _shortfall(20.0, 8.0)).new == CAPACITY and not unrated.tentative
+
+
+def test_cheapest_first_routes_the_plans_load_as_a_priority_that_the_limits_spill() -> None:
+    """``cheapest_first``: the plan's load as tiered_fill places it (what the plan reports), weights that rank the
+    tiers (PRIORITY_DECAY each step), so that the dispatcher fills the cheap tier up to its in-flight limits and
+    overflows to the next (a random split in proportion to the load sends requests to the dear tier while the cheap
+    one has room); left alone in CAPACITY mode and where a loaded endpoint has no limit (it would never overflow)."""
+    from tritonmix.controller.decider import PRIORITY_DECAY, Decider, Facts
+    from tritonmix.controller.decisions import DecisionLog
+    from tritonmix.controller.plan import ModelRoute
+    from tritonmix.dispatch_core import Dispatcher
+
+    views = fleet()
+    settings = ControllerSettings.from_dict({"cost_picker": "cheapest_first", "probe_share": 0.0})
+    decider = Decider(settings, "cost", 1.0, tuple(v.name for v in views), DecisionLog())
+    facts = Facts(ticks=(), events=(), rates={}, measured={}, slots={}, available=(True,) * 4, panic=False,
+                  capacity_grew=False)
+    loaded = make_plan(views, COST, 30.0, 0.0, build_scorers(()), (), PlanSettings(0.8, 0.0))
+    assert loaded.interactive_rps[0] > 0 and loaded.interactive_rps[2] > 0  # the cheap tier's room is 24 req/s
+    route = decider._priority(views, ModelRoute(loaded, (9, 9, 9, 9)), facts, (4, 4, 3, 3))
+    w = route.plan.interactive_weights
+    assert route.plan.interactive_rps == loaded.interactive_rps and route.limits == (4, 4, 3, 3)
+    assert w[0] == pytest.approx(w[1]) and w[2] == pytest.approx(w[3])
+    assert (w[2] + w[3]) / (w[0] + w[1]) == pytest.approx(PRIORITY_DECAY) and sum(w) == pytest.approx(1.0)
+    unlimited = ModelRoute(loaded, (9, 9, 9, 9))
+    assert decider._priority(views, unlimited, facts, (4, 0, 3, 3)) is unlimited  # one without a limit: as it was
+    spread = make_plan(views, CAPACITY, 30.0, 0.0, build_scorers(()), (), PlanSettings(0.8, 0.0))
+    assert decider._priority(views, ModelRoute(spread, (9, 9, 9, 9)), facts, (4, 4, 3, 3)).plan is spread
+    probed = make_plan(views, COST, 5.0, 0.0, build_scorers(()), (), PlanSettings(0.8, 0.02))  # trn1 probed
+    w = decider._priority(views, ModelRoute(probed, (9, 9, 9, 9)), facts, (4, 4, 3, 3)).plan.interactive_weights
+    assert w[2] == w[3] == pytest.approx(0.01) and w[0] + w[1] == pytest.approx(0.98)
+
+    # the dispatcher: 8 requests held in flight go to inf2 (limits 4 + 4) but for the odd idle trn1 drawn as a
+    # candidate; the next ones, inf2 full, all overflow to trn1
+    first, spill = [], []
+    for seed in range(200):
+        d = Dispatcher(4, seed=seed)
+        d.set_weights(route.plan.interactive_weights)
+        d.set_limits(route.limits)
+        picks = [d.pick() for _ in range(10)]
+        first += picks[:8]
+        if picks[:8].count(0) + picks[:8].count(1) == 8:
+            spill += picks[8:]
+    assert sum(i in (0, 1) for i in first) / len(first) >= 0.97
+    assert spill and set(spill) <= {2, 3}

@@ -242,3 +242,25 @@ def test_a_demand_shortfall_switches_to_capacity_and_back_after_the_dwell_once_i
     dwell = sim.controller.settings.dwell_s
     assert 20.0 + dwell <= t_cost <= 20.0 + dwell + 5.0, modes(sim)
     assert sum(plan_at(sim, 39.0).interactive_weights[i] for i in CHEAP) > 0.9
+
+
+def test_cheapest_first_keeps_the_cheap_pool_busier_than_a_split_at_the_same_slo(request):
+    """COST at 40 req/s (above the cheap pool's SLO-safe room, ~35 req/s): tiered_fill splits the overflow at
+    random in proportion to the load, so trn1 takes requests while an inf2 slot is free; cheapest_first sends every
+    request to inf2 while it is under its in-flight limit and only the overflow to trn1."""
+    import dataclasses
+
+    shares, attainment = {}, {}
+    for picker in ("tiered_fill", "cheapest_first"):
+        fleet = dataclasses.replace(make_fleet(cost_picker=picker), mode=COST)
+        sim = Simulation.build(fleet, [ServerModel(0.067)] * 4 + [ServerModel(0.051)] * 2, seed=5, jitter=0.0)
+        sim.run(30.0, {KEY: 40.0})
+        shares[picker] = pool_share(sim.share_by_endpoint(since_s=5.0), FAST)
+        done = [r for r in sim.results if r.arrived_s >= 5.0]
+        attainment[picker] = sum(r.ok and r.latency_s <= SLO_S for r in done) / len(done)
+        request.node.sim = sim
+        sim.run(sim.clock() - sim.t0 + 5.0, {})
+        assert sim.in_flight() == 0
+    print("trn1 share", shares, "SLO", attainment)
+    assert shares["cheapest_first"] < 0.5 * shares["tiered_fill"], shares  # 0.04 against 0.20 (seed 5)
+    assert attainment["cheapest_first"] >= 0.97 and attainment["tiered_fill"] >= 0.97, attainment

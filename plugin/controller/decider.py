@@ -10,6 +10,15 @@ and the smoothed fleet-wide miss and error shares (``observe.Shares``).
     limits  per model, the interactive in-flight limits (``queueing.inflight_limit`` from each endpoint's slots and
             service time; none for an endpoint on probation), less the other clients' requests the server holds
             (``queueing.effective_limit``)
+    priority with a cost picker that routes by priority (``cheapest_first``), COST mode, no panic: the endpoints the
+            plan loads, in tiers (``policy.cost.tiers``) by rank, get weights PRIORITY_DECAY^t (tier t, within a
+            tier in proportion to their load), scaled to what the probes and probation trials leave; so the
+            dispatcher sends every request to the best tier while it is under its in-flight limit (the depth
+            past which a request would wait beyond the picker's ``limit_share`` of the SLO; the limits of the
+            route are recomputed at it) and overflows to the next one (``Dispatcher``:
+            limits), as a cheapest-first spill-over does, instead of splitting at random in proportion to the
+            load (which sends requests to dearer tiers while the cheap one has room). Only where every loaded
+            endpoint has a limit (one without would never overflow); else the plan's weights stand
     plan    one ``Plan``: the models' plans combined as the default, numbered by generation
 """
 from __future__ import annotations
@@ -18,14 +27,15 @@ import dataclasses
 from typing import Any, Dict, FrozenSet, Mapping, Optional, Sequence, Tuple
 
 from .decisions import Decision, DecisionLog
-from .model import BATCH, INTERACTIVE, EndpointView, ModelPlan
+from .model import BATCH, CAPACITY, INTERACTIVE, EndpointView, ModelPlan
 from .deltas import EndpointTick, Shares
 from .per_model import binding, combine_plans, demand_by_model
 from .plan import ModelRoute, Plan
-from .plugins import build_filters, build_picker, build_scorers
+from .plugins import build_filters, build_picker, build_scorers, rank
 from .policy import AutoMode, PlanSettings, RoomMedian, detect_shortfall, make_plan
+from .policy.cost import tiers
 from .policy.probation import with_trial_share
-from .queueing import effective_limit, inflight_limit
+from .queueing import LIMIT_SLO_SHARE, effective_limit, inflight_limit
 
 __all__ = ["Decider", "Facts", "PROBATION_SHARE", "PROBATION_LIMIT"]
 
@@ -33,6 +43,10 @@ __all__ = ["Decider", "Facts", "PROBATION_SHARE", "PROBATION_LIMIT"]
 PROBATION_SHARE = 0.02
 #: the in-flight limit of each endpoint on probation: its trials go one at a time
 PROBATION_LIMIT = 1
+#: a priority route's weight of each tier against the one before it (module docstring): the dispatcher's two
+#: candidates both fall on the best tier all but ~2% of the time, and an idle endpoint of the next tier drawn as
+#: one of them takes the request (it carries less load per unit of weight): that keeps it measured
+PRIORITY_DECAY = 0.01
 
 Views = Mapping[Optional[str], Sequence[EndpointView]]
 
@@ -109,6 +123,10 @@ class Decider:
                 vs, self.auto.mode, lam.get(k, 0.0), lam_batch.get(k, 0.0), self.scorers, self.filters,
                 self._plan_settings, panic=facts.panic, pickers=self.pickers))
         routes = tuple(sorted((k, ModelRoute(p, self._limits(facts, k))) for k, p in plans.items() if k is not None))
+        if getattr(self.pickers[0], "priority", False):
+            share = getattr(self.pickers[0], "limit_share", LIMIT_SLO_SHARE)
+            routes = tuple((k, self._priority(views[k], route, facts, self._limits(facts, k, share)))
+                           for k, route in routes)
         generation = 1 if self.last is None else self.last.generation + 1
         self.last = Plan(generation, now, self.names, tuple(map(bool, facts.available)),
                          combine_plans(plans, lam), routes)
@@ -127,7 +145,27 @@ class Decider:
             return plan
         return with_trial_share(plan, sorted(facts.probation), PROBATION_SHARE)
 
-    def _limits(self, facts: Facts, model: str) -> Tuple[int, ...]:
+    def _priority(self, views: Sequence[EndpointView], route: ModelRoute, facts: Facts,
+                  limits: Sequence[int]) -> ModelRoute:
+        """The route with priority weights and ``limits`` (module docstring: ``priority``), or as it was."""
+        plan = route.plan
+        if plan.mode == CAPACITY or plan.panic:
+            return route
+        rates, weights = plan.interactive_rps, plan.interactive_weights
+        loaded = [i for i, (r, w) in enumerate(zip(rates, weights)) if r > 0.0 and w > 0.0 and i not in facts.probation]
+        if not loaded or any(i >= len(limits) or limits[i] <= 0 for i in loaded):
+            return route
+        out = [0.0 if i in loaded else w for i, w in enumerate(weights)]  # probes and trials keep theirs
+        left = 1.0 - sum(out)
+        groups = tiers(views, rank(views, self.scorers), loaded)
+        norm = sum(PRIORITY_DECAY ** t for t in range(len(groups)))
+        for t, tier in enumerate(groups):
+            load = sum(rates[i] for i in tier)
+            for i in tier:
+                out[i] = left * PRIORITY_DECAY ** t / norm * rates[i] / load
+        return ModelRoute(dataclasses.replace(plan, interactive_weights=tuple(out)), tuple(limits))
+
+    def _limits(self, facts: Facts, model: str, share: float = LIMIT_SLO_SHARE) -> Tuple[int, ...]:
         """Interactive in-flight limits of a model (``queueing.inflight_limit`` from its slots C and service time s
         per endpoint, less the other clients' requests at it: ``queueing.effective_limit``); PROBATION_LIMIT for an
         endpoint on probation: its trials go one at a time, so one readmitted while still slow costs one request's
@@ -139,7 +177,7 @@ class Decider:
             return tuple(PROBATION_LIMIT if i in facts.probation else 0 for i in range(len(self.names)))
         others = facts.others.get(model) or (0.0,) * len(slots)
         slo_s = self.slo_s
-        limits = [inflight_limit(c, s_, slo_s) for c, s_ in slots]
+        limits = [inflight_limit(c, s_, slo_s, share) for c, s_ in slots]
         for i, other in enumerate(others[: len(limits)]):
             if other >= 1.0:  # effective_limit changes nothing below one request of others
                 limits[i] = effective_limit(limits[i], other)
