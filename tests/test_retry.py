@@ -54,6 +54,7 @@ def test_the_budget_counts_what_it_granted_and_refused() -> None:
 ANSWERS = [
     ("Stub process 'stable_diffusion_0_1' is not healthy.", "500", "StatusCode.INTERNAL", Outcome.MAYBE_RAN),
     ("Failed to process the requests.", "500", "StatusCode.INTERNAL", Outcome.MAYBE_RAN),
+    ("Failed to retrieve the response error.", "500", "StatusCode.INTERNAL", Outcome.MAYBE_RAN),
     # a model that raised: its own error about the request, never retried
     ("Failed to process the request(s) for model instance 'add_sub_0_0', message: ValueError: bad",
      "500", "StatusCode.INTERNAL", Outcome.REQUEST),

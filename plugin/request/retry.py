@@ -40,14 +40,19 @@ __all__ = ["Outcome", "Attempt", "RetryPolicy", "RetryBudget", "backend_failed"]
 #: process returned no response and no error of the model's own (the stub died, or was stopped, mid-batch); a model
 #: that raises gets its own message instead ("Failed to process the request(s) for model instance ...")
 _STUB_NO_RESPONSE = "Failed to process the requests."
+#: ... and this when a response says it carries an error but the error could not be read from the shared memory
+#: between the stub and the server (``infer_response.cc``): the stub failed while answering (the scenario's thawed
+#: endpoint answered it), whatever the model did
+_STUB_LOST_ERROR = "Failed to retrieve the response error."
 
 
 def backend_failed(message: str) -> bool:
     """Whether a server's INTERNAL / 500 error is Triton's python backend failing rather than the request: its stub
-    process is not healthy (after a crash or a long SIGSTOP), or it returned nothing for the batch. Another
-    endpoint can serve the same request; the same endpoint keeps failing until its stub is restarted."""
+    process is not healthy (after a crash or a long SIGSTOP), returned nothing for the batch, or lost the error it
+    answered. Another endpoint can serve the same request; the same endpoint keeps failing until its stub is
+    restarted."""
     text = message.strip()
-    return text == _STUB_NO_RESPONSE or ("Stub process" in text and "is not healthy" in text)
+    return text in (_STUB_NO_RESPONSE, _STUB_LOST_ERROR) or ("Stub process" in text and "is not healthy" in text)
 
 
 class Outcome(enum.Enum):
