@@ -155,7 +155,8 @@ class Decider:
         loaded = [i for i, (r, w) in enumerate(zip(rates, weights)) if r > 0.0 and w > 0.0 and i not in facts.probation]
         if not loaded or any(i >= len(limits) or limits[i] <= 0 for i in loaded):
             return route
-        out = [0.0 if i in loaded else w for i, w in enumerate(weights)]  # probes and trials keep theirs
+        members = set(loaded)
+        out = [0.0 if i in members else w for i, w in enumerate(weights)]  # probes and trials keep theirs
         left = 1.0 - sum(out)
         groups = tiers(views, rank(views, self.scorers), loaded)
         norm = sum(PRIORITY_DECAY ** t for t in range(len(groups)))

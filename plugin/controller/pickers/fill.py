@@ -25,6 +25,6 @@ class CheapestFirst(TieredFill):
 
     priority = True
     #: its in-flight limits let a request wait this share of the SLO (tiered_fill's: queueing.LIMIT_SLO_SHARE,
-    #: 0.9): the best tier is filled to its limits, so a cut of its capacity finds a queue there, and every request
-    #: in it waits longer by the cut's factor; at 0.9 such a queue missed the SLO whole in the scenario
+    #: 0.9): the best tier is kept filled to its limits, so a cut of its capacity finds that queue there and every
+    #: request in it waits longer by the cut's factor; a shorter queue leaves those requests room to still meet it
     limit_share = 0.6
