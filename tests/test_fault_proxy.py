@@ -47,15 +47,15 @@ class EchoServer:
                     continue
                 try:
                     data = sock.recv(65536)
-                except OSError:
+                    if data:
+                        self.received += len(data)
+                        sock.sendall(data)  # blocking: small chunks only
+                except OSError:  # reset by the proxy (refuse mode) while reading or echoing: that connection ends
                     data = b""
                 if not data:
                     selector.unregister(sock)
                     conns.remove(sock)
                     sock.close()
-                    continue
-                self.received += len(data)
-                sock.sendall(data)  # blocking: small chunks only
 
     def close(self) -> None:
         self._wake_w.send(b"x")
