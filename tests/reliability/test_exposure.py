@@ -91,9 +91,15 @@ def _children(pid: int) -> List[int]:
 def test_local_triton_server_listens_on_loopback_only() -> None:
     with LocalTritonServer(REPO, ready_timeout_s=60.0) as server:
         assert server.pid is not None
-        pids = [server.pid] + _children(server.pid)
-        listening = [a for pid in pids for a in _listening(pid)]
-    ports = {server.ports[k] for k in ("http", "grpc", "metrics")}
+        ports = {server.ports[k] for k in ("http", "grpc", "metrics")}
+        # ready (HTTP) can come a moment before the last of its listeners opens: look until all three are open
+        deadline = time.monotonic() + 10.0
+        while True:
+            pids = [server.pid] + _children(server.pid)
+            listening = [a for pid in pids for a in _listening(pid)]
+            if {int(a.rsplit(":", 1)[1]) for a in listening} >= ports or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
     assert {int(a.rsplit(":", 1)[1]) for a in listening} >= ports, listening
     assert all(_loopback(a) for a in listening), f"listening beyond loopback: {listening}"
 

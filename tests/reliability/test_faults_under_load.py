@@ -94,7 +94,10 @@ def _kill_and_restart(healthy: LocalFleet, mode: str, figures: Dict[str, Any]) -
         failed = ledger.failures()
         _figures(figures, load, fault=f"SIGKILL {name}", retries_charged=budget.granted,
                  down_s=round(time.monotonic() - killed_at, 1), time_to_readmit_s=readmit_s)
-        assert not failed, f"{len(failed)} client-visible failures, first: {failed[0].error!r}"
+        # tritonclient's InferenceServerException repr shows no message: name the type, status and text
+        assert not failed, (f"{len(failed)} client-visible failures, first after "
+                            f"{failed[0].ended_s - failed[0].started_s:.3f} s: {type(failed[0].error).__name__} "
+                            f"status={getattr(failed[0].error, 'status', lambda: None)()!r}: {failed[0].error}")
         assert_nothing_in_flight(load.client)
         # The kill is felt either by a request that failed over or by a readiness probe that saw it down first.
         felt = load.client.router.endpoint_counters()[victim][2] >= 1 or any(
