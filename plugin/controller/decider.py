@@ -125,8 +125,9 @@ class Decider:
         routes = tuple(sorted((k, ModelRoute(p, self._limits(facts, k))) for k, p in plans.items() if k is not None))
         if getattr(self.pickers[0], "priority", False):
             share = getattr(self.pickers[0], "limit_share", LIMIT_SLO_SHARE)
-            routes = tuple((k, self._priority(views[k], route, facts, self._limits(facts, k, share)))
-                           for k, route in routes)
+            routes = tuple((k, route if route.plan.mode == CAPACITY or route.plan.panic else
+                            self._priority(views[k], route, facts, self._limits(facts, k, share)))
+                           for k, route in routes)  # CAPACITY and panic keep their route: no second limits
         generation = 1 if self.last is None else self.last.generation + 1
         self.last = Plan(generation, now, self.names, tuple(map(bool, facts.available)),
                          combine_plans(plans, lam), routes)
