@@ -5,6 +5,7 @@ latency within 10% of the profile, saturated throughput halved within 20%.
 """
 from __future__ import annotations
 
+import glob
 import json
 import os
 import signal
@@ -222,6 +223,38 @@ def test_kill_makes_unreachable_and_restart_brings_back(local: LocalFleet) -> No
         assert {r.name: r for r in local.status()}["trn1-a"].concurrency == 1  # the cut survives the restart
     finally:
         local.set_capacity("trn1-a", 2)
+
+
+def test_restart_reaps_a_server_that_died_on_its_own(local: LocalFleet) -> None:
+    """A server that exited without us (a crash after a thaw, an OOM kill of its group) is replaced by ``restart``,
+    which reaps it first: the /dev/shm regions it and its stubs left go with it."""
+    endpoint = local.endpoints["inf2-a"]
+    old, prefix = endpoint.server, endpoint.server.shm_prefix
+    assert _stubs_of(prefix) and glob.glob(f"/dev/shm/{prefix}*")
+    os.killpg(old.pid, signal.SIGKILL)
+    deadline = time.monotonic() + 5.0
+    while (old.running or _stubs_of(prefix)) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert not old.running and not _stubs_of(prefix) and glob.glob(f"/dev/shm/{prefix}*")
+    local.restart("inf2-a")
+    assert not glob.glob(f"/dev/shm/{prefix}*"), "the dead server's shared memory was left"
+    assert endpoint.server.shm_prefix != prefix
+    latencies, _ = _load(endpoint.http_url, clients=1, requests_each=2)
+    assert len(latencies) == 2
+
+
+def _stubs_of(prefix: str) -> List[int]:
+    """Python backend stubs whose shared-memory region (their third argument) carries ``prefix``."""
+    found = []
+    for entry in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as handle:
+                argv = handle.read().split(b"\0")
+        except OSError:  # not a process, or gone
+            continue
+        if len(argv) > 2 and argv[0].endswith(b"triton_python_backend_stub") and argv[2].startswith(prefix.encode()):
+            found.append(int(entry))
+    return found
 
 
 def test_unknown_endpoint_and_bad_values_are_named(local: LocalFleet) -> None:

@@ -1,6 +1,7 @@
 """The launcher starts a real Triton server from the nvidia-pytriton wheel and says clearly why when it cannot."""
 from __future__ import annotations
 
+import glob
 import os
 import signal
 import socket
@@ -8,6 +9,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import List
 
 import numpy as np
 import pytest
@@ -112,15 +114,66 @@ def test_missing_binary_is_named(example_repository: Path, tmp_path: Path, monke
 
 def test_kill_removes_process_and_shared_memory(example_repository: Path) -> None:
     server = LocalTritonServer(example_repository).start()
-    pid = server.pid
+    pid, prefix = server.pid, server.shm_prefix
+    assert prefix and prefix.startswith(f"tritonmix_{os.getpid()}_"), prefix
     with open(f"/proc/{pid}/maps") as maps:
-        regions = {line.split()[-1] for line in maps if "/dev/shm/triton_python_backend" in line}
-    assert regions, "the python backend maps a shared memory region"
+        regions = {line.split()[-1] for line in maps if f"/dev/shm/{prefix}" in line}
+    assert regions, "the python backend maps a shared memory region named with the server's prefix"
     server.kill()
     assert not server.running
     with pytest.raises(ProcessLookupError):
         os.kill(pid, 0)
     assert not [path for path in regions if os.path.exists(path)]
+
+
+def _stubs_of(prefix: str) -> List[int]:
+    """Python backend stubs whose shared-memory region (their third argument) carries ``prefix``."""
+    found = []
+    for entry in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as handle:
+                argv = handle.read().split(b"\0")
+        except OSError:  # not a process, or gone
+            continue
+        if len(argv) > 2 and argv[0].endswith(b"triton_python_backend_stub") and argv[2].startswith(prefix.encode()):
+            found.append(int(entry))
+    return found
+
+
+def test_a_server_that_died_on_its_own_is_reaped_with_its_stubs_and_shared_memory(example_repository: Path,
+                                                                                    tmp_path: Path) -> None:
+    """The server and its stub die without us (an OOM kill takes the group): their regions stay in /dev/shm, and
+    nothing of the dead server's can be read from /proc any more. Reaping it (``kill``) removes them, by the
+    server's own shared-memory prefix, and kills any stub of it still running outside its process group (a
+    stand-in here: Triton's own stubs die with their server, yet some were seen left with PPID 1)."""
+    server = LocalTritonServer(example_repository).start()
+    prefix = server.shm_prefix
+    stray = None
+    try:
+        assert _stubs_of(prefix), "the python backend runs a stub"
+        os.killpg(server.pid, signal.SIGKILL)
+        deadline = time.monotonic() + 5.0
+        while (server.running or _stubs_of(prefix)) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert not server.running and not _stubs_of(prefix)
+        assert glob.glob(f"/dev/shm/{prefix}*"), "a region is left for the reaper"
+        stray = subprocess.Popen(  # a stub's command line (its region third), in a session of its own
+            [str(tmp_path / "triton_python_backend_stub"), "-", f"{prefix}stray"], executable=sys.executable,
+            stdin=subprocess.PIPE, start_new_session=True)
+        stray.stdin.write(b"import time\ntime.sleep(60)\n")
+        stray.stdin.close()
+        deadline = time.monotonic() + 5.0
+        while stray.pid not in _stubs_of(prefix) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert stray.pid in _stubs_of(prefix)
+    finally:
+        server.kill()
+    try:
+        assert stray.wait(timeout=2.0) == -signal.SIGKILL, "a stub outlived its server"
+    finally:
+        if stray.poll() is None:
+            stray.kill()
+    assert not glob.glob(f"/dev/shm/{prefix}*"), "a shared-memory region outlived its server"
 
 
 def test_a_frozen_server_stops_gracefully_and_thaw_needs_a_running_one(example_repository: Path) -> None:

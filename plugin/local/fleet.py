@@ -234,6 +234,8 @@ class LocalFleet:
             if endpoint.server.running:
                 self._unpark(endpoint)
                 endpoint.server.stop()
+            else:
+                endpoint.server.kill()  # reap one that died on its own: its stubs and /dev/shm regions with it
             old = endpoint.server
             endpoint.server = self._new_server(endpoint.repository, dict(old.ports), _server_id(old))
             assert self._executor is not None, "the fleet is closed"

@@ -3,16 +3,20 @@
 ``LocalTritonServer`` is a context manager: it checks the repository and the ports, starts ``tritonserver`` bound to
 127.0.0.1 (by default) with the python backend set up for this interpreter, waits until ``/v2/health/ready`` answers,
 and stops it on exit. A server never outlives the Python process that started it: the child gets SIGKILL from the
-kernel if its parent dies (``PR_SET_PDEATHSIG``), and an ``atexit`` hook stops every server still running.
+kernel if its parent dies (``PR_SET_PDEATHSIG``), and an ``atexit`` hook stops every server still running. Its
+python backend's /dev/shm regions and stubs carry a prefix of the server's own, so stopping or reaping it removes
+them even when it died on its own.
 Note: the death signal follows the *thread* that started the server, so start servers from a long-lived thread.
 """
 from __future__ import annotations
 
 import atexit
 import ctypes
+import glob
 import logging
 import os
 import re
+import secrets
 import signal
 import socket
 import subprocess
@@ -33,6 +37,10 @@ __all__ = ["LocalTritonServer", "free_port"]
 logger = logging.getLogger(__name__)
 
 _LIVE: "weakref.WeakSet[LocalTritonServer]" = weakref.WeakSet()
+#: the python backend names its shared-memory regions <prefix><uuid> (Triton's ``shm-region-prefix-name``); each
+#: server started here gets a prefix of its own, so what it leaves is found by name even after it died on its own
+_SHM_DIR = "/dev/shm"
+_PREFIX_OPTION = "shm-region-prefix-name="
 _LOAD_FAILURE = re.compile(r"failed to load '([^']+)' version \d+: (.+?)\"?$", re.MULTILINE)
 
 
@@ -116,6 +124,8 @@ class LocalTritonServer:
         self.log_path: Optional[Path] = None
         self._lock = threading.Lock()
         self._frozen = False
+        #: this start's shared-memory prefix (None when ``extra_args`` names one: then it is the caller's to clean)
+        self.shm_prefix: Optional[str] = None
 
     # -- addresses ---------------------------------------------------------------------------------------------
     @property
@@ -181,6 +191,8 @@ class LocalTritonServer:
             install = find_triton()
             backends = backend_directory(install)
             self._open_log()
+            own = not any(_PREFIX_OPTION in arg for arg in self.extra_args)
+            self.shm_prefix = f"tritonmix_{os.getpid()}_{secrets.token_hex(6)}_" if own else None
             self._process = subprocess.Popen(
                 self._command(install.binary, backends),
                 stdin=subprocess.DEVNULL,
@@ -236,6 +248,8 @@ class LocalTritonServer:
             f"--log-verbose={self.log_verbose}",
         ]
         cmd += [f"--load-model={name}" for name in self.load_models]
+        if self.shm_prefix is not None:
+            cmd.append(f"--backend-config=python,{_PREFIX_OPTION}{self.shm_prefix}")
         return cmd + list(self.extra_args)
 
     def _wait_ready(self) -> None:
@@ -348,6 +362,12 @@ class LocalTritonServer:
                 except ProcessLookupError:
                     pass
             _kill_group(process.pid)
+            if self.shm_prefix is not None:
+                # what the group kill and the maps cannot show: a stub outside the server's group (stubs of
+                # killed servers were seen left with PPID 1 after scenario runs; how, unproven), and the regions
+                # of a server that died on its own (its maps are gone) or of a stub started after the snapshot
+                _kill_stubs(self.shm_prefix)
+                shm_paths = sorted(set(shm_paths) | set(glob.glob(f"{_SHM_DIR}/{glob.escape(self.shm_prefix)}*")))
             _unlink_all(shm_paths)
             if self._log_file is not None:
                 self._log_file.close()
@@ -379,6 +399,24 @@ def _unlink_all(paths: Sequence[str]) -> None:
             pass
         except OSError as exc:
             logger.warning("could not remove %s: %s", path, exc)
+
+
+def _kill_stubs(prefix: str) -> None:
+    """SIGKILL every python backend stub whose shared-memory region carries ``prefix`` (its third argument)."""
+    mine = prefix.encode()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as handle:
+                argv = handle.read().split(b"\0")
+        except OSError:
+            continue
+        if len(argv) > 2 and argv[0].endswith(b"triton_python_backend_stub") and argv[2].startswith(mine):
+            try:
+                os.kill(int(entry), signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
 
 
 def _kill_group(pgid: int) -> None:
