@@ -128,7 +128,7 @@ class ControllerSettings:
     scorers: Tuple[str, ...] = ()
     filters: Tuple[str, ...] = ()
     #: how COST and CAPACITY mode turn the ranked endpoints into load, by registry name (tritonmix.controller.plugins)
-    cost_picker: str = "tiered_fill"
+    cost_picker: str = "cheapest_first"
     capacity_picker: str = "headroom_spread"
     #: serve the client's Prometheus metrics on <metrics_host>:<port> (None: no exporter)
     metrics_port: Optional[int] = None

@@ -99,7 +99,7 @@ def render(controller: Any) -> Any:
                    "assigned req/s", "sample age s"):
         table.add_column(column, justify="left" if column in ("endpoint", "pool", "health") else "right")
     for r in snap.endpoints:
-        health = "ejected" if r.ejected else ("ready" if r.ready else "DOWN")
+        health = "DOWN" if not r.ready else ("ejected" if r.ejected else "ready")  # down says more than ejected
         table.add_row(r.name, r.pool, health, f"{r.interactive_weight:.2f}/{r.batch_weight:.2f}", _mu(snap, r),
                       _num(r.latency_s * 1e3, ".0f"), _num(r.cost_per_inference * 1e3, ".4f"), str(r.in_flight),
                       f"{r.assigned_rps:.2f}", _num(r.stale_s, ".1f"))
@@ -183,7 +183,7 @@ def render_plane(st: Dict[str, Any]) -> Any:
     for column in ("endpoint", "pool", "health", "weight", "mu req/s", "in flight", "assigned req/s", "scrapes"):
         endpoints.add_column(column, justify="left" if column in ("endpoint", "pool", "health") else "right")
     for r in st["endpoints"]:
-        health = "ejected" if r.get("ejected") else ("ready" if r.get("ready") else "DOWN")
+        health = "DOWN" if not r.get("ready") else ("ejected" if r.get("ejected") else "ready")
         endpoints.add_row(r["name"], str(r.get("pool", "-")), health, _fmt(r.get("interactive_weight"), ".2f"),
                           _fmt(r.get("mu_rps"), ".2f"), str(r["in_flight"]), _fmt(r.get("assigned_rps"), ".2f"),
                           str(r["scrapes"]) if r.get("scrapes") is not None else "-")

@@ -10,7 +10,7 @@ and the eligible endpoints into load per endpoint. Built-ins live one per module
     controller:
       scorers: ["cost", "latency:0.2"]     # name or name:weight (default weight 1)
       filters: ["on_demand"]               # in addition to the built-in health and SLO filters
-      cost_picker: tiered_fill             # COST mode's picker (the default)
+      cost_picker: cheapest_first          # COST mode's picker (the default)
       capacity_picker: headroom_spread     # CAPACITY mode's picker (the default)
 
 The built-ins register themselves when ``tritonmix.controller`` is imported. Register your own before building a

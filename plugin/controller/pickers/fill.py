@@ -1,7 +1,7 @@
-"""Pickers ``tiered_fill`` (COST mode's default): the best-ranked endpoints first, each up to its SLO-safe room
-(``policy.cost.allocate_cost`` states the rule), routed in proportion to that load; and ``cheapest_first``: the
-same load (what the plan reports and sizes replicas by), routed as a priority (``Decider``: the best tier takes
-every request while it is under its in-flight limit, the next one the overflow)."""
+"""Pickers ``tiered_fill``: the best-ranked endpoints first, each up to its SLO-safe room (``policy.cost.allocate_cost``
+states the rule), routed in proportion to that load; and ``cheapest_first`` (COST mode's default): the same load
+(what the plan reports and sizes replicas by), routed as a priority (``Decider``: the best tier takes every request
+while it is under its in-flight limit, the next one the overflow)."""
 from __future__ import annotations
 
 from typing import List, Sequence

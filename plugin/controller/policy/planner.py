@@ -28,7 +28,9 @@ def make_plan(views: Sequence[EndpointView], mode: str, interactive_rps: float, 
         eligible_interactive = healthy, meets the SLO, passes every filter
         fallback_interactive = healthy, passes the filters, SLO not met (used only when the eligible set is full)
         interactive: the mode's picker, ``pickers`` = (COST's, CAPACITY's), by default tiered_fill
-                     (policy.cost.allocate_cost) and headroom_spread (policy.capacity.allocate_capacity)
+                     (policy.cost.allocate_cost; the settings' default, cheapest_first, places the same load and
+                     only routes it differently: the Decider's priority) and headroom_spread
+                     (policy.capacity.allocate_capacity)
         batch: allocate_batch (cost-first)
         weight_i = a_i / sum(a); in COST mode the eligible endpoints that got nothing share ``probe_share`` of the
         interactive weight, so their latency keeps being measured.
