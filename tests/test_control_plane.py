@@ -6,6 +6,7 @@ two ControlPlane replicas in this process, and tritonmix.http clients that follo
 from __future__ import annotations
 
 import concurrent.futures
+import dataclasses
 import json
 import os
 import threading
@@ -256,6 +257,11 @@ def test_limits_are_scaled_to_the_clients_share_with_one_slot_at_least() -> None
     assert scale_limits(plan, {}).limits("m") == (8, 0, 2)
     shares = [0.5, 0.3, 0.2]
     assert sum(scale_limits(plan, {"m": s}).limits("m")[0] for s in shares) == 8
+    # a priority route's proportional route (what a gateway writes to Envoy) is scaled alike
+    route = plan.route("m")
+    priority = dataclasses.replace(plan, models=(("m", ModelRoute(route.plan, (6, 0, 2), proportional=route)),))
+    scaled = scale_limits(priority, {"m": 0.5})
+    assert scaled.limits("m") == (3, 0, 1) and scaled.proportional().limits("m") == (4, 0, 1)
 
 
 def test_a_follower_applier_takes_availability_starts_afresh_on_another_source_and_refuses_strangers() -> None:

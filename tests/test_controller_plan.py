@@ -1,6 +1,7 @@
 """The controller's Plan: a numbered value that survives a JSON round trip exactly, and what the Applier makes of it."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from typing import Any, List
@@ -31,7 +32,11 @@ def model_plans(draw: Any) -> ModelPlan:
 @st.composite
 def plans(draw: Any) -> Plan:
     names = draw(st.lists(st.text(min_size=1, max_size=8), min_size=0, max_size=3, unique=True))
-    routes = tuple(sorted((name, ModelRoute(draw(model_plans()), draw(st.tuples(*[st.integers(0, 64)] * N))))
+    def route() -> ModelRoute:
+        return ModelRoute(draw(model_plans()), draw(st.tuples(*[st.integers(0, 64)] * N)))
+
+    # a priority route carries the proportional route it was made from (cost_picker: cheapest_first)
+    routes = tuple(sorted((name, dataclasses.replace(route(), proportional=route() if draw(st.booleans()) else None))
                           for name in names))
     return Plan(generation=draw(st.integers(1, 2**53)), at_s=draw(st.floats(allow_nan=False, allow_infinity=False)),
                 endpoints=tuple(f"ep-{i}" for i in range(N)), available=draw(st.tuples(*[st.booleans()] * N)),
@@ -85,8 +90,7 @@ def test_a_plan_applied_to_another_router_sets_its_weights_and_limits() -> None:
 
 
 def test_a_stale_or_malformed_plan_changes_nothing_and_is_counted() -> None:
-    import dataclasses
-
+    
     fleet = _fleet()
     router = Router(fleet, seed=1)
     d = router.dispatcher("sd", "interactive")

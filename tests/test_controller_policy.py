@@ -405,10 +405,12 @@ def test_cheapest_first_routes_the_plans_load_as_a_priority_that_the_limits_spil
     route = decider._priority(views, ModelRoute(loaded, (9, 9, 9, 9)), facts, (4, 4, 3, 3))
     w = route.plan.interactive_weights
     assert route.plan.interactive_rps == loaded.interactive_rps and route.limits == (4, 4, 3, 3)
+    assert route.proportional == ModelRoute(loaded, (9, 9, 9, 9))  # what a gateway routes (Plan.proportional)
     assert w[0] == pytest.approx(w[1]) and w[2] == pytest.approx(w[3])
     assert (w[2] + w[3]) / (w[0] + w[1]) == pytest.approx(PRIORITY_DECAY) and sum(w) == pytest.approx(1.0)
     unlimited = ModelRoute(loaded, (9, 9, 9, 9))
     assert decider._priority(views, unlimited, facts, (4, 0, 3, 3)) is unlimited  # one without a limit: as it was
+    assert unlimited.proportional is None
     spread = make_plan(views, CAPACITY, 30.0, 0.0, build_scorers(()), (), PlanSettings(0.8, 0.0))
     assert decider._priority(views, ModelRoute(spread, (9, 9, 9, 9)), facts, (4, 4, 3, 3)).plan is spread
     probed = make_plan(views, COST, 5.0, 0.0, build_scorers(()), (), PlanSettings(0.8, 0.02))  # trn1 probed

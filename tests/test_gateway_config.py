@@ -153,3 +153,32 @@ def test_an_unchanged_plan_writes_no_file_and_each_file_has_a_folder_of_its_own(
     assert xds.held("http~m~m", "7") == "8" and xds.held("http~m~m", "3") == "3"
     xds.apply_weights({None: (0.5, 0.5, 0.0), "m": (0.9, 0.1, 0.0)}, (True, True, True), "9")
     assert xds.writes == writes + 1  # only the model's cluster moved
+
+
+def test_a_priority_route_reaches_envoy_as_the_proportional_route_it_was_made_from(tmp_path: Path) -> None:
+    """``cost_picker: cheapest_first`` ranks the tiers with weights 0.01 apart and spills at its limits; Envoy's
+    overflow (priority 1) goes to every available endpoint by weight, where weight 1 of a pool the plan does not
+    load would match the last tier's. So the gateway writes the proportional route (same load, weights in
+    proportion to it, its limits): in a scenario run with the priority weights the gateway sent 1-6 requests a
+    seed to the CPU pool (5 s each) and reached 95.9% of the SLO with 6 errors, against 97.2% and none."""
+    from tritonmix.controller.model import ModelPlan
+    from tritonmix.controller.plan import ModelRoute, Plan
+    from tritonmix.gateway.xds import FileXds
+
+    rates = (6.0, 3.0, 0.0)
+    spread = ModelPlan("cost", rates, (0.0,) * 3, (2 / 3, 1 / 3, 0.0), (0.0,) * 3)
+    ranked = ModelPlan("cost", rates, (0.0,) * 3, (0.99, 0.01, 0.0), (0.0,) * 3)
+    route = ModelRoute(ranked, (2, 2, 0), proportional=ModelRoute(spread, (3, 3, 0)))
+    plan = Plan(5, 1.0, ("a", "b", "c"), (True, True, True), spread, (("m", route),))
+    assert plan.weights("m", "interactive") == (0.99, 0.01, 0.0) and plan.limits("m") == (2, 2, 0)
+    xds = FileXds(tmp_path, UPS, ["m"], GatewaySettings())
+    xds.initial()
+    xds.apply(plan)
+    eds = json.loads(Path(xds.eds_path(cluster_name("http", "m"))).read_text())
+    first = eds["resources"][0]["endpoints"][0]
+    assert first["priority"] == 0
+    assert [lb["load_balancing_weight"] for lb in first["lb_endpoints"]] == [667, 333]
+    assert set(xds.limits(plan).values()) == {3, gateway.config.NO_LIMIT}
+    # a plan without priority routes is written as it is
+    plain = Plan(6, 1.0, ("a", "b", "c"), (True, True, True), spread, (("m", route.proportional),))
+    assert plain.proportional() is plain

@@ -102,6 +102,14 @@ def test_a_plan_moves_to_a_followers_slots_by_name() -> None:
     assert moved.weights("m", "interactive") == (0.5, 0.125, 0.0, 0.375)
     assert moved.limits("m") == (4, 2, 0, 3) and moved.available == (True, True, False, True)
     assert moved.default.interactive_rps == (4.0, 1.0, 0.0, 3.0)
+    # a priority route's proportional route moves with it
+    spread = ModelPlan("cost", (1.0, 0.0, 3.0, 4.0), (0.0,) * 4, (0.9, 0.0, 0.09, 0.01), (0.25,) * 4)
+    priority = Plan(7, 1.0, names, (True, False, True, True), mp,
+                    (("m", ModelRoute(spread, (1, 0, 2, 2), proportional=ModelRoute(mp, (2, 0, 3, 4)))),))
+    moved = remap_plan(priority, {"a": 0, "c": 2, "d": 3}, ("d", "a", "b", "c"), (False, False, True, False))
+    assert moved.weights("m", "interactive") == (0.01, 0.9, 0.0, 0.09) and moved.limits("m") == (2, 1, 0, 2)
+    assert moved.proportional().weights("m", "interactive") == (0.5, 0.125, 0.0, 0.375)
+    assert moved.proportional().limits("m") == (4, 2, 0, 3)
 
 
 # ---- reports and the Board ------------------------------------------------------------------------------------

@@ -220,7 +220,11 @@ def remap_plan(plan: Plan, slots: Mapping[str, int], names: Sequence[str], vacan
         return dataclasses.replace(p, **{f.name: move(getattr(p, f.name), 0.0) for f in dataclasses.fields(p)
                                          if isinstance(getattr(p, f.name), tuple)})
 
-    models = tuple((m, ModelRoute(model_plan(r.plan), move(r.limits, 0))) for m, r in plan.models)
+    def route(r: ModelRoute) -> ModelRoute:
+        inner = r.proportional
+        return ModelRoute(model_plan(r.plan), move(r.limits, 0), route(inner) if inner is not None else None)
+
+    models = tuple((m, route(r)) for m, r in plan.models)
     return Plan(plan.generation, plan.at_s, tuple(names), move(plan.available, False), model_plan(plan.default),
                 models)
 

@@ -79,10 +79,14 @@ def scale_limits(plan: Plan, share: Mapping[str, float]) -> Plan:
         if s is None or not math.isfinite(s):
             models.append((name, route))
             continue
-        s = min(max(s, 0.0), 1.0)
-        limits = tuple(max(1, int(round(x * s))) if x > 0 else 0 for x in route.limits)
-        models.append((name, ModelRoute(route.plan, limits)))
+        models.append((name, _scaled(route, min(max(s, 0.0), 1.0))))
     return Plan(plan.generation, plan.at_s, plan.endpoints, plan.available, plan.default, tuple(models))
+
+
+def _scaled(route: ModelRoute, s: float) -> ModelRoute:
+    limits = tuple(max(1, int(round(x * s))) if x > 0 else 0 for x in route.limits)
+    inner = route.proportional
+    return ModelRoute(route.plan, limits, _scaled(inner, s) if inner is not None else None)
 
 
 class _Link:

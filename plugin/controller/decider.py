@@ -165,7 +165,7 @@ class Decider:
             load = sum(rates[i] for i in tier)
             for i in tier:
                 out[i] = left * PRIORITY_DECAY ** t / norm * rates[i] / load
-        return ModelRoute(dataclasses.replace(plan, interactive_weights=tuple(out)), tuple(limits))
+        return ModelRoute(dataclasses.replace(plan, interactive_weights=tuple(out)), tuple(limits), proportional=route)
 
     def _limits(self, facts: Facts, model: str, share: float = LIMIT_SLO_SHARE) -> Tuple[int, ...]:
         """Interactive in-flight limits of a model (``queueing.inflight_limit`` from its slots C and service time s

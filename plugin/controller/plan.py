@@ -9,7 +9,9 @@ so that it can be logged, compared, replayed and sent to another process (the co
       available    per endpoint: whether the controller lets it take requests (health and ejection)
       default      the ModelPlan for models not planned yet (the models' plans combined)
       models       per model: its ModelPlan (weights and load per request class) and interactive in-flight
-                   limits (0 = none)
+                   limits (0 = none); a priority route (``cost_picker: cheapest_first``) also carries the same load
+                   routed in proportion (``proportional``), for a router that cannot spill by priority: Envoy,
+                   whose overflow goes to every available endpoint by weight (``Plan.proportional()``)
 
 JSON: ``to_json()`` / ``Plan.from_json(text)``; floats are written with ``repr`` precision (Python's json, which
 round-trips every finite double exactly) and infinities as ``Infinity``, so ``Plan.from_json(p.to_json()) == p``
@@ -28,10 +30,12 @@ __all__ = ["Plan", "ModelRoute"]
 
 @dataclasses.dataclass(frozen=True)
 class ModelRoute:
-    """One model's part of a plan: its ModelPlan and the interactive in-flight limits per endpoint (0 = none)."""
+    """One model's part of a plan: its ModelPlan and the interactive in-flight limits per endpoint (0 = none);
+    ``proportional``: for a priority route, the route it was made from (weights in proportion to the load)."""
 
     plan: ModelPlan
     limits: Tuple[int, ...]
+    proportional: Optional["ModelRoute"] = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -87,21 +91,26 @@ class Plan:
         route = self.route(model)
         return route.limits if route is not None else (0,) * len(self.endpoints)
 
+    def proportional(self) -> "Plan":
+        """This plan with every priority route replaced by the proportional route it was made from: the same load,
+        weights in proportion to it and the usual limits (for a router whose overflow cannot follow a priority)."""
+        if not any(r.proportional is not None for _, r in self.models):
+            return self
+        return dataclasses.replace(self, models=tuple((k, r.proportional or r) for k, r in self.models))
+
     # ---- JSON ----------------------------------------------------------------------------------------------
 
     def to_dict(self) -> Dict[str, Any]:
         return {"generation": self.generation, "at_s": self.at_s, "endpoints": list(self.endpoints),
                 "available": list(self.available), "default": _model_plan_dict(self.default),
-                "models": {name: {"plan": _model_plan_dict(r.plan), "limits": list(r.limits)}
-                           for name, r in self.models}}
+                "models": {name: _route_dict(r) for name, r in self.models}}
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), sort_keys=True)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "Plan":
-        models = tuple((name, ModelRoute(_model_plan(r["plan"]), tuple(int(x) for x in r["limits"])))
-                       for name, r in data.get("models", {}).items())
+        models = tuple((name, _route(r)) for name, r in data.get("models", {}).items())
         return cls(int(data["generation"]), float(data["at_s"]), tuple(str(x) for x in data["endpoints"]),
                    tuple(bool(x) for x in data["available"]), _model_plan(data["default"]),
                    tuple(sorted(models, key=lambda item: item[0])))
@@ -109,6 +118,19 @@ class Plan:
     @classmethod
     def from_json(cls, text: str) -> "Plan":
         return cls.from_dict(json.loads(text))
+
+
+def _route_dict(route: ModelRoute) -> Dict[str, Any]:
+    out = {"plan": _model_plan_dict(route.plan), "limits": list(route.limits)}
+    if route.proportional is not None:  # only where set: a plan without priority routes reads as before
+        out["proportional"] = _route_dict(route.proportional)
+    return out
+
+
+def _route(data: Mapping[str, Any]) -> ModelRoute:
+    inner = data.get("proportional")
+    return ModelRoute(_model_plan(data["plan"]), tuple(int(x) for x in data["limits"]),
+                      _route(inner) if inner is not None else None)
 
 
 def _model_plan_dict(plan: ModelPlan) -> Dict[str, Any]:

@@ -89,7 +89,11 @@ class FileXds:
 
     def apply(self, plan: Plan) -> None:
         """Write ``plan``'s weights and availability (its interactive weights: the gateway cannot tell a batch
-        request from an interactive one; a batch client should say so by using its own tritonmix client)."""
+        request from an interactive one; a batch client should say so by using its own tritonmix client). A priority
+        route is written as the proportional route it was made from (``Plan.proportional``): Envoy's overflow here
+        goes to every available endpoint by weight, where a priority's small weights would reach pools the plan
+        does not load (the CPU pool) as often as its own last tier."""
+        plan = plan.proportional()
         if plan.endpoints != tuple(u.name for u in self.upstreams):
             raise ValueError(f"the plan names endpoints {list(plan.endpoints)[:4]}..., the gateway serves "
                              f"{[u.name for u in self.upstreams][:4]}...")
@@ -105,6 +109,7 @@ class FileXds:
         plan's interactive in-flight limit, NO_LIMIT where it sets none); empty without ``enforce_limits``."""
         if not self.settings.enforce_limits:
             return {}
+        plan = plan.proportional()  # the limits that go with the weights ``apply`` writes
         out = {}
         for model in self.models:
             for u, limit in zip(self.upstreams, plan.limits(model)):
