@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import re
 import threading
 import time
 from typing import Callable, FrozenSet, Tuple
@@ -44,15 +45,20 @@ _STUB_NO_RESPONSE = "Failed to process the requests."
 #: between the stub and the server (``infer_response.cc``): the stub failed while answering (the scenario's thawed
 #: endpoint answered it), whatever the model did
 _STUB_LOST_ERROR = "Failed to retrieve the response error."
+#: ... and this when the server could not allocate an output the response names: seen once, from a server thawed
+#: after a SIGSTOP, with a size of 5764607523034234880 bytes (a size read from a response the stub never finished
+#: writing); another server can serve the request, as it could after a real allocation failure
+_OUTPUT_NOT_RESERVED = re.compile(r"^failed to reserve \d+ bytes in output tensor buffer")
 
 
 def backend_failed(message: str) -> bool:
     """Whether a server's INTERNAL / 500 error is Triton's python backend failing rather than the request: its stub
-    process is not healthy (after a crash or a long SIGSTOP), returned nothing for the batch, or lost the error it
-    answered. Another endpoint can serve the same request; the same endpoint keeps failing until its stub is
-    restarted."""
+    process is not healthy (after a crash or a long SIGSTOP), returned nothing for the batch, lost the error it
+    answered, or answered an output the server could not allocate. Another endpoint can serve the same request; the
+    same endpoint keeps failing until its stub is restarted."""
     text = message.strip()
-    return text in (_STUB_NO_RESPONSE, _STUB_LOST_ERROR) or ("Stub process" in text and "is not healthy" in text)
+    return (text in (_STUB_NO_RESPONSE, _STUB_LOST_ERROR) or ("Stub process" in text and "is not healthy" in text)
+            or _OUTPUT_NOT_RESERVED.match(text) is not None)
 
 
 class Outcome(enum.Enum):
