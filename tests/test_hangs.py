@@ -168,11 +168,16 @@ def _run_fault(trio: Trio, proxies: Dict[str, FaultProxy], begin: Callable[[], N
 
 def _check_rescued(runs: Dict[str, Callers]) -> None:
     for mode, run in runs.items():
-        errors = [e for _, _, e in run.results if e is not None]
+        errors = [(t0, latency, e) for t0, latency, e in run.results if e is not None]
         slowest = max(latency for _, latency, _ in run.results)
         copies = run.copies()
-        assert not errors, f"{mode}: {len(errors)} of {len(run.results)} failed: {errors[:2]}"
         began, ended = run.fault
+        # tritonclient's InferenceServerException repr shows no message: name the type, status and text
+        assert not errors, (f"{mode}: {len(errors)} of {len(run.results)} failed; the first started "
+                            f"{errors[0][0] - began:.2f} s after the fault began (lasting {ended - began:.2f} s), "
+                            f"took {errors[0][1]:.3f} s: {type(errors[0][2]).__name__} "
+                            f"status={getattr(errors[0][2], 'status', lambda: None)()!r}: {errors[0][2]}"
+                            if errors else "")
         slow = sorted((round(t0 - began, 2), round(latency, 2)) for t0, latency, _ in run.results if latency > LIMIT_S)
         assert slowest < MAX_LATENCY_S, (f"{mode}: a request took {slowest:.2f} s (copies {copies}); requests over "
                                          f"{LIMIT_S} s (start after the fault began, latency): {slow[:8]}, the "

@@ -27,6 +27,8 @@ from tritonmix import Fleet
 from tritonmix.local import LocalFleet, format_table
 from tritonmix.triton_metrics import scrape as scrape_metrics
 
+from local_support import stubs_of
+
 MODEL = "stable_diffusion"
 FLEET = {
     "time_scale": 0.1,
@@ -230,31 +232,17 @@ def test_restart_reaps_a_server_that_died_on_its_own(local: LocalFleet) -> None:
     which reaps it first: the /dev/shm regions it and its stubs left go with it."""
     endpoint = local.endpoints["inf2-a"]
     old, prefix = endpoint.server, endpoint.server.shm_prefix
-    assert _stubs_of(prefix) and glob.glob(f"/dev/shm/{prefix}*")
+    assert stubs_of(prefix) and glob.glob(f"/dev/shm/{prefix}*")
     os.killpg(old.pid, signal.SIGKILL)
     deadline = time.monotonic() + 5.0
-    while (old.running or _stubs_of(prefix)) and time.monotonic() < deadline:
+    while (old.running or stubs_of(prefix)) and time.monotonic() < deadline:
         time.sleep(0.02)
-    assert not old.running and not _stubs_of(prefix) and glob.glob(f"/dev/shm/{prefix}*")
+    assert not old.running and not stubs_of(prefix) and glob.glob(f"/dev/shm/{prefix}*")
     local.restart("inf2-a")
     assert not glob.glob(f"/dev/shm/{prefix}*"), "the dead server's shared memory was left"
     assert endpoint.server.shm_prefix != prefix
     latencies, _ = _load(endpoint.http_url, clients=1, requests_each=2)
     assert len(latencies) == 2
-
-
-def _stubs_of(prefix: str) -> List[int]:
-    """Python backend stubs whose shared-memory region (their third argument) carries ``prefix``."""
-    found = []
-    for entry in os.listdir("/proc"):
-        try:
-            with open(f"/proc/{entry}/cmdline", "rb") as handle:
-                argv = handle.read().split(b"\0")
-        except OSError:  # not a process, or gone
-            continue
-        if len(argv) > 2 and argv[0].endswith(b"triton_python_backend_stub") and argv[2].startswith(prefix.encode()):
-            found.append(int(entry))
-    return found
 
 
 def test_unknown_endpoint_and_bad_values_are_named(local: LocalFleet) -> None:

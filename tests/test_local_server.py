@@ -9,7 +9,6 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import List
 
 import numpy as np
 import pytest
@@ -18,6 +17,8 @@ import tritonclient.http as httpclient
 
 from tritonmix.errors import ModelLoadError, ModelRepositoryError, PortInUse, ServerExited, TritonNotFound
 from tritonmix.local import LocalTritonServer
+
+from local_support import stubs_of
 
 BROKEN_CONFIG = """name: "broken"
 backend: "python"
@@ -126,20 +127,6 @@ def test_kill_removes_process_and_shared_memory(example_repository: Path) -> Non
     assert not [path for path in regions if os.path.exists(path)]
 
 
-def _stubs_of(prefix: str) -> List[int]:
-    """Python backend stubs whose shared-memory region (their third argument) carries ``prefix``."""
-    found = []
-    for entry in os.listdir("/proc"):
-        try:
-            with open(f"/proc/{entry}/cmdline", "rb") as handle:
-                argv = handle.read().split(b"\0")
-        except OSError:  # not a process, or gone
-            continue
-        if len(argv) > 2 and argv[0].endswith(b"triton_python_backend_stub") and argv[2].startswith(prefix.encode()):
-            found.append(int(entry))
-    return found
-
-
 def test_a_server_that_died_on_its_own_is_reaped_with_its_stubs_and_shared_memory(example_repository: Path,
                                                                                     tmp_path: Path) -> None:
     """The server and its stub die without us (an OOM kill takes the group): their regions stay in /dev/shm, and
@@ -150,12 +137,12 @@ def test_a_server_that_died_on_its_own_is_reaped_with_its_stubs_and_shared_memor
     prefix = server.shm_prefix
     stray = None
     try:
-        assert _stubs_of(prefix), "the python backend runs a stub"
+        assert stubs_of(prefix), "the python backend runs a stub"
         os.killpg(server.pid, signal.SIGKILL)
         deadline = time.monotonic() + 5.0
-        while (server.running or _stubs_of(prefix)) and time.monotonic() < deadline:
+        while (server.running or stubs_of(prefix)) and time.monotonic() < deadline:
             time.sleep(0.02)
-        assert not server.running and not _stubs_of(prefix)
+        assert not server.running and not stubs_of(prefix)
         assert glob.glob(f"/dev/shm/{prefix}*"), "a region is left for the reaper"
         stray = subprocess.Popen(  # a stub's command line (its region third), in a session of its own
             [str(tmp_path / "triton_python_backend_stub"), "-", f"{prefix}stray"], executable=sys.executable,
@@ -163,9 +150,9 @@ def test_a_server_that_died_on_its_own_is_reaped_with_its_stubs_and_shared_memor
         stray.stdin.write(b"import time\ntime.sleep(60)\n")
         stray.stdin.close()
         deadline = time.monotonic() + 5.0
-        while stray.pid not in _stubs_of(prefix) and time.monotonic() < deadline:
+        while stray.pid not in stubs_of(prefix) and time.monotonic() < deadline:
             time.sleep(0.02)
-        assert stray.pid in _stubs_of(prefix)
+        assert stray.pid in stubs_of(prefix)
     finally:
         server.kill()
     try:
