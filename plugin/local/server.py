@@ -363,9 +363,9 @@ class LocalTritonServer:
                     pass
             _kill_group(process.pid)
             if self.shm_prefix is not None:
-                # what the group kill and the maps cannot show: a stub outside the server's group (stubs of
-                # killed servers were seen left with PPID 1 after scenario runs; how, unproven), and the regions
-                # of a server that died on its own (its maps are gone) or of a stub started after the snapshot
+                # what the group kill and the maps cannot reach: a stub outside the server's process group, and
+                # the regions of a server that died on its own (its maps are gone) or of a stub started after the
+                # snapshot
                 _kill_stubs(self.shm_prefix)
                 shm_paths = sorted(set(shm_paths) | set(glob.glob(f"{_SHM_DIR}/{glob.escape(self.shm_prefix)}*")))
             _unlink_all(shm_paths)
