@@ -17,7 +17,8 @@ def test_configure_collector_freezes_what_is_alive_and_raises_the_young_threshol
     kept = [object(), {"a": []}]
     try:
         frozen = configure_collector()
-        assert frozen == gc.get_freeze_count() > before
+        # frozen objects can die since (another test's thread letting go of them), none is frozen but by a freeze
+        assert before < gc.get_freeze_count() <= frozen
         assert not any(o is kept[1] for o in gc.get_objects(2))  # a frozen dict is in no generation
         assert gc.get_threshold() == (YOUNG_THRESHOLD, thresholds[1], thresholds[2])
     finally:
