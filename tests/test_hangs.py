@@ -6,6 +6,7 @@ sequence pinned to a frozen endpoint errors, naming it, and is never moved."""
 from __future__ import annotations
 
 import asyncio
+import re
 import threading
 import time
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
@@ -166,9 +167,21 @@ def _run_fault(trio: Trio, proxies: Dict[str, FaultProxy], begin: Callable[[], N
     return runs
 
 
+def _hiccup(error: Any, faulted: str) -> bool:
+    """A request whose rescue copy stalled too, on an endpoint that is not the faulted one: the machine-wide
+    hiccup HICCUP_COPIES allows for (a healthy server silent past the copy's limit on the loaded 2-core CI machine:
+    seen once, 0.40 s against a usual 0.018 s); one rescue copy per request, so that request fails."""
+    text = str(error)
+    stalled = re.findall(r"(\S+) \(stalled\)", text)
+    return "the rescue copy got no answer either" in text and any(name != faulted for name in stalled)
+
+
 def _check_rescued(runs: Dict[str, Callers]) -> None:
     for mode, run in runs.items():
-        errors = [(t0, latency, e) for t0, latency, e in run.results if e is not None]
+        faulted = run.client.router.endpoint_names()[0]
+        failed = [(t0, latency, e) for t0, latency, e in run.results if e is not None]
+        errors = [f for f in failed if not _hiccup(f[2], faulted)]
+        assert len(failed) - len(errors) <= HICCUP_COPIES, f"{mode}: {len(failed)} failed: {failed[0][2]}"
         slowest = max(latency for _, latency, _ in run.results)
         copies = run.copies()
         began, ended = run.fault
