@@ -169,8 +169,8 @@ def _run_fault(trio: Trio, proxies: Dict[str, FaultProxy], begin: Callable[[], N
 
 def _hiccup(error: Any, faulted: str) -> bool:
     """A request whose rescue copy stalled too, on an endpoint that is not the faulted one: the machine-wide
-    hiccup HICCUP_COPIES allows for (a healthy server silent past the copy's limit on the loaded 2-core CI machine:
-    seen once, 0.40 s against a usual 0.018 s); one rescue copy per request, so that request fails."""
+    hiccup HICCUP_COPIES allows for (a healthy server silent past the copy's limit on the loaded 2-core CI machine);
+    one rescue copy per request, so that request fails."""
     text = str(error)
     stalled = re.findall(r"(\S+) \(stalled\)", text)
     return "the rescue copy got no answer either" in text and any(name != faulted for name in stalled)

@@ -45,9 +45,9 @@ _STUB_NO_RESPONSE = "Failed to process the requests."
 #: between the stub and the server (``infer_response.cc``): the stub failed while answering (the scenario's thawed
 #: endpoint answered it), whatever the model did
 _STUB_LOST_ERROR = "Failed to retrieve the response error."
-#: ... and this when the server could not allocate an output the response names: seen once, from a server thawed
-#: after a SIGSTOP, with a size of 5764607523034234880 bytes (a size read from a response the stub never finished
-#: writing); another server can serve the request, as it could after a real allocation failure
+#: ... and this when the server could not allocate an output the response names (after a SIGSTOP, a garbage size
+#: read from a response the stub never finished writing); another server can serve the request, as it could after
+#: a real allocation failure
 _OUTPUT_NOT_RESERVED = re.compile(r"^failed to reserve \d+ bytes in output tensor buffer")
 
 
