@@ -168,12 +168,12 @@ def _run_fault(trio: Trio, proxies: Dict[str, FaultProxy], begin: Callable[[], N
 
 
 def _hiccup(error: Any, faulted: str) -> bool:
-    """A request whose rescue copy stalled too, on an endpoint that is not the faulted one: the machine-wide
-    hiccup HICCUP_COPIES allows for (a healthy server silent past the copy's limit on the loaded 2-core CI machine);
-    one rescue copy per request, so that request fails."""
+    """A request whose rescue copies stalled too, on endpoints that are not the faulted one: the machine-wide
+    hiccup HICCUP_COPIES allows for (healthy servers silent past their copies' limits on the loaded 2-core CI
+    machine, one after the other)."""
     text = str(error)
     stalled = re.findall(r"(\S+) \(stalled\)", text)
-    return "the rescue copy got no answer either" in text and any(name != faulted for name in stalled)
+    return "got no answer either" in text and sum(name != faulted for name in stalled) >= 2
 
 
 def _check_rescued(runs: Dict[str, Callers]) -> None:
@@ -300,7 +300,7 @@ def test_every_endpoint_frozen_ends_each_call_within_the_bound(trio: Trio, proxi
             server.thaw()
         for t in threads:
             t.join(30)
-    bound_s = 2 * LIMIT_S  # the first attempt and its copy, each at its rescue limit
+    bound_s = 3 * LIMIT_S  # the first attempt and its two copies (max_retries 2), each at its rescue limit
     assert set(outcomes) == set(warm), outcomes
     print("all frozen:", {name: round(elapsed_s, 3) for name, (elapsed_s, _) in outcomes.items()})
     for name, (elapsed_s, text) in outcomes.items():

@@ -1,4 +1,4 @@
-"""The rescue rule (``tritonmix.request.rescue``) without servers: the limit, one copy per request, the settings,
+"""The rescue rule (``tritonmix.request.rescue``) without servers: the limit, the copies per request, the settings,
 and the gRPC drop-in's first attempt bounded by the limit (fake endpoint clients)."""
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ def test_the_limit_is_a_whole_slo_past_the_usual_latency_or_a_multiple_of_it() -
     assert limits.limit_s(7, 0.0) == COLD_SLOS * 1.0  # an endpoint that joined since the last refresh
 
 
-def test_one_copy_per_request() -> None:
+def test_a_copy_that_stalls_gets_another_while_retries_are_left() -> None:
     def after(*outcomes: Outcome) -> RetryPolicy:
         policy = RetryPolicy(max_retries=2)
         for k, outcome in enumerate(outcomes):
@@ -42,7 +42,8 @@ def test_one_copy_per_request() -> None:
 
     assert after(Outcome.STALLED).can_retry()
     assert after(Outcome.NOT_SENT, Outcome.STALLED).can_retry()
-    assert not after(Outcome.STALLED, Outcome.STALLED).can_retry()  # the copy stalled too
+    assert after(Outcome.STALLED, Outcome.STALLED).can_retry()  # the copy stalled too: another (budget permitting)
+    assert not after(Outcome.STALLED, Outcome.STALLED, Outcome.STALLED).can_retry()  # max_retries 2: three attempts
     assert not RetryPolicy(max_retries=2, retry_maybe_executed=False).after(
         Attempt(0, "e0", Outcome.STALLED, "why")).can_retry()
 
@@ -114,3 +115,39 @@ def test_rescue_off_leaves_the_client_timeout_as_given() -> None:
         reports = client.endpoint_reports()
     assert frozen.timeouts and set(frozen.timeouts) == {0.05}
     assert reports[0].rescued == 0
+
+
+def _trio(seed: int, share: float = 0.2) -> Any:
+    """Two silent endpoints and one that answers; with seed 0 the first pick and its copy land on the silent
+    ones (the dispatcher's draws are seeded), so the request needs a second copy."""
+    fleet = Fleet.from_urls("127.0.0.1:9,127.0.0.1:10,127.0.0.1:11", protocol="grpc", slo_ms=100.0,
+                            controller={"enabled": False, "retry_budget_share": share})
+    fakes = [Frozen(), Frozen(), Answers()]
+    by_url = dict(zip((e.url for e in fleet.endpoints), fakes))
+    client = tritonmix.grpc.InferenceServerClient(fleet=fleet, seed=seed, endpoint_client_factory=by_url.__getitem__)
+    return client, fakes
+
+
+def test_a_copy_that_stalls_too_gets_a_second_charged_to_the_retry_budget() -> None:
+    client, fakes = _trio(seed=0)
+    with client:
+        budget = client._core.engine.router.budget
+        assert client.infer("m", []) == "ok"
+        reports = client.endpoint_reports()
+        assert_nothing_in_flight(client)
+    assert [len(f.timeouts) for f in fakes[:2]] == [1, 1], "seed 0 no longer picks both silent endpoints first"
+    assert [r.rescued for r in reports] == [1, 1, 0]
+    assert budget.granted == 1  # the first copy is free, the second is a retry
+
+
+def test_a_second_copy_the_budget_refuses_ends_the_request_naming_every_endpoint() -> None:
+    client, fakes = _trio(seed=0, share=0.0)
+    with client:
+        client._core.engine.router.budget.min_retries = 0
+        with pytest.raises(InferenceServerException) as info:
+            client.infer("m", [])
+        assert_nothing_in_flight(client)
+    text = str(info.value)
+    assert [len(f.timeouts) for f in fakes[:2]] == [1, 1] and not fakes[2].timeouts
+    assert "the rescue copy got no answer either, and the retry budget is spent" in text, text
+    assert text.count("(stalled)") == 2 and "not tried: 127.0.0.1:11" in text, text

@@ -12,7 +12,8 @@ its lane, deadline and retry policy, and the errors that end it.
                                               is in flight (a cancellation, the client closed, the server's answer
                                               about the request); else the attempt joins the history
     failed(i, t0, exc, rescue_s)              noted, then raises unless a retry is allowed (policy, deadline, budget);
-                                              a retry after a stall is the request's rescue copy, counted
+                                              a retry after a stall is a rescue copy, counted (the first of a
+                                              request free of the retry budget, a further one charged to it)
 
 Every pick is matched by exactly one lane.succeeded or lane.failed. What the user sees is tritonclient's
 InferenceServerException: the server's own, or one naming every endpoint tried and why. An attempt that the
@@ -116,9 +117,10 @@ class Attempts:
         """Record the failure, then return to retry or raise (the server's error, or the summary)."""
         now = self.noted(i, t0, exc, rescue_s)
         engine, policy = self.engine, self.policy
+        last = policy.history[-1].outcome
+        copies = policy.stalls() - 1 if last is Outcome.STALLED else 0  # rescue copies that stalled before this one
         if not policy.can_retry():
-            stalled = policy.history[-1].outcome is Outcome.STALLED
-            why = ("the rescue copy got no answer either" if stalled and policy.stalls() > 1
+            why = (f"the rescue cop{'y' if copies == 1 else 'ies'} got no answer either" if copies
                    else f"{len(policy.history)} attempt(s), no retries left")
             raise engine.exhausted(self.model, policy, why) from exc
         if self.deadline_at is not None and now >= self.deadline_at:
@@ -126,10 +128,14 @@ class Attempts:
         # The budget bounds the *extra* load retries put on servers. An attempt that never reached a server
         # (connection refused) loaded none, so sending the request elsewhere adds nothing: it is not charged.
         # That keeps a client that just saw the whole fleet down from refusing retries while servers come back.
-        # A rescue copy is not charged either: it replaces the attempt given up, once per request at most, so it
-        # cannot grow into a storm, and refusing it would fail a request that was only waiting (``rescue``).
-        last = policy.history[-1].outcome
+        # A request's first rescue copy is not charged either: it replaces the attempt given up, and refusing it
+        # would fail a request that was only waiting (``rescue``). A further copy (the first stalled too: a
+        # machine-wide hiccup, or a fleet freezing) is a retry like any other, so a frozen fleet cannot turn every
+        # request into max_retries + 1 attempts.
         if last is Outcome.STALLED:
+            if copies and not engine.router.budget.try_acquire():
+                raise engine.exhausted(self.model, policy, "the rescue copy got no answer either, and the retry "
+                                                           "budget is spent") from exc
             engine.rescue.count_copy(i)
         elif last.reached_server and not engine.router.budget.try_acquire():
             raise engine.exhausted(self.model, policy, "retry budget spent") from exc

@@ -15,12 +15,14 @@ is a whole SLO past its usual latency): a plain slow endpoint sends no copies.
     no answer within L_i      the attempt is given up where the transport allows it to be cancelled (gRPC: the
                               call's deadline cancels it; HTTP: its connection is closed, so it holds no pool slot;
                               aio: the awaiting task is cancelled) and counts as STALLED (``retry.Outcome``): the
-                              request is sent once to another endpoint (its copy), under the failover rules (a
-                              retry: one of max_retries; not charged to the retry budget, since it replaces the
-                              attempt given up, once per request at most)
-    the copy stalls too       (no deadline) the request ends with one InferenceServerException naming each
-                              endpoint tried and what happened, and the state of those not tried: one copy per
-                              request, never more
+                              request is sent to another endpoint (its copy), under the failover rules (a retry:
+                              one of max_retries; the first copy is not charged to the retry budget, since it
+                              replaces the attempt given up)
+    the copy stalls too       (no deadline) another copy, to an endpoint not tried yet, while max_retries and the
+                              retry budget allow (a machine-wide hiccup can hold the first copy's endpoint silent
+                              too, and the request must not fail while an endpoint is left); else the request ends
+                              with one InferenceServerException naming each endpoint tried and what happened, and
+                              the state of those not tried
     the user's deadline       binds when it is shorter (``deadline_s``; gRPC's ``client_timeout``): that attempt is
                               not a stall, the deadline's own rules apply; a copy sent under a deadline has the
                               deadline's remaining time, not a rescue limit (a fleet-wide slow spell, where every
@@ -29,8 +31,10 @@ is a whole SLO past its usual latency): a plain slow endpoint sends no copies.
 The attempt given up is the copy's loser by construction: cancelling it at the moment the copy is sent frees its
 connection at once and costs no thread or task per request on the fast path (a race with the original would); an
 endpoint that answers only after L_i would have lost the race to a copy on an endpoint that answers in its usual
-time. The bound: an interactive request on a frozen fleet ends within L_first + L_copy (2 x (usual + SLO), 2.04 s
-for a 20 ms model under the default 1 s SLO), whatever the network timeouts; one with a ``deadline_s``, within it.
+time. The bound: an interactive request on a frozen fleet ends within (1 + max_retries) x L (3 x (usual + SLO),
+3.06 s for a 20 ms model under the default 1 s SLO and max_retries 2), whatever the network timeouts; within
+2 x L once the retry budget is spent (a storm of stalls: a frozen fleet under load); one with a ``deadline_s``,
+within it.
 
 Batch requests have no rescue limit (they may wait: their deadline and the transport's timeouts bound them). The
 requests of a pinned sequence do (interactive), but are never moved: a stall ends them with an error that names the

@@ -20,8 +20,9 @@ Failure kinds (``Outcome``)::
     REQUEST       the server answered about the request     -> pass the server's error through, never retried
                   (but Triton's python backend's own failure, ``backend_failed``, is MAYBE_RAN: its stub process
                   died or hung, which says nothing about the request)
-    STALLED       no answer within the rescue limit         -> fail over once per request (the rescue copy, not
-                  (``tritonmix.request.rescue``)               charged to the budget); a second stall ends it
+    STALLED       no answer within the rescue limit         -> fail over (the rescue copy): the first copy of a
+                  (``tritonmix.request.rescue``)               request is not charged to the budget, a further one
+                                                               (the copy stalled too) is, like any retry
 """
 from __future__ import annotations
 
@@ -105,8 +106,6 @@ class RetryPolicy:
         """True when the last attempt failed over-ably and retries are left (attempts = 1 + retries)."""
         if not self.history or not self.retryable(self.history[-1].outcome):
             return False
-        if self.history[-1].outcome is Outcome.STALLED and self.stalls() > 1:
-            return False  # one rescue copy per request: the copy stalled too
         return len(self.history) <= self.max_retries
 
     def stalls(self) -> int:
