@@ -74,6 +74,7 @@ def test_low_load_goes_to_the_cheap_pool_and_meets_the_slo(request):
 
 
 def test_dead_endpoint_gets_weight_zero_within_one_interval_and_comes_back(request):
+    """10 req/s: the three inf2 left hold it with COST's margin, so the plan moves the load and the mode stays."""
     sim = request.node.sim = simulate()
     sim.at(10.2, lambda: sim.kill(0))
     sim.at(13.2, lambda: sim.revive(0))
@@ -83,10 +84,25 @@ def test_dead_endpoint_gets_weight_zero_within_one_interval_and_comes_back(reque
     assert sim.router.dispatcher(*KEY).is_available(0) is False or after.interactive_weights[0] == 0.0
     kinds = [(d.kind, d.endpoint) for d in sim.controller.decisions()]
     assert ("down", "inf2-0") in kinds and ("up", "inf2-0") in kinds
+    assert modes(sim) == []  # nothing fell short: CAPACITY would only have cost more
+    assert pool_share(sim.share_by_endpoint(since_s=11.0), CHEAP) >= 0.95
+    assert plan_at(sim, 25.0).interactive_weights[0] > 0.1  # re-admitted and loaded again
+    late = [r for r in sim.results if r.arrived_s > 11.0]
+    assert sum(r.ok for r in late) / len(late) >= 0.99
+
+
+def test_deaths_that_leave_the_cheap_pool_short_switch_to_capacity_and_back_after_the_dwell(request):
+    """40 req/s, two of the four inf2 die: the room left (~44 req/s) no longer holds the demand with the margin."""
+    sim = request.node.sim = simulate()
+    sim.at(10.2, lambda: (sim.kill(0), sim.kill(1)))
+    sim.at(13.2, lambda: (sim.revive(0), sim.revive(1)))
+    sim.run(30.0, {KEY: 40.0})
+    after = plan_at(sim, 10.2)
+    assert after.interactive_weights[0] == after.interactive_weights[1] == 0.0
     (t_capacity, m1), (t_cost, m2) = modes(sim)
     assert (m1, m2) == (CAPACITY, COST) and t_capacity <= 10.5
-    assert t_cost >= 13.2 + sim.controller.settings.dwell_s - 5.0 and t_cost >= t_capacity + 5.0
-    assert plan_at(sim, 25.0).interactive_weights[0] > 0.1  # re-admitted and loaded again
+    assert t_cost >= 13.2 + sim.controller.settings.dwell_s and t_cost >= t_capacity + 5.0
+    assert min(plan_at(sim, 28.0).interactive_weights[:2]) > 0.1  # re-admitted and loaded again
     late = [r for r in sim.results if r.arrived_s > 11.0]
     assert sum(r.ok for r in late) / len(late) >= 0.99
 

@@ -3,9 +3,12 @@ inputs in the same state give the same plan. Its state is AUTO's mode (``policy.
 and the smoothed fleet-wide miss and error shares (``observe.Shares``).
 
     mode    AUTO over ``detect_shortfall``: fleet-wide misses, errors and events (an event counts only when it
-            names an endpoint that carried interactive load in the last plan), and the demand of the model
-            nearest its cheap set's limit (``per_model.binding``), judged against the median room of the last
-            ticks (``policy.RoomMedian``)
+            names an endpoint that carried interactive load in the last plan, and only while some model's demand
+            exceeds (cost_margin - hysteresis) x the room this tick, the lost endpoint out of it: when the
+            endpoints left hold the demand with the margin COST returns at, the plan moves the load and nothing
+            falls short; CAPACITY would only cost more), and the demand of the model nearest its cheap set's
+            limit (``per_model.binding``), judged against the median room of the last ticks
+            (``policy.RoomMedian``, which still counts the lost endpoint for a few ticks)
     plans   ``make_plan`` per model, with the trial share of the endpoints on probation (after a latency ejection)
     limits  per model, the interactive in-flight limits (``queueing.inflight_limit`` from each endpoint's slots and
             service time; none for an endpoint on probation), less the other clients' requests the server holds
@@ -105,9 +108,12 @@ class Decider:
             rated[m] = sum([min(u, v.slo_utilisation) * v.service_rps for v in eligible if v.service_rps > 0.0])
             measured = facts.measured[m]
             known[m] = all([measured[v.index] for v in eligible])
+        now_room = room
         room = {k: self._rooms.update(k, r) for k, r in room.items()}  # AUTO judges the median of recent ticks
         judged = [m for m in views if known[m]] or list(views)
         m = binding({k: lam.get(k, 0.0) for k in judged}, room)
+        if carried and not any(lam.get(k, 0.0) > (s.cost_margin - s.hysteresis) * now_room[k] for k in views):
+            carried = []  # the endpoints left hold the demand with COST's own margin: the plan moves it, no switch
         shortfall = detect_shortfall(lam.get(m, 0.0), room[m], fractions["miss_share"], fractions["error_share"],
                                      carried, cost_margin=s.cost_margin, hysteresis=s.hysteresis,
                                      slo_miss_threshold=s.slo_miss_threshold, capacity_known=known[m],
