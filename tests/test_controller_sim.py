@@ -92,11 +92,11 @@ def test_dead_endpoint_gets_weight_zero_within_one_interval_and_comes_back(reque
 
 
 def test_deaths_that_leave_the_cheap_pool_short_switch_to_capacity_and_back_after_the_dwell(request):
-    """40 req/s, two of the four inf2 die: the room left (~44 req/s) no longer holds the demand with the margin."""
+    """44 req/s, two of the four inf2 die: the room left (~44 req/s) no longer holds it with COST's margin (0.9)."""
     sim = request.node.sim = simulate()
     sim.at(10.2, lambda: (sim.kill(0), sim.kill(1)))
     sim.at(13.2, lambda: (sim.revive(0), sim.revive(1)))
-    sim.run(30.0, {KEY: 40.0})
+    sim.run(30.0, {KEY: 44.0})
     after = plan_at(sim, 10.2)
     assert after.interactive_weights[0] == after.interactive_weights[1] == 0.0
     (t_capacity, m1), (t_cost, m2) = modes(sim)

@@ -4,9 +4,9 @@ and the smoothed fleet-wide miss and error shares (``observe.Shares``).
 
     mode    AUTO over ``detect_shortfall``: fleet-wide misses, errors and events (an event counts only when it
             names an endpoint that carried interactive load in the last plan, and only while some model's demand
-            exceeds (cost_margin - hysteresis) x the room this tick, the lost endpoint out of it: when the
-            endpoints left hold the demand with the margin COST returns at, the plan moves the load and nothing
-            falls short; CAPACITY would only cost more), and the demand of the model nearest its cheap set's
+            exceeds cost_margin x the room this tick, the lost endpoint out of it: the demand test's verdict at
+            once, before the median room follows; while the endpoints left hold the demand with COST's margin,
+            the plan moves the load and nothing falls short), and the demand of the model nearest its cheap set's
             limit (``per_model.binding``), judged against the median room of the last ticks
             (``policy.RoomMedian``, which still counts the lost endpoint for a few ticks)
     plans   ``make_plan`` per model, with the trial share of the endpoints on probation (after a latency ejection)
@@ -112,7 +112,7 @@ class Decider:
         room = {k: self._rooms.update(k, r) for k, r in room.items()}  # AUTO judges the median of recent ticks
         judged = [m for m in views if known[m]] or list(views)
         m = binding({k: lam.get(k, 0.0) for k in judged}, room)
-        if carried and not any(lam.get(k, 0.0) > (s.cost_margin - s.hysteresis) * now_room[k] for k in views):
+        if carried and not any(lam.get(k, 0.0) > s.cost_margin * now_room[k] for k in views):
             carried = []  # the endpoints left hold the demand with COST's own margin: the plan moves it, no switch
         shortfall = detect_shortfall(lam.get(m, 0.0), room[m], fractions["miss_share"], fractions["error_share"],
                                      carried, cost_margin=s.cost_margin, hysteresis=s.hysteresis,
