@@ -50,10 +50,9 @@ def detect_shortfall(demand_rps: float, cheap_capacity_rps: float, miss_share: f
         slo_misses  enter: miss share > slo_miss_threshold      exit: miss share <= slo_miss_threshold / 2
         errors      enter: error share > slo_miss_threshold     exit: error share <= slo_miss_threshold / 2
         events      an endpoint that carried interactive load went down or was ejected this tick, while the
-                    demand exceeds (cost_margin - hysteresis) x the room left (the Decider passes only such: where
-                    the endpoints left hold it with COST's own exit margin, the plan moves the load and nothing
-                    falls short); a capacity cut is not an event: the plan moves the load off it, and demand above
-                    K shows a real shortfall
+                    demand exceeds cost_margin x the room left (the Decider passes only such: where the endpoints
+                    left hold it with COST's margin, the plan moves the load and nothing falls short); a capacity
+                    cut is not an event: the plan moves the load off it, and demand above K shows a real shortfall
     NaN shares (too few requests to tell) count as neither. ``rated_capacity_rps`` (K from the configured slots
     and the measured service times, see AutoMode) only rides along in the figures, and so does the relative excess
     ``demand_excess`` = lambda / (cost_margin x K) - 1 (at most EXCESS_CAP; AutoMode sums it: a demand shortfall
