@@ -81,6 +81,14 @@ class Simulation:
     def revive(self, i: int) -> None:
         self.servers[i].revive()
 
+    def set_concurrency(self, i: int, slots: int) -> None:
+        """Give server i ``slots`` slots now (a capacity cut or its return, the server staying up): a cut lets the
+        requests being served finish and holds the queue until fewer than ``slots`` run; a raise starts queued
+        requests on the new slots at once."""
+        server, now = self.servers[i], self.clock()
+        for token, done in server.set_concurrency(now, slots):
+            self._push(done, "done", token)
+
     def _push(self, when: float, kind: str, payload: Any) -> None:
         heapq.heappush(self._heap, (when, next(self._seq), kind, payload))
 

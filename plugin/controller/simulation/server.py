@@ -59,10 +59,21 @@ class SimServer:
         self.queue.append((now, token))
         return None
 
+    def set_concurrency(self, now: float, slots: int) -> List[Tuple[object, float]]:
+        """Serve at most ``slots`` requests at once from now on; returns (token, completion time) of the queued
+        requests that start on slots a raise freed."""
+        self.concurrency = slots
+        started = []
+        while self.queue and self.busy < self.concurrency:
+            arrived, token = self.queue.popleft()
+            self.busy += 1
+            started.append((token, now + self._service(now - arrived, token)))
+        return started
+
     def finish(self, now: float) -> Optional[Tuple[object, float]]:
         """A request finished: free its slot; returns (token, completion time) of the next one started, if any."""
         self.busy -= 1
-        if not self.queue:
+        if not self.queue or self.busy >= self.concurrency:  # a lowered concurrency: the queue waits for it
             return None
         arrived, token = self.queue.popleft()
         self.busy += 1
