@@ -13,8 +13,8 @@ LOCAL = "{name: a, accelerator: gpu, price_per_hour: 1.0, profile: inf2.xlarge}"
 REMOTE = "{name: b, accelerator: gpu, price_per_hour: 1.0, url: '127.0.0.1:8000'}"
 
 BAD_FILES = [
-    ("unknown endpoint key", f"endpoints: [{{name: a, accelerator: gpu, price_per_hour: 1, profile: inf2.xlarge, "
-                             f"colour: red}}]", r"endpoint 'a': unknown field\(s\) colour"),
+    ("unknown endpoint key", "endpoints: [{name: a, accelerator: gpu, price_per_hour: 1, profile: inf2.xlarge, "
+                             "colour: red}]", r"endpoint 'a': unknown field\(s\) colour"),
     ("unknown fleet key", f"endpoints: [{LOCAL}]\nslo: 3", r"fleet: unknown field\(s\) slo"),
     ("duplicate names", f"endpoints: [{LOCAL}, {LOCAL}]", r"endpoint 'a': duplicate name \(endpoints 0 and 1\)"),
     ("negative price", "endpoints: [{name: a, accelerator: gpu, price_per_hour: -1, profile: inf2.xlarge}]",

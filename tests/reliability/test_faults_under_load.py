@@ -131,7 +131,6 @@ def slow_endpoint_run(local: LocalFleet, mode: str, run_s: float) -> Dict[str, A
             started = time.monotonic()
             index = _busiest(load.client)
             slow = local.fleet.names[index]
-            slowed_at = time.monotonic()
             local.slow_down(slow, 10.0)
             shed_s = load.wait_for(lambda: _shed(load.client, index), 30.0, f"{slow} shed or ejected")
             shed_at = time.monotonic()
