@@ -7,7 +7,6 @@ server; both clients call the same ensemble with the same prompt and seed.
 """
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, Iterator, List
 
 import numpy as np
