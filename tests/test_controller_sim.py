@@ -296,6 +296,8 @@ def test_sim_server_honours_a_lowered_concurrency_and_starts_the_queue_on_a_rais
     assert server.finish(0.1) == (3, pytest.approx(0.2))  # the last slot frees: the queue moves, one at a time
     assert server.set_concurrency(0.15, 3) == [(4, pytest.approx(0.25))]
     assert server.busy == 2 and not server.queue
+    with pytest.raises(ValueError, match="slots 0 must be an integer >= 1"):
+        server.set_concurrency(0.2, 0)
 
 
 def test_a_pool_cut_to_a_third_sheds_load_at_once_and_takes_it_back_when_its_slots_return(request):

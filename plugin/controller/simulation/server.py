@@ -62,6 +62,8 @@ class SimServer:
     def set_concurrency(self, now: float, slots: int) -> List[Tuple[object, float]]:
         """Serve at most ``slots`` requests at once from now on; returns (token, completion time) of the queued
         requests that start on slots a raise freed."""
+        if isinstance(slots, bool) or not isinstance(slots, int) or slots < 1:
+            raise ValueError(f"set_concurrency: slots {slots!r} must be an integer >= 1")
         self.concurrency = slots
         started = []
         while self.queue and self.busy < self.concurrency:
