@@ -430,3 +430,31 @@ def test_cheapest_first_routes_the_plans_load_as_a_priority_that_the_limits_spil
             spill += picks[8:]
     assert sum(i in (0, 1) for i in first) / len(first) >= 0.97
     assert spill and set(spill) <= {2, 3}
+
+
+def test_failed_attempts_of_a_down_or_ejected_endpoint_are_its_event_not_fleet_wide_errors():
+    """A frozen endpoint's held attempts, cancelled and sent elsewhere, fail by the handful on every tick until it
+    is ejected and after. Once it is out (not routable), they are its ejection's, which AUTO judges by the room the
+    others leave (10 req/s here, well inside it): no ``errors`` shortfall. The same failures at an endpoint still
+    routable are the fleet failing requests: CAPACITY."""
+    from tritonmix.controller.decider import Decider, Facts
+    from tritonmix.controller.decisions import DecisionLog
+    from tritonmix.controller.deltas import EndpointTick
+    from tritonmix.controller.model import INTERACTIVE
+
+    def mode_after(available):
+        views = tuple(v._replace(healthy=up) for v, up in zip(fleet(), available))
+        log = DecisionLog()
+        decider = Decider(ControllerSettings.from_dict({"dwell_s": 1.0}), "auto", 1.0,
+                          tuple(v.name for v in views), log)
+        for k in range(8):  # inf2-0: 3 failed attempts a tick beside 40 answers (7% of the attempts)
+            ticks = [EndpointTick(10, 0, 3 if i == 0 else 0, 0, 0.07, CapacityObservation(0.5), 0.0, 0.0, up)
+                     for i, up in enumerate(available)]
+            facts = Facts(ticks=ticks, events=(), rates={("sd", INTERACTIVE): 10.0}, measured={"sd": [True] * 4},
+                          slots={}, available=available, panic=False, capacity_grew=False)
+            decider.decide(0.5 * k, {"sd": views}, facts)
+        return decider.auto.mode, [d.summary for d in log.items("mode")]
+
+    assert mode_after((False, True, True, True)) == (COST, [])
+    mode, switches = mode_after((True, True, True, True))
+    assert mode == CAPACITY and switches == ["mode cost -> capacity: errors"]

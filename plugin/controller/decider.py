@@ -1,8 +1,9 @@
 """The Decider: per-model views and this tick's facts -> a ``Plan``. No I/O and no clock of its own: the same
 inputs in the same state give the same plan. Its state is AUTO's mode (``policy.AutoMode``: dwell and hysteresis)
-and the smoothed fleet-wide miss and error shares (``observe.Shares``).
+and the smoothed fleet-wide miss and error shares (``deltas.Shares``).
 
-    mode    AUTO over ``detect_shortfall``: fleet-wide misses, errors and events (an event counts only when it
+    mode    AUTO over ``detect_shortfall``: fleet-wide misses, errors (of the endpoints still routable: the
+            failed attempts of one that is down or ejected are its event's) and events (an event counts only when it
             names an endpoint that carried interactive load in the last plan, and only while some model's demand
             exceeds cost_margin x the room this tick, the lost endpoint out of it: the demand test's verdict at
             once, before the median room follows; while the endpoints left hold the demand with COST's margin,
@@ -95,7 +96,7 @@ class Decider:
     def decide(self, now: float, views: Views, facts: Facts) -> Plan:
         s = self.settings
         carried = [] if self.last is None else [e for e in facts.events if self._carried(e)]
-        fractions = self._shares.update(facts.ticks)
+        fractions = self._shares.update(facts.ticks, facts.available)  # a down or ejected one's failures: its event
         lam, lam_batch = demand_by_model(facts.rates, INTERACTIVE), demand_by_model(facts.rates, BATCH)
         room, rated, known = {}, {}, {}
         u, filters = s.target_utilisation, self.filters

@@ -140,7 +140,10 @@ class Shares:
         ok~ <- ok~ + a (ok - ok~)   (same for over_slo~, failed~), a = 0.3 (about 3 ticks)
         miss_share = over_slo~ / ok~,  error_share = failed~ / (ok~ + failed~)
     NaN while the window holds fewer than ``min_requests`` requests (ok~ / a < min_requests): a handful of
-    completions says nothing about a 5% threshold.
+    completions says nothing about a 5% threshold. ``failed`` counts only the endpoints still routable at the tick
+    (``update``'s ``routable``): the failed attempts of one that is down or ejected now are that event's, which the
+    Decider judges by the room the others leave (a frozen endpoint's held attempts, cancelled and sent elsewhere,
+    are not a second, fleet-wide signal of the same fault).
     """
 
     def __init__(self, alpha: float = 0.3, min_requests: int = 30) -> None:
@@ -148,11 +151,14 @@ class Shares:
         self._min = min_requests
         self._ok = self._over = self._failed = 0.0
 
-    def update(self, ticks: Sequence[EndpointTick]) -> Dict[str, float]:
+    def update(self, ticks: Sequence[EndpointTick], routable: Optional[Sequence[bool]] = None) -> Dict[str, float]:
+        """``routable``: per endpoint, routable now (None: all); the failures of the others are left out."""
         a = self._a
         self._ok += a * (sum(map(_OK, ticks)) - self._ok)
         self._over += a * (sum(map(_OVER_SLO, ticks)) - self._over)
-        self._failed += a * (sum(map(_FAILED, ticks)) - self._failed)
+        failed = (sum(map(_FAILED, ticks)) if routable is None else
+                  sum([t.failed for i, t in enumerate(ticks) if i >= len(routable) or routable[i]]))
+        self._failed += a * (failed - self._failed)
         ok, failed = self._ok, self._failed
         return {"miss_share": self._over / ok if ok / a >= self._min else math.nan,
                 "error_share": failed / (ok + failed) if (ok + failed) / a >= self._min else math.nan}

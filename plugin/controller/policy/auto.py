@@ -49,6 +49,8 @@ def detect_shortfall(demand_rps: float, cheap_capacity_rps: float, miss_share: f
                     failure at all)
         slo_misses  enter: miss share > slo_miss_threshold      exit: miss share <= slo_miss_threshold / 2
         errors      enter: error share > slo_miss_threshold     exit: error share <= slo_miss_threshold / 2
+                    (failed attempts at the endpoints still routable, ``deltas.Shares``: those of a down or
+                    ejected one are its event, judged below)
         events      an endpoint that carried interactive load went down or was ejected this tick, while the
                     demand exceeds cost_margin x the room left (the Decider passes only such: where the endpoints
                     left hold it with COST's margin, the plan moves the load and nothing falls short); a capacity
