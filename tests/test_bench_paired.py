@@ -1,0 +1,44 @@
+"""benches/scenario_paired.py: the seed-by-seed comparison of two policies, on a committed raw file."""
+from __future__ import annotations
+
+import importlib.util
+import statistics
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+RAW = ROOT / "benches" / "results" / "scenario-quick-auto-cost-38b56b2-raw.json.gz"
+
+
+def _module():
+    spec = importlib.util.spec_from_file_location("scenario_paired", ROOT / "benches" / "scenario_paired.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_pairs_are_the_seeds_both_policies_ran_with_their_own_figures(capsys):
+    paired = _module()
+    raw = paired.load(str(RAW))
+    pairs = paired.pairs(raw, "tritonmix-cost", "tritonmix-auto")
+    assert [seed for seed, _, _ in pairs] == [2024, 2025, 2026, 2027, 2028]
+    for seed, cost, auto in pairs:
+        assert cost["seed"] == auto["seed"] == seed and cost is not auto
+        runs = {r["policy"]: r for r in raw["runs"] if r["seed"] == seed}
+        assert auto["requests"] == len(runs["tritonmix-auto"]["requests"])
+    with pytest.raises(SystemExit, match="policy round-robin not in this raw file"):
+        paired.pairs(raw, "round-robin", "tritonmix-auto")
+    paired.main([str(RAW)])
+    out = capsys.readouterr().out
+    assert "5 pairs; tritonmix-auto against tritonmix-cost" in out and out.count("raw.json.gz") == 5
+
+
+def test_the_bootstrap_interval_holds_the_mean_and_narrows_with_more_pairs():
+    paired = _module()
+    few = [0.01, 0.03, -0.02, 0.05, 0.02]
+    lo, hi = paired.interval(few)
+    assert lo < statistics.fmean(few) < hi
+    lo_many, hi_many = paired.interval(few * 8)
+    assert hi_many - lo_many < hi - lo
+    assert paired.interval([0.02] * 6) == (pytest.approx(0.02), pytest.approx(0.02))
