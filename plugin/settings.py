@@ -25,8 +25,9 @@ class HedgeSettings:
                                        the fastest other))
 
     ahead: our requests already on endpoint i when this one was sent, C_i its max_concurrency (unknown: ahead is not
-    counted); a request whose queue ahead leaves no time for a copy gets it at the SLO instead
-    (``tritonmix.request.hedging``).
+    counted); a request whose queue ahead leaves no time for a copy gets it at the SLO instead. The copy goes
+    only where 1.25 x the endpoint's usual latency fits in what is left of the SLO, while any such endpoint is
+    left (``tritonmix.request.hedging``).
 
     usual_i is endpoint i's usual latency: the dispatcher's EWMA latency (the fleet's max_concurrency / max_rps hint
     until it has one), followed slowly when it rises. Each hedge spends one token of the retry budget

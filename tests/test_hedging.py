@@ -159,3 +159,34 @@ def test_a_request_queued_behind_ours_is_hedged_only_when_late_for_its_queue() -
     assert abs(delay(d, 0, ahead=6) - 0.6) < 1e-9  # expected 0.51 s, past the cap: the copy leaves at the SLO
     # an endpoint whose concurrency is not known: the queue is not counted (the rule without it)
     assert abs(delay(d, 2, ahead=50) - min(2 * 0.2, 0.6 - HEDGE_ROOM * 0.125)) < 1e-9
+
+
+def test_a_hedge_goes_where_a_copy_can_still_answer_within_the_slo() -> None:
+    """SLO 300 ms; weights 0.8 / 0.1 / 0.1 (no controller) on 'stuck' (answers in 0.35 s, its hint says 50 ms),
+    'slow' (0.2 s, as its hint says) and 'fast' (10 ms). A request on 'stuck' is hedged at 2 x 50 ms; 0.2 s of the
+    SLO are left then, and a copy on 'slow' (1.25 x 0.2 s) could not make it: the copy goes to 'fast'. Before, the
+    pick ignored the time left and sent half the copies to 'slow', answering past the SLO."""
+    from tritonmix.request.hedging import HEDGE_FIT
+
+    eps = [("stuck", 0.35, 0.05), ("slow", 0.2, 0.2), ("fast", 0.01, 0.01)]
+    fleet = Fleet.from_dict({"slo_ms": 300, "controller": {"enabled": False, "hedge": {"max_share": 1.0}},
+                             "endpoints": [{"name": name, "url": f"127.0.0.1:{9 + k}", "accelerator": "gpu",
+                                            "price_per_hour": 1.0, "max_concurrency": 1, "max_rps": 1.0 / hint}
+                                           for k, (name, _, hint) in enumerate(eps)]})
+    endpoints = [FakeEndpoint(delay_s=delay) for _, delay, _ in eps]
+    urls = [e.url for e in fleet.endpoints]
+    client = tritonmix.http.InferenceServerClient(fleet=fleet, seed=5,
+                                                  endpoint_client_factory=lambda url: endpoints[urls.index(url)])
+    client.router.set_ejector(lambda i, reason, now: None)  # keep 'stuck' in rotation
+    assert HEDGE_FIT * 0.2 > 0.3 - 2 * 0.05 > HEDGE_FIT * 0.01
+    try:
+        client.router.lane("add_sub", "interactive").dispatcher.set_weights([0.8, 0.1, 0.1])
+        latencies = []
+        for _ in range(10):
+            latencies += _latencies(client, 1)
+            time.sleep(0.3)  # the abandoned attempt on 'stuck' ends (sync HTTP cannot cancel it): all idle again
+        assert endpoints[0].calls >= 4, "too few requests went to 'stuck' to hedge"
+        assert max(latencies) < 0.3, latencies
+        _settle(client, endpoints)
+    finally:
+        client.close()

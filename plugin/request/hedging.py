@@ -4,7 +4,7 @@ wins and the other attempt is discarded. Opt-in per fleet: ``controller: {hedge:
 
     arrive -> pick i -> start(i)                        (through the dispatcher: every pick matched by one record)
     wait until the first completion or t0 + delay_i
-        delay passed, hedges left, a retry-budget token  pick j not in {i} | tried, start(j)     (the hedge)
+        delay passed, hedges left, a retry-budget token  pick j not in {i} | tried | slow, start(j)   (the hedge)
         success                                          record it, return it; every other attempt is abandoned
         REQUEST error (400 ...)                          record it, raise it unchanged (others abandoned)
         no-response failure, another attempt in flight   record it, keep waiting for the other
@@ -16,6 +16,14 @@ wins and the other attempt is discarded. Opt-in per fleet: ``controller: {hedge:
     expected = usual_i x (1 + ahead // C_i)      ahead: our requests on i before this one when it was sent; C_i:
                                                  i's max_concurrency (unknown: ahead is not counted)
     cap_i    = SLO - HEDGE_ROOM x min_{j != i, available} usual_j
+
+slow: the endpoints whose usual latency, HEDGE_FIT times over, no longer fits in what is left of the SLO
+(SLO - the time since the first attempt left): a copy there would answer late even on a good day. The pick by the
+plan's weights (cheapest first in COST mode) would otherwise send it to a slow, cheap tier that cannot make it
+(measured: most hedged misses of the quick scenario answered 0.61-0.66 s against a 0.6 s SLO, their copy on a
+0.23-0.24 s endpoint sent at the cap). Where every endpoint left is slow (a request past the cap, or a fleet of
+slow ones), the pick is as before: the copy still bounds the tail. At the cap the fastest other endpoint always
+fits (HEDGE_ROOM >= HEDGE_FIT).
 
 A request queued behind k rounds of ours (C_i at a time) is expected after k + 1 service times: it is late, and
 gets its copy, only past that, not past one service time; this keeps the hedge budget (below) for requests that
@@ -59,7 +67,7 @@ import math
 import queue
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any, Awaitable, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Dict, FrozenSet, List, Optional, Sequence, Tuple
 
 from ..dispatch_core import NoEndpointAvailable
 from ..errors import PoolShutDown
@@ -76,6 +84,8 @@ __all__ = ["HedgeDelay", "HedgedCall", "SyncHedger", "run_hedged_async", "REFRES
 REFRESH_S = 0.05
 #: the hedge leaves this many usual latencies of the best other endpoint before the SLO
 HEDGE_ROOM = 1.5
+#: a hedge goes only where this many usual latencies fit in what is left of the SLO (its queue and jitter)
+HEDGE_FIT = 1.25
 
 Done = Callable[[Any, Optional[BaseException]], None]
 #: start(i, remaining_s, done) starts one attempt; done(result, error) is called once when it ends (any thread);
@@ -131,6 +141,14 @@ class HedgeDelay:
         expected = self.expected_s(d)
         usual.values += [math.nan] * (len(expected) - len(usual.values))  # slots that joined since
         return list(usual.update(self.clock(), expected))
+
+    def too_slow(self, d: Any, left_s: float) -> FrozenSet[int]:
+        """Dispatcher d's endpoints whose usual latency x HEDGE_FIT exceeds ``left_s`` (from the delays computed for
+        its requests' starts, at most REFRESH_S old then; none before the first)."""
+        entry = self._cache.get(id(d))
+        if entry is None or left_s == math.inf:
+            return frozenset()
+        return frozenset([j for j, (expected, _) in enumerate(entry[1]) if HEDGE_FIT * expected > left_s])
 
     def compute(self, d: Any) -> Tuple[Tuple[float, float], ...]:
         """Per endpoint: (its expected latency with no queue ahead, cap_i) of the module docstring; an endpoint with
@@ -202,8 +220,10 @@ class _Plan:
         if max_hedges > 0:
             att.engine.hedge_budget.record_request()
         self.hedge_at = math.inf
+        self.first_at = math.inf  # the first attempt's start: what is left of the SLO counts from it
 
     def started(self, i: int, t0: float) -> None:
+        self.first_at = min(self.first_at, t0)
         if self.hedges <= 0:
             self.hedge_at = math.inf
             return
@@ -228,8 +248,15 @@ class _Plan:
         if not att.engine.hedge_budget.try_acquire() or not att.engine.router.budget.try_acquire():
             self.hedges = 0
             return None
+        tried = att.policy.tried() | frozenset(live)
+        slow = self.delay.too_slow(att.lane.dispatcher, self.delay.slo_s - (now - self.first_at))
         try:
-            return att.lane.pick(att.policy.tried() | frozenset(live))
+            if slow - tried:
+                try:
+                    return att.lane.pick(tried | slow)  # where a copy can still answer within the SLO
+                except NoEndpointAvailable:
+                    pass  # every endpoint left is slow: a copy still bounds the tail
+            return att.lane.pick(tried)
         except NoEndpointAvailable:
             return None
 
