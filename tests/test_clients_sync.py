@@ -125,9 +125,8 @@ def test_all_down_fails_fast_then_the_same_client_recovers(client: Any, protocol
 
     assert wait_until(works, timeout_s=15.0)
     # then every endpoint back in rotation before 30 requests in a row are asked of the same client: until the
-    # others' ejection backoff ends, a request whose one routable endpoint still fails to connect has nowhere else
-    # to go and fails (seen once in CI: "failed to connect to all addresses ... Connection refused" on the one left,
-    # most likely its gRPC channel waiting out its reconnect backoff, at most 1 s, after the restart)
+    # others' ejection backoff ends, a request whose one routable endpoint still fails to connect (a gRPC channel
+    # waiting out its reconnect backoff, at most 1 s) has nowhere else to go and fails
     assert wait_until(lambda: works() and all(client.router.is_available("add_sub", i) for i in range(3)),
                       timeout_s=15.0)
     for k in range(30):

@@ -20,8 +20,7 @@ wins and the other attempt is discarded. Opt-in per fleet: ``controller: {hedge:
 slow: the endpoints whose usual latency, HEDGE_FIT times over, no longer fits in what is left of the SLO
 (the SLO less the time since the first attempt was sent): a copy there would answer late even on a good day. The
 pick by the plan's weights alone (cheapest first in COST mode, overflowing past the in-flight limits) would send it
-to a slow tier that cannot make it (the quick scenario's hedged misses mostly answered at 0.61-0.66 s against a
-0.6 s SLO, their copy on a 0.23-0.24 s endpoint). Where every endpoint left is slow (a request past the cap, or a
+to a slow tier that answers after the SLO anyway. Where every endpoint left is slow (a request past the cap, or a
 fleet of slow ones), the pick is as before: the copy still bounds the tail. At the cap the fastest other endpoint
 always fits (HEDGE_ROOM >= HEDGE_FIT).
 
