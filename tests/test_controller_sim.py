@@ -284,7 +284,7 @@ def test_cheapest_first_keeps_the_cheap_pool_busier_than_a_split_at_the_same_slo
 
 def test_sim_server_honours_a_lowered_concurrency_and_starts_the_queue_on_a_raise():
     """The harness itself: a cut lets the running requests finish but holds the queue until fewer than the new
-    slots run (it once started the next queued request on every finish, so a cut never took hold under load)."""
+    slots run, so that a cut takes hold under load; a raise starts queued requests at once."""
     import random
 
     from tritonmix.controller.simulation.server import SimServer

@@ -114,7 +114,7 @@ def envoy() -> Iterator[Tuple[EnvoyProcess, _Servers, str]]:
     config.write_text(json.dumps(bootstrap(settings, str(xds.folder), str(xds.cds_path), str(xds.rds_path),
                                            ups, [MODEL])))
     # one worker: Envoy's circuit breakers favour speed over exactness across workers, which can pass a limit by a
-    # request (seen once in CI, a cap of 2 held 3); these tests check that our caps are set, not Envoy's exactness
+    # request; these tests check that our caps are set, not Envoy's exactness
     proc = EnvoyProcess(config, work, concurrency=1).start()
     time.sleep(1.5)  # the clusters load and the first health checks pass
     try:

@@ -66,16 +66,18 @@ class SimServer:
             raise ValueError(f"set_concurrency: slots {slots!r} must be an integer >= 1")
         self.concurrency = slots
         started = []
-        while self.queue and self.busy < self.concurrency:
-            arrived, token = self.queue.popleft()
-            self.busy += 1
-            started.append((token, now + self._service(now - arrived, token)))
+        while (next_one := self._start_queued(now)) is not None:
+            started.append(next_one)
         return started
 
     def finish(self, now: float) -> Optional[Tuple[object, float]]:
         """A request finished: free its slot; returns (token, completion time) of the next one started, if any."""
         self.busy -= 1
-        if not self.queue or self.busy >= self.concurrency:  # a lowered concurrency: the queue waits for it
+        return self._start_queued(now)
+
+    def _start_queued(self, now: float) -> Optional[Tuple[object, float]]:
+        """The oldest queued request on a free slot, if both exist (a lowered concurrency: the queue waits)."""
+        if not self.queue or self.busy >= self.concurrency:
             return None
         arrived, token = self.queue.popleft()
         self.busy += 1
