@@ -458,3 +458,21 @@ def test_failed_attempts_of_a_down_or_ejected_endpoint_are_its_event_not_fleet_w
     assert mode_after((False, True, True, True)) == (COST, [])
     mode, switches = mode_after((True, True, True, True))
     assert mode == CAPACITY and switches == ["mode cost -> capacity: errors"]
+
+
+def test_a_tick_that_completed_nothing_counts_towards_the_queue_seen_on_two_ticks():
+    """inf2 of the scenario (3 slots of 0.1675 s) cut to one slot: the tick after the cut completes nothing while 6 of
+    ours wait; on the next, 2 complete with a short queue wait (they entered before the cut), 5 of ours still in
+    flight. Two ticks in a row with >= C + 2 of ours in flight: queueing, and 2 completions in 0.25 s are 1.3 busy
+    slots. Counting only the ticks that completed something would wait for a third."""
+    est = CapacityEstimator(17.9, 3, slo_s=0.6, slo_miss_threshold=0.05, alpha_down=0.6, alpha_up=0.3)
+    est.update(CapacityObservation(0.25, completed=0, pending=4.0, in_flight=6))
+    assert est.concurrency == 3.0
+    est.update(CapacityObservation(0.25, completed=2, service_s=0.166, queue_s=0.075, pending=4.0, in_flight=5,
+                                   ours_completed=2))
+    assert est.concurrency < 2.0 and est.mu_rps < 12.0, (est.concurrency, est.mu_rps)
+    calm = CapacityEstimator(17.9, 3, slo_s=0.6, slo_miss_threshold=0.05, alpha_down=0.6, alpha_up=0.3)
+    calm.update(CapacityObservation(0.25, completed=0, pending=0.0, in_flight=2))  # few in flight: no queue
+    calm.update(CapacityObservation(0.25, completed=2, service_s=0.166, queue_s=0.075, pending=4.0, in_flight=5,
+                                    ours_completed=2))
+    assert calm.concurrency == 3.0

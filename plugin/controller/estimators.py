@@ -64,8 +64,9 @@ class CapacityEstimator:
         s       = mean service time per request in the interval (Triton compute_us delta / success delta)
         C       = concurrency: the max_concurrency hint C_0 (else 1), re-learnt from the server's queue:
                   queueing (pending >= 1 and mean queue wait >= s / 2, or >= C + 2 of ours in flight on two ticks in
-                  a row: a reloaded model's queue need not show in Triton's pending count, and one tick's Poisson
-                  burst is not a smaller pool) -> every slot was busy, the busy slots are the capacity,
+                  a row, a tick that completed nothing included: a reloaded model's queue need not show in Triton's
+                  pending count, and one tick's Poisson burst is not a smaller pool) -> every slot was busy, the busy
+                  slots are the capacity,
                   C_obs = x * s with x = completed / dt (Little's law), and C <- C + 0.7 (C_obs - C) with
                   C_obs >= 1, from one completion on (fewer slots show here within a tick or two, where the service
                   time alone does not change); C rises above its value only once C_obs > C on two queueing ticks in
@@ -171,6 +172,8 @@ class CapacityEstimator:
             return self.mu_rps
         silent = obs.ours_completed == 0 and obs.completed == 0 and obs.in_flight >= 2
         self._quiet_s = self._quiet_s + obs.dt_s if silent else 0.0
+        # counted on every tick: a pool cut to one slot may complete nothing on the tick after the cut
+        self._queued_ticks = self._queued_ticks + 1 if obs.in_flight >= self.concurrency + 2 else 0
         if silent and self.stalled:  # not silent: quiet 0 s, never a stall (the property's call saved per tick)
             self._forgive = max(self._forgive, obs.in_flight)
             self.concurrency = max(self.concurrency, self._hint)  # a reload: the old C is moot, the queue re-learns it
@@ -194,8 +197,6 @@ class CapacityEstimator:
 
     def _update_concurrency(self, obs: CapacityObservation, x_rps: float) -> bool:
         """Returns True when the queue cut C this tick."""
-        ours_queued = obs.in_flight >= self.concurrency + 2
-        self._queued_ticks = self._queued_ticks + 1 if ours_queued else 0
         queueing = (obs.pending >= 1.0 and obs.queue_s >= 0.5 * obs.service_s) or self._queued_ticks >= 2
         if queueing and obs.completed >= 1:
             c_obs = max(x_rps * obs.service_s, 1.0)
