@@ -25,6 +25,8 @@ SERIES = {
     "nv_inference_pending_request_count": "pending",
     # the emulated accelerators' own busy time per request (``tritonmix.emulation``): compute time of the slots
     "tritonmix_emulated_service_us": "service_us",
+    # ... and how many of its instances hold a parking request (a gauge; ``tritonmix.emulation``'s capacity cuts)
+    "tritonmix_emulated_parked": "parked",
 }
 
 

@@ -118,6 +118,14 @@ def test_settling_needs_the_cut_pool_within_its_queue_limit() -> None:
     assert run([0, 0, 0, 0] + [5, 4, 3, 2] + [0] * 8) == 1.0
     assert run([0, 0, 0, 0] + [0, 0, 0, 0, 0, 0, 5, 0, 0, 0, 0, 0]) == 0.0  # a one-sample burst is no overload
     assert run([0, 0, 0, 0] + [3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25]) is None  # the queue never drains
+    # the emulation's two parking requests wait in the queue for an instance for 1 s after the cut: Triton counts
+    # them as pending, the clients' queue (pending less them) is 1-2 requests: settled at once
+    parked = [Sample(b * 0.25, n, 5, 0, 0.5, ([0] * 4 + [3, 4, 4, 3] + [1] * 8)[b] if n == "a" else 0.0, None,
+                     2.0 if n == "a" and 4 <= b < 8 else 0.0) for b in range(16) for n in names]
+    assert [s.queued for s in parked if s.endpoint == "a"][4:9] == [1.0, 2.0, 2.0, 1.0, 1.0]
+    counts, pending = share_series(parked, names, 4.0), pending_series(parked, names, 4.0)
+    assert settle_times(counts, cut, [], 0.3, 4.0, names=names, pending=pending, units=units)[0]["settle_s"] == 0.0
+    assert run([0] * 4 + [3, 4, 4, 3] + [1] * 8) == 1.25  # counted as queue, they held it (centred 1 s means)
     # without the queue, the share of the cut endpoint alone decides: 50% before, 10% from t = 2 s on
     samples = [Sample(b * 0.25, n, (5 if b < 8 else 1) if n == "a" else (5 if b < 8 else 9), 0, 0.5)
                for b in range(17) for n in names]

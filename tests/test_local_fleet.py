@@ -158,6 +158,28 @@ def test_capacity_cut_under_load_holds_nothing_and_queues_in_triton(local: Local
     assert abs(compute_s / served - 0.100) <= 0.015, f"compute {compute_s / served * 1000:.1f} ms per request"
 
 
+def test_the_parked_gauge_and_the_parking_requests_out_tell_those_still_queued(local: LocalFleet) -> None:
+    """A cut to 2 of 4 slots sends 2 parking requests; queued behind the load, they count in Triton's pending gauge
+    until they reach an instance, then in the emulation's parked gauge. The parking requests out (LocalFleet) less
+    the gauge are what of the pending count is no client's (the scenario's settle check subtracts them)."""
+    endpoint = local.endpoints["g5-a"]
+    load = threading.Thread(target=lambda: _load(endpoint.http_url, clients=6, duration_s=2.0))
+    load.start()
+    time.sleep(0.5)
+    local.set_capacity("g5-a", 2)
+    try:
+        assert local.parks_out("g5-a") == 2
+        deadline = time.monotonic() + 3.0
+        while _counter(endpoint.metrics_url, "tritonmix_emulated_parked") < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert scrape_metrics(endpoint.metrics_url, MODEL)["parked"] == 2.0
+    finally:
+        local.set_capacity("g5-a", 4)
+        load.join()
+    assert local.parks_out("g5-a") == 0  # released: each parking request returned
+    assert scrape_metrics(endpoint.metrics_url, MODEL)["parked"] == 0.0
+
+
 def _counter(metrics_url: str, name: str) -> float:
     text = urllib.request.urlopen(f"http://{metrics_url}/metrics", timeout=2.0).read().decode()
     return sum(float(line.split()[-1]) for line in text.splitlines()

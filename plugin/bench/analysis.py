@@ -26,9 +26,10 @@ endpoint). Traffic has settled at the first bin boundary T after which, to the e
   is no movement): what the policy sent from T on is what it settled to, so a policy that switched at T settles at
   T (a centred window would report it half a window late);
 - where the event took capacity away (a cut, a slow-down; ``units`` gives the pools' states), E's Triton queue (the
-  pending-request gauge, the most seen in each bin, averaged over the same centred 1 s: a one-sample Poisson burst
-  is no overload) stays within what the SLO absorbs at E's new capacity, ``floor(C' x (SLO - s') / s')`` requests
-  for C' slots of service time s': the policy sends E no more than it can serve. A policy that never moves traffic
+  pending-request gauge less the emulation's own parking requests still queued in it, ``Sample.queued``; the most
+  seen in each bin, averaged over the same centred 1 s: a one-sample Poisson burst is no overload) stays within
+  what the SLO absorbs at E's new capacity, ``floor(C' x (SLO - s') / s')`` requests for C' slots of service time
+  s': the policy sends E no more than it can serve. A policy that never moves traffic
   off a cut pool never settles (its queue only grows), where a share alone would call it settled at once;
 - no request arriving after T in the window failed (client-visible): traffic no longer goes to a dead endpoint.
 
@@ -55,8 +56,9 @@ from .oracle import UnitState, unit_states_at
 from .sampler import Sample
 from .trace import Event
 
-__all__ = ["policy_figures", "share_series", "pending_series", "dispatch_series", "placement_series", "busy_from_intervals", "settle_times",
-           "return_times", "queue_limit", "cost_per_1k", "busy_per_window", "provisioned_cost", "Provisioning"]
+__all__ = ["policy_figures", "share_series", "pending_series", "dispatch_series", "placement_series",
+           "busy_from_intervals", "settle_times", "settle_checks", "return_times", "queue_limit", "cost_per_1k",
+           "busy_per_window", "provisioned_cost", "Provisioning"]
 
 BIN_S = 0.25
 
@@ -127,8 +129,9 @@ def share_series(samples: Sequence[Sample], names: Sequence[str], duration_s: fl
 
 
 def pending_series(samples: Sequence[Sample], names: Sequence[str], duration_s: float) -> np.ndarray:
-    """Array [bins, endpoints]: the most requests seen queued (Triton's pending gauge) in each bin."""
-    return _binned(samples, names, duration_s, lambda cell, s: max(cell, s.pending), lambda s: s.t_s)
+    """Array [bins, endpoints]: the most clients' requests seen queued (Triton's pending gauge less the emulation's
+    parking requests in it, ``Sample.queued``) in each bin."""
+    return _binned(samples, names, duration_s, lambda cell, s: max(cell, s.queued), lambda s: s.t_s)
 
 
 def dispatch_series(records: Sequence[RequestRecord], names: Sequence[str],
@@ -253,35 +256,64 @@ def return_times(counts: np.ndarray, reference: np.ndarray, events: Sequence[Eve
     return out
 
 
+def settle_checks(
+    counts: np.ndarray, events: Sequence[Event], records: Sequence[RequestRecord], slo_s: float,
+    duration_s: float, band: float = 0.15, *, names: Optional[Sequence[str]] = None,
+    pending: Optional[np.ndarray] = None, units: Optional[Sequence[UnitState]] = None,
+) -> List[Dict[str, Any]]:
+    """Per event, each condition of the module docstring per bin of the event's window (None: not judged):
+    ``share`` (E's share of the dispatches 1 s ahead within ``band`` of its final share), ``queue`` (E's queue
+    within ``queue_limit``, only after an event that took capacity), ``no_failure`` (no request from that bin on in
+    the window failed); with the figures they judge: ``shares``, ``final_share``, ``queue_mean``, ``queue_limit``.
+    ``settle_times`` reads its figures from these, so a settle can be explained bin by bin."""
+    out = []
+    for k, event in enumerate(events):
+        first, last, end = _window(events, k, duration_s)
+        width = max(last - first, 0)
+        check: Dict[str, Any] = {"event": event, "end_s": end, "bins": width, "share": None, "queue": None}
+        j = list(names).index(event.endpoint) if names is not None and event.endpoint in names else None
+        if j is not None and width >= 4:
+            window = counts[first:last]
+            shares, seen = forward_shares(window)  # seen: requests in each bin's 1 s ahead
+            final = window[-4:].sum(axis=0)
+            final_share = final[j] / final.sum() if final.sum() else 0.0
+            check.update(share=np.abs(shares[:, j] - final_share) <= band + 1.0 / np.maximum(seen, 1.0),
+                         shares=shares[:, j], final_share=float(final_share))
+        if j is not None and pending is not None and units is not None:
+            before = unit_states_at(units, events[:k], event.at_s)[j]
+            after = unit_states_at(units, events[: k + 1], event.at_s)[j]
+            if _takes_capacity(event, before, after):
+                queue, limit = _centred_mean(pending[first:last, j]), queue_limit(after, slo_s)
+                check.update(queue=queue <= limit, queue_mean=queue, queue_limit=limit)
+        no_failure = np.ones(width, dtype=bool)
+        failed = [r.arrival_s for r in records if event.at_s <= r.arrival_s < end and not r.ok]
+        if failed:
+            no_failure[: min(width, int((max(failed) - event.at_s) / BIN_S) + 1)] = False
+        check["no_failure"] = no_failure
+        check["late"] = [r.arrival_s for r in records
+                         if event.at_s <= r.arrival_s < end and (not r.ok or r.latency_s > slo_s)]
+        out.append(check)
+    return out
+
+
 def settle_times(
     counts: np.ndarray, events: Sequence[Event], records: Sequence[RequestRecord], slo_s: float,
     duration_s: float, band: float = 0.15, *, names: Optional[Sequence[str]] = None,
     pending: Optional[np.ndarray] = None, units: Optional[Sequence[UnitState]] = None,
 ) -> List[Dict[str, Any]]:
-    """Per event: settle_s and recovery_s, as the module docstring defines them."""
+    """Per event: settle_s and recovery_s, as the module docstring defines them (from ``settle_checks``)."""
     out = []
-    for k, event in enumerate(events):
-        first, last, end = _window(events, k, duration_s)
-        ok = np.ones(max(last - first, 0), dtype=bool)
-        j = list(names).index(event.endpoint) if names is not None and event.endpoint in names else None
-        if j is not None and len(ok) >= 4:
-            window = counts[first:last]
-            shares, seen = forward_shares(window)  # seen: requests in each bin's 1 s ahead
-            final = window[-4:].sum(axis=0)
-            final_share = final[j] / final.sum() if final.sum() else 0.0
-            ok &= np.abs(shares[:, j] - final_share) <= band + 1.0 / np.maximum(seen, 1.0)
-        if j is not None and pending is not None and units is not None:
-            before = unit_states_at(units, events[:k], event.at_s)[j]
-            after = unit_states_at(units, events[: k + 1], event.at_s)[j]
-            if _takes_capacity(event, before, after):
-                ok &= _centred_mean(pending[first:last, j]) <= queue_limit(after, slo_s)
-        failed = [r.arrival_s for r in records if event.at_s <= r.arrival_s < end and not r.ok]
-        if failed:
-            ok[: min(len(ok), int((max(failed) - event.at_s) / BIN_S) + 1)] = False
+    for check in settle_checks(counts, events, records, slo_s, duration_s, band, names=names, pending=pending,
+                               units=units):
+        event = check["event"]
+        ok = check["no_failure"].copy()
+        for condition in (check["share"], check["queue"]):
+            if condition is not None:
+                ok &= condition
         settle: Optional[float] = None
         if len(ok) and ok[-1]:
             settle = (np.nonzero(~ok)[0].max() + 1) * BIN_S if (~ok).any() else 0.0
-        bad = [r.arrival_s for r in records if event.at_s <= r.arrival_s < end and (not r.ok or r.latency_s > slo_s)]
+        bad = check["late"]
         out.append({
             "event": event.label or f"{event.kind} {event.endpoint}",
             "at_s": event.at_s,

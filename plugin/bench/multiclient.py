@@ -116,7 +116,7 @@ def run_setup(setup: Setup, local_fleet: Any, spec: ScenarioSpec, trace: Arrival
     def on_start(start_s: float) -> None:
         time.sleep(max(0.0, start_s - time.monotonic()))
         live["start_s"] = start_s
-        live["sampler"] = MetricsSampler(metrics_urls, spec.model, period_s=0.25).start()
+        live["sampler"] = MetricsSampler(metrics_urls, spec.model, period_s=0.25, parks=local_fleet.parks_out).start()
         live["events"] = start_events(local_fleet, list(trace.events), start_s, live["stop"])
         if live["plane"] is not None:
             live["plane_before"] = _plane_counters(live["plane"])

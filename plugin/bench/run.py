@@ -164,7 +164,7 @@ def recompute(raw: Mapping[str, Any], provisioning: Optional[Provisioning] = Non
             per_seed[seed] = {"trace": trace, **seed_baselines(dataclasses.replace(spec, seed=seed), trace, settings)}
         base = per_seed[seed]
         records = [RequestRecord(a, lat, bool(ok), err, tuple(eps)) for a, lat, ok, err, eps in run["requests"]]
-        samples = [Sample(t, e, su, fa, busy, pend, frm) for t, e, su, fa, busy, pend, frm in run["samples"]]
+        samples = [Sample(*s) for s in run["samples"]]  # older raw files: no parks_queued (7 fields)
         fig = policy_figures(records, samples, prices, names, base["trace"].events, slo_s, spec.duration_s,
                              spec.units(), reference=base["reference_counts"], provisioning=settings)
         fig["seed"], fig["order"], fig["decisions"] = seed, run["order"], len(run["decisions"])
@@ -257,12 +257,12 @@ def raw_of(records: Sequence[RequestRecord], samples: Sequence[Sample],
            decisions: Sequence[Tuple[float, str, str]], started_s: float) -> Dict[str, Any]:
     """What the figures are computed from, for ``raw.json``: every request ``[arrival_s, latency_s, ok, error,
     [endpoint of each attempt]]``, every metrics sample ``[t_s, endpoint, success, failure, busy_s, pending,
-    from_s]``, and the decisions ``(monotonic time, kind, summary)`` as seconds since ``started_s``."""
+    from_s, parks_queued]``, and the decisions ``(monotonic time, kind, summary)`` as seconds since ``started_s``."""
     return {
         "requests": [[round(r.arrival_s, 4), round(r.latency_s, 4), r.ok, r.error[:80], list(r.endpoints)]
                      for r in records],
         "samples": [[round(s.t_s, 3), s.endpoint, s.success, s.failure, round(s.busy_s, 6), s.pending,
-                     None if s.from_s is None else round(s.from_s, 3)] for s in samples],
+                     None if s.from_s is None else round(s.from_s, 3), s.parks_queued] for s in samples],
         "decisions": [[round(at_s - started_s, 3), kind, summary] for at_s, kind, summary in decisions],
     }
 

@@ -117,7 +117,7 @@ def run_policy(policy: str, local_fleet: Any, spec: ScenarioSpec, trace: Arrival
     sender = make_sender(policy, local_fleet, spec)
     metrics_urls = {name: local_fleet.endpoints[name].metrics_url for name in local_fleet.fleet.names}
     warm_up(sender)
-    sampler = MetricsSampler(metrics_urls, spec.model, period_s=0.25).start()
+    sampler = MetricsSampler(metrics_urls, spec.model, period_s=0.25, parks=local_fleet.parks_out).start()
     stop = threading.Event()
     start = time.monotonic()
     events = start_events(local_fleet, list(trace.events), start, stop)

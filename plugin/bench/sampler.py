@@ -34,6 +34,13 @@ class Sample:
     busy_s: float
     pending: float = 0.0  # requests queued at the server at the sample (a gauge, not a delta)
     from_s: Optional[float] = None  # the period's start: the previous sample of this endpoint (None: not known)
+    #: of ``pending``, the emulation's own parking requests still waiting for an instance (no client's request)
+    parks_queued: float = 0.0
+
+    @property
+    def queued(self) -> float:
+        """Clients' requests queued at the server: ``pending`` less the parking requests in it."""
+        return max(0.0, self.pending - self.parks_queued)
 
     @property
     def mid_s(self) -> float:
@@ -64,8 +71,12 @@ class MetricsSampler:
         model: str,
         period_s: float = 0.25,
         clock: Callable[[], float] = time.monotonic,
+        parks: Optional[Callable[[str], int]] = None,
     ) -> None:
+        """``parks``: the parking requests an endpoint has out (``LocalFleet.parks_out``), read after each scrape:
+        those its server does not count as parked (``tritonmix_emulated_parked``) are in its queue."""
         self._urls = dict(metrics_urls)
+        self._parks = parks
         self._model = model
         self._period_s = period_s
         self._clock = clock
@@ -110,8 +121,9 @@ class MetricsSampler:
             if previous is None:
                 continue
             delta = {k: _delta(counters[k], previous[k]) for k in counters}
+            parks = max(0.0, self._parks(name) - counters["parked"]) if self._parks is not None else 0.0
             self._samples.append(Sample(now, name, delta["success"], delta["failure"], delta["busy_us"] / 1e6,
-                                        counters["pending"], since))
+                                        counters["pending"], since, parks))
 
 
 def _delta(current: float, previous: float) -> float:

@@ -32,7 +32,9 @@ Requests already being served finish on the old settings; nothing is held by a m
 starts or stops stub processes, held in-flight requests for about 1.5-1.9 s on a 2-core machine: an artefact no
 real pool shows.) The model's own counters, per instance on Triton's metrics port: ``tritonmix_emulated_service_us``
 (time requests held a slot: the accelerator's busy time, what a pool is billed for) and
-``tritonmix_emulated_slot_wait_us`` (time waited for a slot inside ``execute``, which Triton counts as compute).
+``tritonmix_emulated_slot_wait_us`` (time waited for a slot inside ``execute``, which Triton counts as compute), and
+the gauge ``tritonmix_emulated_parked`` (1 while the instance holds a parking request: the parking requests out less
+the parked ones are those still waiting in Triton's queue, counted in its pending gauge as no client's request is).
 
 Why instances and not ``async def execute``: with a non-decoupled model Triton hands an instance its next request
 only once ``execute`` has returned, so an async execute in one instance serialises just as a blocking one does;
@@ -181,10 +183,11 @@ def _remove_stale(model_dir):
                     pass
 
 
-def _counter(name, description, labels):
-    """A counter on Triton's metrics port, or None where this python backend has no custom metrics."""
+def _counter(name, description, labels, kind="COUNTER"):
+    """A counter (or a gauge: ``kind="GAUGE"``) on Triton's metrics port, or None where this python backend has no
+    custom metrics."""
     try:
-        family = pb_utils.MetricFamily(name=name, description=description, kind=pb_utils.MetricFamily.COUNTER)
+        family = pb_utils.MetricFamily(name=name, description=description, kind=getattr(pb_utils.MetricFamily, kind))
         return family, family.Metric(labels=labels)
     except Exception:  # noqa: BLE001 - metrics are a report, never a reason to fail serving
         return None
@@ -214,6 +217,8 @@ class TritonPythonModel:
                                    "EMULATED accelerator: cumulative time requests held a slot (busy time), us", labels)
         self.wait_us = _counter("tritonmix_emulated_slot_wait_us",
                                 "EMULATED accelerator: cumulative time requests waited for a slot, us", labels)
+        self.parked = _counter("tritonmix_emulated_parked",
+                               "EMULATED accelerator: 1 while this instance holds a parking request", labels, "GAUGE")
         pb_utils.Logger.log_info(
             f"tritonmix EMULATED accelerator: endpoint={params.get('endpoint', '?')} profile={params.get('profile', '?')}"
             f" model={self.model_name} instance={instance}"
@@ -239,11 +244,15 @@ class TritonPythonModel:
         capacity cut takes away, so requests beyond the capacity wait in Triton's own queue, as on real hardware).
         Then raise: Triton counts a failed execute as a failure, and not as a success with seconds of compute time
         (an error *response* would be one), so the server's counters show only the requests actually served."""
-        while True:
-            self.control.refresh(time.monotonic())
-            if self.control.park_epoch != epoch or not os.path.exists(self.control.path):
-                raise pb_utils.TritonModelException("tritonmix emulation: parked instance released")
-            time.sleep(PARK_POLL_S)
+        _set(self.parked, 1.0)
+        try:
+            while True:
+                self.control.refresh(time.monotonic())
+                if self.control.park_epoch != epoch or not os.path.exists(self.control.path):
+                    raise pb_utils.TritonModelException("tritonmix emulation: parked instance released")
+                time.sleep(PARK_POLL_S)
+        finally:
+            _set(self.parked, 0.0)
 
     def _serve(self, text, seed_value):
         waited_s = self.slots.acquire(self.control)
@@ -270,7 +279,7 @@ class TritonPythonModel:
 
     def finalize(self):
         self.slots.close()
-        self.service_us = self.wait_us = None  # metrics before their families
+        self.service_us = self.wait_us = self.parked = None  # metrics before their families
         pb_utils.Logger.log_info(f"tritonmix EMULATED accelerator {self.model_name}: instance stopped")
 
 
@@ -286,5 +295,13 @@ def _add(counter, seconds):
     if counter is not None:
         try:
             counter[1].increment(seconds * 1e6)
+        except Exception:  # noqa: BLE001 - see _counter
+            pass
+
+
+def _set(gauge, value):
+    if gauge is not None:
+        try:
+            gauge[1].set(value)
         except Exception:  # noqa: BLE001 - see _counter
             pass

@@ -314,6 +314,11 @@ class LocalFleet:
         endpoint.parks = []
 
     # -- observation -------------------------------------------------------------------------------------------
+    def parks_out(self, name: str) -> int:
+        """Parking requests of endpoint ``name`` sent and not yet returned (queued at its server or holding an
+        instance; the server's ``tritonmix_emulated_parked`` gauge counts the latter)."""
+        return sum(thread.is_alive() for thread in self.endpoints[name].parks)
+
     def status(self) -> List[EndpointStatus]:
         """One row per local endpoint, from Triton's own readiness, /metrics and model config."""
         return [
