@@ -183,7 +183,7 @@ def _remove_stale(model_dir):
                     pass
 
 
-def _counter(name, description, labels, kind="COUNTER"):
+def _metric(name, description, labels, kind="COUNTER"):
     """A counter (or a gauge: ``kind="GAUGE"``) on Triton's metrics port, or None where this python backend has no
     custom metrics."""
     try:
@@ -213,12 +213,12 @@ class TritonPythonModel:
         instance = args.get("model_instance_name", "0")
         self.rng = random.Random(zlib.crc32(f"{params.get('endpoint', '')}/{instance}".encode()))
         labels = {"model": self.model_name, "instance": instance}
-        self.service_us = _counter("tritonmix_emulated_service_us",
-                                   "EMULATED accelerator: cumulative time requests held a slot (busy time), us", labels)
-        self.wait_us = _counter("tritonmix_emulated_slot_wait_us",
-                                "EMULATED accelerator: cumulative time requests waited for a slot, us", labels)
-        self.parked = _counter("tritonmix_emulated_parked",
-                               "EMULATED accelerator: 1 while this instance holds a parking request", labels, "GAUGE")
+        self.service_us = _metric("tritonmix_emulated_service_us",
+                                  "EMULATED accelerator: cumulative time requests held a slot (busy time), us", labels)
+        self.wait_us = _metric("tritonmix_emulated_slot_wait_us",
+                               "EMULATED accelerator: cumulative time requests waited for a slot, us", labels)
+        self.parked = _metric("tritonmix_emulated_parked",
+                              "EMULATED accelerator: 1 while this instance holds a parking request", labels, "GAUGE")
         pb_utils.Logger.log_info(
             f"tritonmix EMULATED accelerator: endpoint={params.get('endpoint', '?')} profile={params.get('profile', '?')}"
             f" model={self.model_name} instance={instance}"
@@ -295,7 +295,7 @@ def _add(counter, seconds):
     if counter is not None:
         try:
             counter[1].increment(seconds * 1e6)
-        except Exception:  # noqa: BLE001 - see _counter
+        except Exception:  # noqa: BLE001 - see _metric
             pass
 
 
@@ -303,5 +303,5 @@ def _set(gauge, value):
     if gauge is not None:
         try:
             gauge[1].set(value)
-        except Exception:  # noqa: BLE001 - see _counter
+        except Exception:  # noqa: BLE001 - see _metric
             pass
