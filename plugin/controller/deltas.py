@@ -64,8 +64,9 @@ class Deltas(SlotArrays):
         self._samples: List[Optional[TritonSample]] = [None] * n
         self._external = [0.0] * n
 
-    def tick(self, now: float, dt_s: float, counters: Sequence[Tuple[int, int, int]], samples: Sequence[Optional[TritonSample]],
-             in_flight: Sequence[int], latency_s: Sequence[float], capacity: bool = True) -> List[EndpointTick]:
+    def tick(self, now: float, dt_s: float, counters: Sequence[Tuple[int, int, int]],
+             samples: Sequence[Optional[TritonSample]], in_flight: Sequence[int], latency_s: Sequence[float],
+             capacity: bool = True) -> List[EndpointTick]:
         """One tick per endpoint. ``capacity=False``: counts, readiness and staleness only (the endpoint-level pass
         when capacity is observed per model: ``capacity`` is then an empty observation, ``external_rps`` 0).
         O(n) in one loop without a call per endpoint unless a fresh scrape is read (``_server_view``): it runs at
