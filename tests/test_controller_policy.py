@@ -58,6 +58,10 @@ def test_interactive_never_goes_where_the_slo_cannot_be_met_while_others_have_ro
     views = fleet() + (view(4, "cpu", 0.1, 5.0, latency_s=20.0, meets_slo=False),)
     assert plan(views, interactive=40.0).interactive_rps[4] == 0.0
     assert plan(views, mode=CAPACITY, interactive=40.0).interactive_rps[4] == 0.0
+    # CAPACITY just past the accelerators' headroom (70): the CPU takes the excess only, not a share of all
+    spread = plan(views, mode=CAPACITY, interactive=72.0).interactive_rps
+    assert spread[4] == pytest.approx(2.0) and sum(spread) == pytest.approx(72.0)
+    assert plan(views, mode=CAPACITY, interactive=90.0).interactive_rps[4] == pytest.approx(5.0)  # full; rest queues
     assert plan(views, interactive=200.0).interactive_rps[4] > 0.0  # every eligible endpoint is full
 
 
