@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tritonmix.bench.analysis import dispatch_series, pending_series, settle_times
+from tritonmix.bench.analysis import dispatch_series, pending_series, settle_times, share_series
 from tritonmix.bench.loadgen import RequestRecord
 from tritonmix.bench.run import _spec_of
 from tritonmix.bench.sampler import Sample
@@ -50,6 +50,24 @@ def test_the_blamed_settle_is_the_reported_one_for_every_event_and_seed(capsys):
     assert out.count("tritonmix-auto seed") == 5 and "inf2 loses 2/3 of its capacity: held last by" in out
     with pytest.raises(SystemExit, match="policy round-robin not in this raw file"):
         settle.main([str(RAW), "--policy", "round-robin"])
+
+
+def test_runs_that_record_no_endpoint_are_judged_on_completions_as_the_summary_does():
+    """The gateway's runs record no endpoint per request: the shares are the servers' completions."""
+    settle = _module()
+    raw = settle.load(str(RAW))
+    for run in raw["runs"]:
+        run["requests"] = [[a, lat, ok, err, []] for a, lat, ok, err, _ in run["requests"]]
+    spec, names = _spec_of(raw["scenario"]), list(raw["endpoints"])
+    run = next(r for r in raw["runs"] if r["policy"] == "tritonmix-cost")
+    records = [RequestRecord(a, lat, bool(ok), err, ()) for a, lat, ok, err, _ in run["requests"]]
+    samples = [Sample(*s) for s in run["samples"]]
+    reported = settle_times(share_series(samples, names, spec.duration_s),
+                            dataclasses.replace(spec, seed=run["seed"]).trace().events, records,
+                            spec.slo_ms / 1000.0, spec.duration_s, names=names,
+                            pending=pending_series(samples, names, spec.duration_s), units=spec.units())
+    checks = next(s["checks"] for s in settle.policy_checks(raw, "tritonmix-cost") if s["seed"] == run["seed"])
+    assert [settle.blame(c)["settle_s"] for c in checks] == [f["settle_s"] for f in reported]
 
 
 def test_blame_names_the_condition_of_the_last_bin_that_failed():
