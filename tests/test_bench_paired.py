@@ -1,25 +1,17 @@
 """benches/scenario_paired.py: the seed-by-seed comparison of two policies, on a committed raw file."""
 from __future__ import annotations
 
-import importlib.util
 import statistics
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-RAW = ROOT / "benches" / "results" / "scenario-quick-auto-cost-38b56b2-raw.json.gz"
+from benches_support import RESULTS, bench_script
 
-
-def _module():
-    spec = importlib.util.spec_from_file_location("scenario_paired", ROOT / "benches" / "scenario_paired.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+RAW = RESULTS / "scenario-quick-auto-cost-38b56b2-raw.json.gz"
 
 
 def test_pairs_are_the_seeds_both_policies_ran_with_their_own_figures(capsys):
-    paired = _module()
+    paired = bench_script("scenario_paired")
     raw = paired.load(str(RAW))
     pairs = paired.pairs(raw, "tritonmix-cost", "tritonmix-auto")
     assert [seed for seed, _, _ in pairs] == [2024, 2025, 2026, 2027, 2028]
@@ -35,7 +27,7 @@ def test_pairs_are_the_seeds_both_policies_ran_with_their_own_figures(capsys):
 
 
 def test_the_bootstrap_interval_holds_the_mean_and_narrows_with_more_pairs():
-    paired = _module()
+    paired = bench_script("scenario_paired")
     few = [0.01, 0.03, -0.02, 0.05, 0.02]
     lo, hi = paired.interval(few)
     assert lo < statistics.fmean(few) < hi

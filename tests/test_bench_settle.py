@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,19 +12,13 @@ from tritonmix.bench.run import _spec_of
 from tritonmix.bench.sampler import Sample
 from tritonmix.bench.trace import Event
 
-ROOT = Path(__file__).resolve().parents[1]
-RAW = ROOT / "benches" / "results" / "scenario-quick-auto-cost-38b56b2-raw.json.gz"
+from benches_support import RESULTS, bench_script
 
-
-def _module():
-    spec = importlib.util.spec_from_file_location("scenario_settle", ROOT / "benches" / "scenario_settle.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+RAW = RESULTS / "scenario-quick-auto-cost-38b56b2-raw.json.gz"
 
 
 def test_the_blamed_settle_is_the_reported_one_for_every_event_and_seed(capsys):
-    settle = _module()
+    settle = bench_script("scenario_settle")
     raw = settle.load(str(RAW))
     spec, names = _spec_of(raw["scenario"]), list(raw["endpoints"])
     seen = 0
@@ -54,7 +46,7 @@ def test_the_blamed_settle_is_the_reported_one_for_every_event_and_seed(capsys):
 
 def test_runs_that_record_no_endpoint_are_judged_on_completions_as_the_summary_does():
     """The gateway's runs record no endpoint per request: the shares are the servers' completions."""
-    settle = _module()
+    settle = bench_script("scenario_settle")
     raw = settle.load(str(RAW))
     for run in raw["runs"]:
         run["requests"] = [[a, lat, ok, err, []] for a, lat, ok, err, _ in run["requests"]]
@@ -71,7 +63,7 @@ def test_runs_that_record_no_endpoint_are_judged_on_completions_as_the_summary_d
 
 
 def test_blame_names_the_condition_of_the_last_bin_that_failed():
-    settle = _module()
+    settle = bench_script("scenario_settle")
     event = Event(1.0, "set_capacity", "a", 1)
     check = {"event": event, "bins": 4, "share": np.array([False, True, True, True]),
              "queue": np.array([True, False, True, True]), "no_failure": np.array([False, True, True, True])}
