@@ -29,8 +29,8 @@ endpoint). Traffic has settled at the first bin boundary T after which, to the e
   pending-request gauge less the emulation's own parking requests still queued in it, ``Sample.queued``; the most
   seen in each bin, averaged over the same centred 1 s: a one-sample Poisson burst is no overload) stays within
   what the SLO absorbs at E's new capacity, ``floor(C' x (SLO - s') / s')`` requests for C' slots of service time
-  s': the policy sends E no more than it can serve. A policy that never moves traffic
-  off a cut pool never settles (its queue only grows), where a share alone would call it settled at once;
+  s': the policy sends E no more than it can serve. A policy that never moves traffic off a cut pool never settles
+  (its queue only grows), where a share alone would call it settled at once;
 - no request arriving after T in the window failed (client-visible): traffic no longer goes to a dead endpoint.
 
 ``settle_s`` is T (None when the window ends first: not settled). ``recovery_s`` is the time from the event to the
@@ -264,7 +264,8 @@ def settle_checks(
     """Per event, each condition of the module docstring per bin of the event's window (None: not judged):
     ``share`` (E's share of the dispatches 1 s ahead within ``band`` of its final share), ``queue`` (E's queue
     within ``queue_limit``, only after an event that took capacity), ``no_failure`` (no request from that bin on in
-    the window failed); with the figures they judge: ``shares``, ``final_share``, ``queue_mean``, ``queue_limit``.
+    the window failed); with the figures they judge: ``shares``, ``final_share``, ``queue_mean``, ``queue_limit``;
+    and ``late``, the arrival times of the window's requests that failed or missed the SLO (for ``recovery_s``).
     ``settle_times`` reads its figures from these, so a settle can be explained bin by bin."""
     out = []
     for k, event in enumerate(events):
