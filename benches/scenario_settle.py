@@ -18,9 +18,8 @@ import gzip
 import json
 from typing import Any, Dict, List, Optional, Sequence
 
-import numpy as np
-
-from tritonmix.bench.analysis import BIN_S, dispatch_series, pending_series, settle_checks, share_series
+from tritonmix.bench.analysis import (BIN_S, dispatch_series, failed_conditions, pending_series, settle_checks,
+                                      settled, share_series)
 from tritonmix.bench.loadgen import RequestRecord
 from tritonmix.bench.run import _spec_of
 from tritonmix.bench.sampler import Sample
@@ -34,17 +33,8 @@ def load(path: str) -> Dict[str, Any]:
 def blame(check: Dict[str, Any]) -> Dict[str, Any]:
     """The settle of one event's checks and, when it is later than 0, which conditions failed in its last bin
     before it (``held_by``, in the order share, queue, failure)."""
-    ok = check["no_failure"].copy()
-    conditions = [("share", check["share"]), ("queue", check["queue"]), ("failure", check["no_failure"])]
-    for _, condition in conditions[:2]:
-        if condition is not None:
-            ok &= condition
-    if not len(ok) or not ok[-1]:
-        return {"settle_s": None, "held_by": [name for name, c in conditions if c is not None and len(c) and not c[-1]]}
-    if ok.all():
-        return {"settle_s": 0.0, "held_by": []}
-    k = int(np.nonzero(~ok)[0].max())
-    return {"settle_s": (k + 1) * BIN_S, "held_by": [name for name, c in conditions if c is not None and not c[k]]}
+    settle_s, k = settled(check)
+    return {"settle_s": settle_s, "held_by": [] if k is None else failed_conditions(check, k)}
 
 
 def policy_checks(raw: Dict[str, Any], policy: str) -> List[Dict[str, Any]]:
@@ -70,8 +60,7 @@ def bins_table(check: Dict[str, Any]) -> List[str]:
     lines = []
     at = check["event"].at_s
     for k in range(check["bins"]):
-        failed = [name for name, c in (("share", check["share"]), ("queue", check["queue"]),
-                                       ("failure", check["no_failure"])) if c is not None and not c[k]]
+        failed = failed_conditions(check, k)
         share = f"{check['shares'][k]:.2f}" if check["share"] is not None else "  - "
         queue = f"{check['queue_mean'][k]:4.1f}" if check["queue"] is not None else "  - "
         lines.append(f"    {at + k * BIN_S:6.2f} s  share {share}  queue {queue}  {', '.join(failed) or 'ok'}")

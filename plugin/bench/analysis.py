@@ -57,8 +57,8 @@ from .sampler import Sample
 from .trace import Event
 
 __all__ = ["policy_figures", "share_series", "pending_series", "dispatch_series", "placement_series",
-           "busy_from_intervals", "settle_times", "settle_checks", "return_times", "queue_limit", "cost_per_1k",
-           "busy_per_window", "provisioned_cost", "Provisioning"]
+           "busy_from_intervals", "settle_times", "settle_checks", "settled", "failed_conditions", "return_times",
+           "queue_limit", "cost_per_1k", "busy_per_window", "provisioned_cost", "Provisioning"]
 
 BIN_S = 0.25
 
@@ -297,6 +297,29 @@ def settle_checks(
     return out
 
 
+def settled(check: Mapping[str, Any]) -> Tuple[Optional[float], Optional[int]]:
+    """(settle_s, k) of one event's ``settle_checks``: settle_s None when the window's last bin fails (not settled);
+    k the last bin in which some condition failed (None: none did)."""
+    ok = check["no_failure"].copy()
+    for condition in (check["share"], check["queue"]):
+        if condition is not None:
+            ok &= condition
+    if not len(ok):
+        return None, None
+    if not ok[-1]:
+        return None, len(ok) - 1
+    if ok.all():
+        return 0.0, None
+    k = int(np.nonzero(~ok)[0].max())
+    return (k + 1) * BIN_S, k
+
+
+def failed_conditions(check: Mapping[str, Any], k: int) -> List[str]:
+    """The conditions of ``settle_checks`` that failed in bin k, in the order share, queue, failure."""
+    named = (("share", check["share"]), ("queue", check["queue"]), ("failure", check["no_failure"]))
+    return [name for name, condition in named if condition is not None and not condition[k]]
+
+
 def settle_times(
     counts: np.ndarray, events: Sequence[Event], records: Sequence[RequestRecord], slo_s: float,
     duration_s: float, band: float = 0.15, *, names: Optional[Sequence[str]] = None,
@@ -307,13 +330,7 @@ def settle_times(
     for check in settle_checks(counts, events, records, slo_s, duration_s, band, names=names, pending=pending,
                                units=units):
         event = check["event"]
-        ok = check["no_failure"].copy()
-        for condition in (check["share"], check["queue"]):
-            if condition is not None:
-                ok &= condition
-        settle: Optional[float] = None
-        if len(ok) and ok[-1]:
-            settle = (np.nonzero(~ok)[0].max() + 1) * BIN_S if (~ok).any() else 0.0
+        settle, _ = settled(check)
         bad = check["late"]
         out.append({
             "event": event.label or f"{event.kind} {event.endpoint}",
