@@ -9,7 +9,9 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import signal
 import sys
+import threading
 from typing import Optional, Sequence
 
 #: each module's ``register(subparsers)`` adds one or more subcommands
@@ -42,11 +44,30 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class Terminated(SystemExit):
+    """SIGTERM arrived: unwinds the command as Ctrl-C does, so that what it started is stopped on the way out."""
+
+
+def _terminate(signum: int, frame: object) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM during the clean-up ends the process at once
+    raise Terminated(128 + signum)
+
+
+def exit_cleanly_on_sigterm() -> None:
+    """SIGTERM raises ``Terminated`` (exit status 143) in the main thread: a command's ``with`` blocks and the
+    ``atexit`` hooks run, so a bench killed with ``kill`` or ``timeout`` leaves no Triton server, python-backend
+    stub or shared-memory region behind (the default action ends the process with none of that). The long-running
+    commands (serve, fleet up, the control plane, the gateway) install their own handler for an orderly stop."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _terminate)
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     level = logging.WARNING - 10 * min(args.verbose, 2)
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    exit_cleanly_on_sigterm()
     try:
         return int(args.func(args) or 0)
     except CLIError as exc:
@@ -54,3 +75,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    except Terminated as exc:
+        print(f"tritonmix {args.command}: stopped by SIGTERM", file=sys.stderr)
+        return int(exc.code)

@@ -24,6 +24,7 @@ import tritonclient.http as httpclient
 
 import tritonmix.http
 from tritonmix import Fleet
+from tritonmix.emulation.profiles import BUILTIN_PROFILES
 from tritonmix.local import LocalFleet, format_table
 from tritonmix.triton_metrics import scrape as scrape_metrics
 
@@ -178,6 +179,53 @@ def test_the_parked_gauge_and_the_parking_requests_out_tell_those_still_queued(l
         load.join()
     assert local.parks_out("g5-a") == 0  # released: each parking request returned
     assert scrape_metrics(endpoint.metrics_url, MODEL)["parked"] == 0.0
+
+
+def test_a_cancelled_request_stops_and_gives_its_slot_back(local: LocalFleet) -> None:
+    """gRPC cancellation (a hedge's losing copy): the requests being served stop at their next check, the one still
+    queued in Triton never takes a slot, only the time held is busy time, Triton counts failures (not short
+    successes), and the next request is served at once."""
+    endpoint = local.endpoints["g5-a"]  # gRPC, 4 slots of 100 ms
+    url = endpoint.metrics_url
+    cancelled_before = _counter(url, "tritonmix_emulated_cancelled")
+    busy_before = _counter(url, "tritonmix_emulated_service_us")
+    counts_before = scrape_metrics(url, MODEL)
+    client = grpcclient.InferenceServerClient(endpoint.grpc_url)
+    try:
+        calls = [client.async_infer(MODEL, _inputs(grpcclient, seed=k), lambda result, error: None)
+                 for k in range(5)]  # 4 served, 1 queued
+        time.sleep(0.03)
+        for call in calls:
+            call.cancel()
+        deadline = time.monotonic() + 3.0
+        while _counter(url, "tritonmix_emulated_cancelled") - cancelled_before < 5 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        cancelled = _counter(url, "tritonmix_emulated_cancelled") - cancelled_before
+        busy_s = (_counter(url, "tritonmix_emulated_service_us") - busy_before) / 1e6
+        counts = scrape_metrics(url, MODEL)
+        started = time.monotonic()
+        client.infer(MODEL, _inputs(grpcclient))
+        next_s = time.monotonic() - started
+    finally:
+        client.close()
+    assert cancelled == 5
+    # served to the end, the five would have been busy 0.5 s; stopped after ~30 ms, about 0.15 s
+    assert busy_s < 0.3, f"busy {busy_s:.3f} s"
+    assert counts["failure"] - counts_before["failure"] == 5 and counts["success"] == counts_before["success"]
+    assert next_s < 0.25, f"the next request took {next_s:.3f} s"
+
+
+def test_http_requests_are_served_whole_with_the_cancellation_checks(local: LocalFleet) -> None:
+    """Triton's HTTP frontend passes no cancellation on: the checks never stop a request, and it holds its slot for
+    the whole latency (the busy time per request stays the profile's)."""
+    endpoint = local.endpoints["inf2-a"]
+    busy_before = _counter(endpoint.metrics_url, "tritonmix_emulated_service_us")
+    cancelled_before = _counter(endpoint.metrics_url, "tritonmix_emulated_cancelled")
+    latencies, _ = _load(endpoint.http_url, clients=1, requests_each=5)
+    busy_s = (_counter(endpoint.metrics_url, "tritonmix_emulated_service_us") - busy_before) / 1e6
+    expected_s = BUILTIN_PROFILES["inf2.xlarge"].latency_s * FLEET["time_scale"]
+    assert _counter(endpoint.metrics_url, "tritonmix_emulated_cancelled") == cancelled_before
+    assert abs(busy_s / 5 - expected_s) <= 0.1 * expected_s, f"busy {busy_s / 5 * 1000:.1f} ms per request"
 
 
 def _counter(metrics_url: str, name: str) -> float:

@@ -228,6 +228,62 @@ def test_cli_serve_prints_urls_and_stops_on_sigterm(example_repository: Path) ->
         os.kill(server_pid, 0)
 
 
+SIGTERM_CHILD = """
+import sys, time
+from tritonmix.cli import exit_cleanly_on_sigterm
+from tritonmix.local import LocalTritonServer
+exit_cleanly_on_sigterm()
+with LocalTritonServer(sys.argv[1]) as server:
+    print(server.pid, server.shm_prefix, flush=True)
+    time.sleep(120)
+"""
+
+
+def test_a_command_stopped_by_sigterm_stops_its_servers_and_frees_their_shared_memory(
+        example_repository: Path) -> None:
+    """``tritonmix``'s commands (a bench, the demo) unwind on SIGTERM as on Ctrl-C: the servers they started are
+    stopped and their stubs' shared memory removed (by default SIGTERM ends the process with none of that)."""
+    proc = subprocess.Popen([sys.executable, "-c", SIGTERM_CHILD, str(example_repository)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        pid_text, prefix = proc.stdout.readline().split()
+        server_pid = int(pid_text)
+        assert glob.glob(f"/dev/shm/{prefix}*"), "the python backend maps shared memory named with the prefix"
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 128 + signal.SIGTERM
+    with pytest.raises(ProcessLookupError):
+        os.kill(server_pid, 0)
+    assert not glob.glob(f"/dev/shm/{prefix}*")
+
+
+def test_the_cli_says_a_command_was_stopped_by_sigterm_and_exits_143(monkeypatch, capsys) -> None:
+    import argparse
+
+    from tritonmix import cli
+
+    def command(args: argparse.Namespace) -> int:
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(10)  # interrupted: the handler raises here
+        return 0
+
+    parser = argparse.ArgumentParser(prog="tritonmix")
+    parser.add_argument("-v", "--verbose", action="count", default=0)
+    parser.set_defaults(func=command, command="bench")
+    monkeypatch.setattr(cli, "build_parser", lambda: parser)
+    previous = signal.getsignal(signal.SIGTERM)
+    started = time.monotonic()
+    try:
+        assert cli.main([]) == 128 + signal.SIGTERM
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert time.monotonic() - started < 5.0
+    assert "tritonmix bench: stopped by SIGTERM" in capsys.readouterr().err
+
+
 def test_picked_port_taken_before_bind_is_retried(example_repository: Path, monkeypatch) -> None:
     """The race between picking a free port and the server binding it: start again on fresh ports."""
     import tritonmix.local.server as server_module

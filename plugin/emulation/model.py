@@ -28,11 +28,19 @@ A capacity cut to ``C`` below the instance count ``N`` works in two ways at once
   ``C`` requests are served at once, in arrival order (``_Slots``: a ticket semaphore in a small file the instances'
   processes share, polled every ``SLOT_POLL_S``).
 
-Requests already being served finish on the old settings; nothing is held by a model reload. (A reload, which
+Requests already being served finish on the old settings; nothing is held by a model reload.
+
+A request its client cancelled (gRPC: a hedge's losing copy, a call past its deadline; Triton's HTTP frontend passes
+no cancellation on) stops as a generative model that checks ``request.is_cancelled()`` between its denoising steps
+does: one still in Triton's queue never takes a slot, one being served gives its slot back at the next of
+``CANCEL_CHECKS`` checks spread over its latency (at most every ``CANCEL_CHECK_MIN_S``), and only the time it held the
+slot is busy time. It ends as a failed execute (Triton counts a failure, not a success whose short compute time
+would pull the endpoint's measured service time down) and counts in ``tritonmix_emulated_cancelled``. (A reload, which
 starts or stops stub processes, held in-flight requests for about 1.5-1.9 s on a 2-core machine: an artefact no
 real pool shows.) The model's own counters, per instance on Triton's metrics port: ``tritonmix_emulated_service_us``
-(time requests held a slot: the accelerator's busy time, what a pool is billed for) and
-``tritonmix_emulated_slot_wait_us`` (time waited for a slot inside ``execute``, which Triton counts as compute), and
+(time requests held a slot: the accelerator's busy time, what a pool is billed for),
+``tritonmix_emulated_slot_wait_us`` (time waited for a slot inside ``execute``, which Triton counts as compute),
+``tritonmix_emulated_cancelled`` (requests that stopped because their client cancelled them), and
 the gauge ``tritonmix_emulated_parked`` (1 while the instance holds a parking request: the parking requests out less
 the parked ones are those still waiting in Triton's queue, counted in its pending gauge as no client's request is).
 
@@ -67,6 +75,10 @@ SLOT_POLL_S = 0.001
 #: the prompt of a parking request (``seed`` = its park epoch): it holds an instance, serves nothing, fails when let go
 PARK_PROMPT = b"\x00tritonmix-emulation:park"
 PARK_POLL_S = 0.01
+#: a request being served looks for its client's cancellation this many times over its latency ...
+CANCEL_CHECKS = 20
+#: ... and no more often than this (each look is a round trip to the backend)
+CANCEL_CHECK_MIN_S = 0.005
 
 
 def _parameters(model_config):
@@ -217,6 +229,8 @@ class TritonPythonModel:
                                   "EMULATED accelerator: cumulative time requests held a slot (busy time), us", labels)
         self.wait_us = _metric("tritonmix_emulated_slot_wait_us",
                                "EMULATED accelerator: cumulative time requests waited for a slot, us", labels)
+        self.cancelled = _metric("tritonmix_emulated_cancelled",
+                                 "EMULATED accelerator: requests stopped because their client cancelled them", labels)
         self.parked = _metric("tritonmix_emulated_parked",
                               "EMULATED accelerator: 1 while this instance holds a parking request", labels, "GAUGE")
         pb_utils.Logger.log_info(
@@ -254,18 +268,33 @@ class TritonPythonModel:
         finally:
             _set(self.parked, 0.0)
 
-    def _serve(self, text, seed_value):
+    def _serve(self, request, text, seed_value):
+        """Hold a slot for the profile's latency; None when the client cancelled the request (module docstring)."""
+        if _cancelled(request):
+            _add(self.cancelled, 1)
+            return None
         waited_s = self.slots.acquire(self.control)
         started = time.monotonic()
+        stopped = False
         try:
             image = self._image(text, seed_value)
-            remaining_s = self._delay_s() - (time.monotonic() - started)
-            if remaining_s > 0:
-                time.sleep(remaining_s)
+            delay_s = self._delay_s()
+            step_s = max(CANCEL_CHECK_MIN_S, delay_s / CANCEL_CHECKS)
+            while True:
+                remaining_s = delay_s - (time.monotonic() - started)
+                if remaining_s <= 0:
+                    break
+                if _cancelled(request):
+                    stopped = True
+                    break
+                time.sleep(min(step_s, remaining_s))
         finally:
             self.slots.release()
-        _add(self.wait_us, waited_s)
-        _add(self.service_us, time.monotonic() - started)
+        _add(self.wait_us, waited_s * 1e6)
+        _add(self.service_us, (time.monotonic() - started) * 1e6)
+        if stopped:
+            _add(self.cancelled, 1)
+            return None
         return pb_utils.InferenceResponse([pb_utils.Tensor("image", image)])
 
     def execute(self, requests):
@@ -273,14 +302,31 @@ class TritonPythonModel:
         parks = [seed_value for text, seed_value in keys if text == PARK_PROMPT]
         if parks and len(keys) == 1:  # max_batch_size 0: one request per execute, so a park fails alone
             self._park(parks[0])
-        return [self._serve(text, seed_value) if text != PARK_PROMPT else
-                pb_utils.InferenceResponse(error=pb_utils.TritonError("tritonmix emulation: park in a batch"))
-                for text, seed_value in keys]
+        responses = [self._serve(request, text, seed_value) if text != PARK_PROMPT else
+                     pb_utils.InferenceResponse(error=pb_utils.TritonError("tritonmix emulation: park in a batch"))
+                     for request, (text, seed_value) in zip(requests, keys)]
+        if len(responses) == 1 and responses[0] is None:  # a failed execute: a failure, not a short success
+            raise pb_utils.TritonModelException("tritonmix emulation: request cancelled by its client")
+        return [response or pb_utils.InferenceResponse(error=_cancelled_error()) for response in responses]
 
     def finalize(self):
         self.slots.close()
         self.service_us = self.wait_us = self.parked = None  # metrics before their families
         pb_utils.Logger.log_info(f"tritonmix EMULATED accelerator {self.model_name}: instance stopped")
+
+
+def _cancelled(request):
+    """Whether the request's client cancelled it (python backends without cancellation: never)."""
+    try:
+        return bool(request.is_cancelled())
+    except Exception:  # noqa: BLE001 - no is_cancelled on this backend, or the request is gone: serve it
+        return False
+
+
+def _cancelled_error():
+    code = getattr(pb_utils.TritonError, "CANCELLED", None)
+    message = "tritonmix emulation: request cancelled by its client"
+    return pb_utils.TritonError(message) if code is None else pb_utils.TritonError(message, code)
 
 
 def _request_key(request):
@@ -291,10 +337,10 @@ def _request_key(request):
     return text, 0 if seed is None else int(seed.as_numpy().reshape(-1)[0])
 
 
-def _add(counter, seconds):
+def _add(counter, value):
     if counter is not None:
         try:
-            counter[1].increment(seconds * 1e6)
+            counter[1].increment(value)
         except Exception:  # noqa: BLE001 - see _metric
             pass
 
