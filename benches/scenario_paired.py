@@ -9,6 +9,10 @@ difference in points, and the relative difference of goodput cost (busy time), `
 resamples of the pairs, seeded), and in how many pairs B was the dearer / the better.
 
     .venv/bin/python benches/scenario_paired.py RAW [RAW ...] [--a tritonmix-cost] [--b tritonmix-auto]
+    .venv/bin/python benches/scenario_paired.py RAW [RAW ...] --before RAW_BEFORE [--b tritonmix-auto]
+
+``--before``: one policy across two runs (two revisions of the code, two settings), seed by seed: A is policy
+``--b`` in ``RAW_BEFORE``, B the same policy in each RAW, paired on the seeds both ran.
 """
 from __future__ import annotations
 
@@ -38,6 +42,16 @@ def pairs(raw: Dict[str, Any], a: str, b: str) -> List[Tuple[int, Dict[str, Any]
     return [(f["seed"], by_seed[f["seed"]], f) for f in policies[b]["per_seed"] if f["seed"] in by_seed]
 
 
+def across(before: Dict[str, Any], after: Dict[str, Any], policy: str
+           ) -> List[Tuple[int, Dict[str, Any], Dict[str, Any]]]:
+    """(seed, the policy's figures in ``before``, its figures in ``after``) for every seed both runs have."""
+    a, b = (recompute(raw)["policies"].get(policy) for raw in (before, after))
+    if a is None or b is None:
+        raise SystemExit(f"policy {policy} is not in both raw files")
+    by_seed = {f["seed"]: f for f in a["per_seed"]}
+    return [(f["seed"], by_seed[f["seed"]], f) for f in b["per_seed"] if f["seed"] in by_seed]
+
+
 def interval(values: Sequence[float], resamples: int = 10000, seed: int = 0) -> Tuple[float, float]:
     """A bootstrap 90% interval of the mean."""
     rng = random.Random(seed)
@@ -50,11 +64,15 @@ def main(argv: Sequence[str] = ()) -> None:
     ap.add_argument("raw", nargs="+")
     ap.add_argument("--a", default="tritonmix-cost", help="the reference policy")
     ap.add_argument("--b", default="tritonmix-auto", help="the policy compared with it")
+    ap.add_argument("--before", metavar="RAW_BEFORE", help="compare policy --b in each RAW with itself in this one")
     args = ap.parse_args(argv or None)
+    before = load(args.before) if args.before else None
+    name_a, name_b = ("before", "after") if before is not None else (args.a, args.b)
     slo, cost = [], []
-    print(f"{'raw file':<48} {'seed':>5} {args.a + ' SLO':>22} {args.b + ' SLO':>22} {'d pts':>6} {'d goodput':>9}")
+    print(f"{'raw file':<48} {'seed':>5} {name_a + ' SLO':>22} {name_b + ' SLO':>22} {'d pts':>6} {'d goodput':>9}")
     for path in args.raw:
-        for seed, fa, fb in pairs(load(path), args.a, args.b):
+        raw = load(path)
+        for seed, fa, fb in (pairs(raw, args.a, args.b) if before is None else across(before, raw, args.b)):
             d_slo = 100.0 * (fb["slo_attainment"] - fa["slo_attainment"])
             d_cost = fb["goodput_cost_per_1k"] / fa["goodput_cost_per_1k"] - 1.0
             slo.append(d_slo)
@@ -64,7 +82,8 @@ def main(argv: Sequence[str] = ()) -> None:
     if not slo:
         sys.exit("no seed that both policies ran in")
     lo, hi = interval(slo)
-    print(f"\n{len(slo)} pairs; {args.b} against {args.a}:")
+    print(f"\n{len(slo)} pairs; " + (f"{args.b} against {args.a}:" if before is None else
+                                      f"{args.b} in these runs against {args.before}:"))
     print(f"  SLO, points: median {statistics.median(slo):+.2f}, mean {statistics.fmean(slo):+.2f} "
           f"(90% interval {lo:+.2f} .. {hi:+.2f}); better in {sum(d > 0 for d in slo)}, "
           f"worse in {sum(d < 0 for d in slo)}")

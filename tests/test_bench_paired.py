@@ -34,3 +34,24 @@ def test_the_bootstrap_interval_holds_the_mean_and_narrows_with_more_pairs():
     lo_many, hi_many = paired.interval(few * 8)
     assert hi_many - lo_many < hi - lo
     assert paired.interval([0.02] * 6) == (pytest.approx(0.02), pytest.approx(0.02))
+
+
+def test_before_pairs_one_policy_across_two_runs_seed_by_seed(capsys):
+    """``--before``: the same policy in two runs (here the default target utilisation against 0.9, seeds 2024-2033),
+    each side's figures from its own raw file."""
+    paired = bench_script("scenario_paired")
+    before_path = RESULTS / "scenario-quick-estimator-raw.json.gz"
+    after_path = RESULTS / "scenario-quick-target-0.9-raw.json.gz"
+    before, after = paired.load(str(before_path)), paired.load(str(after_path))
+    pairs = paired.across(before, after, "tritonmix-cost")
+    assert [seed for seed, _, _ in pairs] == list(range(2024, 2034))
+    for seed, old, new in pairs:
+        runs = [{r["policy"]: r for r in raw["runs"] if r["seed"] == seed}["tritonmix-cost"] for raw in (before, after)]
+        assert (old["requests"], new["requests"]) == (len(runs[0]["requests"]), len(runs[1]["requests"]))
+        assert old["seed"] == new["seed"] == seed and old is not new
+    assert any(old["goodput_cost_per_1k"] != new["goodput_cost_per_1k"] for _, old, new in pairs)
+    with pytest.raises(SystemExit, match="policy round-robin is not in both raw files"):
+        paired.across(before, after, "round-robin")
+    paired.main([str(after_path), "--before", str(before_path), "--b", "tritonmix-cost"])
+    out = capsys.readouterr().out
+    assert f"10 pairs; tritonmix-cost in these runs against {before_path}:" in out

@@ -131,11 +131,13 @@ def test_the_router_counts_a_cancelled_attempt_with_its_record():
 
 
 def test_attempts_cancelled_unanswered_keep_the_silence_going_while_nothing_is_in_flight():
-    """Every request on the endpoint is won by its hedge and its attempt here cancelled at once: in flight is often
-    0 at a look, but those requests were never answered by it, so the silence is not reset."""
+    """Every request on the endpoint is won by its hedge, its attempt here cancelled once overdue: in flight is
+    often 0 at a look, but those requests were never answered by it, so the silence is not reset."""
     w = StallWatch(1, factor=2.0, slack_s=0.0)
     assert w.look(0.0, [stats([0], [10], [0.1])], abandoned=[0]) == []
-    assert w.look(0.1, [stats([0], [11], [0.1])], abandoned=[1]) == []  # one sent and cancelled: 0 in flight
+    assert w.look(0.05, [stats([1], [10], [0.1])], abandoned=[0]) == []  # sent
+    assert w.look(0.1, [stats([1], [10], [0.1])], abandoned=[0]) == []
+    assert w.look(0.16, [stats([0], [11], [0.1])], abandoned=[1]) == []  # cancelled, overdue: 0 in flight
     assert w.look(0.19, [stats([1], [12], [0.1])], abandoned=[2]) == []
     out = w.look(0.21, [stats([0], [13], [0.1])], abandoned=[3])
     assert [i for i, _ in out] == [0] and "cancelled unanswered" in out[0][1]
@@ -143,3 +145,28 @@ def test_attempts_cancelled_unanswered_keep_the_silence_going_while_nothing_is_i
     w.look(0.3, [stats([0], [15], [0.1])], abandoned=[3])
     for k in range(1, 10):
         assert w.look(0.3 + k * 0.1, [stats([0], [15], [0.1])], abandoned=[3]) == []  # idle: never judged
+
+
+def test_copies_cancelled_before_the_endpoint_owed_an_answer_do_not_make_an_idle_endpoint_silent():
+    """A hedge's copy sent to an idle endpoint and cancelled when the original answered elsewhere (over gRPC the
+    server stops it and never answers) was owed nothing: the endpoint is not judged silent for it, however long it
+    then stays idle (seen in a gRPC scenario run: inf2 and g6-triton, healthy, ejected for "0 in flight and 4-5
+    cancelled unanswered"). One cancelled after it was due still counts."""
+    w = StallWatch(1, factor=2.0, slack_s=0.0)  # usual 0.1 s, limit 0.2 s
+    assert w.look(0.0, [stats([0], [10], [0.1])], abandoned=[0]) == []
+    t = 0.0
+    for k in range(1, 6):  # a copy every 0.3 s (the looks every 0.05 s), out 0.05 s each
+        for _ in range(5):
+            t += 0.05
+            assert w.look(t, [stats([0], [10 + k - 1], [0.1])], abandoned=[k - 1]) == []
+        t += 0.05
+        assert w.look(t, [stats([1], [10 + k - 1], [0.1])], abandoned=[k - 1]) == []
+        assert w.look(t + 0.05, [stats([0], [10 + k], [0.1])], abandoned=[k]) == []
+    for k in range(1, 40):
+        assert w.look(t + 0.05 + 0.05 * k, [stats([0], [15], [0.1])], abandoned=[5]) == []
+    t += 2.0
+    assert w.look(t, [stats([0], [15], [0.1])], abandoned=[5]) == []
+    assert w.look(t + 0.05, [stats([1], [15], [0.1])], abandoned=[5]) == []
+    assert w.look(t + 0.17, [stats([0], [16], [0.1])], abandoned=[6]) == []  # out 0.12-0.17 s: overdue
+    out = w.look(t + 0.25, [stats([0], [16], [0.1])], abandoned=[6])
+    assert [i for i, _ in out] == [0] and "1 cancelled unanswered" in out[0][1]

@@ -7,12 +7,20 @@ every ``WATCH_PERIOD_S``, beside the newest Triton scrape of each endpoint:
     silence_i = now - max(start_i, alive_i)
         start_i   = the last time i's answered count (successes + failures, over every dispatcher, less the
                     attempts we cancelled: a hedge's loser is no answer) changed, or i had nothing of ours waiting:
-                    nothing in flight and no attempt cancelled since its last answer (a request whose hedge won
-                    elsewhere was still not answered by i)
+                    nothing in flight and no overdue attempt cancelled since its last answer (a request whose hedge
+                    won elsewhere was still not answered by i)
         alive_i   = N_i.at_s when the server is seen serving other clients (crowd_i, below) and its newest sample
                     N_i shows completions since the one before, P_i; else -inf
     stalled   : waiting_i >= 1 and silence_i > limit_i
-    waiting_i = in_flight_i + the attempts on i cancelled since its last answer
+    waiting_i = in_flight_i + the overdue attempts on i cancelled since its last answer: those seen cancelled at a
+                look when i had been silent for more than usual_i + WATCH_PERIOD_S + report_cadence_s (the
+                silence starts at the last look that saw nothing waiting, up to a look period before the attempt
+                left, and the counts arrive that late; an original whose hedge won elsewhere had been
+                out for the hedge delay, longer than usual_i, with no answer from i); an attempt cancelled
+                sooner (a hedge's copy sent to i, cancelled when the original answered elsewhere; over gRPC the
+                server stops it) was owed nothing yet and says nothing about i: counting it as waiting would
+                keep the silence of an idle endpoint running, and eject a healthy one whose only traffic was
+                copies that lost
     limit_i   = max(STALL_FACTOR x usual_i, usual_i + STALL_SLACK_S, SLO - usual_i) + grace_i + report_cadence_s
     grace_i   = max(scrape_period_s, ahead_i / x_i, QUEUE_TAIL x q_i) when alive_i, else 0
         scrape_period_s  the next scrape is due that long after N_i: until then the server is presumed to keep
@@ -95,6 +103,8 @@ class StallWatch:
         self.factor = factor
         self.slack_s = slack_s
         self.report_cadence_s = report_cadence_s
+        #: how much longer than the usual latency a silence can be while nothing was owed yet (``waiting_i``)
+        self._look_slack_s = WATCH_PERIOD_S + report_cadence_s
         self._done = [-1] * n
         self._since = [math.inf] * n
         #: per endpoint, the cancelled attempts counted at its last answer (those since are still waiting on it)
@@ -144,11 +154,13 @@ class StallWatch:
                 self._done[i], self._cancelled_at[i] = done[i], cancelled[i]
                 self._since[i] = now
                 continue
+            u = usual[i]
+            if cancelled[i] > self._cancelled_at[i] and not now - self._since[i] > u + self._look_slack_s:
+                self._cancelled_at[i] = cancelled[i]  # cancelled before i owed an answer: no evidence either way
             waiting = in_flight[i] + cancelled[i] - self._cancelled_at[i]
             if waiting == 0:
                 self._since[i] = now
                 continue
-            u = usual[i]
             if not u == u:
                 continue
             ahead, grace_s, alive_at = self._crowd(i, in_flight[i])
