@@ -35,6 +35,9 @@ BAD_FILES = [
     ("profile zero concurrency", "endpoints: [{name: a, accelerator: gpu, price_per_hour: 1, "
                                  "profile: {base: inf2.xlarge, concurrency: 0}}]",
      r"endpoint 'a': field 'profile'.concurrency: 0 must be an integer >= 1"),
+    ("profile cancellable not a bool", "endpoints: [{name: a, accelerator: gpu, price_per_hour: 1, "
+                                       "profile: {base: inf2.xlarge, cancellable: 'no'}}]",
+     r"endpoint 'a': field 'profile'.cancellable: 'no' must be true or false"),
     ("profile unknown field", "endpoints: [{name: a, accelerator: gpu, price_per_hour: 1, "
                               "profile: {latency_s: 1, speed: 2}}]",
      r"endpoint 'a': field 'profile': unknown field\(s\) speed"),

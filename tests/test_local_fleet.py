@@ -5,6 +5,7 @@ latency within 10% of the profile, saturated throughput halved within 20%.
 """
 from __future__ import annotations
 
+import dataclasses
 import glob
 import json
 import os
@@ -215,6 +216,35 @@ def test_a_cancelled_request_stops_and_gives_its_slot_back(local: LocalFleet) ->
     assert next_s < 0.25, f"the next request took {next_s:.3f} s"
 
 
+def test_a_model_that_ignores_cancellation_serves_every_request_whole() -> None:
+    """``cancellable: false`` (an ensemble's steps, a backend without cancellation support): the cancelled requests
+    are served to their end and hold their slots; Triton counts them as successes."""
+    fleet = {"time_scale": 0.1, "endpoints": [
+        {"name": "g5-x", "accelerator": "gpu", "price_per_hour": 1.006, "protocol": "grpc",
+         "profile": {"base": "g5.xlarge-triton", "latency_s": 1.0, "concurrency": 4, "cancellable": False}}]}
+    with LocalFleet(Fleet.from_dict(fleet)) as local:
+        endpoint = local.endpoints["g5-x"]
+        url = endpoint.metrics_url
+        busy_before = _counter(url, "tritonmix_emulated_service_us")
+        client = grpcclient.InferenceServerClient(endpoint.grpc_url)
+        try:
+            calls = [client.async_infer(MODEL, _inputs(grpcclient, seed=k), lambda result, error: None)
+                     for k in range(5)]
+            time.sleep(0.03)
+            for call in calls:
+                call.cancel()
+            deadline = time.monotonic() + 3.0
+            while scrape_metrics(url, MODEL)["success"] < 5 and time.monotonic() < deadline:
+                time.sleep(0.02)
+            busy_s = (_counter(url, "tritonmix_emulated_service_us") - busy_before) / 1e6
+            counts = scrape_metrics(url, MODEL)
+            cancelled = _counter(url, "tritonmix_emulated_cancelled")
+        finally:
+            client.close()
+    assert counts["success"] == 5 and counts["failure"] == 0 and cancelled == 0
+    assert busy_s > 0.45, f"busy {busy_s:.3f} s"  # five requests of 100 ms each, served whole
+
+
 def test_http_requests_are_served_whole_with_the_cancellation_checks(local: LocalFleet) -> None:
     """Triton's HTTP frontend passes no cancellation on: the checks never stop a request, and it holds its slot for
     the whole latency (the busy time per request stays the profile's)."""
@@ -380,3 +410,16 @@ def test_cli_up_status_faults_down_leaves_nothing(tmp_path: Path, monkeypatch: p
     assert not list((tmp_path / "run").glob("fleet-*.json"))
     again = _cli(env, "status", str(fleet_file))
     assert again.returncode == 2 and "no fleet is up" in again.stderr
+
+
+def test_the_scenario_tells_its_models_whether_to_honour_cancellation() -> None:
+    from tritonmix.bench.scenario import QUICK
+    from tritonmix.emulation.repository import EmulationSettings
+    from tritonmix.emulation.profiles import resolve_profile
+
+    for cancellable in (True, False):
+        fleet = dataclasses.replace(QUICK, cancellable=cancellable).fleet()
+        for spec in fleet:
+            profile = resolve_profile(spec.profile, fleet.time_scale)
+            assert profile.cancellable is cancellable
+            assert EmulationSettings(spec.name, profile).parameters()["cancellable"] == ("1" if cancellable else "0")

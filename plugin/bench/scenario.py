@@ -93,6 +93,9 @@ class ScenarioSpec:
     #: the pools: (endpoint name, builtin profile) each, serving ``concurrency`` requests at once
     pools: Tuple[Tuple[str, str], ...] = UNITS
     concurrency: int = CONCURRENCY
+    #: the emulated models stop a request its client cancelled (gRPC); False: they run it to its end (the profile's
+    #: ``cancellable``; raw files from before it ran on models that ignored cancellation)
+    cancellable: bool = True
 
     def trace(self) -> ArrivalTrace:
         return ArrivalTrace.build(self.duration_s, self.base_rps, self.peak_rps, self.duration_s - self.steady_s,
@@ -107,7 +110,8 @@ class ScenarioSpec:
                 "accelerator": profile.accelerator,
                 "instance_type": profile.instance_type,
                 "price_per_hour": profile.price_per_hour,
-                "profile": {"base": profile_name, "concurrency": self.concurrency},
+                "profile": {"base": profile_name, "concurrency": self.concurrency,
+                            **({} if self.cancellable else {"cancellable": False})},
                 "max_concurrency": self.concurrency,
                 "max_rps": round(self.concurrency / (profile.latency_s * self.time_scale), 3),
             })

@@ -36,6 +36,10 @@ def register(subparsers: Any) -> None:
                                "worst seed beside it; the policy order is shuffled per seed (default 1)")
     scenario.add_argument("--protocol", choices=("http", "grpc"), default="http",
                           help="what every policy's client speaks (gRPC: a hedge's losing copy is cancelled)")
+    scenario.add_argument("--models-ignore-cancel", action="store_true",
+                          help="the emulated models run a request whose client cancelled it to its end, as an "
+                               "ensemble's steps or a backend without cancellation support do (default: they stop it, "
+                               "as a python-backend model checking is_cancelled() does; only gRPC passes it on)")
     scenario.add_argument("--hedge", type=float, default=None, metavar="MAX_SHARE",
                           help="hedged requests for the tritonmix policies: at most MAX_SHARE of the requests get a "
                                "copy (default 0.1; 0: no hedging)")
@@ -113,7 +117,7 @@ def run(args: argparse.Namespace) -> int:
         if spec.hedge is None:
             raise CLIError("--hedge-delay-factor: hedging is off (--hedge 0)")
         spec = dataclasses.replace(spec, hedge=dict(spec.hedge, delay_factor=args.hedge_delay_factor))
-    spec = dataclasses.replace(spec, protocol=args.protocol)
+    spec = dataclasses.replace(spec, protocol=args.protocol, cancellable=not args.models_ignore_cancel)
     if args.controller:
         spec = dataclasses.replace(spec, controller=_settings(args.controller, "--controller"))
         try:
@@ -132,7 +136,8 @@ def run(args: argparse.Namespace) -> int:
     hedging = "off" if spec.hedge is None else "on (" + ", ".join(f"{k} {v}" for k, v in spec.hedge.items()) + ")"
     tried = "".join(f", {k} {v}" for k, v in spec.controller.items())
     print(f"scenario '{spec.name}': EMULATED accelerators (time_scale {spec.time_scale}), SLO {spec.slo_ms:.0f} ms, "
-          f"{spec.protocol}, hedging {hedging}{tried}", flush=True)
+          f"{spec.protocol}{'' if spec.cancellable else ' (the models ignore cancellation)'}, hedging {hedging}{tried}",
+          flush=True)
     summary = run_scenario(spec, Path(args.out), policies, progress=lambda m: print(m, flush=True),
                            seeds=args.seeds)
     print()

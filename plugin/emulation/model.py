@@ -28,14 +28,7 @@ A capacity cut to ``C`` below the instance count ``N`` works in two ways at once
   ``C`` requests are served at once, in arrival order (``_Slots``: a ticket semaphore in a small file the instances'
   processes share, polled every ``SLOT_POLL_S``).
 
-Requests already being served finish on the old settings; nothing is held by a model reload.
-
-A request its client cancelled (gRPC: a hedge's losing copy, a call past its deadline; Triton's HTTP frontend passes
-no cancellation on) stops as a generative model that checks ``request.is_cancelled()`` between its denoising steps
-does: one still in Triton's queue never takes a slot, one being served gives its slot back at the next of
-``CANCEL_CHECKS`` checks spread over its latency (at most every ``CANCEL_CHECK_MIN_S``), and only the time it held the
-slot is busy time. It ends as a failed execute (Triton counts a failure, not a success whose short compute time
-would pull the endpoint's measured service time down) and counts in ``tritonmix_emulated_cancelled``. (A reload, which
+Requests already being served finish on the old settings; nothing is held by a model reload. (A reload, which
 starts or stops stub processes, held in-flight requests for about 1.5-1.9 s on a 2-core machine: an artefact no
 real pool shows.) The model's own counters, per instance on Triton's metrics port: ``tritonmix_emulated_service_us``
 (time requests held a slot: the accelerator's busy time, what a pool is billed for),
@@ -43,6 +36,16 @@ real pool shows.) The model's own counters, per instance on Triton's metrics por
 ``tritonmix_emulated_cancelled`` (requests that stopped because their client cancelled them), and
 the gauge ``tritonmix_emulated_parked`` (1 while the instance holds a parking request: the parking requests out less
 the parked ones are those still waiting in Triton's queue, counted in its pending gauge as no client's request is).
+
+A request its client cancelled (gRPC: a hedge's losing copy, a call past its deadline; Triton's HTTP frontend passes
+no cancellation on) stops as a generative model that checks ``request.is_cancelled()`` between its denoising steps
+does: one still in Triton's queue never takes a slot, one being served gives its slot back at the next of
+``CANCEL_CHECKS`` checks spread over its latency (at most every ``CANCEL_CHECK_MIN_S``), and only the time it held
+the slot is busy time. It ends as a failed execute (Triton counts a failure, not a success whose short compute time
+would pull the endpoint's measured service time down). Profile parameter ``cancellable`` "0": every request runs to
+its end, as an ensemble's steps or a backend without cancellation support do (checked on Triton 2.51: a python
+model's ``is_cancelled()`` turns true within one check of a gRPC client's cancel, for a request being served and
+for one still queued).
 
 Why instances and not ``async def execute``: with a non-decoupled model Triton hands an instance its next request
 only once ``execute`` has returned, so an async execute in one instance serialises just as a blocking one does;
@@ -67,7 +70,7 @@ import numpy as np
 import triton_python_backend_utils as pb_utils  # type: ignore[import-not-found]
 
 _DEFAULTS = {"latency_s": "0.1", "jitter_s": "0", "time_scale": "1", "slow_down": "1", "image_size": "8",
-             "concurrency": "0"}
+             "concurrency": "0", "cancellable": "1"}
 CONTROL_FILE = "control.json"
 SLOTS_PREFIX = "slots-"
 CONTROL_CHECK_S = 0.05
@@ -216,6 +219,7 @@ class TritonPythonModel:
         self.base_latency_s = float(params["latency_s"])
         self.base_jitter_s = float(params["jitter_s"])
         self.image_size = int(params["image_size"])
+        self.cancellable = params["cancellable"] != "0"
         model_dir = args.get("model_repository") or os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
         instances = _instance_count(config)
         concurrency = int(params["concurrency"]) if params["concurrency"].isdigit() else 0
@@ -270,7 +274,7 @@ class TritonPythonModel:
 
     def _serve(self, request, text, seed_value):
         """Hold a slot for the profile's latency; None when the client cancelled the request (module docstring)."""
-        if _cancelled(request):
+        if self.cancellable and _cancelled(request):
             _add(self.cancelled, 1)
             return None
         waited_s = self.slots.acquire(self.control)
@@ -279,12 +283,12 @@ class TritonPythonModel:
         try:
             image = self._image(text, seed_value)
             delay_s = self._delay_s()
-            step_s = max(CANCEL_CHECK_MIN_S, delay_s / CANCEL_CHECKS)
+            step_s = max(CANCEL_CHECK_MIN_S, delay_s / CANCEL_CHECKS) if self.cancellable else delay_s
             while True:
                 remaining_s = delay_s - (time.monotonic() - started)
                 if remaining_s <= 0:
                     break
-                if _cancelled(request):
+                if self.cancellable and _cancelled(request):
                     stopped = True
                     break
                 time.sleep(min(step_s, remaining_s))

@@ -35,6 +35,10 @@ class Profile:
     instance_type: str = ""
     price_per_hour: float = 0.0
     source: str = ""
+    #: the model stops a request its client cancelled (a python-backend model checking ``is_cancelled()`` between
+    #: its steps); False: it runs every request to its end, as an ensemble's steps or a backend without
+    #: cancellation support do (over gRPC a cancelled copy then still holds its slot: load the client no longer sees)
+    cancellable: bool = True
 
     def __post_init__(self) -> None:
         if self.jitter_s < 0:
@@ -98,6 +102,8 @@ def validate_profile(value: Union[str, Mapping[str, Any]], where: str = "profile
                 raise ConfigError(f"{where}.{key}: {number!r} is not a finite number")
             if number < 0 or (key == "latency_s" and number == 0):
                 raise ConfigError(f"{where}.{key}: {number!r} must be {'> 0' if key == 'latency_s' else '>= 0'}")
+    if not isinstance(merged.get("cancellable", True), bool):
+        raise ConfigError(f"{where}.cancellable: {merged['cancellable']!r} must be true or false")
     concurrency = merged.get("concurrency", 1)
     if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
         raise ConfigError(f"{where}.concurrency: {concurrency!r} must be an integer >= 1")

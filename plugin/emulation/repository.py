@@ -87,6 +87,7 @@ class EmulationSettings:
             "time_scale": repr(self.time_scale),
             "slow_down": repr(self.slow_down),
             "image_size": str(self.image_size),
+            "cancellable": "1" if self.profile.cancellable else "0",
         }
 
 
