@@ -282,6 +282,18 @@ cdef class Dispatcher:
             raise NoEndpointAvailable("every available endpoint with weight > 0 is excluded")
         return a
 
+    def take(self, Py_ssize_t i):
+        """Count a pick of endpoint ``i`` that the caller chose itself, whatever its weight and health mask (a
+        request's last resort, ``tritonmix.request.attempts``): in flight and picks += 1, matched by one ``record``
+        as any pick is. NoEndpointAvailable when the endpoint was removed."""
+        self._check_index(i)
+        cdef Endpoint* e = &self._ep[i]
+        if e.removed:
+            raise NoEndpointAvailable(f"endpoint {i} was removed")
+        e.in_flight += 1
+        e.picks += 1
+        return i
+
     def record(self, Py_ssize_t i, double latency_s, bint ok):
         """The one completion of a pick of ``i``: in_flight -= 1, counters and EWMAs updated (class docstring)."""
         self._record(i, latency_s, ok)

@@ -248,6 +248,18 @@ class Dispatcher:
             self._picks[a] += 1
             return a
 
+    def take(self, i: int) -> int:
+        """Count a pick of endpoint ``i`` that the caller chose itself, whatever its weight and health mask (a
+        request's last resort, ``tritonmix.request.attempts``): in flight and picks += 1, matched by one ``record``
+        as any pick is. NoEndpointAvailable when the endpoint was removed."""
+        with self._lock:
+            i = self._check_index(i)
+            if self._removed[i]:
+                raise NoEndpointAvailable(f"endpoint {i} was removed")
+            self._in_flight[i] += 1
+            self._picks[i] += 1
+            return i
+
     def record(self, i: int, latency_s: float, ok: bool) -> None:
         """The one completion of a pick of ``i``: in_flight -= 1, counters and EWMAs updated (class docstring)."""
         latency_s = float(latency_s)

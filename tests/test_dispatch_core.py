@@ -519,6 +519,28 @@ def test_a_removed_endpoint_is_never_picked_and_its_requests_still_out_are_recor
         d.pick(exclude=[j for j in range(4) if j != middle])
 
 
+def test_take_counts_a_pick_the_caller_made_whatever_the_weight_or_mask(impl: ModuleType) -> None:
+    """A request's last resort: the caller picks an endpoint the weights or the mask keep out; ``take`` counts it in
+    flight as a pick, and one ``record`` matches it. A removed endpoint cannot be taken."""
+    d = impl.Dispatcher(3, seed=1)
+    d.set_weights([1.0, 0.0, 1.0])
+    d.set_available(2, False)
+    assert d.take(1) == 1 and d.take(2) == 2
+    s = d.stats()
+    assert s.in_flight == (0, 1, 1) and s.picks == (0, 1, 1)
+    d.record(1, 0.2, True)
+    d.record(2, 0.1, False)
+    s = d.stats()
+    assert s.in_flight == (0, 0, 0) and s.successes[1] == 1 and s.failures[2] == 1
+    assert [d.pick() for _ in range(20)] == [0] * 20  # the weights and the mask are as they were
+    d.remove(1)
+    with pytest.raises(NoEndpointAvailable):
+        d.take(1)
+    with pytest.raises(IndexError):
+        d.take(3)
+    assert d.stats().in_flight == (20, 0, 0)
+
+
 def test_a_slot_is_reused_only_when_removed_and_idle(impl: ModuleType) -> None:
     d = impl.Dispatcher(3, seed=5)
     d.set_weights([0.0, 1.0, 0.0])

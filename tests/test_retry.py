@@ -90,3 +90,66 @@ def test_a_request_failed_by_a_dead_python_stub_is_served_elsewhere() -> None:
         assert_nothing_in_flight(client)
     finally:
         client.close()
+
+
+def test_a_retry_with_nowhere_left_tries_an_ejected_endpoint_that_is_up_again() -> None:
+    """After a restart: A was ejected for a refused connection and is up again, its backoff not over; B, the one
+    endpoint left routable, now refuses. The retry has no routable endpoint left: it goes to A (the last resort)
+    instead of failing the request while A could answer."""
+    a, b = FakeEndpoint(ConnectionRefusedError(111, "Connection refused")), FakeEndpoint()
+    endpoints = [a, b]
+    fleet = Fleet.from_urls(UNREACHABLE, protocol="http", slo_ms=600, controller={"enabled": False})
+    urls = [e.url for e in fleet.endpoints]
+    client = tritonmix.http.InferenceServerClient(fleet=fleet, seed=3,
+                                                  endpoint_client_factory=lambda url: endpoints[urls.index(url)])
+    try:
+        for _ in range(20):  # A refuses: ejected at its first refusal, every request answered by B
+            assert client.infer("add_sub", [])[0] == "result"
+            if client.router.ejected()[0]:
+                break
+        assert client.router.ejected() == [True, False] and a.calls == 1
+        a.error, b.error = None, ConnectionRefusedError(111, "Connection refused")  # A back up, B restarting
+        before = (a.calls, b.calls)
+        assert client.infer("add_sub", [])[0] == "result"
+        assert (a.calls, b.calls) == (before[0] + 1, before[1] + 1)  # B refused, then A answered
+        assert client.router.ejected()[0], "A is still ejected: the last resort does not readmit it"
+        assert_nothing_in_flight(client)
+    finally:
+        client.close()
+
+
+def test_a_request_fails_naming_every_endpoint_when_the_last_resort_fails_too() -> None:
+    a = FakeEndpoint(ConnectionRefusedError(111, "Connection refused"))
+    b = FakeEndpoint(ConnectionRefusedError(111, "Connection refused"))
+    endpoints = [a, b]
+    fleet = Fleet.from_urls(UNREACHABLE, protocol="http", slo_ms=600, controller={"enabled": False, "max_retries": 3})
+    urls = [e.url for e in fleet.endpoints]
+    client = tritonmix.http.InferenceServerClient(fleet=fleet, seed=3,
+                                                  endpoint_client_factory=lambda url: endpoints[urls.index(url)])
+    try:
+        with pytest.raises(InferenceServerException, match="failed on every endpoint tried") as info:
+            client.infer("add_sub", [])
+        assert "127.0.0.1:9" in str(info.value) and "127.0.0.1:10" in str(info.value)
+        assert (a.calls, b.calls) == (1, 1)  # each tried once: a last resort never goes back to one tried
+        assert_nothing_in_flight(client)
+    finally:
+        client.close()
+
+
+def test_the_last_resort_is_an_endpoint_up_but_kept_out_with_the_shortest_failure_streak() -> None:
+    from tritonmix.request.router import Router
+
+    fleet = Fleet.from_urls("127.0.0.1:1,127.0.0.1:2,127.0.0.1:3,127.0.0.1:4", protocol="http", slo_ms=600,
+                            controller={"enabled": False})
+    router = Router(fleet, seed=1)
+    router.lane("m", "interactive")
+    assert router.last_resort("m", frozenset({0, 1, 2, 3})) is None
+    router.set_model_ready("m", [True, False, True, True])  # 1 not ready for m: never a last resort for it
+    router.tally.set_streak(2, 3)
+    assert router.last_resort("m", frozenset({0})) == 3  # 2 has failed three times in a row, 3 never
+    router.tally.set_streak(3, 5)
+    assert router.last_resort("m", frozenset({0})) == 2
+    assert router.last_resort("m", frozenset({0, 2, 3})) is None
+    router.tally.set_streak(2, 0)
+    router.tally.set_streak(3, 0)
+    assert [router.last_resort("m", frozenset({0})) for _ in range(4)] == [3, 2, 3, 2]  # ties: after the last

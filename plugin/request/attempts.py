@@ -2,7 +2,10 @@
 its lane, deadline and retry policy, and the errors that end it.
 
     Attempts(engine, model, rc, deadline_s)   lane.begin() (unless the caller began it), the deadline from now
-    pick()                                    lane.pick(exclude=endpoints tried); none left: the summary error
+    pick()                                    lane.pick(exclude=endpoints tried); none left on a retry: a last
+                                              resort (``Router.last_resort``: an endpoint not tried that is up
+                                              but ejected, masked or weighted 0, counted in with
+                                              ``Dispatcher.take``); none at all: the summary error
     limit(i, now, remaining_s)                (the time limit to give the transport, the rescue limit or inf): the
                                               shorter of the deadline's remaining_s and endpoint i's rescue limit
                                               (``tritonmix.request.rescue``; interactive requests only)
@@ -107,6 +110,13 @@ class Attempts:
         try:
             return self.lane.pick(tried)
         except NoEndpointAvailable:
+            if tried:
+                i = self.engine.router.last_resort(self.model, tried)
+                if i is not None:
+                    try:
+                        return self.lane.dispatcher.take(i)
+                    except NoEndpointAvailable:  # it left the set in between
+                        pass
             why = "no other endpoint available" if tried else "no endpoint available (all ejected or not ready)"
             raise self.engine.exhausted(self.model, self.policy, why) from None
 

@@ -61,7 +61,7 @@ import math
 import threading
 import time
 import zlib
-from typing import Any, Callable, Dict, List, Optional, Sequence, Set, Tuple
+from typing import AbstractSet, Any, Callable, Dict, List, Optional, Sequence, Set, Tuple
 
 from ..dispatch_core import Dispatcher, EndpointTally, Lane
 from ..fleet import EndpointSpec, Fleet
@@ -137,6 +137,7 @@ class Router:
         #: churn (module docstring): the discovery mask, vacant slots, live names -> slot, and the listeners
         self._serving = [True] * n
         self._vacant = [False] * n
+        self._last_resort_after = -1  # the previous last resort (``last_resort``)
         self._slot_of: Dict[str, int] = {e.name: i for i, e in enumerate(fleet.endpoints)}
         self._endpoint_listeners: List[Callable[[EndpointChange], None]] = []
         self._reaped: Set[int] = set()
@@ -357,6 +358,28 @@ class Router:
         """Per endpoint: ejected by the router's own detector (always False while a controller holds ejection)."""
         with self._lock:
             return [t is not None for t in self._outliers.until]
+
+    def last_resort(self, model: str, exclude: AbstractSet[int]) -> Optional[int]:
+        """An endpoint for a retry that the masks and weights leave nowhere to go: one not in ``exclude`` (the
+        request's tried ones), still in the set and serving, ready for ``model`` as last probed, but ejected,
+        masked by the controller or weighted 0; the one with the shortest failure streak (ties: the lowest index
+        after the previous last resort's, so that they spread). None: there is none. A request that would fail
+        while an endpoint it did not try is up again (ejected for a restart that has ended, its backoff not yet
+        over) gets one more attempt instead (``tritonmix.request.attempts``)."""
+        with self._lock:
+            ready = self._ready.get(model)
+            n = self._n
+            start = self._last_resort_after + 1
+            best: Optional[int] = None
+            for k in range(n):
+                i = (start + k) % n
+                if i in exclude or self._vacant[i] or not self._serving[i] or (ready is not None and not ready[i]):
+                    continue
+                if best is None or self.tally.streak(i) < self.tally.streak(best):
+                    best = i
+            if best is not None:
+                self._last_resort_after = best
+            return best
 
     def is_available(self, model: str, i: int) -> bool:
         """Whether endpoint ``i`` may take requests for ``model`` now (all three masks)."""
