@@ -79,9 +79,10 @@ SLOT_POLL_S = 0.001
 PARK_PROMPT = b"\x00tritonmix-emulation:park"
 PARK_POLL_S = 0.01
 #: a request being served looks for its client's cancellation this many times over its latency ...
-CANCEL_CHECKS = 20
-#: ... and no more often than this (each look is a round trip to the backend)
-CANCEL_CHECK_MIN_S = 0.005
+CANCEL_CHECKS = 8
+#: ... and no more often than this: each look is a round trip between the stub and the backend (about 0.1 ms),
+#: and over HTTP, which passes no cancellation on, every look is overhead (benches/results/scenario-quick.md)
+CANCEL_CHECK_MIN_S = 0.01
 
 
 def _parameters(model_config):
