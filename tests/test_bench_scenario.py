@@ -212,7 +212,8 @@ def test_scenario_controller_settings_to_try_reach_the_tritonmix_fleet_and_bad_o
 
     def args(*controller: str) -> argparse.Namespace:
         return argparse.Namespace(quick=True, seed=None, hedge=None, hedge_delay_factor=None, protocol="http",
-                                  controller=list(controller), seeds=1, policies="tritonmix-auto", out="unused")
+                                  models_ignore_cancel=False, controller=list(controller), seeds=1,
+                                  policies="tritonmix-auto", out="unused")
 
     with pytest.raises(CLIError, match="not KEY=VALUE"):
         bench.run(args("target_utilisation"))

@@ -182,11 +182,14 @@ def test_a_hedge_goes_where_a_copy_can_still_answer_within_the_slo() -> None:
     try:
         client.router.lane("add_sub", "interactive").dispatcher.set_weights([0.8, 0.1, 0.1])
         latencies = []
-        for _ in range(10):
+        for _ in range(16):
             latencies += _latencies(client, 1)
             time.sleep(0.3)  # the abandoned attempt on 'stuck' ends (sync HTTP cannot cancel it): all idle again
-        assert endpoints[0].calls >= 4, "too few requests went to 'stuck' to hedge"
-        assert max(latencies) < 0.3, latencies
+        assert endpoints[0].calls >= 8, "too few requests went to 'stuck' to hedge"
+        # the copies go to 'fast' (a copy on 'slow' answers at 0.1 + 0.2 s): before, half of them went to 'slow';
+        # one or two late ones are a loaded machine's scheduling (seen once in CI: 2 of 10 at 0.300-0.305 s)
+        assert sum(latency >= 0.3 for latency in latencies) <= 2, latencies
+        assert endpoints[2].calls >= 2 * endpoints[1].calls, (endpoints[1].calls, endpoints[2].calls)
         _settle(client, endpoints)
     finally:
         client.close()

@@ -225,6 +225,9 @@ def test_a_model_that_ignores_cancellation_serves_every_request_whole() -> None:
     with LocalFleet(Fleet.from_dict(fleet)) as local:
         endpoint = local.endpoints["g5-x"]
         url = endpoint.metrics_url
+        deadline = time.monotonic() + 10.0  # ready is the server's word; its metrics port may answer a moment later
+        while scrape_metrics(url, MODEL) is None and time.monotonic() < deadline:
+            time.sleep(0.05)
         busy_before = _counter(url, "tritonmix_emulated_service_us")
         client = grpcclient.InferenceServerClient(endpoint.grpc_url)
         try:
