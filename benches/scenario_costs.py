@@ -22,8 +22,6 @@ from __future__ import annotations
 import argparse
 import collections
 import dataclasses
-import gzip
-import json
 import statistics
 import sys
 from typing import Any, Dict, List, Sequence
@@ -31,12 +29,8 @@ from typing import Any, Dict, List, Sequence
 from tritonmix.bench.analysis import cost_per_1k
 from tritonmix.bench.oracle import fluid_floor, unit_states_at
 from tritonmix.bench.run import _spec_of
+from tritonmix.bench.run import read_raw as load
 from tritonmix.bench.sampler import Sample
-
-
-def load(path: str) -> Dict[str, Any]:
-    with (gzip.open(path, "rt") if path.endswith(".gz") else open(path)) as f:
-        return json.load(f)
 
 
 def placement_cost(requests: Sequence[Sequence[Any]], units: Sequence[Any], events: Sequence[Any],

@@ -13,14 +13,9 @@ from __future__ import annotations
 
 import argparse
 import collections
-import gzip
-import json
 from typing import Any, Dict, List, Tuple
 
-
-def load(path: str) -> Dict[str, Any]:
-    with (gzip.open(path, "rt") if path.endswith(".gz") else open(path)) as f:
-        return json.load(f)
+from tritonmix.bench.run import read_raw as load
 
 
 def windows(scenario: Dict[str, Any]) -> List[Tuple[float, float, str, str]]:

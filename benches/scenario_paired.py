@@ -17,19 +17,13 @@ resamples of the pairs, seeded), and in how many pairs B was the dearer / the be
 from __future__ import annotations
 
 import argparse
-import gzip
-import json
 import random
 import statistics
 import sys
 from typing import Any, Dict, List, Sequence, Tuple
 
+from tritonmix.bench.run import read_raw as load
 from tritonmix.bench.run import recompute
-
-
-def load(path: str) -> Dict[str, Any]:
-    with (gzip.open(path, "rt") if path.endswith(".gz") else open(path)) as f:
-        return json.load(f)
 
 
 def pairs(raw: Dict[str, Any], a: str, b: str) -> List[Tuple[int, Dict[str, Any], Dict[str, Any]]]:
@@ -38,16 +32,25 @@ def pairs(raw: Dict[str, Any], a: str, b: str) -> List[Tuple[int, Dict[str, Any]
     missing = [p for p in (a, b) if p not in policies]
     if missing:
         raise SystemExit(f"policy {', '.join(missing)} not in this raw file (it has {', '.join(sorted(policies))})")
-    by_seed = {f["seed"]: f for f in policies[a]["per_seed"]}
-    return [(f["seed"], by_seed[f["seed"]], f) for f in policies[b]["per_seed"] if f["seed"] in by_seed]
+    return _matched(policies[a], policies[b])
 
 
 def across(before: Dict[str, Any], after: Dict[str, Any], policy: str
            ) -> List[Tuple[int, Dict[str, Any], Dict[str, Any]]]:
     """(seed, the policy's figures in ``before``, its figures in ``after``) for every seed both runs have."""
-    a, b = (recompute(raw)["policies"].get(policy) for raw in (before, after))
-    if a is None or b is None:
+    return _across(recompute(before)["policies"], recompute(after)["policies"], policy)
+
+
+def _across(before: Dict[str, Any], after: Dict[str, Any], policy: str
+            ) -> List[Tuple[int, Dict[str, Any], Dict[str, Any]]]:
+    """``across`` on two recomputed summaries' ``policies``."""
+    if policy not in before or policy not in after:
         raise SystemExit(f"policy {policy} is not in both raw files")
+    return _matched(before[policy], after[policy])
+
+
+def _matched(a: Dict[str, Any], b: Dict[str, Any]) -> List[Tuple[int, Dict[str, Any], Dict[str, Any]]]:
+    """(seed, A's figures, B's figures) for the seeds of B's ``per_seed`` that A has too."""
     by_seed = {f["seed"]: f for f in a["per_seed"]}
     return [(f["seed"], by_seed[f["seed"]], f) for f in b["per_seed"] if f["seed"] in by_seed]
 
@@ -66,13 +69,15 @@ def main(argv: Sequence[str] = ()) -> None:
     ap.add_argument("--b", default="tritonmix-auto", help="the policy compared with it")
     ap.add_argument("--before", metavar="RAW_BEFORE", help="compare policy --b in each RAW with itself in this one")
     args = ap.parse_args(argv or None)
-    before = load(args.before) if args.before else None
+    before = recompute(load(args.before))["policies"] if args.before else None  # once, for every RAW
     name_a, name_b = ("before", "after") if before is not None else (args.a, args.b)
     slo, cost = [], []
     print(f"{'raw file':<48} {'seed':>5} {name_a + ' SLO':>22} {name_b + ' SLO':>22} {'d pts':>6} {'d goodput':>9}")
     for path in args.raw:
         raw = load(path)
-        for seed, fa, fb in (pairs(raw, args.a, args.b) if before is None else across(before, raw, args.b)):
+        matched = (pairs(raw, args.a, args.b) if before is None
+                   else _across(before, recompute(raw)["policies"], args.b))
+        for seed, fa, fb in matched:
             d_slo = 100.0 * (fb["slo_attainment"] - fa["slo_attainment"])
             d_cost = fb["goodput_cost_per_1k"] / fa["goodput_cost_per_1k"] - 1.0
             slo.append(d_slo)

@@ -14,20 +14,14 @@ from __future__ import annotations
 import argparse
 import collections
 import dataclasses
-import gzip
-import json
 from typing import Any, Dict, List, Optional, Sequence
 
 from tritonmix.bench.analysis import (BIN_S, dispatch_series, failed_conditions, pending_series, settle_checks,
                                       settled, share_series)
 from tritonmix.bench.loadgen import RequestRecord
 from tritonmix.bench.run import _spec_of
+from tritonmix.bench.run import read_raw as load
 from tritonmix.bench.sampler import Sample
-
-
-def load(path: str) -> Dict[str, Any]:
-    with (gzip.open(path, "rt") if path.endswith(".gz") else open(path)) as f:
-        return json.load(f)
 
 
 def blame(check: Dict[str, Any]) -> Dict[str, Any]:

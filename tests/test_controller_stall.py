@@ -150,8 +150,7 @@ def test_attempts_cancelled_unanswered_keep_the_silence_going_while_nothing_is_i
 def test_copies_cancelled_before_the_endpoint_owed_an_answer_do_not_make_an_idle_endpoint_silent():
     """A hedge's copy sent to an idle endpoint and cancelled when the original answered elsewhere (over gRPC the
     server stops it and never answers) was owed nothing: the endpoint is not judged silent for it, however long it
-    then stays idle (seen in a gRPC scenario run: inf2 and g6-triton, healthy, ejected for "0 in flight and 4-5
-    cancelled unanswered"). One cancelled after it was due still counts."""
+    then stays idle. One cancelled after it was due still counts."""
     w = StallWatch(1, factor=2.0, slack_s=0.0)  # usual 0.1 s, limit 0.2 s
     assert w.look(0.0, [stats([0], [10], [0.1])], abandoned=[0]) == []
     t = 0.0

@@ -10,13 +10,15 @@ metrics sample and the controller's decisions: ``recompute(raw.json)`` gives ``s
 from __future__ import annotations
 
 import dataclasses
+import gzip
+import json
 import logging
 import math
 import random
 import statistics
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -30,7 +32,7 @@ from .sampler import Sample
 from .scenario import POLICIES, ScenarioSpec
 from .trace import ArrivalTrace
 
-__all__ = ["run_scenario", "COST_MODEL", "raw_of", "series_of", "seed_baselines", "aggregate", "recompute",
+__all__ = ["run_scenario", "COST_MODEL", "read_raw", "raw_of", "series_of", "seed_baselines", "aggregate", "recompute",
            "event_limits"]
 
 logger = logging.getLogger(__name__)
@@ -144,6 +146,13 @@ def event_limits(spec: ScenarioSpec, units: Sequence[UnitState]) -> List[Tuple[f
         service = max((u.latency_s for u in after if u.concurrency > 0 and u.latency_s <= slo_s), default=0.0)
         out.append((round(2 * spec.interval_s + service, 3), round(dwell_s + 2 * spec.interval_s, 3)))
     return out
+
+
+def read_raw(path: Union[str, Path]) -> Dict[str, Any]:
+    """A scenario's ``raw.json`` (or ``raw.json.gz``) as written by ``run_scenario``. OSError, ValueError when it
+    cannot be read or parsed."""
+    data = Path(path).read_bytes()
+    return json.loads(gzip.decompress(data) if str(path).endswith(".gz") else data)
 
 
 def recompute(raw: Mapping[str, Any], provisioning: Optional[Provisioning] = None) -> Dict[str, Any]:

@@ -167,19 +167,12 @@ def run_replicas(args: argparse.Namespace) -> int:
 
 
 def run_recompute(args: argparse.Namespace) -> int:
-    import json
-
     from ..bench.report import markdown_table, write_summary
-    from ..bench.run import recompute
+    from ..bench.run import read_raw, recompute
 
     raw_path = Path(args.raw)
     try:
-        if raw_path.suffix == ".gz":
-            import gzip
-
-            raw = json.loads(gzip.decompress(raw_path.read_bytes()).decode())
-        else:
-            raw = json.loads(raw_path.read_text())
+        raw = read_raw(raw_path)
     except (OSError, ValueError) as exc:
         raise CLIError(f"recompute: cannot read {raw_path}: {exc}") from None
     if "runs" not in raw or "scenario" not in raw:
